@@ -1,0 +1,133 @@
+"""Elman RNN kernels, Numba backend: forward recurrence, then BPTT.
+
+These kernels trust their inputs: ``fastrnn.elman`` has checked shapes and
+dtypes, made every array C-contiguous and of one float dtype, allocated the
+outputs and workspace, and chosen ``use_blas`` (see ``fastrnn._tuning``).
+Shape letters: T steps, B batch, I input features, H hidden units.
+
+Read side by side with ``fastrnn/reference.py`` (the specification) and
+``kernels/elman_cython.pyx`` (the same loops in Cython).
+"""
+import numpy as np
+
+from ._numba_util import jit
+
+
+@jit
+def _act(a, relu, zero):
+    # relu keeps NaN (NaN < 0 is False), as np.maximum does in the reference.
+    # ``zero`` is typed like the data so float32 stays float32.
+    if relu:
+        return zero if a < 0 else a
+    return np.tanh(a)
+
+
+@jit
+def _act_grad(h, relu, zero, one):
+    """d act / d a, written with the activation's output h (min-char-rnn's 1 - h*h)."""
+    if relu:
+        return one if h > 0 else zero
+    return one - h * h
+
+
+@jit
+def _matmul_rows(A, M, lengths, t, use_blas, C):
+    """C[b] = A[b] @ M for the rows b still running at step t.  A (B, K), M (K, N), C (B, N).
+
+    The hand loop runs over M's contiguous rows (axpy form), so it vectorises
+    without reassociating sums; BLAS computes every row (frozen rows are
+    ignored by the caller).
+    """
+    if use_blas:
+        np.dot(A, M, C)
+        return
+    B, K = A.shape
+    N = M.shape[1]
+    for b in range(B):
+        if t < lengths[b]:
+            for n in range(N):
+                C[b, n] = 0
+            for k in range(K):
+                a = A[b, k]
+                for n in range(N):
+                    C[b, n] += a * M[k, n]
+
+
+@jit
+def forward(x2d, W_ihT, bias, W_hhT, h0, lengths, relu, use_blas, num_threads, work, out, h_n):
+    """Elman forward over a whole sequence.
+
+    Inputs:  x2d (T*B, I), W_ihT (I, H), bias (H,) = b_ih + b_hh (zeros if none),
+             W_hhT (H, H), h0 (B, H), lengths (B,) int64, relu, use_blas,
+             num_threads (unused: see _numba_util; BLAS threads carry the large sizes).
+    Work:    work (B, H).
+    Outputs (overwritten): out (T, B, H) the states h_t (zero past a sequence's
+             length), h_n (B, H) each sequence's state after its last step.
+    """
+    T, B, H = out.shape
+    zero = out.dtype.type(0)
+    # Only the recurrence is sequential: every step's input projection is one GEMM,
+    # written straight into out, which later holds the states.
+    xw = out.reshape(T * B, H)
+    np.dot(x2d, W_ihT, xw)
+    for r in range(T * B):
+        for j in range(H):
+            xw[r, j] += bias[j]
+    h_n[:] = h0
+    for t in range(T):
+        _matmul_rows(h_n, W_hhT, lengths, t, use_blas, work)
+        for b in range(B):
+            if t < lengths[b]:
+                for j in range(H):
+                    v = _act(out[t, b, j] + work[b, j], relu, zero)
+                    out[t, b, j] = v
+                    h_n[b, j] = v
+            else:
+                for j in range(H):
+                    out[t, b, j] = 0
+
+
+@jit
+def backward(x2d, W_ih, W_hh, h0, out, d_out, d_h_n, lengths, relu, use_blas, num_threads,
+             da, work, dx2d, dh0, dW_ih, dW_hh, db):
+    """Elman BPTT over a whole sequence.
+
+    Inputs:  x2d (T*B, I), W_ih (H, I), W_hh (H, H), h0 (B, H), out (T, B, H)
+             the forward states, d_out (T, B, H), d_h_n (B, H), lengths (B,),
+             relu, use_blas, num_threads (unused, as in forward).
+    Work:    da (T, B, H) the pre-activation gradients, work (B, H).
+    Outputs (overwritten): dx2d (T*B, I), dh0 (B, H), dW_ih (H, I),
+             dW_hh (H, H), db (H,) (the gradient of b_ih and of b_hh alike).
+    """
+    T, B, H = out.shape
+    zero, one = out.dtype.type(0), out.dtype.type(1)
+    dh = dh0  # the running dL/dh_t; what is left after step 0 is dL/dh0
+    dh[:] = d_h_n
+    for t in range(T - 1, -1, -1):
+        for b in range(B):
+            if t < lengths[b]:
+                for j in range(H):
+                    da[t, b, j] = (dh[b, j] + d_out[t, b, j]) * _act_grad(out[t, b, j], relu, zero, one)
+            else:
+                # A frozen step is the identity on h: dh passes through untouched.
+                for j in range(H):
+                    da[t, b, j] = 0
+        # The only sequential product: dh_{t-1} = da_t @ W_hh.
+        _matmul_rows(da[t], W_hh, lengths, t, use_blas, work)
+        for b in range(B):
+            if t < lengths[b]:
+                for j in range(H):
+                    dh[b, j] = work[b, j]
+    # Everything else is one large GEMM over all T*B rows.
+    DA = da.reshape(T * B, H)
+    np.dot(DA.T, x2d, dW_ih)
+    np.dot(DA, W_ih, dx2d)
+    # h_{t-1} is h0 for t = 0 and out[t-1] after; padded rows have da = 0.
+    np.dot(da[0].T, h0, dW_hh)
+    if T > 1:
+        dW_hh += np.dot(DA[B:].T, out.reshape(T * B, H)[: (T - 1) * B])
+    for j in range(H):
+        db[j] = 0
+    for r in range(T * B):
+        for j in range(H):
+            db[j] += DA[r, j]
