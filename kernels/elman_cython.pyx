@@ -1,0 +1,297 @@
+"""Elman RNN kernels, Cython backend: forward recurrence, then BPTT.
+
+These kernels trust their inputs: ``fastrnn.elman`` has checked shapes and
+dtypes, made every array C-contiguous and of one float dtype, allocated the
+outputs and workspace, and chosen ``use_blas`` and ``num_threads`` (see
+``fastrnn._tuning``).  Shape letters: T steps, B batch, I input features,
+H hidden units.
+
+Read side by side with ``fastrnn/reference.py`` (the specification) and
+``kernels/elman_numba.py`` (the same loops in Numba).  One source serves
+float32 and float64 through the fused type ``floating``; only ``_gemm``
+branches on it, to call sgemm/sgemv or dgemm/dgemv.  Bounds checks,
+wraparound and initialised-memoryview checks come from setup.py's directives
+(on in the FASTRNN_CYTHON_DEBUG build), so none are set here.
+"""
+from cython cimport floating
+from cython.parallel cimport prange
+from libc.math cimport tanh, tanhf
+from libc.stdint cimport int64_t
+from scipy.linalg.cython_blas cimport dgemm, dgemv, sgemm, sgemv
+
+
+cdef inline void _gemm(bint transA, bint transB, int M, int N, int K,
+                       floating alpha, const floating* A, int lda,
+                       const floating* Bm, int ldb,
+                       floating beta, floating* C, int ldc) noexcept nogil:
+    """Row-major C (M, N) = alpha op(A) @ op(Bm) + beta C, op transposing when its flag is set.
+
+    lda, ldb, ldc are the row lengths of A, Bm, C as stored.  BLAS is
+    column-major, and a row-major matrix read column-major is its transpose,
+    so this asks BLAS for C^T = op(Bm)^T op(A)^T: the operands swap, the flags
+    do not.  With beta = 0, C is not read, so it may hold garbage.
+
+    A product with one row or one column goes to gemv, as NumPy's and Numba's
+    np.dot do: gemm packs the whole matrix operand on every call, which made
+    the B = 1 recurrence (1, H) @ (H, H) 6-7x slower than gemv at H = 512-1024.
+    """
+    cdef char ta = b'T' if transA else b'N'
+    cdef char tb = b'T' if transB else b'N'
+    cdef char gt
+    cdef int gm, gn, gld, incx, incy, i
+    cdef const floating* V
+    cdef const floating* x
+    if M == 1 or N == 1:
+        if M == 1:
+            # c (N,) = op(Bm)^T a; Bm read column-major is Bm^T (N, K) or op(Bm) (K, N).
+            gt = b'T' if transB else b'N'
+            gm, gn = (K, N) if transB else (N, K)
+            V, gld = Bm, ldb
+            x, incx = A, (lda if transA else 1)
+            incy = 1
+        else:
+            # c (M,) = op(A) b, a column of C; A read column-major is A^T (K, M) or op(A) (M, K).
+            gt = b'N' if transA else b'T'
+            gm, gn = (M, K) if transA else (K, M)
+            V, gld = A, lda
+            x, incx = Bm, (1 if transB else ldb)
+            incy = ldc
+        if beta == 0:
+            # gemv scales y by beta, and 0 * NaN is NaN in some OpenBLAS
+            # versions: clear y so np.empty garbage cannot leak in.
+            for i in range(M if N == 1 else N):
+                C[i * incy] = 0
+        # cython_blas takes non-const pointers; it does not write V or x.
+        if floating is float:
+            sgemv(&gt, &gm, &gn, &alpha, <float*>V, &gld, <float*>x, &incx,
+                  &beta, C, &incy)
+        else:
+            dgemv(&gt, &gm, &gn, &alpha, <double*>V, &gld, <double*>x, &incx,
+                  &beta, C, &incy)
+        return
+    if floating is float:
+        sgemm(&tb, &ta, &N, &M, &K, &alpha, <float*>Bm, &ldb, <float*>A, &lda,
+              &beta, C, &ldc)
+    else:
+        dgemm(&tb, &ta, &N, &M, &K, &alpha, <double*>Bm, &ldb, <double*>A, &lda,
+              &beta, C, &ldc)
+
+
+cdef inline floating _act(floating a, bint relu) noexcept nogil:
+    # relu keeps NaN (NaN < 0 is False), as np.maximum does in the reference.
+    # Constants are cast to ``floating`` and float32 calls tanhf: a bare 0 or 1
+    # becomes a double literal in C, which would promote float32 arithmetic.
+    if relu:
+        return <floating>0 if a < <floating>0 else a
+    if floating is float:
+        return tanhf(a)
+    else:
+        return tanh(a)
+
+
+cdef inline floating _act_grad(floating h, bint relu) noexcept nogil:
+    """d act / d a, written with the activation's output h (min-char-rnn's 1 - h*h)."""
+    if relu:
+        return <floating>1 if h > <floating>0 else <floating>0
+    return <floating>1 - h * h
+
+
+cdef inline void _matmul_row(const floating* a, const floating[:, ::1] M,
+                             floating* c) noexcept nogil:
+    """c = a @ M for one row.  a (K,), M (K, N), c (N,); c must not overlap a.
+
+    The hand loop runs over M's contiguous rows (axpy form), so it vectorises
+    without reassociating sums: it computes exactly what the Numba
+    ``_matmul_rows`` computes for a running row.  Callers run it for running
+    rows only, so frozen rows cost nothing.
+    """
+    cdef Py_ssize_t k, n
+    cdef Py_ssize_t K = M.shape[0], N = M.shape[1]
+    cdef floating ak
+    for n in range(N):
+        c[n] = 0
+    for k in range(K):
+        ak = a[k]
+        for n in range(N):
+            c[n] += ak * M[k, n]
+
+
+cdef inline void _forward_row(Py_ssize_t t, Py_ssize_t b, const int64_t[::1] lengths,
+                              const floating[:, ::1] W_hhT, bint relu, bint matmul,
+                              floating[:, ::1] work, floating[:, :, ::1] out,
+                              floating[:, ::1] h_n) noexcept nogil:
+    """Step t of sequence b: out[t, b] = h_n[b] = act(out[t, b] + h_n[b] @ W_hhT).
+
+    On entry out[t, b] holds x_t W_ih^T + bias.  With ``matmul`` false,
+    work[b] already holds h_n[b] @ W_hhT (computed by BLAS for all rows).
+    Touches row b only, so rows can run on different threads.
+    """
+    cdef Py_ssize_t j, H = out.shape[2]
+    cdef floating v
+    if t < lengths[b]:
+        if matmul:
+            _matmul_row(&h_n[b, 0], W_hhT, &work[b, 0])
+        for j in range(H):
+            v = _act(out[t, b, j] + work[b, j], relu)
+            out[t, b, j] = v
+            h_n[b, j] = v
+    else:
+        for j in range(H):
+            out[t, b, j] = 0
+
+
+def forward(const floating[:, ::1] x2d, const floating[:, ::1] W_ihT,
+            const floating[::1] bias, const floating[:, ::1] W_hhT,
+            const floating[:, ::1] h0, const int64_t[::1] lengths,
+            bint relu, bint use_blas, int num_threads,
+            floating[:, ::1] work, floating[:, :, ::1] out, floating[:, ::1] h_n):
+    """Elman forward over a whole sequence.
+
+    Inputs:  x2d (T*B, I), W_ihT (I, H), bias (H,) = b_ih + b_hh (zeros if none),
+             W_hhT (H, H), h0 (B, H), lengths (B,) int64, relu, use_blas,
+             num_threads (OpenMP threads over the batch rows of the hand loop;
+             1 runs serially; unused with use_blas, where BLAS's threads work).
+    Work:    work (B, H).
+    Outputs (overwritten): out (T, B, H) the states h_t (zero past a sequence's
+             length), h_n (B, H) each sequence's state after its last step.
+
+    Runs without the GIL.  float32 and float64 (all arrays one dtype).
+    """
+    cdef Py_ssize_t T = out.shape[0], B = out.shape[1], H = out.shape[2]
+    cdef Py_ssize_t I = x2d.shape[1]
+    cdef Py_ssize_t t, b, j
+    # Rows go to OpenMP threads only around the hand loop.  A parallel region per
+    # step costs microseconds, and with one thread or one row there is nothing
+    # to share.  With BLAS, its own threads already share the step's product,
+    # and libgomp's workers spin-wait after each region, taking the cores BLAS
+    # needs: measured on 2 cores, B=16 H=256 float32 went from 0.14 to 10 ms per
+    # step.  The elementwise rest is O(B*H) against BLAS's O(B*H*H), so serial.
+    cdef bint parallel = num_threads > 1 and B > 1 and not use_blas
+    # The hand loop runs inside the per-row function; BLAS runs once per step
+    # for all rows, before it.
+    cdef bint hand = not use_blas
+    with nogil:
+        # Only the recurrence is sequential: every step's input projection is one GEMM,
+        # written straight into out, which later holds the states.
+        _gemm(False, False, <int>(T * B), <int>H, <int>I,
+              1, &x2d[0, 0], <int>I, &W_ihT[0, 0], <int>H,
+              0, &out[0, 0, 0], <int>H)
+        for t in range(T):
+            for b in range(B):
+                for j in range(H):
+                    out[t, b, j] += bias[j]
+        for b in range(B):
+            for j in range(H):
+                h_n[b, j] = h0[b, j]
+        for t in range(T):
+            if use_blas:
+                # BLAS computes every row (frozen rows are ignored by _forward_row).
+                _gemm(False, False, <int>B, <int>H, <int>H,
+                      1, &h_n[0, 0], <int>H, &W_hhT[0, 0], <int>H,
+                      0, &work[0, 0], <int>H)
+            if parallel:
+                for b in prange(B, num_threads=num_threads, schedule='static'):
+                    _forward_row(t, b, lengths, W_hhT, relu, hand, work, out, h_n)
+            else:
+                for b in range(B):
+                    _forward_row(t, b, lengths, W_hhT, relu, hand, work, out, h_n)
+
+
+cdef inline void _backward_row(Py_ssize_t t, Py_ssize_t b, const int64_t[::1] lengths,
+                               const floating[:, ::1] W_hh,
+                               const floating[:, :, ::1] out,
+                               const floating[:, :, ::1] d_out, bint relu, bint matmul,
+                               floating[:, :, ::1] da, floating[:, ::1] dh) noexcept nogil:
+    """Step t of sequence b: da[t, b], then (if ``matmul``) dh[b] = da[t, b] @ W_hh.
+
+    With ``matmul`` false the caller does the product with BLAS for all rows.
+    Touches row b only, so rows can run on different threads.
+    """
+    cdef Py_ssize_t j, H = out.shape[2]
+    if t < lengths[b]:
+        for j in range(H):
+            da[t, b, j] = (dh[b, j] + d_out[t, b, j]) * _act_grad(out[t, b, j], relu)
+        if matmul:
+            # The only sequential product: dh_{t-1} = da_t @ W_hh.  dh[b] has been
+            # consumed by da[t, b], so the product overwrites it directly
+            # (the Numba kernel goes through work, to the same values).
+            _matmul_row(&da[t, b, 0], W_hh, &dh[b, 0])
+    else:
+        # A frozen step is the identity on h: dh passes through untouched.
+        for j in range(H):
+            da[t, b, j] = 0
+
+
+def backward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
+             const floating[:, ::1] W_hh, const floating[:, ::1] h0,
+             const floating[:, :, ::1] out, const floating[:, :, ::1] d_out,
+             const floating[:, ::1] d_h_n, const int64_t[::1] lengths,
+             bint relu, bint use_blas, int num_threads,
+             floating[:, :, ::1] da, floating[:, ::1] work,
+             floating[:, ::1] dx2d, floating[:, ::1] dh0,
+             floating[:, ::1] dW_ih, floating[:, ::1] dW_hh, floating[::1] db):
+    """Elman BPTT over a whole sequence.
+
+    Inputs:  x2d (T*B, I), W_ih (H, I), W_hh (H, H), h0 (B, H), out (T, B, H)
+             the forward states, d_out (T, B, H), d_h_n (B, H), lengths (B,) int64,
+             relu, use_blas, num_threads (as in forward).
+    Work:    da (T, B, H) the pre-activation gradients, work (B, H) (used only
+             with use_blas).
+    Outputs (overwritten): dx2d (T*B, I), dh0 (B, H), dW_ih (H, I),
+             dW_hh (H, H), db (H,) (the gradient of b_ih and of b_hh alike).
+
+    Runs without the GIL.  float32 and float64 (all arrays one dtype).
+    """
+    cdef Py_ssize_t T = out.shape[0], B = out.shape[1], H = out.shape[2]
+    cdef Py_ssize_t I = x2d.shape[1]
+    cdef Py_ssize_t t, b, j
+    # As in forward: OpenMP threads for the hand loop only, never beside BLAS's.
+    cdef bint parallel = num_threads > 1 and B > 1 and not use_blas
+    cdef bint hand = not use_blas
+    # dh0 is the running dL/dh_t; what is left after step 0 is dL/dh0.
+    cdef floating[:, ::1] dh = dh0
+    with nogil:
+        for b in range(B):
+            for j in range(H):
+                dh[b, j] = d_h_n[b, j]
+        for t in range(T - 1, -1, -1):
+            if parallel:
+                for b in prange(B, num_threads=num_threads, schedule='static'):
+                    _backward_row(t, b, lengths, W_hh, out, d_out, relu, hand, da, dh)
+            else:
+                for b in range(B):
+                    _backward_row(t, b, lengths, W_hh, out, d_out, relu, hand, da, dh)
+            if use_blas:
+                # The only sequential product: dh_{t-1} = da_t @ W_hh, for every
+                # row; frozen rows must keep dh, so it lands in work first.
+                _gemm(False, False, <int>B, <int>H, <int>H,
+                      1, &da[t, 0, 0], <int>H, &W_hh[0, 0], <int>H,
+                      0, &work[0, 0], <int>H)
+                for b in range(B):
+                    if t < lengths[b]:
+                        for j in range(H):
+                            dh[b, j] = work[b, j]
+        # Everything else is one large GEMM over all T*B rows; DA is da as (T*B, H).
+        # dW_ih (H, I) = DA^T X
+        _gemm(True, False, <int>H, <int>I, <int>(T * B),
+              1, &da[0, 0, 0], <int>H, &x2d[0, 0], <int>I,
+              0, &dW_ih[0, 0], <int>I)
+        # dx2d (T*B, I) = DA W_ih
+        _gemm(False, False, <int>(T * B), <int>I, <int>H,
+              1, &da[0, 0, 0], <int>H, &W_ih[0, 0], <int>I,
+              0, &dx2d[0, 0], <int>I)
+        # h_{t-1} is h0 for t = 0 and out[t-1] after; padded rows have da = 0.
+        # dW_hh (H, H) = da[0]^T h0 + DA[B:]^T out[:T-1] (the second term added by beta = 1)
+        _gemm(True, False, <int>H, <int>H, <int>B,
+              1, &da[0, 0, 0], <int>H, &h0[0, 0], <int>H,
+              0, &dW_hh[0, 0], <int>H)
+        if T > 1:
+            _gemm(True, False, <int>H, <int>H, <int>((T - 1) * B),
+                  1, &da[1, 0, 0], <int>H, &out[0, 0, 0], <int>H,
+                  1, &dW_hh[0, 0], <int>H)
+        for j in range(H):
+            db[j] = 0
+        for t in range(T):
+            for b in range(B):
+                for j in range(H):
+                    db[j] += da[t, b, j]
