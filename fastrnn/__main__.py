@@ -1,0 +1,159 @@
+"""``python -m fastrnn``: the library at a glance.
+
+Versions, the backends that work here (and why any does not), the thread
+count, every backend checked against the reference, and a small speed table.
+"""
+import argparse
+import os
+import platform
+import sys
+import time
+from importlib import metadata
+
+import numpy as np
+
+import fastrnn
+from fastrnn import reference
+
+SPEED_SHAPES = [(256, 1, 64), (64, 16, 256), (16, 64, 1024)]  # (T, B, H), I = H
+CHECK_TOLERANCE = {np.dtype(np.float64): 1e-10, np.dtype(np.float32): 2e-4}
+
+
+def _version(dist):
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _problem(T, B, I, H, dtype, seed=0, lengths=None):
+    rng = np.random.default_rng(seed)
+    s = 1 / np.sqrt(H)
+    return dict(x=rng.standard_normal((T, B, I)).astype(dtype),
+                h0=rng.standard_normal((B, H)).astype(dtype),
+                W_ih=rng.uniform(-s, s, (H, I)).astype(dtype),
+                W_hh=rng.uniform(-s, s, (H, H)).astype(dtype),
+                b_ih=rng.uniform(-s, s, H).astype(dtype),
+                b_hh=rng.uniform(-s, s, H).astype(dtype), lengths=lengths)
+
+
+def print_environment():
+    print(f"fastrnn {fastrnn.__version__}  python {platform.python_version()}  "
+          f"numpy {np.__version__}  scipy {_version('scipy')}  numba {_version('numba')}")
+    try:
+        from fastrnn.kernels._build import build_info
+
+        info = build_info()
+        print("cython kernels: built, " + ", ".join(
+            f"{k} {'on' if v else 'off'}" for k, v in info.items())
+            + ("  (DEBUG BUILD: bounds checks on, slow)" if info["debug"] else ""))
+    except ImportError:
+        pass
+    try:
+        import threadpoolctl
+
+        for pool in threadpoolctl.threadpool_info():
+            print(f"thread pool: {pool['internal_api']} {pool.get('version') or ''} "
+                  f"{pool.get('architecture') or ''} ({os.path.basename(pool['filepath'])})")
+    except ImportError:
+        pass
+    forced = {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if k in os.environ}
+    if forced:
+        print(f"note: {forced} is set; OpenBLAS may run slower kernels than this CPU allows")
+    print(f"threads: {fastrnn.get_num_threads()} (fastrnn.set_num_threads)")
+    print()
+    print("backends:")
+    unavailable = fastrnn.unavailable_backends()
+    default = fastrnn.get_default_backend()
+    for name in fastrnn.BACKENDS:
+        state = f"unavailable: {unavailable[name]}" if name in unavailable else "available"
+        print(f"  {name:7s} {state}{'  (default)' if name == default else ''}")
+    return [b for b in fastrnn.BACKENDS if b not in unavailable]
+
+
+def check_backends(backends):
+    """Forward and backward of every backend against the float64 reference."""
+    print()
+    print("check against the reference (T=7, B=5, I=6, H=9, lengths with 0 and T, both dtypes):")
+    ok = True
+    for dtype in (np.float32, np.float64):
+        problem = _problem(7, 5, 6, 9, dtype, lengths=[7, 0, 3, 7, 1])
+        ref = {k: v.astype(np.float64) if isinstance(v, np.ndarray) else v for k, v in problem.items()}
+        rng = np.random.default_rng(1)
+        d_out = rng.standard_normal((7, 5, 9)).astype(dtype)
+        d_h_n = rng.standard_normal((5, 9)).astype(dtype)
+        for nonlinearity in ("tanh", "relu"):
+            r_out, r_h, r_cache = reference.rnn_forward(**ref, nonlinearity=nonlinearity)
+            r_grads = reference.rnn_backward(d_out.astype(np.float64), d_h_n.astype(np.float64), r_cache)
+            for backend in backends:
+                out, h_n, cache = fastrnn.rnn_forward(**problem, nonlinearity=nonlinearity,
+                                                      backend=backend)
+                grads = fastrnn.rnn_backward(d_out, d_h_n, cache)
+                err = max(float(np.max(np.abs(a - b))) for a, b in
+                          zip((out, h_n, *grads), (r_out, r_h, *r_grads)) if a is not None)
+                good = err <= CHECK_TOLERANCE[np.dtype(dtype)]
+                ok &= good
+                print(f"  {backend:7s} {np.dtype(dtype).name:8s} {nonlinearity:5s} "
+                      f"max error {err:9.2e}  {'ok' if good else 'FAIL'}")
+    return ok
+
+
+def _time(fn, budget):
+    """Best time of fn() over repeats taking about ``budget`` seconds."""
+    fn()  # warm-up: JIT compilation and first-touch allocations
+    best, spent = float("inf"), 0.0
+    while spent < budget:
+        start = time.perf_counter()
+        fn()
+        elapsed = time.perf_counter() - start
+        best, spent = min(best, elapsed), spent + elapsed
+    return best
+
+
+def speed_table(backends, budget):
+    print()
+    print(f"speed, float32, {fastrnn.get_num_threads()} threads: steps x batch per second "
+          "(speed-up over the numpy reference)")
+    header = f"  {'T':>5s} {'B':>4s} {'H':>5s}  {'pass':9s}" + "".join(f"{b:>20s}" for b in backends)
+    print(header)
+    for T, B, H in SPEED_SHAPES:
+        p = _problem(T, B, H, H, np.float32)
+        d_out = np.ones((T, B, H), np.float32)
+        for label in ("inference", "training"):
+            rates = {}
+            for backend in backends:
+                if label == "inference":
+                    def fn():
+                        fastrnn.rnn_forward(**p, training=False, backend=backend)
+                else:
+                    def fn():
+                        fastrnn.rnn_backward(d_out, None, fastrnn.rnn_forward(**p, backend=backend)[2])
+                rates[backend] = T * B / _time(fn, budget)
+            base = rates.get("numpy")
+            cells = "".join(
+                f"{rates[b]:>12.3g} ({rates[b] / base:4.1f}x)" if base else f"{rates[b]:>20.3g}"
+                for b in backends)
+            print(f"  {T:5d} {B:4d} {H:5d}  {label:9s}{cells}")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m fastrnn", description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, help="thread count (default: all cores)")
+    parser.add_argument("--budget", type=float, default=0.25,
+                        help="seconds spent timing each table cell (default 0.25)")
+    parser.add_argument("--no-speed", action="store_true", help="skip the speed table")
+    args = parser.parse_args(argv)
+    if args.threads:
+        fastrnn.set_num_threads(args.threads)
+    start = time.perf_counter()
+    backends = print_environment()
+    ok = check_backends(backends)
+    if not args.no_speed:
+        speed_table(backends, args.budget)
+    print(f"\n{'all backends agree with the reference' if ok else 'SOME BACKENDS DISAGREE'}"
+          f" ({time.perf_counter() - start:.1f} s)")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

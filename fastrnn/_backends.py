@@ -1,0 +1,124 @@
+"""Which backends work here, which one a call uses, and loading their kernels.
+
+A backend is loaded (and, for Numba, numba imported) on its first use, so
+``import fastrnn`` stays cheap.  Naming a backend that cannot load raises
+``BackendUnavailableError`` with the reason; choosing automatically falls
+back to the next fastest and warns once.
+"""
+import importlib
+import os
+import warnings
+
+from . import _threads
+
+BACKENDS = ("numpy", "numba", "cython")
+# Fastest first, as measured on the functional benchmarks (README, "Backends").
+PREFERENCE = ("cython", "numba", "numpy")
+# Kernel module per cell; the backend's suffix is appended.
+_CELL_MODULES = {"rnn": "elman"}
+
+
+class BackendUnavailableError(ImportError):
+    """A backend was named that cannot be loaded here; the message says why."""
+
+
+_loaded = {}  # (backend, cell) -> kernel module
+_failed = {}  # backend -> reason
+_warned_fallback = False
+_default = None  # None: the fastest available
+
+
+def _check_name(backend):
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS} or None (the fastest available), "
+                         f"got {backend!r}")
+
+
+def kernels(backend, cell):
+    """The kernel module of ``cell`` in ``backend`` (the reference for "numpy")."""
+    key = (backend, cell)
+    module = _loaded.get(key)
+    if module is not None:
+        return module
+    if backend in _failed:
+        raise BackendUnavailableError(f"the {backend} backend is unavailable: {_failed[backend]}")
+    if backend == "numpy":
+        name = "fastrnn.reference"
+    else:
+        name = f"fastrnn.kernels.{_CELL_MODULES[cell]}_{backend}"
+    try:
+        module = importlib.import_module(name)
+    except ImportError as exc:
+        if backend == "cython":
+            reason = (f"the Cython extensions are not built ({exc}); "
+                      f"build them with `python -m pip install -e .`")
+        else:
+            reason = f"importing {name} failed: {exc}"
+        _failed[backend] = reason
+        raise BackendUnavailableError(f"the {backend} backend is unavailable: {reason}") from exc
+    _threads.apply_to_loaded_pools()  # a newly loaded BLAS or Numba pool gets the thread count
+    _loaded[key] = module
+    return module
+
+
+def unavailable_backends():
+    """``{name: reason}`` for each backend that cannot load here."""
+    for backend in BACKENDS:
+        try:
+            kernels(backend, "rnn")
+        except BackendUnavailableError:
+            pass
+    return dict(_failed)
+
+
+def available_backends():
+    """The backends that work here, fastest first.  Loads each one to find out."""
+    failed = unavailable_backends()
+    return [b for b in PREFERENCE if b not in failed]
+
+
+def set_default_backend(backend):
+    """Make ``backend`` the one used when a call passes ``backend=None``.
+
+    ``None`` restores the automatic choice (the fastest available).  The
+    environment variable ``FASTRNN_BACKEND`` sets the initial default.
+    """
+    global _default
+    if backend is not None:
+        _check_name(backend)
+        kernels(backend, "rnn")  # fail now, with the reason, rather than at the next call
+    _default = backend
+
+
+def get_default_backend():
+    """The backend a call with ``backend=None`` uses now."""
+    return resolve(None)
+
+
+def resolve(backend):
+    """The backend name a call uses: ``backend`` checked, or the default."""
+    global _warned_fallback
+    if backend is not None:
+        _check_name(backend)
+        return backend
+    if _default is not None:
+        return _default
+    skipped = []
+    for candidate in PREFERENCE:
+        try:
+            kernels(candidate, "rnn")
+        except BackendUnavailableError as exc:
+            skipped.append(str(exc))
+            continue
+        if skipped and not _warned_fallback:
+            _warned_fallback = True
+            warnings.warn(f"fastrnn: using the {candidate} backend because "
+                          + "; ".join(skipped), RuntimeWarning, stacklevel=3)
+        return candidate
+    raise AssertionError("the numpy backend always loads")
+
+
+_env_default = os.environ.get("FASTRNN_BACKEND")
+if _env_default:
+    _check_name(_env_default)
+    _default = _env_default

@@ -1,0 +1,61 @@
+"""One thread count for the Numba, OpenMP and BLAS pools alike.
+
+``set_num_threads(n)`` records n and applies it to every pool that is loaded;
+pools loaded later (a backend imported after the call) get it when they load,
+through ``apply_to_loaded_pools``.  The kernels also receive n explicitly
+(OpenMP's own setting is per calling thread, so it is not relied on).
+"""
+import operator
+import os
+import sys
+
+_num_threads = None  # None: never set; every pool keeps its own default (all cores)
+
+
+def cpu_count():
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def get_num_threads():
+    """The thread count fastrnn uses: the last ``set_num_threads``, else all cores."""
+    return cpu_count() if _num_threads is None else _num_threads
+
+
+def set_num_threads(n):
+    """Use ``n`` threads in the Numba, OpenMP and BLAS pools (default: all cores).
+
+    Raises
+    ------
+    TypeError
+        If n is not an integer.
+    ValueError
+        If n < 1.
+    """
+    global _num_threads
+    if isinstance(n, bool):
+        raise TypeError("n must be an integer number of threads, got bool")
+    try:
+        n = operator.index(n)
+    except TypeError:
+        raise TypeError(f"n must be an integer number of threads, got {type(n).__name__}") from None
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    _num_threads = n
+    apply_to_loaded_pools()
+
+
+def apply_to_loaded_pools():
+    """Apply the recorded thread count to BLAS, OpenMP and Numba if loaded."""
+    if _num_threads is None:
+        return
+    n = _num_threads
+    from threadpoolctl import threadpool_limits  # only when asked: it scans the loaded libraries
+
+    threadpool_limits(limits=n)  # every BLAS (numpy's and scipy's) and OpenMP runtime loaded now
+    if "numba" in sys.modules:
+        import numba
+
+        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
