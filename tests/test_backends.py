@@ -77,6 +77,7 @@ def test_any_backend_accepts_any_backends_cache(backend, fast_backend):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")  # NumPy notes the NaN
 def test_nan_and_inf_propagate(backend):
     problem = make_rnn_problem(3, 2, 2, 3, lengths=[3, 3])
     problem["x"][1, 0, 0] = np.nan
