@@ -47,7 +47,10 @@ OPENMP = not _flag("FASTRNN_NO_OPENMP") and compiler_accepts(
 # built for this CPU (Numba always compiles for the host CPU).
 NATIVE = not _flag("FASTRNN_PORTABLE") and compiler_accepts(["-march=native"])
 
-compile_args = ["-O0", "-g"] if DEBUG else ["-O3"]
+# -fno-trapping-math changes no value (NaN and Inf still propagate); it only
+# lets gcc ignore floating-point exception flags, without which it refused to
+# vectorise the activation loops ("control flow in loop").
+compile_args = ["-O0", "-g"] if DEBUG else ["-O3", "-fno-trapping-math"]
 link_args = []
 if NATIVE:
     compile_args.append("-march=native")

@@ -15,7 +15,10 @@ wraparound and initialised-memoryview checks come from setup.py's directives
 """
 from cython cimport floating
 from cython.parallel cimport prange
-from libc.math cimport tanh, tanhf
+from libc.math cimport tanh
+
+cdef extern from "fast_tanh.h" nogil:
+    float fastrnn_tanhf(float x)
 from libc.stdint cimport int64_t
 from scipy.linalg.cython_blas cimport dgemm, dgemv, sgemm, sgemv
 
@@ -79,12 +82,13 @@ cdef inline void _gemm(bint transA, bint transB, int M, int N, int K,
 
 cdef inline floating _act(floating a, bint relu) noexcept nogil:
     # relu keeps NaN (NaN < 0 is False), as np.maximum does in the reference.
-    # Constants are cast to ``floating`` and float32 calls tanhf: a bare 0 or 1
-    # becomes a double literal in C, which would promote float32 arithmetic.
+    # Constants are cast to ``floating``: a bare 0 or 1 becomes a double literal
+    # in C, which would promote float32 arithmetic.  float32 uses the rational
+    # tanh of fast_tanh.h, which vectorises; float64 keeps the C library's.
     if relu:
         return <floating>0 if a < <floating>0 else a
     if floating is float:
-        return tanhf(a)
+        return fastrnn_tanhf(a)
     else:
         return tanh(a)
 

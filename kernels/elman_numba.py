@@ -10,7 +10,7 @@ Read side by side with ``fastrnn/reference.py`` (the specification) and
 """
 import numpy as np
 
-from ._numba_util import jit
+from ._numba_util import fast_tanh, jit
 
 
 @jit
@@ -19,7 +19,7 @@ def _act(a, relu, zero):
     # ``zero`` is typed like the data so float32 stays float32.
     if relu:
         return zero if a < 0 else a
-    return np.tanh(a)
+    return fast_tanh(a)
 
 
 @jit
