@@ -9,9 +9,6 @@ import operator
 import os
 import sys
 
-_num_threads = None  # None: never set; every pool keeps its own default (all cores)
-
-
 def cpu_count():
     try:
         return len(os.sched_getaffinity(0))
@@ -19,9 +16,13 @@ def cpu_count():
         return os.cpu_count() or 1
 
 
+_num_threads = None  # None: never set; every pool keeps its own default (all cores)
+_all_cores = cpu_count()  # read once: every call asks for the thread count
+
+
 def get_num_threads():
     """The thread count fastrnn uses: the last ``set_num_threads``, else all cores."""
-    return cpu_count() if _num_threads is None else _num_threads
+    return _all_cores if _num_threads is None else _num_threads
 
 
 def set_num_threads(n):

@@ -144,14 +144,14 @@ cdef inline void _forward_row(Py_ssize_t t, Py_ssize_t b, const int64_t[::1] len
             out[t, b, j] = 0
 
 
-def forward(const floating[:, ::1] x2d, const floating[:, ::1] W_ihT,
+def forward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
             const floating[::1] bias, const floating[:, ::1] W_hhT,
             const floating[:, ::1] h0, const int64_t[::1] lengths,
             bint relu, bint use_blas, int num_threads,
             floating[:, ::1] work, floating[:, :, ::1] out, floating[:, ::1] h_n):
     """Elman forward over a whole sequence.
 
-    Inputs:  x2d (T*B, I), W_ihT (I, H), bias (H,) = b_ih + b_hh (zeros if none),
+    Inputs:  x2d (T*B, I), W_ih (H, I), bias (H,) = b_ih + b_hh (zeros if none),
              W_hhT (H, H), h0 (B, H), lengths (B,) int64, relu, use_blas,
              num_threads (OpenMP threads over the batch rows of the hand loop;
              1 runs serially; unused with use_blas, where BLAS's threads work).
@@ -177,8 +177,8 @@ def forward(const floating[:, ::1] x2d, const floating[:, ::1] W_ihT,
     with nogil:
         # Only the recurrence is sequential: every step's input projection is one GEMM,
         # written straight into out, which later holds the states.
-        _gemm(False, False, <int>(T * B), <int>H, <int>I,
-              1, &x2d[0, 0], <int>I, &W_ihT[0, 0], <int>H,
+        _gemm(False, True, <int>(T * B), <int>H, <int>I,
+              1, &x2d[0, 0], <int>I, &W_ih[0, 0], <int>I,
               0, &out[0, 0, 0], <int>H)
         for t in range(T):
             for b in range(B):

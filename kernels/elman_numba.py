@@ -54,10 +54,10 @@ def _matmul_rows(A, M, lengths, t, use_blas, C):
 
 
 @jit
-def forward(x2d, W_ihT, bias, W_hhT, h0, lengths, relu, use_blas, num_threads, work, out, h_n):
+def forward(x2d, W_ih, bias, W_hhT, h0, lengths, relu, use_blas, num_threads, work, out, h_n):
     """Elman forward over a whole sequence.
 
-    Inputs:  x2d (T*B, I), W_ihT (I, H), bias (H,) = b_ih + b_hh (zeros if none),
+    Inputs:  x2d (T*B, I), W_ih (H, I), bias (H,) = b_ih + b_hh (zeros if none),
              W_hhT (H, H), h0 (B, H), lengths (B,) int64, relu, use_blas,
              num_threads (unused: see _numba_util; BLAS threads carry the large sizes).
     Work:    work (B, H).
@@ -69,7 +69,7 @@ def forward(x2d, W_ihT, bias, W_hhT, h0, lengths, relu, use_blas, num_threads, w
     # Only the recurrence is sequential: every step's input projection is one GEMM,
     # written straight into out, which later holds the states.
     xw = out.reshape(T * B, H)
-    np.dot(x2d, W_ihT, xw)
+    np.dot(x2d, W_ih.T, xw)
     for r in range(T * B):
         for j in range(H):
             xw[r, j] += bias[j]
