@@ -91,6 +91,10 @@ def check_forward(cell, x, states, W_ih, W_hh, b_ih, b_hh, lengths):
     if T < 1 or B < 1 or I < 1:
         raise ValueError(f"x must have T >= 1 steps, B >= 1 sequences and I >= 1 features, "
                          f"got shape (T, B, I) = {x.shape}")
+    if T * B >= 2**31:
+        # The kernels hand T*B to BLAS as a 32-bit int (scipy's cython_blas).
+        raise ValueError(f"x must have T * B < 2**31 rows (BLAS takes 32-bit sizes), "
+                         f"got T * B = {T * B}; split the batch or the sequence")
     dtype = x.dtype
 
     W_hh = _as_array(W_hh, "W_hh")

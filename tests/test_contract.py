@@ -26,6 +26,8 @@ BAD_FORWARD = [
     # (changes to the problem, extra keywords, exception, words the message must contain)
     (dict(x=np.zeros((T, B))), {}, ValueError, ["x", "(T, B, I)"]),
     (dict(x=np.zeros((0, B, I))), {}, ValueError, ["x", "T >= 1"]),
+    # 2**31 rows without the memory: a broadcast view
+    (dict(x=np.broadcast_to(np.zeros(1), (2**16, 2**15, 1))), {}, ValueError, ["x", "2**31"]),
     (dict(x=np.zeros((T, B, I), np.int64)), {}, TypeError, ["x", "float32 or float64"]),
     (dict(x=np.zeros((T, B, I), np.complex128)), {}, TypeError, ["x", "float32 or float64"]),
     (dict(x="abc"), {}, TypeError, ["x"]),
