@@ -1,0 +1,24 @@
+"""The README's usage examples run as written."""
+import pathlib
+import re
+
+README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+
+
+def python_blocks():
+    return re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+
+
+def test_the_usage_example_runs():
+    example = next(b for b in python_blocks() if "rnn_backward(d_out" in b)
+    namespace = {}
+    exec(compile(example, "README.md", "exec"), namespace)
+    grads = namespace["grads"]
+    assert grads.dW_hh.shape == (64, 64) and grads.dx.shape == (100, 8, 32)
+
+
+def test_the_backend_examples_name_real_functions():
+    import fastrnn
+
+    for name in re.findall(r"fastrnn\.(\w+)\(", README.read_text()):
+        assert hasattr(fastrnn, name), f"README mentions fastrnn.{name}, which does not exist"
