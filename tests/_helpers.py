@@ -1,10 +1,8 @@
-"""Problems and tolerances, stated once."""
+"""Problems and tolerances: fastrnn._testing states them once; test-only extras here."""
 import numpy as np
 
-# Fast kernels against the float64 reference, relative to the size of the values
-# compared.  float64: rounding differences only.  float32: a few ulps per
-# operation, accumulated over the steps and the sums of the backward pass.
-TOLERANCE = {np.dtype(np.float64): 1e-10, np.dtype(np.float32): 2e-4}
+from fastrnn._testing import TOLERANCE, scaled_error
+from fastrnn._testing import random_rnn_problem as make_rnn_problem  # noqa: F401 (re-exported)
 
 
 def assert_close(actual, expected, dtype, name=""):
@@ -15,27 +13,8 @@ def assert_close(actual, expected, dtype, name=""):
     assert actual is not None, f"{name}: got None"
     assert actual.dtype == dtype, f"{name}: dtype {actual.dtype}, expected {dtype}"
     assert actual.shape == expected.shape, f"{name}: shape {actual.shape} != {expected.shape}"
-    scale = max(1.0, float(np.max(np.abs(expected), initial=0.0)))
-    err = float(np.max(np.abs(actual.astype(np.float64) - expected), initial=0.0))
+    err, scale = scaled_error(actual, expected)
     assert err <= TOLERANCE[np.dtype(dtype)] * scale, f"{name}: max error {err:.3g} (scale {scale:.3g})"
-
-
-def make_rnn_problem(T, B, I, H, dtype=np.float64, *, seed=0, bias=(True, True), h0=True,
-                     lengths=None, weight_scale=None):
-    """Inputs for rnn_forward, PyTorch's initialisation scale by default."""
-    rng = np.random.default_rng(seed)
-    s = 1.0 / np.sqrt(H) if weight_scale is None else weight_scale
-
-    def u(*shape):
-        return rng.uniform(-s, s, shape).astype(dtype)
-
-    return dict(
-        x=rng.standard_normal((T, B, I)).astype(dtype),
-        h0=rng.standard_normal((B, H)).astype(dtype) * 0.5 if h0 else None,
-        W_ih=u(H, I), W_hh=u(H, H),
-        b_ih=u(H) if bias[0] else None, b_hh=u(H) if bias[1] else None,
-        lengths=lengths,
-    )
 
 
 def upstream(T, B, H, dtype=np.float64, seed=1):
