@@ -14,6 +14,14 @@ class RNNGrads(NamedTuple):
     db_ih: Optional[np.ndarray]  # (H,) or None
     db_hh: Optional[np.ndarray]  # (H,) or None
 
+    @classmethod
+    def from_cache(cls, cache, dx, dh0, dW_ih, dW_hh, db):
+        """``db`` is the gradient of b_ih and of b_hh alike: each bias the
+        forward had gets its own array, a bias it did not have gets None."""
+        return cls(dx=dx, dh0=dh0, dW_ih=dW_ih, dW_hh=dW_hh,
+                   db_ih=db.copy() if cache.has_b_ih else None,
+                   db_hh=db if cache.has_b_hh else None)
+
 
 class ForwardCache:
     """What a training-mode forward saves for its backward.
@@ -43,6 +51,12 @@ class ForwardCache:
         self.has_b_hh = has_b_hh
         self.lengths = lengths  # (B,) int64, or None for "every sequence has T steps"
         self.out = out  # (T, B, H): h_t, zero past each sequence's length
+
+    def read_only_out(self):
+        """``out`` as handed to the caller: a read-only view, since the cache holds it."""
+        out = self.out.view()
+        out.flags.writeable = False
+        return out
 
     def __repr__(self):
         T, B, _ = self.x.shape

@@ -125,8 +125,7 @@ def rnn_forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, *, nonlinearity="tanh",
             cell="rnn", backend=name, nonlinearity=nonlinearity, x=x, h0=h0, W_ih=W_ih,
             W_hh=W_hh, has_b_ih=p.b_ih is not None, has_b_hh=p.b_hh is not None,
             lengths=p.lengths, out=out)
-        out = out.view()
-        out.flags.writeable = False
+        out = cache.read_only_out()
     return out, h_n, cache
 
 
@@ -194,6 +193,4 @@ def rnn_backward(d_out, d_h_n, cache):
                cache.nonlinearity == "relu", _tuning.use_blas(B, H, H),
                _tuning.row_threads(B, H, get_num_threads()),
                da, work, dx.reshape(T * B, I), dh0, dW_ih, dW_hh, db)
-    return RNNGrads(dx=dx, dh0=dh0, dW_ih=dW_ih, dW_hh=dW_hh,
-                    db_ih=db.copy() if cache.has_b_ih else None,
-                    db_hh=db if cache.has_b_hh else None)
+    return RNNGrads.from_cache(cache, dx, dh0, dW_ih, dW_hh, db)

@@ -62,8 +62,7 @@ def rnn_forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, *, nonlinearity="tanh",
             x=np.array(x, order="C"), h0=h0, W_ih=np.array(W_ih, order="C"),
             W_hh=np.array(W_hh, order="C"), has_b_ih=p.b_ih is not None,
             has_b_hh=p.b_hh is not None, lengths=lengths, out=out)
-        out = out.view()
-        out.flags.writeable = False  # the cache holds it; see ForwardCache
+        out = cache.read_only_out()
     return out, h, cache
 
 
@@ -97,6 +96,4 @@ def rnn_backward(d_out, d_h_n, cache):
         dh_prev = da @ W_hh
         dh = dh_prev if lengths is None else np.where(running, dh_prev, dh)
 
-    return RNNGrads(dx=dx, dh0=dh, dW_ih=dW_ih, dW_hh=dW_hh,
-                    db_ih=db.copy() if cache.has_b_ih else None,
-                    db_hh=db if cache.has_b_hh else None)
+    return RNNGrads.from_cache(cache, dx, dh, dW_ih, dW_hh, db)  # dh is now dL/dh0
