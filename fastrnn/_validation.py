@@ -6,7 +6,7 @@ shapes (the message names the argument and the shape expected), dtypes
 a cache came from a training-mode forward of the same cell.  Nothing here
 copies or modifies the caller's arrays.
 """
-from types import SimpleNamespace
+from typing import NamedTuple, Optional
 
 import numpy as np
 
@@ -49,10 +49,19 @@ def _check_shape(arr, name, expected, spelled):
 def _optional(value, name, expected, spelled, dtype):
     if value is None:
         return None
+    # The common case (an ndarray of the right dtype and shape) costs two comparisons.
+    if type(value) is np.ndarray and value.dtype == dtype and value.shape == expected:
+        return value
     arr = _as_array(value, name)
     _check_float(arr, name, dtype)
     _check_shape(arr, name, expected, spelled)
     return arr
+
+
+def _required(value, name, expected, spelled, dtype):
+    if value is None:
+        raise TypeError(f"{name} must be an array of floats, got None")
+    return _optional(value, name, expected, spelled, dtype)
 
 
 def check_lengths(lengths, T, B):
@@ -75,12 +84,32 @@ def check_nonlinearity(nonlinearity):
     return nonlinearity
 
 
-def check_forward(cell, x, states, W_ih, W_hh, b_ih, b_hh, lengths):
+class Checked(NamedTuple):
+    """The arguments of a forward call after ``check_forward``: arrays as given
+    (not copied), None where the caller passed None, and the sizes."""
+
+    x: np.ndarray
+    h0: Optional[np.ndarray]
+    c0: Optional[np.ndarray]
+    W_ih: np.ndarray
+    W_hh: np.ndarray
+    b_ih: Optional[np.ndarray]
+    b_hh: Optional[np.ndarray]
+    lengths: Optional[np.ndarray]  # int64 copy
+    T: int
+    B: int
+    I: int
+    H: int
+    G: int
+    dtype: np.dtype
+
+
+def check_forward(cell, x, h0, c0, W_ih, W_hh, b_ih, b_hh, lengths):
     """Check a forward call of ``cell`` ("rnn", "lstm", "gru").
 
-    ``states`` maps each initial-state argument name ("h0", "c0") to its value
-    (None means zeros).  Returns a namespace with the arrays (as given, not
-    copied), the sizes T, B, I, H, G, the dtype, and lengths as an int64 copy.
+    ``h0`` and ``c0`` are the initial states (None means zeros; ``c0`` is
+    LSTM's cell state, None for the other cells).  Returns a :class:`Checked`
+    with lengths as a fresh int64 array (or None).
     """
     G = GATES[cell]
     x = _as_array(x, "x")
@@ -99,22 +128,19 @@ def check_forward(cell, x, states, W_ih, W_hh, b_ih, b_hh, lengths):
 
     W_hh = _as_array(W_hh, "W_hh")
     _check_float(W_hh, "W_hh", dtype)
-    gh = "(H, H)" if G == 1 else f"({G}*H, H)"
+    gates = "H" if G == 1 else f"{G}*H"  # the rows of the gate-stacked weights
     if W_hh.ndim != 2 or W_hh.shape[1] < 1 or W_hh.shape[0] != G * W_hh.shape[1]:
-        raise ValueError(f"W_hh must have shape {gh} with H >= 1, got {W_hh.shape}")
+        raise ValueError(f"W_hh must have shape ({gates}, H) with H >= 1, got {W_hh.shape}")
     H = W_hh.shape[1]
-    gates = "H" if G == 1 else f"{G}*H"
-
-    W_ih = _as_array(W_ih, "W_ih")
-    _check_float(W_ih, "W_ih", dtype)
-    _check_shape(W_ih, "W_ih", (G * H, I), f"({gates}, I)")
-    b_ih = _optional(b_ih, "b_ih", (G * H,), f"({gates},)", dtype)
-    b_hh = _optional(b_hh, "b_hh", (G * H,), f"({gates},)", dtype)
-    checked_states = {name: _optional(value, name, (B, H), "(B, H)", dtype)
-                      for name, value in states.items()}
-    return SimpleNamespace(
-        x=x, W_ih=W_ih, W_hh=W_hh, b_ih=b_ih, b_hh=b_hh, states=checked_states,
-        lengths=check_lengths(lengths, T, B), T=T, B=B, I=I, H=H, G=G, dtype=dtype)
+    gate_vector = (G * H,)
+    state = (B, H)
+    return Checked._make((  # _make: a third of the cost of Checked(...) (~0.3 against 0.9 us)
+        x, _optional(h0, "h0", state, "(B, H)", dtype),
+        _optional(c0, "c0", state, "(B, H)", dtype),
+        _required(W_ih, "W_ih", (G * H, I), f"({gates}, I)", dtype), W_hh,
+        _optional(b_ih, "b_ih", gate_vector, f"({gates},)", dtype),
+        _optional(b_hh, "b_hh", gate_vector, f"({gates},)", dtype),
+        check_lengths(lengths, T, B), T, B, I, H, G, dtype))
 
 
 def check_backward(cell, cache, grads):

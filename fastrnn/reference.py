@@ -35,13 +35,13 @@ def rnn_forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, *, nonlinearity="tanh",
 
     Same parameters and results as :func:`fastrnn.rnn_forward`, without ``backend``.
     """
-    p = check_forward("rnn", x, {"h0": h0}, W_ih, W_hh, b_ih, b_hh, lengths)
+    p = check_forward("rnn", x, h0, None, W_ih, W_hh, b_ih, b_hh, lengths)
     relu = check_nonlinearity(nonlinearity) == "relu"
     T, B, H, dtype = p.T, p.B, p.H, p.dtype
     x, W_ih, W_hh, lengths = p.x, p.W_ih, p.W_hh, p.lengths
     b = _zeros_if_none(p.b_ih, H, dtype) + _zeros_if_none(p.b_hh, H, dtype)
 
-    h = _zeros_if_none(p.states["h0"], (B, H), dtype).copy()
+    h = _zeros_if_none(p.h0, (B, H), dtype).copy()
     h0 = h.copy()
     out = np.zeros((T, B, H), dtype)
     for t in range(T):

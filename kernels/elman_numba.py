@@ -31,16 +31,12 @@ def _act_grad(h, relu, zero, one):
 
 
 @jit
-def _matmul_rows(A, M, lengths, t, use_blas, C):
+def _matmul_rows(A, M, lengths, t, C):
     """C[b] = A[b] @ M for the rows b still running at step t.  A (B, K), M (K, N), C (B, N).
 
     The hand loop runs over M's contiguous rows (axpy form), so it vectorises
-    without reassociating sums; BLAS computes every row (frozen rows are
-    ignored by the caller).
+    without reassociating sums.
     """
-    if use_blas:
-        np.dot(A, M, C)
-        return
     B, K = A.shape
     N = M.shape[1]
     for b in range(B):
@@ -54,11 +50,11 @@ def _matmul_rows(A, M, lengths, t, use_blas, C):
 
 
 @jit
-def forward(x2d, W_ih, bias, W_hhT, h0, lengths, relu, use_blas, num_threads, work, out, h_n):
+def forward(x2d, W_ih, bias, W_hh, h0, lengths, relu, use_blas, num_threads, work, out, h_n):
     """Elman forward over a whole sequence.
 
     Inputs:  x2d (T*B, I), W_ih (H, I), bias (H,) = b_ih + b_hh (zeros if none),
-             W_hhT (H, H), h0 (B, H), lengths (B,) int64, relu, use_blas,
+             W_hh (H, H), h0 (B, H), lengths (B,) int64, relu, use_blas,
              num_threads (unused: see _numba_util; BLAS threads carry the large sizes).
     Work:    work (B, H).
     Outputs (overwritten): out (T, B, H) the states h_t (zero past a sequence's
@@ -74,8 +70,15 @@ def forward(x2d, W_ih, bias, W_hhT, h0, lengths, relu, use_blas, num_threads, wo
         for j in range(H):
             xw[r, j] += bias[j]
     h_n[:] = h0
+    # The hand loops run along the rows of W_hh^T, so they get a transposed copy
+    # (as in the Cython kernel); BLAS reads W_hh as it is, and computes every row
+    # (frozen rows are ignored below).
+    W_hhT = np.ascontiguousarray(W_hh.T) if not use_blas else W_hh[:0, :0]
     for t in range(T):
-        _matmul_rows(h_n, W_hhT, lengths, t, use_blas, work)
+        if use_blas:
+            np.dot(h_n, W_hh.T, work)
+        else:
+            _matmul_rows(h_n, W_hhT, lengths, t, work)
         for b in range(B):
             if t < lengths[b]:
                 for j in range(H):
@@ -113,7 +116,10 @@ def backward(x2d, W_ih, W_hh, h0, out, d_out, d_h_n, lengths, relu, use_blas, nu
                 for j in range(H):
                     da[t, b, j] = 0
         # The only sequential product: dh_{t-1} = da_t @ W_hh.
-        _matmul_rows(da[t], W_hh, lengths, t, use_blas, work)
+        if use_blas:
+            np.dot(da[t], W_hh, work)
+        else:
+            _matmul_rows(da[t], W_hh, lengths, t, work)
         for b in range(B):
             if t < lengths[b]:
                 for j in range(H):
