@@ -14,13 +14,41 @@ class RNNGrads(NamedTuple):
     db_ih: Optional[np.ndarray]  # (H,) or None
     db_hh: Optional[np.ndarray]  # (H,) or None
 
-    @classmethod
-    def from_cache(cls, cache, dx, dh0, dW_ih, dW_hh, db):
-        """``db`` is the gradient of b_ih and of b_hh alike: each bias the
-        forward had gets its own array, a bias it did not have gets None."""
-        return cls(dx=dx, dh0=dh0, dW_ih=dW_ih, dW_hh=dW_hh,
-                   db_ih=db.copy() if cache.has_b_ih else None,
-                   db_hh=db if cache.has_b_hh else None)
+
+class LSTMGrads(NamedTuple):
+    """Gradients of an LSTM (gate blocks i, f, g, o).  A bias that was None has a None gradient."""
+
+    dx: np.ndarray  # (T, B, I)
+    dh0: np.ndarray  # (B, H)
+    dc0: np.ndarray  # (B, H)
+    dW_ih: np.ndarray  # (4H, I)
+    dW_hh: np.ndarray  # (4H, H)
+    db_ih: Optional[np.ndarray]  # (4H,) or None
+    db_hh: Optional[np.ndarray]  # (4H,) or None
+
+
+class GRUGrads(NamedTuple):
+    """Gradients of a GRU (gate blocks r, z, n).  A bias that was None has a None gradient.
+
+    Unlike the other cells, db_ih and db_hh differ: b_hn sits inside the reset
+    product, so its gradient is r times that of b_in."""
+
+    dx: np.ndarray  # (T, B, I)
+    dh0: np.ndarray  # (B, H)
+    dW_ih: np.ndarray  # (3H, I)
+    dW_hh: np.ndarray  # (3H, H)
+    db_ih: Optional[np.ndarray]  # (3H,) or None
+    db_hh: Optional[np.ndarray]  # (3H,) or None
+
+
+def make_grads(cls, cache, *arrays, db_ih, db_hh):
+    """``cls(*arrays, db_ih, db_hh)`` with the bias gradients as handed back: a
+    bias the forward had gets its array (its own copy when the kernel computed
+    one array for both, as the Elman and LSTM cells do), one it did not have
+    gets None."""
+    if cache.has_b_ih and cache.has_b_hh and db_ih is db_hh:
+        db_ih = db_ih.copy()
+    return cls(*arrays, db_ih if cache.has_b_ih else None, db_hh if cache.has_b_hh else None)
 
 
 class ForwardCache:
@@ -35,22 +63,28 @@ class ForwardCache:
     backward accepts any backend's cache.
     """
 
-    __slots__ = ("cell", "backend", "nonlinearity", "x", "h0", "W_ih", "W_hh",
-                 "has_b_ih", "has_b_hh", "lengths", "out")
+    __slots__ = ("cell", "backend", "nonlinearity", "x", "h0", "c0", "W_ih", "W_hh",
+                 "has_b_ih", "has_b_hh", "lengths", "out", "gates", "c", "hn")
 
-    def __init__(self, *, cell, backend, nonlinearity, x, h0, W_ih, W_hh,
-                 has_b_ih, has_b_hh, lengths, out):
-        self.cell = cell  # "rnn" (Elman); LSTM and GRU add their own
+    def __init__(self, *, cell, backend, x, h0, W_ih, W_hh, has_b_ih, has_b_hh, lengths, out,
+                 nonlinearity=None, c0=None, gates=None, c=None, hn=None):
+        self.cell = cell  # "rnn" (Elman), "lstm" or "gru"
         self.backend = backend  # the backend whose forward made this cache
-        self.nonlinearity = nonlinearity
+        self.nonlinearity = nonlinearity  # Elman: "tanh" or "relu"; None for the gated cells
         self.x = x  # (T, B, I), C-contiguous
         self.h0 = h0  # (B, H)
+        self.c0 = c0  # LSTM: (B, H)
         self.W_ih = W_ih  # (G*H, I), C-contiguous
         self.W_hh = W_hh  # (G*H, H), C-contiguous
         self.has_b_ih = has_b_ih
         self.has_b_hh = has_b_hh
         self.lengths = lengths  # (B,) int64, or None for "every sequence has T steps"
         self.out = out  # (T, B, H): h_t, zero past each sequence's length
+        # What the gated cells' backward needs, per step (values past a sequence's
+        # length are never read):
+        self.gates = gates  # (T, B, G*H): the activated gates, LSTM i f g o, GRU r z n
+        self.c = c  # LSTM: (T, B, H), the cell state c_t
+        self.hn = hn  # GRU: (T, B, H), W_hn h_{t-1} + b_hn (what r multiplies)
 
     def read_only_out(self):
         """``out`` as handed to the caller: a read-only view, since the cache holds it."""

@@ -10,7 +10,7 @@ import numpy as np
 from . import _tuning, reference
 from ._backends import kernels, resolve
 from ._threads import get_num_threads
-from ._types import ForwardCache, RNNGrads
+from ._types import ForwardCache, RNNGrads, make_grads
 from ._validation import check_backward, check_forward, check_nonlinearity
 
 
@@ -185,4 +185,4 @@ def rnn_backward(d_out, d_h_n, cache):
                cache.nonlinearity == "relu", _tuning.use_blas(B, H, H),
                _tuning.row_threads(B, H, get_num_threads()),
                da, work, dx.reshape(T * B, I), dh0, dW_ih, dW_hh, db)
-    return RNNGrads.from_cache(cache, dx, dh0, dW_ih, dW_hh, db)
+    return make_grads(RNNGrads, cache, dx, dh0, dW_ih, dW_hh, db_ih=db, db_hh=db)

@@ -16,12 +16,23 @@ state is frozen (h_n[b] is its last real state, h0 when the length is 0) and
 its output rows are zero, so those steps pass no gradient to the weights and
 hand dL/dh through unchanged.
 
+The gated cells follow PyTorch's equations and gate order (weights stacked
+by gate, two bias vectors):
+
+    LSTM  [i, f, g, o] = x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh   (B, 4H), split in 4
+          i, f, o = sigmoid(.), g = tanh(.)
+          c_t = f * c_{t-1} + i * g,   h_t = o * tanh(c_t)
+    GRU   [xr, xz, xn] = x_t W_ih^T + b_ih,  [hr, hz, hn] = h_{t-1} W_hh^T + b_hh
+          r = sigmoid(xr + hr), z = sigmoid(xz + hz), n = tanh(xn + r * hn)
+          h_t = (1 - z) * n + z * h_{t-1}
+
 The fast backends have the same signatures: ``from fastrnn import rnn_forward``
 replaces ``from fastrnn.reference import rnn_forward``.
 """
 import numpy as np
+from scipy.special import expit as sigmoid  # 1 / (1 + exp(-x)) without overflow for large |x|
 
-from ._types import ForwardCache, RNNGrads
+from ._types import ForwardCache, GRUGrads, LSTMGrads, RNNGrads, make_grads
 from ._validation import check_backward, check_forward, check_nonlinearity
 
 
@@ -96,4 +107,173 @@ def rnn_backward(d_out, d_h_n, cache):
         dh_prev = da @ W_hh
         dh = dh_prev if lengths is None else np.where(running, dh_prev, dh)
 
-    return RNNGrads.from_cache(cache, dx, dh, dW_ih, dW_hh, db)  # dh is now dL/dh0
+    return make_grads(RNNGrads, cache, dx, dh, dW_ih, dW_hh, db_ih=db, db_hh=db)  # dh is now dL/dh0
+
+
+def _running(t, lengths, B):
+    """(B, 1) mask of the sequences still running at step t."""
+    return np.ones((B, 1), bool) if lengths is None else (t < lengths)[:, None]
+
+
+def _own(arr):
+    return np.array(arr, order="C")
+
+
+def lstm_forward(x, h0, c0, W_ih, W_hh, b_ih=None, b_hh=None, *, lengths=None, training=True):
+    """LSTM over a sequence: the reference for ``fastrnn.lstm_forward``.
+
+    Returns ``out (T, B, H), h_n (B, H), c_n (B, H), cache``.
+    """
+    p = check_forward("lstm", x, h0, c0, W_ih, W_hh, b_ih, b_hh, lengths)
+    T, B, H, dtype = p.T, p.B, p.H, p.dtype
+    x, W_ih, W_hh, lengths = p.x, p.W_ih, p.W_hh, p.lengths
+    b = _zeros_if_none(p.b_ih, 4 * H, dtype) + _zeros_if_none(p.b_hh, 4 * H, dtype)
+
+    h = _zeros_if_none(p.h0, (B, H), dtype).copy()
+    c = _zeros_if_none(p.c0, (B, H), dtype).copy()
+    h0, c0 = h.copy(), c.copy()
+    out = np.zeros((T, B, H), dtype)
+    gates = np.zeros((T, B, 4 * H), dtype)  # i, f, g, o after their activations
+    cs = np.zeros((T, B, H), dtype)  # c_t
+    for t in range(T):
+        a = x[t] @ W_ih.T + h @ W_hh.T + b
+        i, f, g, o = sigmoid(a[:, :H]), sigmoid(a[:, H:2 * H]), np.tanh(a[:, 2 * H:3 * H]), \
+            sigmoid(a[:, 3 * H:])
+        c_new = f * c + i * g
+        h_new = o * np.tanh(c_new)
+        running = _running(t, lengths, B)
+        h, c = np.where(running, h_new, h), np.where(running, c_new, c)
+        out[t] = np.where(running, h_new, 0)
+        gates[t] = np.concatenate([i, f, g, o], axis=1)
+        cs[t] = c
+
+    cache = None
+    if training:
+        cache = ForwardCache(
+            cell="lstm", backend="numpy", x=_own(x), h0=h0, c0=c0, W_ih=_own(W_ih),
+            W_hh=_own(W_hh), has_b_ih=p.b_ih is not None, has_b_hh=p.b_hh is not None,
+            lengths=lengths, out=out, gates=gates, c=cs)
+        out = cache.read_only_out()
+    return out, h, c, cache
+
+
+def lstm_backward(d_out, d_h_n, d_c_n, cache):
+    """BPTT through an LSTM: the reference for ``fastrnn.lstm_backward``.
+
+    Carries dL/dh and dL/dc backwards; per step, with dh = dL/dh_t + d_out_t:
+
+        do = dh * tanh(c_t)               dc = dL/dc_t + dh * o * (1 - tanh(c_t)^2)
+        di = dc * g,  df = dc * c_{t-1},  dg = dc * i,   dL/dc_{t-1} = dc * f
+        da = [di i(1-i), df f(1-f), dg (1-g^2), do o(1-o)],   dL/dh_{t-1} = da W_hh
+    """
+    g_ = check_backward("lstm", cache, {"d_out": d_out, "d_h_n": d_h_n, "d_c_n": d_c_n})
+    x, W_ih, W_hh, out, lengths = cache.x, cache.W_ih, cache.W_hh, cache.out, cache.lengths
+    T, B, H = out.shape
+    dtype = x.dtype
+    d_out = _zeros_if_none(g_["d_out"], (T, B, H), dtype)
+
+    dx = np.zeros_like(x)
+    dW_ih = np.zeros_like(W_ih)
+    dW_hh = np.zeros_like(W_hh)
+    db = np.zeros(4 * H, dtype)
+    dh = _zeros_if_none(g_["d_h_n"], (B, H), dtype).copy()
+    dc = _zeros_if_none(g_["d_c_n"], (B, H), dtype).copy()
+    for t in reversed(range(T)):
+        i, f, g, o = np.split(cache.gates[t], 4, axis=1)
+        c = cache.c[t]
+        h_prev, c_prev = (out[t - 1], cache.c[t - 1]) if t > 0 else (cache.h0, cache.c0)
+        dh_total = dh + d_out[t]
+        tc = np.tanh(c)
+        dc_total = dc + dh_total * o * (1 - tc * tc)
+        da = np.concatenate([dc_total * g * i * (1 - i), dc_total * c_prev * f * (1 - f),
+                             dc_total * i * (1 - g * g), dh_total * tc * o * (1 - o)], axis=1)
+        running = _running(t, lengths, B)
+        da = np.where(running, da, 0)
+        dW_ih += da.T @ x[t]
+        dW_hh += da.T @ h_prev
+        db += da.sum(axis=0)
+        dx[t] = da @ W_ih
+        dh = np.where(running, da @ W_hh, dh)
+        dc = np.where(running, dc_total * f, dc)
+
+    return make_grads(LSTMGrads, cache, dx, dh, dc, dW_ih, dW_hh, db_ih=db, db_hh=db)
+
+
+def gru_forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, *, lengths=None, training=True):
+    """GRU over a sequence: the reference for ``fastrnn.gru_forward``.
+
+    Returns ``out (T, B, H), h_n (B, H), cache``.
+    """
+    p = check_forward("gru", x, h0, None, W_ih, W_hh, b_ih, b_hh, lengths)
+    T, B, H, dtype = p.T, p.B, p.H, p.dtype
+    x, W_ih, W_hh, lengths = p.x, p.W_ih, p.W_hh, p.lengths
+    b_ih = _zeros_if_none(p.b_ih, 3 * H, dtype)
+    b_hh = _zeros_if_none(p.b_hh, 3 * H, dtype)
+
+    h = _zeros_if_none(p.h0, (B, H), dtype).copy()
+    h0 = h.copy()
+    out = np.zeros((T, B, H), dtype)
+    gates = np.zeros((T, B, 3 * H), dtype)  # r, z, n after their activations
+    hns = np.zeros((T, B, H), dtype)  # W_hn h_{t-1} + b_hn
+    for t in range(T):
+        xr, xz, xn = np.split(x[t] @ W_ih.T + b_ih, 3, axis=1)
+        hr, hz, hn = np.split(h @ W_hh.T + b_hh, 3, axis=1)
+        r, z = sigmoid(xr + hr), sigmoid(xz + hz)
+        n = np.tanh(xn + r * hn)
+        h_new = (1 - z) * n + z * h
+        running = _running(t, lengths, B)
+        h = np.where(running, h_new, h)
+        out[t] = np.where(running, h_new, 0)
+        gates[t] = np.concatenate([r, z, n], axis=1)
+        hns[t] = hn
+
+    cache = None
+    if training:
+        cache = ForwardCache(
+            cell="gru", backend="numpy", x=_own(x), h0=h0, W_ih=_own(W_ih), W_hh=_own(W_hh),
+            has_b_ih=p.b_ih is not None, has_b_hh=p.b_hh is not None, lengths=lengths,
+            out=out, gates=gates, hn=hns)
+        out = cache.read_only_out()
+    return out, h, cache
+
+
+def gru_backward(d_out, d_h_n, cache):
+    """BPTT through a GRU: the reference for ``fastrnn.gru_backward``.
+
+    Per step, with dh = dL/dh_t + d_out_t:
+
+        dz = dh * (h_{t-1} - n),  dn = dh * (1 - z) (1 - n^2),  dr = dn * hn
+        da_x = [dr r(1-r), dz z(1-z), dn]       (the gradient of x_t W_ih^T + b_ih)
+        da_h = [dr r(1-r), dz z(1-z), dn * r]   (the gradient of h_{t-1} W_hh^T + b_hh)
+        dL/dh_{t-1} = dh * z + da_h W_hh
+    """
+    g_ = check_backward("gru", cache, {"d_out": d_out, "d_h_n": d_h_n})
+    x, W_ih, W_hh, out, lengths = cache.x, cache.W_ih, cache.W_hh, cache.out, cache.lengths
+    T, B, H = out.shape
+    dtype = x.dtype
+    d_out = _zeros_if_none(g_["d_out"], (T, B, H), dtype)
+
+    dx = np.zeros_like(x)
+    dW_ih = np.zeros_like(W_ih)
+    dW_hh = np.zeros_like(W_hh)
+    db_ih = np.zeros(3 * H, dtype)
+    db_hh = np.zeros(3 * H, dtype)
+    dh = _zeros_if_none(g_["d_h_n"], (B, H), dtype).copy()
+    for t in reversed(range(T)):
+        r, z, n = np.split(cache.gates[t], 3, axis=1)
+        h_prev = out[t - 1] if t > 0 else cache.h0
+        dh_total = dh + d_out[t]
+        dn = dh_total * (1 - z) * (1 - n * n)
+        dr = dn * cache.hn[t] * r * (1 - r)
+        dz = dh_total * (h_prev - n) * z * (1 - z)
+        running = _running(t, lengths, B)
+        da_x = np.where(running, np.concatenate([dr, dz, dn], axis=1), 0)
+        da_h = np.where(running, np.concatenate([dr, dz, dn * r], axis=1), 0)
+        dW_ih += da_x.T @ x[t]
+        dW_hh += da_h.T @ h_prev
+        db_ih += da_x.sum(axis=0)
+        db_hh += da_h.sum(axis=0)
+        dx[t] = da_x @ W_ih
+        dh = np.where(running, dh_total * z + da_h @ W_hh, dh)
+
+    return make_grads(GRUGrads, cache, dx, dh, dW_ih, dW_hh, db_ih=db_ih, db_hh=db_hh)
