@@ -4,19 +4,26 @@ The functional API (same signature in every backend)::
 
     out, h_n, cache = fastrnn.rnn_forward(x, h0, W_ih, W_hh, b_ih, b_hh)
     grads = fastrnn.rnn_backward(d_out, d_h_n, cache)
+    out, h_n, c_n, cache = fastrnn.lstm_forward(x, h0, c0, W_ih, W_hh, b_ih, b_hh)
+    grads = fastrnn.lstm_backward(d_out, d_h_n, d_c_n, cache)
+    out, h_n, cache = fastrnn.gru_forward(x, h0, W_ih, W_hh, b_ih, b_hh)
+    grads = fastrnn.gru_backward(d_out, d_h_n, cache)
 
 ``fastrnn.reference`` holds the NumPy specification with the same functions.
 """
 from ._backends import (BACKENDS, BackendUnavailableError, available_backends,
                         get_default_backend, set_default_backend, unavailable_backends)
 from ._threads import get_num_threads, set_num_threads
-from ._types import ForwardCache, RNNGrads
+from ._types import ForwardCache, GRUGrads, LSTMGrads, RNNGrads
 from .elman import rnn_backward, rnn_forward
+from .gru import gru_backward, gru_forward
+from .lstm import lstm_backward, lstm_forward
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "BACKENDS", "BackendUnavailableError", "ForwardCache", "RNNGrads", "available_backends",
-    "get_default_backend", "get_num_threads", "rnn_backward", "rnn_forward",
+    "BACKENDS", "BackendUnavailableError", "ForwardCache", "GRUGrads", "LSTMGrads", "RNNGrads",
+    "available_backends", "get_default_backend", "get_num_threads", "gru_backward",
+    "gru_forward", "lstm_backward", "lstm_forward", "rnn_backward", "rnn_forward",
     "set_default_backend", "set_num_threads", "unavailable_backends",
 ]

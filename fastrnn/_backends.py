@@ -15,7 +15,7 @@ BACKENDS = ("numpy", "numba", "cython")
 # Fastest first, as measured on the functional benchmarks (README, "Backends").
 PREFERENCE = ("cython", "numba", "numpy")
 # Kernel module per cell; the backend's suffix is appended.
-_CELL_MODULES = {"rnn": "elman"}
+_CELL_MODULES = {"rnn": "elman", "lstm": "lstm", "gru": "gru"}
 
 
 class BackendUnavailableError(ImportError):

@@ -7,34 +7,11 @@ are allocated, and the backend's kernel is called.
 """
 import numpy as np
 
-from . import _tuning, reference
+from . import reference
 from ._backends import kernels, resolve
-from ._threads import get_num_threads
+from ._prepare import bias_sum, owned, state, steps, tuning, upstream
 from ._types import ForwardCache, RNNGrads, make_grads
 from ._validation import check_backward, check_forward, check_nonlinearity
-
-
-def _owned(arr, copy):
-    """A C-contiguous version of arr; a private copy when ``copy``."""
-    return np.array(arr, order="C", copy=True) if copy else np.ascontiguousarray(arr)
-
-
-def _bias_sum(b_ih, b_hh, GH, dtype):
-    """b_ih + b_hh, the one bias the kernels add (zeros when neither is given)."""
-    if b_ih is None and b_hh is None:
-        return np.zeros(GH, dtype)
-    if b_ih is None or b_hh is None:
-        return np.ascontiguousarray(b_hh if b_ih is None else b_ih)
-    return b_ih + b_hh
-
-
-def _steps(lengths, T, B):
-    """lengths as the kernels take it: int64 (B,), every sequence T steps when None."""
-    if lengths is not None:
-        return lengths
-    steps = np.empty(B, np.int64)
-    steps.fill(T)
-    return steps
 
 
 def rnn_forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, *, nonlinearity="tanh",
@@ -100,16 +77,15 @@ def rnn_forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, *, nonlinearity="tanh",
     k = kernels(name, "rnn")
     T, B, I, H, dtype = p.T, p.B, p.I, p.H, p.dtype
 
-    x = _owned(p.x, training)
-    W_ih = _owned(p.W_ih, training)
-    W_hh = _owned(p.W_hh, training)
-    h0 = np.zeros((B, H), dtype) if p.h0 is None else _owned(p.h0, training)
+    x = owned(p.x, training)
+    W_ih = owned(p.W_ih, training)
+    W_hh = owned(p.W_hh, training)
+    h0 = state(p.h0, B, H, dtype, training)
     out = np.empty((T, B, H), dtype)
     h_n = np.empty((B, H), dtype)
     work = np.empty((B, H), dtype)
-    k.forward(x.reshape(T * B, I), W_ih, _bias_sum(p.b_ih, p.b_hh, H, dtype), W_hh, h0,
-              _steps(p.lengths, T, B), relu, _tuning.use_blas(B, H, H),
-              _tuning.row_threads(B, H, get_num_threads()), work, out, h_n)
+    k.forward(x.reshape(T * B, I), W_ih, bias_sum(p.b_ih, p.b_hh, H, dtype), W_hh, h0,
+              steps(p.lengths, T, B), relu, *tuning(B, H, H), work, out, h_n)
 
     cache = None
     if training:
@@ -170,9 +146,8 @@ def rnn_backward(d_out, d_h_n, cache):
     T, B, I = x.shape
     H = out.shape[2]
     dtype = x.dtype
-    d_out = np.zeros((T, B, H), dtype) if g["d_out"] is None else np.ascontiguousarray(g["d_out"])
-    d_h_n = np.zeros((B, H), dtype) if g["d_h_n"] is None else np.ascontiguousarray(g["d_h_n"])
-    steps = _steps(cache.lengths, T, B)
+    d_out = upstream(g["d_out"], (T, B, H), dtype)
+    d_h_n = upstream(g["d_h_n"], (B, H), dtype)
 
     da = np.empty((T, B, H), dtype)
     work = np.empty((B, H), dtype)
@@ -181,8 +156,7 @@ def rnn_backward(d_out, d_h_n, cache):
     dW_ih = np.empty((H, I), dtype)
     dW_hh = np.empty((H, H), dtype)
     db = np.empty(H, dtype)
-    k.backward(x.reshape(T * B, I), cache.W_ih, cache.W_hh, cache.h0, out, d_out, d_h_n, steps,
-               cache.nonlinearity == "relu", _tuning.use_blas(B, H, H),
-               _tuning.row_threads(B, H, get_num_threads()),
+    k.backward(x.reshape(T * B, I), cache.W_ih, cache.W_hh, cache.h0, out, d_out, d_h_n,
+               steps(cache.lengths, T, B), cache.nonlinearity == "relu", *tuning(B, H, H),
                da, work, dx.reshape(T * B, I), dh0, dW_ih, dW_hh, db)
     return make_grads(RNNGrads, cache, dx, dh0, dW_ih, dW_hh, db_ih=db, db_hh=db)

@@ -1,4 +1,6 @@
-"""What every Numba kernel shares: the decorator, and a float32 tanh that vectorises.
+"""What every Numba kernel shares: the decorator, the activations, and the
+steps every cell takes the same way (the input projection before the loop, the
+per-step recurrent product, the weight gradients after it).
 
 Kernels compile on first call for the dtypes actually used (no eager
 signature lists, so importing costs nothing).  ``cache=True`` keeps compiled
@@ -58,3 +60,100 @@ def _fast_tanh(x):
             return x if abs(x) < _TINY else p / q
         return tanh32
     return lambda x: np.tanh(x)
+
+
+def sigmoid(x):
+    """1 / (1 + exp(-x)), written as (1 + tanh(x / 2)) / 2: no overflow for any x."""
+    return 0.5 + 0.5 * np.tanh(0.5 * x)
+
+
+@overload(sigmoid)
+def _sigmoid(x):
+    half = np.float32(0.5) if isinstance(x, types.Float) and x.bitwidth == 32 else 0.5
+    return lambda x: half + half * fast_tanh(half * x)
+
+
+@jit
+def project_inputs(x2d, W_ih, bias, xw2d):
+    """xw2d (T*B, G*H) = x2d (T*B, I) @ W_ih^T + bias: every step's input term in one GEMM."""
+    np.dot(x2d, W_ih.T, xw2d)
+    for r in range(xw2d.shape[0]):
+        for j in range(xw2d.shape[1]):
+            xw2d[r, j] += bias[j]
+
+
+@jit
+def transposed_for_loops(W_hh, use_blas):
+    """W_hh^T (H, G*H), C-contiguous, for the hand loops (which run along its rows);
+    BLAS reads W_hh as it is, so it gets an empty array and no copy."""
+    return np.ascontiguousarray(W_hh.T) if not use_blas else W_hh[:0, :0].copy()
+
+
+@jit
+def matmul_rows(A, M, lengths, t, C):
+    """C[b] = A[b] @ M for the rows b still running at step t.  A (B, K), M (K, N), C (B, N).
+
+    The hand loop runs over M's contiguous rows (axpy form), so it vectorises
+    without reassociating sums.
+    """
+    B, K = A.shape
+    N = M.shape[1]
+    for b in range(B):
+        if t < lengths[b]:
+            for n in range(N):
+                C[b, n] = 0
+            for k in range(K):
+                a = A[b, k]
+                for n in range(N):
+                    C[b, n] += a * M[k, n]
+
+
+@jit
+def recurrent_product(h, W_hh, W_hhT, lengths, t, use_blas, work):
+    """work (B, G*H) = h (B, H) @ W_hh^T: BLAS for every row, or the hand loops
+    over W_hhT for the running rows (frozen rows are ignored by the callers)."""
+    if use_blas:
+        np.dot(h, W_hh.T, work)
+    else:
+        matmul_rows(h, W_hhT, lengths, t, work)
+
+
+@jit
+def backward_product(da_t, W_hh, lengths, t, use_blas, work):
+    """work (B, H) = da_t (B, G*H) @ W_hh: the one sequential product of BPTT."""
+    if use_blas:
+        np.dot(da_t, W_hh, work)
+    else:
+        matmul_rows(da_t, W_hh, lengths, t, work)
+
+
+@jit
+def weight_gradients(x2d, W_ih, h0, out, da_x, da_h, dx2d, dW_ih, dW_hh, db_ih, db_hh):
+    """Everything of BPTT that is not sequential, each one GEMM over all T*B rows.
+
+    da_x (T, B, G*H) is the gradient of the input term x_t W_ih^T + b_ih, da_h
+    that of the recurrent term h_{t-1} W_hh^T + b_hh (the same array except in
+    the GRU).  Rows past a sequence's length are zero.  The single-bias cells
+    pass one array as db_ih and db_hh (it gets the same sum twice).
+    """
+    T, B, GH = da_x.shape
+    H = out.shape[2]
+    DX = da_x.reshape(T * B, GH)
+    DH = da_h.reshape(T * B, GH)
+    np.dot(DX.T, x2d, dW_ih)
+    np.dot(DX, W_ih, dx2d)
+    # h_{t-1} is h0 for t = 0 and out[t-1] after.
+    np.dot(da_h[0].T, h0, dW_hh)
+    if T > 1:
+        dW_hh += np.dot(DH[B:].T, out.reshape(T * B, H)[: (T - 1) * B])
+    _column_sums(DX, db_ih)
+    _column_sums(DH, db_hh)
+
+
+@jit
+def _column_sums(A, s):
+    for j in range(A.shape[1]):
+        s[j] = 0
+    for r in range(A.shape[0]):
+        for j in range(A.shape[1]):
+            s[j] += A[r, j]

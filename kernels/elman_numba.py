@@ -6,11 +6,12 @@ outputs and workspace, and chosen ``use_blas`` (see ``fastrnn._tuning``).
 Shape letters: T steps, B batch, I input features, H hidden units.
 
 Read side by side with ``fastrnn/reference.py`` (the specification) and
-``kernels/elman_cython.pyx`` (the same loops in Cython).
+``kernels/elman_cython.pyx`` (the same loops in Cython).  The steps every
+cell shares (input projection, recurrent product, weight gradients) are in
+``_numba_util``.
 """
-import numpy as np
-
-from ._numba_util import fast_tanh, jit
+from ._numba_util import (backward_product, fast_tanh, jit, project_inputs, recurrent_product,
+                          transposed_for_loops, weight_gradients)
 
 
 @jit
@@ -31,25 +32,6 @@ def _act_grad(h, relu, zero, one):
 
 
 @jit
-def _matmul_rows(A, M, lengths, t, C):
-    """C[b] = A[b] @ M for the rows b still running at step t.  A (B, K), M (K, N), C (B, N).
-
-    The hand loop runs over M's contiguous rows (axpy form), so it vectorises
-    without reassociating sums.
-    """
-    B, K = A.shape
-    N = M.shape[1]
-    for b in range(B):
-        if t < lengths[b]:
-            for n in range(N):
-                C[b, n] = 0
-            for k in range(K):
-                a = A[b, k]
-                for n in range(N):
-                    C[b, n] += a * M[k, n]
-
-
-@jit
 def forward(x2d, W_ih, bias, W_hh, h0, lengths, relu, use_blas, num_threads, work, out, h_n):
     """Elman forward over a whole sequence.
 
@@ -62,23 +44,13 @@ def forward(x2d, W_ih, bias, W_hh, h0, lengths, relu, use_blas, num_threads, wor
     """
     T, B, H = out.shape
     zero = out.dtype.type(0)
-    # Only the recurrence is sequential: every step's input projection is one GEMM,
+    # Only the recurrence is sequential: every step's input term in one GEMM,
     # written straight into out, which later holds the states.
-    xw = out.reshape(T * B, H)
-    np.dot(x2d, W_ih.T, xw)
-    for r in range(T * B):
-        for j in range(H):
-            xw[r, j] += bias[j]
+    project_inputs(x2d, W_ih, bias, out.reshape(T * B, H))
+    W_hhT = transposed_for_loops(W_hh, use_blas)
     h_n[:] = h0
-    # The hand loops run along the rows of W_hh^T, so they get a transposed copy
-    # (as in the Cython kernel); BLAS reads W_hh as it is, and computes every row
-    # (frozen rows are ignored below).
-    W_hhT = np.ascontiguousarray(W_hh.T) if not use_blas else W_hh[:0, :0]
     for t in range(T):
-        if use_blas:
-            np.dot(h_n, W_hh.T, work)
-        else:
-            _matmul_rows(h_n, W_hhT, lengths, t, work)
+        recurrent_product(h_n, W_hh, W_hhT, lengths, t, use_blas, work)
         for b in range(B):
             if t < lengths[b]:
                 for j in range(H):
@@ -116,24 +88,9 @@ def backward(x2d, W_ih, W_hh, h0, out, d_out, d_h_n, lengths, relu, use_blas, nu
                 for j in range(H):
                     da[t, b, j] = 0
         # The only sequential product: dh_{t-1} = da_t @ W_hh.
-        if use_blas:
-            np.dot(da[t], W_hh, work)
-        else:
-            _matmul_rows(da[t], W_hh, lengths, t, work)
+        backward_product(da[t], W_hh, lengths, t, use_blas, work)
         for b in range(B):
             if t < lengths[b]:
                 for j in range(H):
                     dh[b, j] = work[b, j]
-    # Everything else is one large GEMM over all T*B rows.
-    DA = da.reshape(T * B, H)
-    np.dot(DA.T, x2d, dW_ih)
-    np.dot(DA, W_ih, dx2d)
-    # h_{t-1} is h0 for t = 0 and out[t-1] after; padded rows have da = 0.
-    np.dot(da[0].T, h0, dW_hh)
-    if T > 1:
-        dW_hh += np.dot(DA[B:].T, out.reshape(T * B, H)[: (T - 1) * B])
-    for j in range(H):
-        db[j] = 0
-    for r in range(T * B):
-        for j in range(H):
-            db[j] += DA[r, j]
+    weight_gradients(x2d, W_ih, h0, out, da, da, dx2d, dW_ih, dW_hh, db, db)

@@ -1,0 +1,109 @@
+"""GRU kernels, Numba backend: forward recurrence, then BPTT.
+
+These kernels trust their inputs: ``fastrnn.gru`` has checked shapes and
+dtypes, made every array C-contiguous and of one float dtype, allocated the
+outputs and workspace, and chosen ``use_blas`` (see ``fastrnn._tuning``).
+Shape letters: T steps, B batch, I input features, H hidden units; the gate
+blocks of width H are r, z, n (PyTorch's order), and b_hn stays inside the
+reset product: n = tanh(x W_in^T + b_in + r * (h W_hn^T + b_hn)).
+
+Read side by side with ``fastrnn/reference.py`` (the specification) and
+``kernels/gru_cython.pyx`` (the same loops in Cython).
+"""
+from ._numba_util import (backward_product, fast_tanh, jit, project_inputs, recurrent_product,
+                          sigmoid, transposed_for_loops, weight_gradients)
+
+
+@jit
+def forward(x2d, W_ih, bias, b_hn, W_hh, h0, lengths, use_blas, num_threads,
+            gates, work, hn, out, h_n):
+    """GRU forward over a whole sequence.
+
+    Inputs:  x2d (T*B, I), W_ih (3H, I), bias (3H,) = b_ih + (b_hr, b_hz, 0),
+             b_hn (H,) (zeros if there is no b_hh), W_hh (3H, H), h0 (B, H),
+             lengths (B,) int64, use_blas, num_threads (unused).
+    Work:    work (B, 3H).
+    Outputs (overwritten): gates (T, B, 3H) the activated gates r, z, n of each
+             step (zero past a sequence's length), hn (T, B, H) the term
+             h_{t-1} W_hn^T + b_hn that r multiplies, out (T, B, H) h_t (zero
+             past the length), h_n (B, H) the state after each sequence's last step.
+    """
+    T, B, H = out.shape
+    one = out.dtype.type(1)
+    project_inputs(x2d, W_ih, bias, gates.reshape(T * B, 3 * H))
+    W_hhT = transposed_for_loops(W_hh, use_blas)
+    h_n[:] = h0
+    for t in range(T):
+        # One product for all three gates: work = h_{t-1} W_hh^T.
+        recurrent_product(h_n, W_hh, W_hhT, lengths, t, use_blas, work)
+        for b in range(B):
+            if t < lengths[b]:
+                for j in range(H):
+                    r = sigmoid(gates[t, b, j] + work[b, j])
+                    z = sigmoid(gates[t, b, H + j] + work[b, H + j])
+                    hnj = work[b, 2 * H + j] + b_hn[j]
+                    n = fast_tanh(gates[t, b, 2 * H + j] + r * hnj)
+                    hj = (one - z) * n + z * h_n[b, j]
+                    gates[t, b, j] = r
+                    gates[t, b, H + j] = z
+                    gates[t, b, 2 * H + j] = n
+                    hn[t, b, j] = hnj
+                    out[t, b, j] = hj
+                    h_n[b, j] = hj
+            else:
+                for j in range(3 * H):
+                    gates[t, b, j] = 0
+                for j in range(H):
+                    hn[t, b, j] = 0
+                    out[t, b, j] = 0
+
+
+@jit
+def backward(x2d, W_ih, W_hh, h0, out, gates, hn, d_out, d_h_n, lengths, use_blas, num_threads,
+             da_x, da_h, work, dx2d, dh0, dW_ih, dW_hh, db_ih, db_hh):
+    """GRU BPTT over a whole sequence.
+
+    Inputs:  x2d (T*B, I), W_ih (3H, I), W_hh (3H, H), h0 (B, H), and from the
+             forward out, hn (T, B, H) and gates (T, B, 3H); d_out (T, B, H),
+             d_h_n (B, H), lengths (B,), use_blas, num_threads (unused).
+    Work:    da_x, da_h (T, B, 3H): the gradients of the input term
+             x_t W_ih^T + b_ih and of the recurrent term h_{t-1} W_hh^T + b_hh
+             (they differ in the n block by the factor r); work (B, H).
+    Outputs (overwritten): dx2d (T*B, I), dh0 (B, H), dW_ih (3H, I),
+             dW_hh (3H, H), db_ih, db_hh (3H,).
+    """
+    T, B, H = out.shape
+    one = out.dtype.type(1)
+    dh = dh0  # the running dL/dh_t; what is left after step 0 is dL/dh0
+    dh[:] = d_h_n
+    for t in range(T - 1, -1, -1):
+        for b in range(B):
+            if t < lengths[b]:
+                for j in range(H):
+                    r = gates[t, b, j]
+                    z = gates[t, b, H + j]
+                    n = gates[t, b, 2 * H + j]
+                    h_prev = out[t - 1, b, j] if t > 0 else h0[b, j]
+                    dhj = dh[b, j] + d_out[t, b, j]
+                    dn = dhj * (one - z) * (one - n * n)
+                    dr = dn * hn[t, b, j] * r * (one - r)
+                    dz = dhj * (h_prev - n) * z * (one - z)
+                    da_x[t, b, j] = dr
+                    da_x[t, b, H + j] = dz
+                    da_x[t, b, 2 * H + j] = dn
+                    da_h[t, b, j] = dr
+                    da_h[t, b, H + j] = dz
+                    da_h[t, b, 2 * H + j] = dn * r
+                    dh[b, j] = dhj * z  # the direct path; the product is added below
+            else:
+                # A frozen step is the identity on h: dh passes through untouched.
+                for j in range(3 * H):
+                    da_x[t, b, j] = 0
+                    da_h[t, b, j] = 0
+        # The only sequential product: dh_{t-1} += da_h_t @ W_hh, all gates at once.
+        backward_product(da_h[t], W_hh, lengths, t, use_blas, work)
+        for b in range(B):
+            if t < lengths[b]:
+                for j in range(H):
+                    dh[b, j] += work[b, j]
+    weight_gradients(x2d, W_ih, h0, out, da_x, da_h, dx2d, dW_ih, dW_hh, db_ih, db_hh)

@@ -1,0 +1,111 @@
+"""LSTM kernels, Numba backend: forward recurrence, then BPTT.
+
+These kernels trust their inputs: ``fastrnn.lstm`` has checked shapes and
+dtypes, made every array C-contiguous and of one float dtype, allocated the
+outputs and workspace, and chosen ``use_blas`` (see ``fastrnn._tuning``).
+Shape letters: T steps, B batch, I input features, H hidden units; the gate
+blocks of width H are i, f, g, o (PyTorch's order).
+
+Read side by side with ``fastrnn/reference.py`` (the specification) and
+``kernels/lstm_cython.pyx`` (the same loops in Cython).
+"""
+from ._numba_util import (backward_product, fast_tanh, jit, project_inputs, recurrent_product,
+                          sigmoid, transposed_for_loops, weight_gradients)
+
+
+@jit
+def forward(x2d, W_ih, bias, W_hh, h0, c0, lengths, use_blas, num_threads,
+            gates, work, c, out, h_n, c_n):
+    """LSTM forward over a whole sequence.
+
+    Inputs:  x2d (T*B, I), W_ih (4H, I), bias (4H,) = b_ih + b_hh (zeros if none),
+             W_hh (4H, H), h0 (B, H), c0 (B, H), lengths (B,) int64, use_blas,
+             num_threads (unused, as in the Elman kernels).
+    Work:    work (B, 4H).
+    Outputs (overwritten): gates (T, B, 4H) the activated gates i, f, g, o of
+             each step (zero past a sequence's length), c (T, B, H) the cell
+             state c_t (frozen past the length), out (T, B, H) h_t (zero past
+             the length), h_n and c_n (B, H) the states after each sequence's
+             last step.
+    """
+    T, B, H = out.shape
+    # Every step's input term in one GEMM, into gates, which each step then
+    # overwrites with its activated gates.
+    project_inputs(x2d, W_ih, bias, gates.reshape(T * B, 4 * H))
+    W_hhT = transposed_for_loops(W_hh, use_blas)
+    h_n[:] = h0
+    c_n[:] = c0
+    for t in range(T):
+        # One product for all four gates: work = h_{t-1} W_hh^T.
+        recurrent_product(h_n, W_hh, W_hhT, lengths, t, use_blas, work)
+        for b in range(B):
+            if t < lengths[b]:
+                for j in range(H):
+                    i = sigmoid(gates[t, b, j] + work[b, j])
+                    f = sigmoid(gates[t, b, H + j] + work[b, H + j])
+                    g = fast_tanh(gates[t, b, 2 * H + j] + work[b, 2 * H + j])
+                    o = sigmoid(gates[t, b, 3 * H + j] + work[b, 3 * H + j])
+                    cj = f * c_n[b, j] + i * g
+                    hj = o * fast_tanh(cj)
+                    gates[t, b, j] = i
+                    gates[t, b, H + j] = f
+                    gates[t, b, 2 * H + j] = g
+                    gates[t, b, 3 * H + j] = o
+                    c[t, b, j] = cj
+                    c_n[b, j] = cj
+                    out[t, b, j] = hj
+                    h_n[b, j] = hj
+            else:
+                for j in range(4 * H):
+                    gates[t, b, j] = 0
+                for j in range(H):
+                    c[t, b, j] = c_n[b, j]
+                    out[t, b, j] = 0
+
+
+@jit
+def backward(x2d, W_ih, W_hh, h0, c0, out, c, gates, d_out, d_h_n, d_c_n, lengths, use_blas,
+             num_threads, da, work, dx2d, dh0, dc0, dW_ih, dW_hh, db):
+    """LSTM BPTT over a whole sequence.
+
+    Inputs:  x2d (T*B, I), W_ih (4H, I), W_hh (4H, H), h0, c0 (B, H), and from
+             the forward out, c (T, B, H) and gates (T, B, 4H); d_out (T, B, H),
+             d_h_n, d_c_n (B, H), lengths (B,), use_blas, num_threads (unused).
+    Work:    da (T, B, 4H) the gradients of the gates' pre-activations, work (B, H).
+    Outputs (overwritten): dx2d (T*B, I), dh0, dc0 (B, H), dW_ih (4H, I),
+             dW_hh (4H, H), db (4H,) (the gradient of b_ih and of b_hh alike).
+    """
+    T, B, H = out.shape
+    one = out.dtype.type(1)
+    dh = dh0  # the running dL/dh_t and dL/dc_t; after step 0 they are dL/dh0, dL/dc0
+    dc = dc0
+    dh[:] = d_h_n
+    dc[:] = d_c_n
+    for t in range(T - 1, -1, -1):
+        for b in range(B):
+            if t < lengths[b]:
+                for j in range(H):
+                    i = gates[t, b, j]
+                    f = gates[t, b, H + j]
+                    g = gates[t, b, 2 * H + j]
+                    o = gates[t, b, 3 * H + j]
+                    c_prev = c[t - 1, b, j] if t > 0 else c0[b, j]
+                    tc = fast_tanh(c[t, b, j])
+                    dhj = dh[b, j] + d_out[t, b, j]
+                    dcj = dc[b, j] + dhj * o * (one - tc * tc)
+                    da[t, b, j] = dcj * g * i * (one - i)
+                    da[t, b, H + j] = dcj * c_prev * f * (one - f)
+                    da[t, b, 2 * H + j] = dcj * i * (one - g * g)
+                    da[t, b, 3 * H + j] = dhj * tc * o * (one - o)
+                    dc[b, j] = dcj * f
+            else:
+                # A frozen step is the identity on (h, c): dh and dc pass through.
+                for j in range(4 * H):
+                    da[t, b, j] = 0
+        # The only sequential product: dh_{t-1} = da_t @ W_hh, all gates at once.
+        backward_product(da[t], W_hh, lengths, t, use_blas, work)
+        for b in range(B):
+            if t < lengths[b]:
+                for j in range(H):
+                    dh[b, j] = work[b, j]
+    weight_gradients(x2d, W_ih, h0, out, da, da, dx2d, dW_ih, dW_hh, db, db)
