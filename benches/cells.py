@@ -69,31 +69,41 @@ def compare(got, ref):
     return abs_err, rel_err, names
 
 
-# --- Elman ------------------------------------------------------------------
+# --- The cells: Elman (tanh), LSTM, GRU -----------------------------------
+#
+# One generic problem maker and runner per side; a cell differs only in its
+# gate count, its extra state (the LSTM's c) and its fastrnn/torch names.
+
+_FINALS = {"rnn": ("h_n",), "lstm": ("h_n", "c_n"), "gru": ("h_n",)}
+_EXTRA = {"rnn": {"nonlinearity": "tanh"}, "lstm": {}, "gru": {}}
 
 
 def _rng(*key):
     return np.random.default_rng([20240917, *key])
 
 
-def elman_problem(T, B, I, H, dtype):  # noqa: E741
+def make_problem(cell, T, B, I, H, dtype):  # noqa: E741
     """x (T, B, I) standard normal; weights uniform(-1/sqrt(H), 1/sqrt(H)) as
-    PyTorch initialises them; h0 (B, H) uniform(-1, 1).
+    PyTorch initialises them; h0 (and the LSTM's c0) (B, H) uniform(-1, 1).
 
     x comes from its own stream, so the problem at a shorter T is the first
     steps of the longer one (the error check relies on this).
     """
     dtype = np.dtype(dtype)
     s = 1 / np.sqrt(H)
+    GH = CELLS[cell].gates * H
     w = _rng(B, I, H, 1)
-    return dict(
+    problem = dict(
         x=_rng(B, I, H, 0).standard_normal((T, B, I), dtype=dtype),
         h0=w.uniform(-1, 1, (B, H)).astype(dtype),
-        W_ih=w.uniform(-s, s, (H, I)).astype(dtype),
-        W_hh=w.uniform(-s, s, (H, H)).astype(dtype),
-        b_ih=w.uniform(-s, s, H).astype(dtype),
-        b_hh=w.uniform(-s, s, H).astype(dtype),
+        W_ih=w.uniform(-s, s, (GH, I)).astype(dtype),
+        W_hh=w.uniform(-s, s, (GH, H)).astype(dtype),
+        b_ih=w.uniform(-s, s, GH).astype(dtype),
+        b_hh=w.uniform(-s, s, GH).astype(dtype),
     )
+    if cell == "lstm":
+        problem["c0"] = w.uniform(-1, 1, (B, H)).astype(dtype)
+    return problem
 
 
 def _d_out(problem, H):
@@ -104,38 +114,44 @@ def _d_out(problem, H):
     return problem["d_out"]
 
 
-def elman_fastrnn(problem, backend, training):
-    p = problem
-    args = (p["x"], p["h0"], p["W_ih"], p["W_hh"], p["b_ih"], p["b_hh"])
+def _arrays(cell, problem):
+    names = ("x", "h0", "c0") if cell == "lstm" else ("x", "h0")
+    return tuple(problem[n] for n in names + ("W_ih", "W_hh", "b_ih", "b_hh"))
+
+
+def fastrnn_runner(cell, problem, backend, training):
+    forward = getattr(fastrnn, f"{cell}_forward")
+    backward = getattr(fastrnn, f"{cell}_backward")
+    args = _arrays(cell, problem)
+    finals = _FINALS[cell]
+    kwargs = _EXTRA[cell]
     if not training:
-        run = functools.partial(fastrnn.rnn_forward, *args, nonlinearity="tanh",
-                                training=False, backend=backend)
+        run = functools.partial(forward, *args, training=False, backend=backend, **kwargs)
 
         def collect(result):
-            out, h_n, _ = result
-            return {"out": out, "h_n": h_n}
+            return dict(zip(("out", *finals), result[:-1]))
 
         return run, collect
 
-    d_out = _d_out(p, p["W_hh"].shape[1])
+    d_out = _d_out(problem, problem["W_hh"].shape[1])
+    no_state_grads = (None,) * len(finals)
 
     def run():
-        out, h_n, cache = fastrnn.rnn_forward(*args, nonlinearity="tanh", training=True,
-                                              backend=backend)
-        return out, h_n, fastrnn.rnn_backward(d_out, None, cache)
+        *outs, cache = forward(*args, training=True, backend=backend, **kwargs)
+        return outs, backward(d_out, *no_state_grads, cache)
 
     def collect(result):
-        out, h_n, grads = result
-        return {"out": out, "h_n": h_n, **grads._asdict()}
+        outs, grads = result
+        return {**dict(zip(("out", *finals), outs)), **grads._asdict()}
 
     return run, collect
 
 
-def elman_torch(problem, training):
-    """torch.nn.RNN(I, H, nonlinearity="tanh") with the same weights, time-major input.
+def torch_runner(cell, problem, training):
+    """torch.nn.RNN(nonlinearity="tanh") / LSTM / GRU with the same weights, time-major input.
 
     Training is forward + backward of (out * d_out).sum() with d_out = ones,
-    asking for the same gradients fastrnn returns (x, h0, weights, biases).
+    asking for the same gradients fastrnn returns (x, initial states, weights, biases).
     """
     import torch
 
@@ -143,43 +159,65 @@ def elman_torch(problem, training):
     T, B, I = p["x"].shape  # noqa: E741
     H = p["W_hh"].shape[1]
     x = torch.from_numpy(p["x"])
-    rnn = torch.nn.RNN(I, H, nonlinearity="tanh", dtype=x.dtype)
+    module = getattr(torch.nn, _TORCH[cell])(I, H, dtype=x.dtype, **_EXTRA[cell])
     with torch.no_grad():
         for param, key in (("weight_ih_l0", "W_ih"), ("weight_hh_l0", "W_hh"),
                            ("bias_ih_l0", "b_ih"), ("bias_hh_l0", "b_hh")):
-            getattr(rnn, param).copy_(torch.from_numpy(p[key]))
-    h0 = torch.from_numpy(p["h0"][None])  # (num_layers=1, B, H)
+            getattr(module, param).copy_(torch.from_numpy(p[key]))
+    states = [torch.from_numpy(p[k][None]) for k in (("h0", "c0") if cell == "lstm" else ("h0",))]
+    finals = _FINALS[cell]
+
+    def call():
+        out, state = module(x, tuple(states) if cell == "lstm" else states[0])
+        return out, (state if cell == "lstm" else (state,))
+
+    def numpy_outs(out, state):
+        return {"out": out.detach().numpy(),
+                **{k: s[0].detach().numpy() for k, s in zip(finals, state)}}
 
     if not training:
         def run():
             with torch.inference_mode():
-                return rnn(x, h0)
+                return call()
 
         def collect(result):
-            out, h_n = result
-            return {"out": out.numpy(), "h_n": h_n[0].numpy()}
+            return numpy_outs(*result)
 
         return run, collect
 
     x = x.detach().requires_grad_(True)
-    h0 = h0.detach().requires_grad_(True)
+    states = [s.detach().requires_grad_(True) for s in states]
     d_out = torch.from_numpy(_d_out(p, H))
-    wrt = [x, h0, rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0, rnn.bias_hh_l0]
+    wrt = [x, *states, module.weight_ih_l0, module.weight_hh_l0, module.bias_ih_l0,
+           module.bias_hh_l0]
+    names = ["dx", "dh0", "dc0"][:1 + len(states)] + ["dW_ih", "dW_hh", "db_ih", "db_hh"]
 
     def run():
-        out, h_n = rnn(x, h0)
-        return out, h_n, torch.autograd.grad((out * d_out).sum(), wrt)
+        out, state = call()
+        return out, state, torch.autograd.grad((out * d_out).sum(), wrt)
 
     def collect(result):
-        out, h_n, (dx, dh0, dW_ih, dW_hh, db_ih, db_hh) = result
-        return {"out": out.detach().numpy(), "h_n": h_n[0].detach().numpy(), "dx": dx.numpy(),
-                "dh0": dh0[0].numpy(), "dW_ih": dW_ih.numpy(), "dW_hh": dW_hh.numpy(),
-                "db_ih": db_ih.numpy(), "db_hh": db_hh.numpy()}
+        out, state, grads = result
+        g = {n: v.numpy() for n, v in zip(names, grads)}
+        g["dh0"] = g["dh0"][0]
+        if "dc0" in g:
+            g["dc0"] = g["dc0"][0]
+        return {**numpy_outs(out, state), **g}
 
     return run, collect
 
 
+_TORCH = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}
+
+
+def _cell(name, gates, torch_name):
+    return Cell(name=name, gates=gates, make_problem=functools.partial(make_problem, name),
+                fastrnn_runner=functools.partial(fastrnn_runner, name),
+                torch_runner=functools.partial(torch_runner, name), torch_name=torch_name)
+
+
 CELLS = {
-    "rnn": Cell(name="rnn", gates=1, make_problem=elman_problem, fastrnn_runner=elman_fastrnn,
-                torch_runner=elman_torch, torch_name='torch.nn.RNN(nonlinearity="tanh")'),
+    "rnn": _cell("rnn", 1, 'torch.nn.RNN(nonlinearity="tanh")'),
+    "lstm": _cell("lstm", 4, "torch.nn.LSTM"),
+    "gru": _cell("gru", 3, "torch.nn.GRU"),
 }

@@ -1,12 +1,13 @@
 """Options, parametrisation and shared state of the benchmark suite.
 
     pytest benches/ --benchmark-only                         quick grid (CI size)
-    pytest benches/ --benchmark-only --bench-grid=full       the issue's grid (~10 min here)
+    pytest benches/ --benchmark-only --bench-grid=full       the full grid (~10 min a cell here)
     pytest benches/ --benchmark-disable                      every case once, as a test
 
-Options: --bench-grid=quick|full, --bench-dtype=float32|float64|both,
+Options: --bench-grid=quick|full, --bench-cells=rnn,lstm,gru (default all),
+--bench-dtype=float32|float64|both,
 --bench-threads=N or N,M (default: all cores), --bench-time=SECONDS per case,
---bench-ref-cap=MACS (the numpy reference's T*B*H*H limit).
+--bench-ref-cap=MACS (the numpy reference's T*B*G*H*H limit).
 """
 import collections
 import os
@@ -25,6 +26,8 @@ def pytest_addoption(parser):
     group.addoption("--bench-grid", choices=sorted(grid.T_GRID), default="quick",
                     help="quick: T in {16, 256}, (B, H) in {(1, 64), (16, 256)} (default); "
                          "full: T in {16, ..., 4096}, (B, H) up to (64, 1024)")
+    group.addoption("--bench-cells", default=",".join(CELLS), metavar="CELL[,CELL...]",
+                    help=f"the cells to measure (default: all, {','.join(CELLS)})")
     group.addoption("--bench-dtype", choices=sorted(grid.DTYPES), default="float32",
                     help="dtype of the throughput cases (default float32)")
     group.addoption("--bench-threads", default=None, metavar="N[,M...]",
@@ -34,7 +37,7 @@ def pytest_addoption(parser):
                     help="time each case aims to spend in timed rounds, at least one round "
                          f"(default {grid.TARGET_TIME['quick']} quick, {grid.TARGET_TIME['full']} full)")
     group.addoption("--bench-ref-cap", type=float, default=grid.REFERENCE_MAX_MACS, metavar="MACS",
-                    help="skip the numpy reference where T*B*H*H exceeds this "
+                    help="skip the numpy reference where T*B*G*H*H exceeds this "
                          f"(default {grid.power_of_two(grid.REFERENCE_MAX_MACS)})")
 
 
@@ -44,7 +47,7 @@ def pytest_generate_tests(metafunc):
     if "case" in metafunc.fixturenames:
         params = [pytest.param(case, id=case.id(several),
                                marks=[pytest.mark.skip(reason=reason)] if reason else [])
-                  for case, reason in grid.cases(options, CELLS)]
+                  for case, reason in grid.cases(options, options.cells)]
         metafunc.parametrize("case", params)
     if "gemm_case" in metafunc.fixturenames:
         params = [pytest.param((dtype, n), id=f"{dtype}" + (f"-t{n}" if several else ""))

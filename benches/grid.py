@@ -16,6 +16,7 @@ PASSES = ("inference", "training")
 # The reference first: it is the baseline of every speed-up.
 IMPLEMENTATIONS = ("numpy", "numba", "cython", "torch")
 REFERENCE = "numpy"
+GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 DTYPES = {"float32": ("float32",), "float64": ("float64",), "both": ("float32", "float64")}
 
 # Seconds each case aims to spend in timed rounds (at least one round).
@@ -28,9 +29,9 @@ MAX_ROUNDS = 1000
 # the extra call keeps a full run near ten minutes.
 FULL_WARMUP_MAX_S = 2.0
 
-# The numpy reference runs only while T*B*H*H (multiply-adds of the
-# recurrent products of one forward) stays within this cap.  2**36 keeps
-# (64, 1024) up to T=1024 (the target row) and drops its T=4096
+# The numpy reference runs only while T*B*G*H*H (multiply-adds of the
+# recurrent products of one forward) stays within this cap.  2**36 keeps the
+# Elman (64, 1024) up to T=1024 (the target row) and drops its T=4096
 # (about 10 s per inference call and 30 s per training call on the 2-core
 # development machine, longer than the rest of its row together).
 REFERENCE_MAX_MACS = 2 ** 36
@@ -76,12 +77,13 @@ class Case:
 
     @property
     def recurrent_macs(self):
-        return self.T * self.B * self.H * self.H
+        return self.T * self.B * GATES[self.cell] * self.H * self.H
 
 
 @dataclasses.dataclass(frozen=True)
 class Options:
     grid: str
+    cells: tuple
     dtypes: tuple
     threads: tuple
     target_time: float
@@ -98,7 +100,12 @@ class Options:
         if not threads or min(threads) < 1:
             raise ValueError(f"--bench-threads wants N or N,M,... with N >= 1, got {threads}")
         target = config.getoption("bench_time")
-        return cls(grid=grid, dtypes=DTYPES[config.getoption("bench_dtype")], threads=threads,
+        cells = tuple(c.strip() for c in config.getoption("bench_cells").split(",") if c.strip())
+        unknown = set(cells) - set(GATES)
+        if not cells or unknown:
+            raise ValueError(f"--bench-cells wants names from {', '.join(GATES)}, "
+                             f"got {config.getoption('bench_cells')!r}")
+        return cls(grid=grid, cells=cells, dtypes=DTYPES[config.getoption("bench_dtype")], threads=threads,
                    target_time=TARGET_TIME[grid] if target is None else float(target),
                    reference_max_macs=config.getoption("bench_ref_cap"))
 
@@ -125,7 +132,7 @@ def skip_reason(case, options, torch_missing):
     if case.impl == "torch" and torch_missing:
         return "torch is not installed: no nn.RNN to compare with (pip install torch)"
     if case.impl == REFERENCE and case.recurrent_macs > options.reference_max_macs:
-        return (f"numpy reference capped to keep a full run near ten minutes: T*B*H*H = "
+        return (f"numpy reference capped to keep a full run near ten minutes: T*B*G*H*H = "
                 f"{power_of_two(case.recurrent_macs)} multiply-adds > --bench-ref-cap="
                 f"{power_of_two(options.reference_max_macs)}")
     return None

@@ -175,7 +175,7 @@ def test_real_run_end_to_end(tmp_path):
     out = tmp_path / "run.json"
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
            os.path.join(REPO, "benches", "test_throughput.py"), "--benchmark-only",
-           "-k", "T16-B1-H64 and (numpy or cython) or gemm", "--bench-time=0.02",
+           "--bench-cells=rnn", "-k", "T16-B1-H64 and (numpy or cython) or gemm", "--bench-time=0.02",
            f"--benchmark-json={out}"]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -1,4 +1,4 @@
-"""Every backend's forward and backward against the float64 reference."""
+"""Every backend's forward and backward against the float64 reference, for every cell."""
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -6,25 +6,25 @@ from hypothesis import strategies as st
 
 import fastrnn
 from fastrnn import reference as R
-from _helpers import as_float64, assert_close, make_rnn_problem, upstream
+from _cells import CELLS, backward, forward, upstream
+from _helpers import as_float64, assert_close, make_rnn_problem
 
 
-def check_against_reference(backend, problem, nonlinearity, dtype, d_out, d_h_n):
-    out, h_n, cache = fastrnn.rnn_forward(**problem, nonlinearity=nonlinearity, backend=backend)
-    ref = as_float64(problem)
-    r_out, r_h_n, r_cache = R.rnn_forward(**ref, nonlinearity=nonlinearity)
-    assert_close(out, r_out, dtype, "out")
-    assert_close(h_n, r_h_n, dtype, "h_n")
-    grads = fastrnn.rnn_backward(d_out, d_h_n, cache)
-    r_grads = R.rnn_backward(None if d_out is None else d_out.astype(np.float64),
-                             None if d_h_n is None else d_h_n.astype(np.float64), r_cache)
-    for name, g, r in zip(grads._fields, grads, r_grads):
-        assert_close(g, r, dtype, name)
-    inf_out, inf_h_n, inf_cache = fastrnn.rnn_forward(
-        **problem, nonlinearity=nonlinearity, backend=backend, training=False)
+
+def check_against_reference(cell, backend, problem, dtype, ups, **kwargs):
+    outs, cache = forward(cell, problem, backend, **kwargs)
+    ref_outs, ref_cache = forward(cell, as_float64(problem), **kwargs)
+    for name in outs:
+        assert_close(outs[name], ref_outs[name], dtype, name)
+    grads = backward(cell, ups, cache)
+    ref_grads = backward(cell, as_float64(ups), ref_cache, R)
+    assert grads.keys() == ref_grads.keys()
+    for name in grads:
+        assert_close(grads[name], ref_grads[name], dtype, name)
+    inf_outs, inf_cache = forward(cell, problem, backend, training=False, **kwargs)
     assert inf_cache is None
-    np.testing.assert_array_equal(inf_out, out)
-    np.testing.assert_array_equal(inf_h_n, h_n)
+    for name in outs:
+        np.testing.assert_array_equal(inf_outs[name], outs[name])
 
 
 @st.composite
@@ -36,45 +36,49 @@ def problems(draw):
                 bias=(draw(st.booleans()), draw(st.booleans())), h0=draw(st.booleans()),
                 lengths=lengths, seed=draw(st.integers(0, 2**31)),
                 nonlinearity=draw(st.sampled_from(["tanh", "relu"])),
-                upstream=draw(st.sampled_from(["both", "d_out", "d_h_n"])))
+                drop=draw(st.sampled_from([None, "d_out", "d_h_n", "d_c_n"])))
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@pytest.mark.parametrize("cell", CELLS)
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(case=problems())
-def test_matches_reference(backend, dtype, kernel_path, case):
+def test_matches_reference(cell, backend, dtype, kernel_path, case):
     T, B, H = case["T"], case["B"], case["H"]
-    problem = make_rnn_problem(T, B, case["I"], H, dtype, seed=case["seed"], bias=case["bias"],
-                               h0=case["h0"], lengths=case["lengths"])
-    d_out, d_h_n = upstream(T, B, H, dtype, seed=case["seed"] + 1)
-    if case["upstream"] == "d_out":
-        d_h_n = None
-    elif case["upstream"] == "d_h_n":
-        d_out = None
-    check_against_reference(backend, problem, case["nonlinearity"], dtype, d_out, d_h_n)
+    problem = make_rnn_problem(T, B, case["I"], H, dtype, cell=cell, seed=case["seed"],
+                               bias=case["bias"], h0=case["h0"], lengths=case["lengths"])
+    ups = upstream(cell, T, B, H, dtype, seed=case["seed"] + 1)
+    if case["drop"] in ups:
+        ups[case["drop"]] = None  # None means zeros
+    kwargs = {"nonlinearity": case["nonlinearity"]} if cell == "rnn" else {}
+    check_against_reference(cell, backend, problem, dtype, ups, **kwargs)
 
 
 @pytest.mark.parametrize("shape", [(1, 1, 1, 1), (30, 1, 64, 64), (12, 16, 40, 72), (5, 33, 17, 130)],
                          ids=lambda s: "T{}-B{}-I{}-H{}".format(*s))
-@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
-def test_larger_shapes(fast_backend, dtype, kernel_path, shape, nonlinearity):
+@pytest.mark.parametrize("cell, nonlinearity", [("rnn", "tanh"), ("rnn", "relu"), ("lstm", None),
+                                                ("gru", None)],
+                         ids=["rnn-tanh", "rnn-relu", "lstm", "gru"])
+def test_larger_shapes(fast_backend, dtype, kernel_path, shape, cell, nonlinearity):
     T, B, I, H = shape
     lengths = list(np.random.default_rng(0).integers(0, T + 1, B)) if B > 1 else None
     if lengths:
         lengths[0], lengths[-1] = 0, T
-    problem = make_rnn_problem(T, B, I, H, dtype, seed=11, lengths=lengths)
-    d_out, d_h_n = upstream(T, B, H, dtype)
-    check_against_reference(fast_backend, problem, nonlinearity, dtype, d_out, d_h_n)
+    problem = make_rnn_problem(T, B, I, H, dtype, cell=cell, seed=11, lengths=lengths)
+    kwargs = {} if nonlinearity is None else {"nonlinearity": nonlinearity}
+    check_against_reference(cell, fast_backend, problem, dtype, upstream(cell, T, B, H, dtype),
+                            **kwargs)
 
 
-def test_any_backend_accepts_any_backends_cache(backend, fast_backend):
+@pytest.mark.parametrize("cell", CELLS)
+def test_any_backend_accepts_any_backends_cache(cell, backend, fast_backend):
     """The cache has the same fields whichever backend made it."""
-    problem = make_rnn_problem(4, 3, 2, 5, lengths=[4, 0, 2])
-    d_out, d_h_n = upstream(4, 3, 5)
-    _, _, cache = fastrnn.rnn_forward(**problem, backend=backend)
-    _, _, other = fastrnn.rnn_forward(**problem, backend=fast_backend)
-    for a, b in zip(fastrnn.rnn_backward(d_out, d_h_n, cache),
-                    fastrnn.rnn_backward(d_out, d_h_n, other)):
-        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+    problem = make_rnn_problem(4, 3, 2, 5, cell=cell, lengths=[4, 0, 2])
+    ups = upstream(cell, 4, 3, 5)
+    _, cache = forward(cell, problem, backend)
+    _, other = forward(cell, problem, fast_backend)
+    a, b = backward(cell, ups, cache), backward(cell, ups, other)
+    for name in a:
+        np.testing.assert_allclose(a[name], b[name], rtol=1e-12, atol=1e-12, err_msg=name)
 
 
 @pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")  # NumPy notes the NaN
@@ -88,3 +92,24 @@ def test_nan_and_inf_propagate(backend):
     out, _, _ = fastrnn.rnn_forward(**problem, backend=backend)
     assert np.isnan(out[1, 0]).all()
     assert np.isfinite(out[:, 1]).all()  # tanh(inf) = 1 keeps the other sequence finite
+
+
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")  # NumPy notes the NaN
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_nan_propagates_in_the_gated_cells(cell, backend):
+    problem = make_rnn_problem(3, 2, 2, 3, cell=cell)
+    problem["x"][1, 0, 0] = np.nan
+    outs, _ = forward(cell, problem, backend)
+    assert np.isnan(outs["out"][1:, 0]).all() and np.isnan(outs["h_n"][0]).all()
+    assert np.isfinite(outs["out"][:, 1]).all() and np.isfinite(outs["out"][0]).all()
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_gates_are_safe_for_large_inputs(cell, backend, dtype, kernel_path):
+    """Saturated sigmoids and tanh (|pre-activation| ~ 1e6): no overflow warning,
+    no NaN, finite gradients, and the reference's values."""
+    problem = make_rnn_problem(5, 3, 4, 6, dtype, cell=cell, seed=8, weight_scale=50.0)
+    problem["x"] *= dtype.type(1e4)
+    ups = upstream(cell, 5, 3, 6, dtype)
+    with np.errstate(all="raise"):
+        check_against_reference(cell, backend, problem, dtype, ups)

@@ -1,21 +1,29 @@
-"""The reference against the definition: central finite differences, lengths semantics."""
+"""The reference against the definition: central finite differences, the
+equations of one step, lengths semantics; for every cell."""
 import numpy as np
 import pytest
+from scipy.special import expit
 
 from fastrnn import reference as R
-from _helpers import make_rnn_problem, upstream
+from _cells import GRAD_OF, backward, forward, params, upstream
+from _helpers import make_rnn_problem
 
-PARAMS = ["x", "h0", "W_ih", "W_hh", "b_ih", "b_hh"]
-GRAD_OF = {"x": "dx", "h0": "dh0", "W_ih": "dW_ih", "W_hh": "dW_hh", "b_ih": "db_ih", "b_hh": "db_hh"}
-
-
-def loss(problem, nonlinearity, d_out, d_h_n):
-    """L = <out, d_out> + <h_n, d_h_n>, whose gradients the backward computes."""
-    out, h_n, _ = R.rnn_forward(**problem, nonlinearity=nonlinearity, training=False)
-    return float(np.sum(out * d_out) + np.sum(h_n * d_h_n))
+# (cell, nonlinearity): the Elman cell in both activations, the gated cells.
+VARIANTS = [("rnn", "tanh"), ("rnn", "relu"), ("lstm", None), ("gru", None)]
+VARIANT_IDS = ["rnn-tanh", "rnn-relu", "lstm", "gru"]
 
 
-def numeric_grad(problem, name, nonlinearity, d_out, d_h_n, eps=1e-4):
+def _kwargs(nonlinearity):
+    return {} if nonlinearity is None else {"nonlinearity": nonlinearity}
+
+
+def loss(cell, problem, nonlinearity, ups):
+    """L = <out, d_out> + <h_n, d_h_n> (+ <c_n, d_c_n>), whose gradients the backward computes."""
+    outs, _ = forward(cell, problem, training=False, **_kwargs(nonlinearity))
+    return float(sum(np.sum(outs[name] * ups["d_" + name]) for name in outs))
+
+
+def numeric_grad(cell, problem, name, nonlinearity, ups, eps=1e-4):
     """Fourth-order central difference of ``loss`` for every entry of ``problem[name]``."""
     base = problem[name]
     grad = np.zeros_like(base)
@@ -25,7 +33,7 @@ def numeric_grad(problem, name, nonlinearity, d_out, d_h_n, eps=1e-4):
             p = dict(problem)
             p[name] = base.copy()
             p[name][idx] += step * eps
-            vals.append(loss(p, nonlinearity, d_out, d_h_n))
+            vals.append(loss(cell, p, nonlinearity, ups))
         grad[idx] = (vals[0] - 8 * vals[1] + 8 * vals[2] - vals[3]) / (12 * eps)
     return grad
 
@@ -35,50 +43,53 @@ CASES = [
     dict(lengths=[4, 0, 2], bias=(True, True)),
     dict(lengths=[4, 1, 3], bias=(False, False)),
     dict(lengths=None, bias=(True, False)),
+    dict(lengths=[2, 4, 0], bias=(False, True)),
 ]
 
 
-@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
-@pytest.mark.parametrize("case", CASES, ids=["plain", "lengths-with-0", "no-bias", "b_ih-only"])
-def test_gradients_match_finite_differences(nonlinearity, case):
-    T, B, I, H = 4, 3, 2, 5
-    problem = make_rnn_problem(T, B, I, H, lengths=case["lengths"], bias=case["bias"], seed=3,
-                               weight_scale=0.8)
-    d_out, d_h_n = upstream(T, B, H)
-    _, _, cache = R.rnn_forward(**problem, nonlinearity=nonlinearity)
-    grads = R.rnn_backward(d_out, d_h_n, cache)._asdict()
-    for name in PARAMS:
+@pytest.mark.parametrize("cell, nonlinearity", VARIANTS, ids=VARIANT_IDS)
+@pytest.mark.parametrize("case", CASES, ids=["plain", "lengths-with-0", "no-bias", "b_ih-only",
+                                             "b_hh-only"])
+def test_gradients_match_finite_differences(cell, nonlinearity, case):
+    T, B, I, H = 4, 3, 2, 3
+    problem = make_rnn_problem(T, B, I, H, cell=cell, lengths=case["lengths"], bias=case["bias"],
+                               seed=3, weight_scale=0.8)
+    ups = upstream(cell, T, B, H)
+    _, cache = forward(cell, problem, **_kwargs(nonlinearity))
+    grads = backward(cell, ups, cache, R)
+    for name in params(cell):
         analytic = grads[GRAD_OF[name]]
         if problem[name] is None:
             assert analytic is None
             continue
-        numeric = numeric_grad(problem, name, nonlinearity, d_out, d_h_n)
+        numeric = numeric_grad(cell, problem, name, nonlinearity, ups)
         np.testing.assert_allclose(analytic, numeric, rtol=1e-7, atol=1e-8, err_msg=name)
 
 
-@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
-def test_gradients_along_random_directions(nonlinearity):
+@pytest.mark.parametrize("cell, nonlinearity", VARIANTS, ids=VARIANT_IDS)
+def test_gradients_along_random_directions(cell, nonlinearity):
     """A medium problem: <grad, v> against the directional central difference."""
     T, B, I, H = 25, 6, 7, 9
-    problem = make_rnn_problem(T, B, I, H, lengths=[25, 0, 11, 1, 24, 25], seed=5)
-    d_out, d_h_n = upstream(T, B, H, seed=6)
-    _, _, cache = R.rnn_forward(**problem, nonlinearity=nonlinearity)
-    grads = R.rnn_backward(d_out, d_h_n, cache)._asdict()
+    problem = make_rnn_problem(T, B, I, H, cell=cell, lengths=[25, 0, 11, 1, 24, 25], seed=5)
+    ups = upstream(cell, T, B, H, seed=6)
+    _, cache = forward(cell, problem, **_kwargs(nonlinearity))
+    grads = backward(cell, ups, cache, R)
     rng = np.random.default_rng(7)
+    names = params(cell)
     for _ in range(3):
-        v = {name: rng.standard_normal(problem[name].shape) for name in PARAMS}
+        v = {name: rng.standard_normal(problem[name].shape) for name in names}
         eps = 1e-5
 
         def shifted(sign):
-            return {**problem, **{n: problem[n] + sign * eps * v[n] for n in PARAMS}}
+            return {**problem, **{n: problem[n] + sign * eps * v[n] for n in names}}
 
-        numeric = (loss(shifted(1), nonlinearity, d_out, d_h_n)
-                   - loss(shifted(-1), nonlinearity, d_out, d_h_n)) / (2 * eps)
-        analytic = sum(np.sum(grads[GRAD_OF[n]] * v[n]) for n in PARAMS)
+        numeric = (loss(cell, shifted(1), nonlinearity, ups)
+                   - loss(cell, shifted(-1), nonlinearity, ups)) / (2 * eps)
+        analytic = sum(np.sum(grads[GRAD_OF[n]] * v[n]) for n in names)
         assert analytic == pytest.approx(numeric, rel=1e-6, abs=1e-8)
 
 
-def test_one_step_is_the_equation():
+def test_one_elman_step_is_the_equation():
     p = make_rnn_problem(1, 2, 3, 4, seed=1)
     out, h_n, _ = R.rnn_forward(**p)
     a = p["x"][0] @ p["W_ih"].T + p["b_ih"] + p["h0"] @ p["W_hh"].T + p["b_hh"]
@@ -88,53 +99,103 @@ def test_one_step_is_the_equation():
     np.testing.assert_allclose(out[0], np.maximum(a, 0), rtol=1e-14)
 
 
-def test_lengths_freeze_the_state_and_zero_the_output():
+def test_one_lstm_step_is_the_equation():
+    H = 4
+    p = make_rnn_problem(1, 2, 3, H, cell="lstm", seed=1)
+    out, h_n, c_n, _ = R.lstm_forward(**p)
+    a = p["x"][0] @ p["W_ih"].T + p["b_ih"] + p["h0"] @ p["W_hh"].T + p["b_hh"]
+    i, f, g, o = (a[:, k * H:(k + 1) * H] for k in range(4))
+    c = expit(f) * p["c0"] + expit(i) * np.tanh(g)
+    np.testing.assert_allclose(c_n, c, rtol=1e-14)
+    np.testing.assert_allclose(out[0], expit(o) * np.tanh(c), rtol=1e-14)
+    np.testing.assert_array_equal(h_n, out[0])
+
+
+def test_one_gru_step_is_the_equation():
+    H = 4
+    p = make_rnn_problem(1, 2, 3, H, cell="gru", seed=1)
+    out, h_n, _ = R.gru_forward(**p)
+    ax = p["x"][0] @ p["W_ih"].T + p["b_ih"]
+    ah = p["h0"] @ p["W_hh"].T + p["b_hh"]
+    r = expit(ax[:, :H] + ah[:, :H])
+    z = expit(ax[:, H:2 * H] + ah[:, H:2 * H])
+    n = np.tanh(ax[:, 2 * H:] + r * ah[:, 2 * H:])  # b_hn inside the reset product
+    np.testing.assert_allclose(out[0], (1 - z) * n + z * p["h0"], rtol=1e-14)
+    np.testing.assert_array_equal(h_n, out[0])
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_lengths_freeze_the_state_and_zero_the_output(cell):
     T, B, I, H = 6, 4, 3, 5
     lengths = [6, 0, 2, 5]
-    p = make_rnn_problem(T, B, I, H, lengths=lengths, seed=2)
-    out, h_n, _ = R.rnn_forward(**p)
+    p = make_rnn_problem(T, B, I, H, cell=cell, lengths=lengths, seed=2)
+    outs, _ = forward(cell, p)
+    finals = [name for name in outs if name != "out"]
     for b, n in enumerate(lengths):
-        # Each sequence alone, cut to its length, gives the same states.
-        alone = {**p, "x": p["x"][:max(n, 1), b:b + 1], "h0": p["h0"][b:b + 1], "lengths": None}
         if n == 0:
-            np.testing.assert_array_equal(h_n[b], p["h0"][b])
+            for final, start in zip(finals, ("h0", "c0")):
+                np.testing.assert_array_equal(outs[final][b], p[start][b])
         else:
-            o, h, _ = R.rnn_forward(**alone)
-            np.testing.assert_allclose(out[:n, b], o[:, 0], rtol=1e-14)
-            np.testing.assert_allclose(h_n[b], h[0], rtol=1e-14)
-        assert not out[n:, b].any()
+            # Each sequence alone, cut to its length, gives the same states.
+            alone = {k: (v[b:b + 1] if k in ("h0", "c0") else v) for k, v in p.items()}
+            alone.update(x=p["x"][:n, b:b + 1], lengths=None)
+            o, _ = forward(cell, alone)
+            np.testing.assert_allclose(outs["out"][:n, b], o["out"][:, 0], rtol=1e-14)
+            for final in finals:
+                np.testing.assert_allclose(outs[final][b], o[final][0], rtol=1e-14)
+        assert not outs["out"][n:, b].any()
 
 
-def test_padded_steps_pass_no_gradient():
-    """d_out on padded rows is ignored; dh for a zero-length sequence is d_h_n itself."""
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_padded_steps_pass_no_gradient(cell):
+    """d_out on padded rows is ignored; the state gradients of a zero-length
+    sequence are the upstream ones themselves."""
     T, B, I, H = 5, 2, 3, 4
-    p = make_rnn_problem(T, B, I, H, lengths=[0, 3], seed=4)
-    d_out, d_h_n = upstream(T, B, H)
-    _, _, cache = R.rnn_forward(**p)
-    g = R.rnn_backward(d_out, d_h_n, cache)
-    np.testing.assert_array_equal(g.dh0[0], d_h_n[0])
-    assert not g.dx[:, 0].any() and not g.dx[3:, 1].any()
-    d_out2 = d_out.copy()
-    d_out2[3:, 1] = 1e6
-    g2 = R.rnn_backward(d_out2, d_h_n, cache)
-    np.testing.assert_array_equal(g2.dW_hh, g.dW_hh)
+    p = make_rnn_problem(T, B, I, H, cell=cell, lengths=[0, 3], seed=4)
+    ups = upstream(cell, T, B, H)
+    _, cache = forward(cell, p)
+    g = backward(cell, ups, cache, R)
+    np.testing.assert_array_equal(g["dh0"][0], ups["d_h_n"][0])
+    if cell == "lstm":
+        np.testing.assert_array_equal(g["dc0"][0], ups["d_c_n"][0])
+    assert not g["dx"][:, 0].any() and not g["dx"][3:, 1].any()
+    ups2 = {**ups, "d_out": ups["d_out"].copy()}
+    ups2["d_out"][3:, 1] = 1e6
+    g2 = backward(cell, ups2, cache, R)
+    np.testing.assert_array_equal(g2["dW_hh"], g["dW_hh"])
 
 
-def test_inference_mode_saves_nothing_and_agrees():
-    p = make_rnn_problem(3, 2, 3, 4, dtype=np.float32)
-    out, h_n, cache = R.rnn_forward(**p, training=False)
-    out2, h_n2, cache2 = R.rnn_forward(**p)
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_inference_mode_saves_nothing_and_agrees(cell):
+    p = make_rnn_problem(3, 2, 3, 4, dtype=np.float32, cell=cell)
+    outs, cache = forward(cell, p, training=False)
+    outs2, cache2 = forward(cell, p)
     assert cache is None and cache2 is not None
-    assert out.dtype == h_n.dtype == np.float32
-    np.testing.assert_array_equal(out, out2)
-    np.testing.assert_array_equal(h_n, h_n2)
+    for name in outs:
+        assert outs[name].dtype == np.float32
+        np.testing.assert_array_equal(outs[name], outs2[name])
 
 
-def test_none_upstream_gradients_mean_zeros():
-    p = make_rnn_problem(3, 2, 3, 4)
-    _, _, cache = R.rnn_forward(**p)
-    d_out, d_h_n = upstream(3, 2, 4)
-    zeros = np.zeros_like(d_out), np.zeros_like(d_h_n)
-    for a, b in [((None, d_h_n), (zeros[0], d_h_n)), ((d_out, None), (d_out, zeros[1]))]:
-        for ga, gb in zip(R.rnn_backward(*a, cache), R.rnn_backward(*b, cache)):
-            np.testing.assert_array_equal(ga, gb)
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_none_upstream_gradients_mean_zeros(cell):
+    p = make_rnn_problem(3, 2, 3, 4, cell=cell)
+    _, cache = forward(cell, p)
+    ups = upstream(cell, 3, 2, 4)
+    for name in ups:
+        with_none = {**ups, name: None}
+        with_zeros = {**ups, name: np.zeros_like(ups[name])}
+        a, b = backward(cell, with_none, cache, R), backward(cell, with_zeros, cache, R)
+        for k in a:
+            np.testing.assert_array_equal(a[k], b[k], err_msg=f"{name}: {k}")
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_gates_are_safe_for_large_inputs(cell):
+    """Saturated sigmoids and tanh: no overflow warning, no NaN, gradients finite."""
+    p = make_rnn_problem(5, 3, 4, 6, cell=cell, seed=8, weight_scale=50.0)
+    p["x"] *= 1e4
+    with np.errstate(all="raise"):
+        outs, cache = forward(cell, p)
+        grads = backward(cell, upstream(cell, 5, 3, 6), cache, R)
+    assert all(np.isfinite(v).all() for v in outs.values())
+    assert all(np.isfinite(v).all() for v in grads.values() if v is not None)
