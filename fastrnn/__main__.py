@@ -14,9 +14,10 @@ import numpy as np
 
 import fastrnn
 from fastrnn import reference
-from fastrnn._testing import TOLERANCE, random_rnn_problem, scaled_error
+from fastrnn._testing import (CELLS, TOLERANCE, backward, forward, random_rnn_problem,
+                              random_upstream, scaled_error)
 
-SPEED_SHAPES = [(256, 1, 64), (64, 16, 256), (16, 64, 1024)]  # (T, B, H), I = H
+SPEED_SHAPES = [(256, 1, 64), (64, 16, 256), (16, 64, 1024)]  # (T, B, H), I = H, every cell
 
 
 def _version(dist):
@@ -61,30 +62,31 @@ def print_environment():
 
 
 def check_backends(backends):
-    """Forward and backward of every backend against the float64 reference."""
+    """Forward and backward of every cell in every backend against the float64 reference."""
     print()
     print("check against the reference (T=7, B=5, I=6, H=9, lengths with 0 and T, both dtypes):")
     ok = True
+    variants = [("rnn", {"nonlinearity": "tanh"}), ("rnn", {"nonlinearity": "relu"}),
+                ("lstm", {}), ("gru", {})]
     for dtype in (np.float32, np.float64):
-        problem = random_rnn_problem(7, 5, 6, 9, dtype, lengths=[7, 0, 3, 7, 1])
-        ref = {k: v.astype(np.float64) if isinstance(v, np.ndarray) else v for k, v in problem.items()}
-        rng = np.random.default_rng(1)
-        d_out = rng.standard_normal((7, 5, 9)).astype(dtype)
-        d_h_n = rng.standard_normal((5, 9)).astype(dtype)
-        for nonlinearity in ("tanh", "relu"):
-            r_out, r_h, r_cache = reference.rnn_forward(**ref, nonlinearity=nonlinearity)
-            r_grads = reference.rnn_backward(d_out.astype(np.float64), d_h_n.astype(np.float64), r_cache)
+        for cell, kwargs in variants:
+            problem = random_rnn_problem(7, 5, 6, 9, dtype, cell=cell, lengths=[7, 0, 3, 7, 1])
+            ups = random_upstream(cell, 7, 5, 9, dtype)
+            as64 = {k: v.astype(np.float64) if isinstance(v, np.ndarray) else v
+                    for k, v in {**problem, **ups}.items()}
+            r_outs, r_cache = forward(cell, {k: as64[k] for k in problem}, **kwargs)
+            r_grads = backward(cell, {k: as64[k] for k in ups}, r_cache, reference)
             for backend in backends:
-                out, h_n, cache = fastrnn.rnn_forward(**problem, nonlinearity=nonlinearity,
-                                                      backend=backend)
-                grads = fastrnn.rnn_backward(d_out, d_h_n, cache)
+                outs, cache = forward(cell, problem, backend, **kwargs)
+                grads = backward(cell, ups, cache)
                 # Every array within the tolerance for its own scale (as the tests hold them).
-                errors = [scaled_error(a, b) for a, b in
-                          zip((out, h_n, *grads), (r_out, r_h, *r_grads)) if a is not None]
+                errors = [scaled_error(got[k], want[k]) for got, want in
+                          ((outs, r_outs), (grads, r_grads)) for k in want if want[k] is not None]
                 err = max(e for e, _ in errors)
                 good = all(e <= TOLERANCE[np.dtype(dtype)] * scale for e, scale in errors)
                 ok &= good
-                print(f"  {backend:7s} {np.dtype(dtype).name:8s} {nonlinearity:5s} "
+                label = cell + (f" {kwargs['nonlinearity']}" if kwargs else "")
+                print(f"  {backend:7s} {np.dtype(dtype).name:8s} {label:9s} "
                       f"max error {err:9.2e}  {'ok' if good else 'FAIL'}")
     return ok
 
@@ -105,26 +107,28 @@ def speed_table(backends, budget):
     print()
     print(f"speed, float32, {fastrnn.get_num_threads()} threads: steps x batch per second "
           "(speed-up over the numpy reference)")
-    header = f"  {'T':>5s} {'B':>4s} {'H':>5s}  {'pass':9s}" + "".join(f"{b:>20s}" for b in backends)
+    header = (f"  {'cell':5s} {'T':>5s} {'B':>4s} {'H':>5s}  {'pass':9s}"
+              + "".join(f"{b:>20s}" for b in backends))
     print(header)
-    for T, B, H in SPEED_SHAPES:
-        p = random_rnn_problem(T, B, H, H, np.float32)
-        d_out = np.ones((T, B, H), np.float32)
-        for label in ("inference", "training"):
-            rates = {}
-            for backend in backends:
-                if label == "inference":
-                    def fn():
-                        fastrnn.rnn_forward(**p, training=False, backend=backend)
-                else:
-                    def fn():
-                        fastrnn.rnn_backward(d_out, None, fastrnn.rnn_forward(**p, backend=backend)[2])
-                rates[backend] = T * B / _time(fn, budget)
-            base = rates.get("numpy")
-            cells = "".join(
-                f"{rates[b]:>12.3g} ({rates[b] / base:4.1f}x)" if base else f"{rates[b]:>20.3g}"
-                for b in backends)
-            print(f"  {T:5d} {B:4d} {H:5d}  {label:9s}{cells}")
+    for cell in CELLS:
+        for T, B, H in SPEED_SHAPES:
+            p = random_rnn_problem(T, B, H, H, np.float32, cell=cell)
+            ups = {"d_out": np.ones((T, B, H), np.float32)}
+            for label in ("inference", "training"):
+                rates = {}
+                for backend in backends:
+                    if label == "inference":
+                        def fn():
+                            forward(cell, p, backend, training=False)
+                    else:
+                        def fn():
+                            backward(cell, ups, forward(cell, p, backend)[1])
+                    rates[backend] = T * B / _time(fn, budget)
+                base = rates.get("numpy")
+                row = "".join(
+                    f"{rates[b]:>12.3g} ({rates[b] / base:4.1f}x)" if base else f"{rates[b]:>20.3g}"
+                    for b in backends)
+                print(f"  {cell:5s} {T:5d} {B:4d} {H:5d}  {label:9s}{row}")
 
 
 def main(argv=None):

@@ -17,6 +17,16 @@ def test_the_usage_example_runs():
     assert grads.dW_hh.shape == (64, 64) and grads.dx.shape == (100, 8, 32)
 
 
+def test_the_gated_cell_example_runs_after_the_usage_example():
+    blocks = python_blocks()
+    usage = next(b for b in blocks if "rnn_backward(d_out" in b)
+    gated = next(b for b in blocks if "lstm_backward(d_out" in b)
+    namespace = {}
+    exec(compile(usage + gated, "README.md", "exec"), namespace)
+    grads = namespace["grads"]  # the GRU's, the last one
+    assert grads.dW_hh.shape == (3 * 64, 64) and grads.dx.shape == (100, 8, 32)
+
+
 def test_the_backend_examples_name_real_functions():
     import fastrnn
 
