@@ -64,12 +64,15 @@ extensions = [
         f"fastrnn.kernels.{name}",
         [f"kernels/{name}.pyx"],
         include_dirs=[numpy.get_include(), "kernels"],
+        # cythonize follows the .pxi includes; the C compiler's header is listed
+        # so that editing it rebuilds the extensions.
+        depends=["kernels/fast_tanh.h", "kernels/_build.h"],
         extra_compile_args=compile_args,
         extra_link_args=link_args,
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"),
                        ("FASTRNN_DEBUG_BUILD", int(DEBUG)), ("FASTRNN_NATIVE_BUILD", int(NATIVE))],
     )
-    for name in ["_build", "elman_cython"]
+    for name in ["_build", "elman_cython", "lstm_cython", "gru_cython"]
 ]
 
 directives = {

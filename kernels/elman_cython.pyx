@@ -8,90 +8,22 @@ H hidden units.
 
 Read side by side with ``fastrnn/reference.py`` (the specification) and
 ``kernels/elman_numba.py`` (the same loops in Numba).  One source serves
-float32 and float64 through the fused type ``floating``; only ``_gemm``
-branches on it, to call sgemm/sgemv or dgemm/dgemv.  Bounds checks,
+float32 and float64 through the fused type ``floating``; only ``_gemm`` and
+``_tanh`` branch on it.  The steps every cell shares (BLAS, input projection,
+W_hh^T copy, weight gradients) are in ``_common.pxi``.  Bounds checks,
 wraparound and initialised-memoryview checks come from setup.py's directives
 (on in the FASTRNN_CYTHON_DEBUG build), so none are set here.
 """
-from cython cimport floating
-from cython.parallel cimport prange
-from libc.math cimport tanh
-
-cdef extern from "fast_tanh.h" nogil:
-    float fastrnn_tanhf(float x)
-from libc.stdint cimport int64_t
-from libc.stdlib cimport free, malloc
-from scipy.linalg.cython_blas cimport dgemm, dgemv, sgemm, sgemv
-
-
-cdef inline void _gemm(bint transA, bint transB, int M, int N, int K,
-                       floating alpha, const floating* A, int lda,
-                       const floating* Bm, int ldb,
-                       floating beta, floating* C, int ldc) noexcept nogil:
-    """Row-major C (M, N) = alpha op(A) @ op(Bm) + beta C, op transposing when its flag is set.
-
-    lda, ldb, ldc are the row lengths of A, Bm, C as stored.  BLAS is
-    column-major, and a row-major matrix read column-major is its transpose,
-    so this asks BLAS for C^T = op(Bm)^T op(A)^T: the operands swap, the flags
-    do not.  With beta = 0, C is not read, so it may hold garbage.
-
-    A product with one row or one column goes to gemv, as NumPy's and Numba's
-    np.dot do: gemm packs the whole matrix operand on every call, which made
-    the B = 1 recurrence (1, H) @ (H, H) 6-7x slower than gemv at H = 512-1024.
-    """
-    cdef char ta = b'T' if transA else b'N'
-    cdef char tb = b'T' if transB else b'N'
-    cdef char gt
-    cdef int gm, gn, gld, incx, incy, i
-    cdef const floating* V
-    cdef const floating* x
-    if M == 1 or N == 1:
-        if M == 1:
-            # c (N,) = op(Bm)^T a; Bm read column-major is Bm^T (N, K) or op(Bm) (K, N).
-            gt = b'T' if transB else b'N'
-            gm, gn = (K, N) if transB else (N, K)
-            V, gld = Bm, ldb
-            x, incx = A, (lda if transA else 1)
-            incy = 1
-        else:
-            # c (M,) = op(A) b, a column of C; A read column-major is A^T (K, M) or op(A) (M, K).
-            gt = b'N' if transA else b'T'
-            gm, gn = (M, K) if transA else (K, M)
-            V, gld = A, lda
-            x, incx = Bm, (1 if transB else ldb)
-            incy = ldc
-        if beta == 0:
-            # gemv scales y by beta, and 0 * NaN is NaN in some OpenBLAS
-            # versions: clear y so np.empty garbage cannot leak in.
-            for i in range(M if N == 1 else N):
-                C[i * incy] = 0
-        # cython_blas takes non-const pointers; it does not write V or x.
-        if floating is float:
-            sgemv(&gt, &gm, &gn, &alpha, <float*>V, &gld, <float*>x, &incx,
-                  &beta, C, &incy)
-        else:
-            dgemv(&gt, &gm, &gn, &alpha, <double*>V, &gld, <double*>x, &incx,
-                  &beta, C, &incy)
-        return
-    if floating is float:
-        sgemm(&tb, &ta, &N, &M, &K, &alpha, <float*>Bm, &ldb, <float*>A, &lda,
-              &beta, C, &ldc)
-    else:
-        dgemm(&tb, &ta, &N, &M, &K, &alpha, <double*>Bm, &ldb, <double*>A, &lda,
-              &beta, C, &ldc)
+include "_common.pxi"
 
 
 cdef inline floating _act(floating a, bint relu) noexcept nogil:
     # relu keeps NaN (NaN < 0 is False), as np.maximum does in the reference.
     # Constants are cast to ``floating``: a bare 0 or 1 becomes a double literal
-    # in C, which would promote float32 arithmetic.  float32 uses the rational
-    # tanh of fast_tanh.h, which vectorises; float64 keeps the C library's.
+    # in C, which would promote float32 arithmetic.
     if relu:
         return <floating>0 if a < <floating>0 else a
-    if floating is float:
-        return fastrnn_tanhf(a)
-    else:
-        return tanh(a)
+    return _tanh(a)
 
 
 cdef inline floating _act_grad(floating h, bint relu) noexcept nogil:
@@ -99,25 +31,6 @@ cdef inline floating _act_grad(floating h, bint relu) noexcept nogil:
     if relu:
         return <floating>1 if h > <floating>0 else <floating>0
     return <floating>1 - h * h
-
-
-cdef inline void _matmul_row(const floating* a, const floating* M, Py_ssize_t K, Py_ssize_t N,
-                             floating* c) noexcept nogil:
-    """c = a @ M for one row.  a (K,), M (K, N) C-contiguous, c (N,); c must not overlap a.
-
-    The hand loop runs over M's contiguous rows (axpy form), so it vectorises
-    without reassociating sums: it computes exactly what the Numba
-    ``_matmul_rows`` computes for a running row.  Callers run it for running
-    rows only, so frozen rows cost nothing.
-    """
-    cdef Py_ssize_t k, n
-    cdef floating ak
-    for n in range(N):
-        c[n] = 0
-    for k in range(K):
-        ak = a[k]
-        for n in range(N):
-            c[n] += ak * M[k * N + n]
 
 
 cdef inline void _forward_row(Py_ssize_t t, Py_ssize_t b, const int64_t[::1] lengths,
@@ -163,7 +76,6 @@ def forward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
     Runs without the GIL.  float32 and float64 (all arrays one dtype).
     """
     cdef Py_ssize_t T = out.shape[0], B = out.shape[1], H = out.shape[2]
-    cdef Py_ssize_t I = x2d.shape[1]
     cdef Py_ssize_t t, b, j
     # Rows go to OpenMP threads only around the hand loop.  A parallel region per
     # step costs microseconds, and with one thread or one row there is nothing
@@ -175,30 +87,13 @@ def forward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
     # The hand loop runs inside the per-row function; BLAS runs once per step
     # for all rows, before it.
     cdef bint hand = not use_blas
-    # The hand loops run along the rows of W_hh^T (axpy form: vectorises without
-    # reassociating sums; dot products along W_hh's rows measured 0.80 against
-    # 0.47 us per step at (B, H) = (1, 64)), so they get a transposed copy.  BLAS
-    # reads W_hh as it is, which saves the copy's ~2 us per call where it runs.
-    cdef floating* W_hhT = NULL
-    if hand:
-        W_hhT = <floating*>malloc(H * H * sizeof(floating))
-        if W_hhT == NULL:
-            raise MemoryError()
+    # W_hh^T for the hand loops (NULL with BLAS, which reads W_hh as it is).
+    cdef floating* W_hhT = _transposed_for_loops(W_hh, use_blas)
     try:
         with nogil:
-            if hand:
-                for j in range(H):
-                    for b in range(H):
-                        W_hhT[b * H + j] = W_hh[j, b]
-            # Only the recurrence is sequential: every step's input projection is one
-            # GEMM, written straight into out, which later holds the states.
-            _gemm(False, True, <int>(T * B), <int>H, <int>I,
-                  1, &x2d[0, 0], <int>I, &W_ih[0, 0], <int>I,
-                  0, &out[0, 0, 0], <int>H)
-            for t in range(T):
-                for b in range(B):
-                    for j in range(H):
-                        out[t, b, j] += bias[j]
+            # Only the recurrence is sequential: every step's input term in one GEMM,
+            # written straight into out, which later holds the states.
+            _project_inputs(x2d, W_ih, bias, out)
             for b in range(B):
                 for j in range(H):
                     h_n[b, j] = h0[b, j]
@@ -264,7 +159,6 @@ def backward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
     Runs without the GIL.  float32 and float64 (all arrays one dtype).
     """
     cdef Py_ssize_t T = out.shape[0], B = out.shape[1], H = out.shape[2]
-    cdef Py_ssize_t I = x2d.shape[1]
     cdef Py_ssize_t t, b, j
     # As in forward: OpenMP threads for the hand loop only, never beside BLAS's.
     cdef bint parallel = num_threads > 1 and B > 1 and not use_blas
@@ -292,27 +186,5 @@ def backward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
                     if t < lengths[b]:
                         for j in range(H):
                             dh[b, j] = work[b, j]
-        # Everything else is one large GEMM over all T*B rows; DA is da as (T*B, H).
-        # dW_ih (H, I) = DA^T X
-        _gemm(True, False, <int>H, <int>I, <int>(T * B),
-              1, &da[0, 0, 0], <int>H, &x2d[0, 0], <int>I,
-              0, &dW_ih[0, 0], <int>I)
-        # dx2d (T*B, I) = DA W_ih
-        _gemm(False, False, <int>(T * B), <int>I, <int>H,
-              1, &da[0, 0, 0], <int>H, &W_ih[0, 0], <int>I,
-              0, &dx2d[0, 0], <int>I)
-        # h_{t-1} is h0 for t = 0 and out[t-1] after; padded rows have da = 0.
-        # dW_hh (H, H) = da[0]^T h0 + DA[B:]^T out[:T-1] (the second term added by beta = 1)
-        _gemm(True, False, <int>H, <int>H, <int>B,
-              1, &da[0, 0, 0], <int>H, &h0[0, 0], <int>H,
-              0, &dW_hh[0, 0], <int>H)
-        if T > 1:
-            _gemm(True, False, <int>H, <int>H, <int>((T - 1) * B),
-                  1, &da[1, 0, 0], <int>H, &out[0, 0, 0], <int>H,
-                  1, &dW_hh[0, 0], <int>H)
-        for j in range(H):
-            db[j] = 0
-        for t in range(T):
-            for b in range(B):
-                for j in range(H):
-                    db[j] += da[t, b, j]
+        # Everything else is one large GEMM per gradient over all T*B rows.
+        _weight_gradients(x2d, W_ih, h0, out, da, da, dx2d, dW_ih, dW_hh, db, db)
