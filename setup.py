@@ -50,7 +50,12 @@ NATIVE = not _flag("FASTRNN_PORTABLE") and compiler_accepts(["-march=native"])
 # -fno-trapping-math changes no value (NaN and Inf still propagate); it only
 # lets gcc ignore floating-point exception flags, without which it refused to
 # vectorise the activation loops ("control flow in loop").
+# The gate loops of the LSTM and GRU write five or six arrays; gcc vectorises
+# such a loop only behind a runtime check that no two of them overlap, and by
+# default gives up beyond 10 pairs to check.
 compile_args = ["-O0", "-g"] if DEBUG else ["-O3", "-fno-trapping-math"]
+if not DEBUG and compiler_accepts(["--param", "vect-max-version-for-alias-checks=64"]):
+    compile_args += ["--param", "vect-max-version-for-alias-checks=64"]
 link_args = []
 if NATIVE:
     compile_args.append("-march=native")
@@ -66,7 +71,7 @@ extensions = [
         include_dirs=[numpy.get_include(), "kernels"],
         # cythonize follows the .pxi includes; the C compiler's header is listed
         # so that editing it rebuilds the extensions.
-        depends=["kernels/fast_tanh.h", "kernels/_build.h"],
+        depends=["kernels/fast_tanh.h", "kernels/matmul_row.h", "kernels/_build.h", "kernels/_common.pxi"],
         extra_compile_args=compile_args,
         extra_link_args=link_args,
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"),

@@ -42,6 +42,6 @@ def steps(lengths, T, B):
     return out
 
 
-def tuning(B, GH, H):
-    """(use_blas, num_threads) for the per-step product (B, H) @ (H, GH): see _tuning."""
-    return _tuning.use_blas(B, GH, H), _tuning.row_threads(B, GH, get_num_threads())
+def tuning(backend, B, GH, H):
+    """(use_blas, num_threads) for ``backend``'s per-step product (B, H) @ (H, GH): see _tuning."""
+    return _tuning.use_blas(backend, B, GH, H), _tuning.row_threads(B, GH, get_num_threads())

@@ -85,7 +85,7 @@ def rnn_forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, *, nonlinearity="tanh",
     h_n = np.empty((B, H), dtype)
     work = np.empty((B, H), dtype)
     k.forward(x.reshape(T * B, I), W_ih, bias_sum(p.b_ih, p.b_hh, H, dtype), W_hh, h0,
-              steps(p.lengths, T, B), relu, *tuning(B, H, H), work, out, h_n)
+              steps(p.lengths, T, B), relu, *tuning(name, B, H, H), work, out, h_n)
 
     cache = None
     if training:
@@ -157,6 +157,7 @@ def rnn_backward(d_out, d_h_n, cache):
     dW_hh = np.empty((H, H), dtype)
     db = np.empty(H, dtype)
     k.backward(x.reshape(T * B, I), cache.W_ih, cache.W_hh, cache.h0, out, d_out, d_h_n,
-               steps(cache.lengths, T, B), cache.nonlinearity == "relu", *tuning(B, H, H),
+               steps(cache.lengths, T, B), cache.nonlinearity == "relu",
+               *tuning(cache.backend, B, H, H),
                da, work, dx.reshape(T * B, I), dh0, dW_ih, dW_hh, db)
     return make_grads(RNNGrads, cache, dx, dh0, dW_ih, dW_hh, db_ih=db, db_hh=db)

@@ -75,7 +75,7 @@ def gru_forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, *, lengths=None, traini
     out = np.empty((T, B, H), dtype)
     h_n = np.empty((B, H), dtype)
     k.forward(x.reshape(T * B, I), W_ih, *_split_bias(p.b_ih, p.b_hh, H, dtype), W_hh, h0,
-              steps(p.lengths, T, B), *tuning(B, 3 * H, H), gates, work, hn, out, h_n)
+              steps(p.lengths, T, B), *tuning(name, B, 3 * H, H), gates, work, hn, out, h_n)
 
     cache = None
     if training:
@@ -129,6 +129,6 @@ def gru_backward(d_out, d_h_n, cache):
     k.backward(x.reshape(T * B, I), cache.W_ih, cache.W_hh, cache.h0, out, cache.gates,
                cache.hn, upstream(g["d_out"], (T, B, H), dtype),
                upstream(g["d_h_n"], (B, H), dtype), steps(cache.lengths, T, B),
-               *tuning(B, 3 * H, H), da_x, da_h, work, dx.reshape(T * B, I), dh0, dW_ih,
-               dW_hh, db_ih, db_hh)
+               *tuning(cache.backend, B, 3 * H, H), da_x, da_h, work, dx.reshape(T * B, I),
+               dh0, dW_ih, dW_hh, db_ih, db_hh)
     return make_grads(GRUGrads, cache, dx, dh0, dW_ih, dW_hh, db_ih=db_ih, db_hh=db_hh)

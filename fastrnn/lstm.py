@@ -73,7 +73,7 @@ def lstm_forward(x, h0, c0, W_ih, W_hh, b_ih=None, b_hh=None, *, lengths=None, t
     h_n = np.empty((B, H), dtype)
     c_n = np.empty((B, H), dtype)
     k.forward(x.reshape(T * B, I), W_ih, bias_sum(p.b_ih, p.b_hh, 4 * H, dtype), W_hh, h0, c0,
-              steps(p.lengths, T, B), *tuning(B, 4 * H, H), gates, work, c, out, h_n, c_n)
+              steps(p.lengths, T, B), *tuning(name, B, 4 * H, H), gates, work, c, out, h_n, c_n)
 
     cache = None
     if training:
@@ -126,6 +126,6 @@ def lstm_backward(d_out, d_h_n, d_c_n, cache):
     k.backward(x.reshape(T * B, I), cache.W_ih, cache.W_hh, cache.h0, cache.c0, out, cache.c,
                cache.gates, upstream(g["d_out"], (T, B, H), dtype),
                upstream(g["d_h_n"], (B, H), dtype), upstream(g["d_c_n"], (B, H), dtype),
-               steps(cache.lengths, T, B), *tuning(B, 4 * H, H),
+               steps(cache.lengths, T, B), *tuning(cache.backend, B, 4 * H, H),
                da, work, dx.reshape(T * B, I), dh0, dc0, dW_ih, dW_hh, db)
     return make_grads(LSTMGrads, cache, dx, dh0, dc0, dW_ih, dW_hh, db_ih=db, db_hh=db)

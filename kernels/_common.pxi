@@ -75,23 +75,27 @@ cdef inline void _gemm(bint transA, bint transB, int M, int N, int K,
               &beta, C, &ldc)
 
 
-cdef inline void _matmul_row(const floating* a, const floating* M, Py_ssize_t K, Py_ssize_t N,
-                             floating* c) noexcept nogil:
-    """c = a @ M for one row.  a (K,), M (K, N) C-contiguous, c (N,); c must not overlap a.
+cdef extern from "matmul_row.h" nogil:
+    void fastrnn_matmul_row_f32(const float* a, const float* P, long K, long N, float* c)
+    void fastrnn_matmul_row_f64(const double* a, const double* P, long K, long N, double* c)
+    void fastrnn_matmul_row_f32_pack(const float* src, long sk, long sn, long K, long N, float* P)
+    void fastrnn_matmul_row_f64_pack(const double* src, long sk, long sn, long K, long N,
+                                     double* P)
 
-    The hand loop runs over M's contiguous rows (axpy form), so it vectorises
-    without reassociating sums: it computes exactly what the Numba
-    ``matmul_rows`` computes for a running row.  Callers run it for running
+
+cdef inline void _matmul_row(const floating* a, const floating* P, Py_ssize_t K, Py_ssize_t N,
+                             floating* c) noexcept nogil:
+    """c = a @ M for one row.  a (K,), M (K, N) packed by _packed_for_loops into P, c (N,).
+
+    Register-blocked over columns, in C (kernels/matmul_row.h says how); the
+    same sums in the same k order as the Numba ``matmul_rows``, though not
+    bit for bit (gcc fuses the multiply-adds).  Callers run it for running
     rows only, so frozen rows cost nothing.
     """
-    cdef Py_ssize_t k, n
-    cdef floating ak
-    for n in range(N):
-        c[n] = 0
-    for k in range(K):
-        ak = a[k]
-        for n in range(N):
-            c[n] += ak * M[k * N + n]
+    if floating is float:
+        fastrnn_matmul_row_f32(a, P, K, N, c)
+    else:
+        fastrnn_matmul_row_f64(a, P, K, N, c)
 
 
 cdef inline floating _tanh(floating x) noexcept nogil:
@@ -128,28 +132,35 @@ cdef inline void _project_inputs(const floating[:, ::1] x2d, const floating[:, :
                 xw[t, b, j] += bias[j]
 
 
-cdef floating* _transposed_for_loops(const floating[:, ::1] W_hh, bint use_blas) except? NULL:
-    """W_hh^T (H, G*H), C-contiguous, in a malloc'd buffer the caller frees, for
-    the hand loops (which run along its rows); NULL when ``use_blas``.
+cdef floating* _packed_for_loops(const floating[:, ::1] W_hh, bint transpose,
+                                 bint use_blas) except? NULL:
+    """The hand loops' copy of the recurrent weights, in a malloc'd buffer the
+    caller frees; NULL when ``use_blas`` (BLAS reads W_hh as it is).
 
-    The hand loops run along the rows of W_hh^T (axpy form: vectorises without
-    reassociating sums; dot products along W_hh's rows measured 0.80 against
-    0.47 us per step at (B, H) = (1, 64)), so they get a transposed copy.  BLAS
-    reads W_hh as it is, which saves the copy's ~2 us per call where it runs.
+    transpose: W_hh^T (H, G*H) for the forward product h @ W_hh^T; otherwise
+    W_hh (G*H, H) for the backward product da @ W_hh.  Packed into the column
+    panels of kernels/matmul_row.h, once per call.
     """
     cdef Py_ssize_t GH = W_hh.shape[0], H = W_hh.shape[1]
-    cdef Py_ssize_t k, n
-    cdef floating* W_hhT
+    cdef floating* packed
     if use_blas:
         return NULL
-    W_hhT = <floating*>malloc(H * GH * sizeof(floating))
-    if W_hhT == NULL:
+    packed = <floating*>malloc(H * GH * sizeof(floating))
+    if packed == NULL:
         raise MemoryError()
     with nogil:
-        for n in range(GH):
-            for k in range(H):
-                W_hhT[k * GH + n] = W_hh[n, k]
-    return W_hhT
+        # Element (k, n) of the matrix packed is src[k*sk + n*sn].
+        if floating is float:
+            if transpose:
+                fastrnn_matmul_row_f32_pack(&W_hh[0, 0], 1, H, H, GH, packed)
+            else:
+                fastrnn_matmul_row_f32_pack(&W_hh[0, 0], H, 1, GH, H, packed)
+        else:
+            if transpose:
+                fastrnn_matmul_row_f64_pack(&W_hh[0, 0], 1, H, H, GH, packed)
+            else:
+                fastrnn_matmul_row_f64_pack(&W_hh[0, 0], H, 1, GH, H, packed)
+    return packed
 
 
 cdef inline void _column_sums(const floating[:, :, ::1] A, floating[::1] s) noexcept nogil:

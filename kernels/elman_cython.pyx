@@ -39,7 +39,7 @@ cdef inline void _forward_row(Py_ssize_t t, Py_ssize_t b, const int64_t[::1] len
                               floating[:, ::1] h_n) noexcept nogil:
     """Step t of sequence b: out[t, b] = h_n[b] = act(out[t, b] + h_n[b] @ W_hhT).
 
-    W_hhT (H, H) C-contiguous, read only with ``matmul``.
+    W_hhT: W_hh^T (H, H) packed by _packed_for_loops, read only with ``matmul``.
     On entry out[t, b] holds x_t W_ih^T + bias.  With ``matmul`` false,
     work[b] already holds h_n[b] @ W_hhT (computed by BLAS for all rows).
     Touches row b only, so rows can run on different threads.
@@ -87,8 +87,8 @@ def forward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
     # The hand loop runs inside the per-row function; BLAS runs once per step
     # for all rows, before it.
     cdef bint hand = not use_blas
-    # W_hh^T for the hand loops (NULL with BLAS, which reads W_hh as it is).
-    cdef floating* W_hhT = _transposed_for_loops(W_hh, use_blas)
+    # W_hh^T packed for the hand loops (NULL with BLAS, which reads W_hh as it is).
+    cdef floating* W_hhT = _packed_for_loops(W_hh, True, use_blas)
     try:
         with nogil:
             # Only the recurrence is sequential: every step's input term in one GEMM,
@@ -114,7 +114,7 @@ def forward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
 
 
 cdef inline void _backward_row(Py_ssize_t t, Py_ssize_t b, const int64_t[::1] lengths,
-                               const floating[:, ::1] W_hh,
+                               const floating* W_hhP,
                                const floating[:, :, ::1] out,
                                const floating[:, :, ::1] d_out, bint relu, bint matmul,
                                floating[:, :, ::1] da, floating[:, ::1] dh) noexcept nogil:
@@ -131,7 +131,7 @@ cdef inline void _backward_row(Py_ssize_t t, Py_ssize_t b, const int64_t[::1] le
             # The only sequential product: dh_{t-1} = da_t @ W_hh.  dh[b] has been
             # consumed by da[t, b], so the product overwrites it directly
             # (the Numba kernel goes through work, to the same values).
-            _matmul_row(&da[t, b, 0], &W_hh[0, 0], H, H, &dh[b, 0])
+            _matmul_row(&da[t, b, 0], W_hhP, H, H, &dh[b, 0])
     else:
         # A frozen step is the identity on h: dh passes through untouched.
         for j in range(H):
@@ -165,26 +165,31 @@ def backward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
     cdef bint hand = not use_blas
     # dh0 is the running dL/dh_t; what is left after step 0 is dL/dh0.
     cdef floating[:, ::1] dh = dh0
-    with nogil:
-        for b in range(B):
-            for j in range(H):
-                dh[b, j] = d_h_n[b, j]
-        for t in range(T - 1, -1, -1):
-            if parallel:
-                for b in prange(B, num_threads=num_threads, schedule='static'):
-                    _backward_row(t, b, lengths, W_hh, out, d_out, relu, hand, da, dh)
-            else:
-                for b in range(B):
-                    _backward_row(t, b, lengths, W_hh, out, d_out, relu, hand, da, dh)
-            if use_blas:
-                # The only sequential product: dh_{t-1} = da_t @ W_hh, for every
-                # row; frozen rows must keep dh, so it lands in work first.
-                _gemm(False, False, <int>B, <int>H, <int>H,
-                      1, &da[t, 0, 0], <int>H, &W_hh[0, 0], <int>H,
-                      0, &work[0, 0], <int>H)
-                for b in range(B):
-                    if t < lengths[b]:
-                        for j in range(H):
-                            dh[b, j] = work[b, j]
-        # Everything else is one large GEMM per gradient over all T*B rows.
-        _weight_gradients(x2d, W_ih, h0, out, da, da, dx2d, dW_ih, dW_hh, db, db)
+    # W_hh packed for the hand loops (NULL with BLAS, which reads W_hh as it is).
+    cdef floating* W_hhP = _packed_for_loops(W_hh, False, use_blas)
+    try:
+        with nogil:
+            for b in range(B):
+                for j in range(H):
+                    dh[b, j] = d_h_n[b, j]
+            for t in range(T - 1, -1, -1):
+                if parallel:
+                    for b in prange(B, num_threads=num_threads, schedule='static'):
+                        _backward_row(t, b, lengths, W_hhP, out, d_out, relu, hand, da, dh)
+                else:
+                    for b in range(B):
+                        _backward_row(t, b, lengths, W_hhP, out, d_out, relu, hand, da, dh)
+                if use_blas:
+                    # The only sequential product: dh_{t-1} = da_t @ W_hh, for every
+                    # row; frozen rows must keep dh, so it lands in work first.
+                    _gemm(False, False, <int>B, <int>H, <int>H,
+                          1, &da[t, 0, 0], <int>H, &W_hh[0, 0], <int>H,
+                          0, &work[0, 0], <int>H)
+                    for b in range(B):
+                        if t < lengths[b]:
+                            for j in range(H):
+                                dh[b, j] = work[b, j]
+            # Everything else is one large GEMM per gradient over all T*B rows.
+            _weight_gradients(x2d, W_ih, h0, out, da, da, dx2d, dW_ih, dW_hh, db, db)
+    finally:
+        free(W_hhP)

@@ -24,7 +24,7 @@ cdef inline void _forward_row(Py_ssize_t t, Py_ssize_t b, const int64_t[::1] len
                               floating[:, :, ::1] out, floating[:, ::1] h_n) noexcept nogil:
     """Step t of sequence b: the gates, hn[t, b], and out[t, b] = h_n[b].
 
-    W_hhT (H, 3H) C-contiguous, read only with ``matmul``.
+    W_hhT: W_hh^T (H, 3H) packed by _packed_for_loops, read only with ``matmul``.
     On entry gates[t, b] holds x_t W_ih^T + bias.  With ``matmul`` false,
     work[b] already holds h_n[b] @ W_hhT (computed by BLAS for all rows).
     Touches row b only, so rows can run on different threads.
@@ -80,8 +80,8 @@ def forward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
     # As in the Elman kernel: OpenMP threads for the hand loop only, never beside BLAS's.
     cdef bint parallel = num_threads > 1 and B > 1 and not use_blas
     cdef bint hand = not use_blas
-    # W_hh^T for the hand loops (NULL with BLAS, which reads W_hh as it is).
-    cdef floating* W_hhT = _transposed_for_loops(W_hh, use_blas)
+    # W_hh^T packed for the hand loops (NULL with BLAS, which reads W_hh as it is).
+    cdef floating* W_hhT = _packed_for_loops(W_hh, True, use_blas)
     try:
         with nogil:
             _project_inputs(x2d, W_ih, bias, gates)
@@ -106,7 +106,7 @@ def forward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
 
 
 cdef inline void _backward_row(Py_ssize_t t, Py_ssize_t b, const int64_t[::1] lengths,
-                               const floating[:, ::1] W_hh, const floating[:, ::1] h0,
+                               const floating* W_hhP, const floating[:, ::1] h0,
                                const floating[:, :, ::1] out,
                                const floating[:, :, ::1] gates,
                                const floating[:, :, ::1] hn,
@@ -140,7 +140,7 @@ cdef inline void _backward_row(Py_ssize_t t, Py_ssize_t b, const int64_t[::1] le
             dh[b, j] = dhj * z  # the direct path; the product is added below
         if matmul:
             # The only sequential product: dh_{t-1} += da_h_t @ W_hh, all gates at once.
-            _matmul_row(&da_h[t, b, 0], &W_hh[0, 0], 3 * H, H, &work[b, 0])
+            _matmul_row(&da_h[t, b, 0], W_hhP, 3 * H, H, &work[b, 0])
             for j in range(H):
                 dh[b, j] += work[b, j]
     else:
@@ -178,29 +178,34 @@ def backward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
     cdef bint hand = not use_blas
     # dh0 is the running dL/dh_t; what is left after step 0 is dL/dh0.
     cdef floating[:, ::1] dh = dh0
-    with nogil:
-        for b in range(B):
-            for j in range(H):
-                dh[b, j] = d_h_n[b, j]
-        for t in range(T - 1, -1, -1):
-            if parallel:
-                for b in prange(B, num_threads=num_threads, schedule='static'):
-                    _backward_row(t, b, lengths, W_hh, h0, out, gates, hn, d_out, hand,
-                                  da_x, da_h, work, dh)
-            else:
-                for b in range(B):
-                    _backward_row(t, b, lengths, W_hh, h0, out, gates, hn, d_out, hand,
-                                  da_x, da_h, work, dh)
-            if use_blas:
-                # The only sequential product: dh_{t-1} += da_h_t @ W_hh, all gates at
-                # once, for every row; frozen rows must keep dh, so it lands in
-                # work first and is added for the running rows.
-                _gemm(False, False, <int>B, <int>H, <int>(3 * H),
-                      1, &da_h[t, 0, 0], <int>(3 * H), &W_hh[0, 0], <int>H,
-                      0, &work[0, 0], <int>H)
-                for b in range(B):
-                    if t < lengths[b]:
-                        for j in range(H):
-                            dh[b, j] += work[b, j]
-        # Everything else is one large GEMM per gradient over all T*B rows.
-        _weight_gradients(x2d, W_ih, h0, out, da_x, da_h, dx2d, dW_ih, dW_hh, db_ih, db_hh)
+    # W_hh packed for the hand loops (NULL with BLAS, which reads W_hh as it is).
+    cdef floating* W_hhP = _packed_for_loops(W_hh, False, use_blas)
+    try:
+        with nogil:
+            for b in range(B):
+                for j in range(H):
+                    dh[b, j] = d_h_n[b, j]
+            for t in range(T - 1, -1, -1):
+                if parallel:
+                    for b in prange(B, num_threads=num_threads, schedule='static'):
+                        _backward_row(t, b, lengths, W_hhP, h0, out, gates, hn, d_out, hand,
+                                      da_x, da_h, work, dh)
+                else:
+                    for b in range(B):
+                        _backward_row(t, b, lengths, W_hhP, h0, out, gates, hn, d_out, hand,
+                                      da_x, da_h, work, dh)
+                if use_blas:
+                    # The only sequential product: dh_{t-1} += da_h_t @ W_hh, all gates at
+                    # once, for every row; frozen rows must keep dh, so it lands in
+                    # work first and is added for the running rows.
+                    _gemm(False, False, <int>B, <int>H, <int>(3 * H),
+                          1, &da_h[t, 0, 0], <int>(3 * H), &W_hh[0, 0], <int>H,
+                          0, &work[0, 0], <int>H)
+                    for b in range(B):
+                        if t < lengths[b]:
+                            for j in range(H):
+                                dh[b, j] += work[b, j]
+            # Everything else is one large GEMM per gradient over all T*B rows.
+            _weight_gradients(x2d, W_ih, h0, out, da_x, da_h, dx2d, dW_ih, dW_hh, db_ih, db_hh)
+    finally:
+        free(W_hhP)

@@ -23,7 +23,7 @@ cdef inline void _forward_row(Py_ssize_t t, Py_ssize_t b, const int64_t[::1] len
                               floating[:, ::1] h_n, floating[:, ::1] c_n) noexcept nogil:
     """Step t of sequence b: the gates, c[t, b] = c_n[b] and out[t, b] = h_n[b].
 
-    W_hhT (H, 4H) C-contiguous, read only with ``matmul``.
+    W_hhT: W_hh^T (H, 4H) packed by _packed_for_loops, read only with ``matmul``.
     On entry gates[t, b] holds x_t W_ih^T + bias.  With ``matmul`` false,
     work[b] already holds h_n[b] @ W_hhT (computed by BLAS for all rows).
     Touches row b only, so rows can run on different threads.
@@ -83,8 +83,8 @@ def forward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
     # As in the Elman kernel: OpenMP threads for the hand loop only, never beside BLAS's.
     cdef bint parallel = num_threads > 1 and B > 1 and not use_blas
     cdef bint hand = not use_blas
-    # W_hh^T for the hand loops (NULL with BLAS, which reads W_hh as it is).
-    cdef floating* W_hhT = _transposed_for_loops(W_hh, use_blas)
+    # W_hh^T packed for the hand loops (NULL with BLAS, which reads W_hh as it is).
+    cdef floating* W_hhT = _packed_for_loops(W_hh, True, use_blas)
     try:
         with nogil:
             # Every step's input term in one GEMM, into gates, which each step then
@@ -112,7 +112,7 @@ def forward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
 
 
 cdef inline void _backward_row(Py_ssize_t t, Py_ssize_t b, const int64_t[::1] lengths,
-                               const floating[:, ::1] W_hh, const floating[:, ::1] c0,
+                               const floating* W_hhP, const floating[:, ::1] c0,
                                const floating[:, :, ::1] c,
                                const floating[:, :, ::1] gates,
                                const floating[:, :, ::1] d_out, bint matmul,
@@ -145,7 +145,7 @@ cdef inline void _backward_row(Py_ssize_t t, Py_ssize_t b, const int64_t[::1] le
             # once.  dh[b] has been consumed by da[t, b], so the product
             # overwrites it directly (the Numba kernel goes through work, to the
             # same values).
-            _matmul_row(&da[t, b, 0], &W_hh[0, 0], 4 * H, H, &dh[b, 0])
+            _matmul_row(&da[t, b, 0], W_hhP, 4 * H, H, &dh[b, 0])
     else:
         # A frozen step is the identity on (h, c): dh and dc pass through.
         for j in range(4 * H):
@@ -182,28 +182,33 @@ def backward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
     # The running dL/dh_t and dL/dc_t; after step 0 they are dL/dh0, dL/dc0.
     cdef floating[:, ::1] dh = dh0
     cdef floating[:, ::1] dc = dc0
-    with nogil:
-        for b in range(B):
-            for j in range(H):
-                dh[b, j] = d_h_n[b, j]
-                dc[b, j] = d_c_n[b, j]
-        for t in range(T - 1, -1, -1):
-            if parallel:
-                for b in prange(B, num_threads=num_threads, schedule='static'):
-                    _backward_row(t, b, lengths, W_hh, c0, c, gates, d_out, hand, da, dh, dc)
-            else:
-                for b in range(B):
-                    _backward_row(t, b, lengths, W_hh, c0, c, gates, d_out, hand, da, dh, dc)
-            if use_blas:
-                # The only sequential product: dh_{t-1} = da_t @ W_hh, all gates at
-                # once, for every row; frozen rows must keep dh, so it lands in
-                # work first.
-                _gemm(False, False, <int>B, <int>H, <int>(4 * H),
-                      1, &da[t, 0, 0], <int>(4 * H), &W_hh[0, 0], <int>H,
-                      0, &work[0, 0], <int>H)
-                for b in range(B):
-                    if t < lengths[b]:
-                        for j in range(H):
-                            dh[b, j] = work[b, j]
-        # Everything else is one large GEMM per gradient over all T*B rows.
-        _weight_gradients(x2d, W_ih, h0, out, da, da, dx2d, dW_ih, dW_hh, db, db)
+    # W_hh packed for the hand loops (NULL with BLAS, which reads W_hh as it is).
+    cdef floating* W_hhP = _packed_for_loops(W_hh, False, use_blas)
+    try:
+        with nogil:
+            for b in range(B):
+                for j in range(H):
+                    dh[b, j] = d_h_n[b, j]
+                    dc[b, j] = d_c_n[b, j]
+            for t in range(T - 1, -1, -1):
+                if parallel:
+                    for b in prange(B, num_threads=num_threads, schedule='static'):
+                        _backward_row(t, b, lengths, W_hhP, c0, c, gates, d_out, hand, da, dh, dc)
+                else:
+                    for b in range(B):
+                        _backward_row(t, b, lengths, W_hhP, c0, c, gates, d_out, hand, da, dh, dc)
+                if use_blas:
+                    # The only sequential product: dh_{t-1} = da_t @ W_hh, all gates at
+                    # once, for every row; frozen rows must keep dh, so it lands in
+                    # work first.
+                    _gemm(False, False, <int>B, <int>H, <int>(4 * H),
+                          1, &da[t, 0, 0], <int>(4 * H), &W_hh[0, 0], <int>H,
+                          0, &work[0, 0], <int>H)
+                    for b in range(B):
+                        if t < lengths[b]:
+                            for j in range(H):
+                                dh[b, j] = work[b, j]
+            # Everything else is one large GEMM per gradient over all T*B rows.
+            _weight_gradients(x2d, W_ih, h0, out, da, da, dx2d, dW_ih, dW_hh, db, db)
+    finally:
+        free(W_hhP)

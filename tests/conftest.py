@@ -36,6 +36,6 @@ def kernel_path(request, monkeypatch):
     """Force the per-step products through the hand loops (spread over OpenMP
     threads when the Cython build has them) or through BLAS, whatever the size."""
     blas = request.param == "blas"
-    monkeypatch.setattr(_tuning, "use_blas", lambda B, GH, H: blas)
+    monkeypatch.setattr(_tuning, "use_blas", lambda backend, B, GH, H: blas)
     monkeypatch.setattr(_tuning, "row_threads", lambda B, GH, n: n)
     return request.param
