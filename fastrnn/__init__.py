@@ -17,11 +17,13 @@ from ._threads import get_num_threads, set_num_threads
 from ._types import ForwardCache, GRUGrads, LSTMGrads, RNNGrads
 from .elman import rnn_backward, rnn_forward
 from .gru import gru_backward, gru_forward
+from .layers import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
 from .lstm import lstm_backward, lstm_forward
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "GRU", "LSTM", "RNN", "GRUCell", "LSTMCell", "RNNCell",
     "BACKENDS", "BackendUnavailableError", "ForwardCache", "GRUGrads", "LSTMGrads", "RNNGrads",
     "available_backends", "get_default_backend", "get_num_threads", "gru_backward",
     "gru_forward", "lstm_backward", "lstm_forward", "rnn_backward", "rnn_forward",

@@ -2,6 +2,8 @@
 import pathlib
 import re
 
+import pytest
+
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 
 
@@ -32,3 +34,14 @@ def test_the_backend_examples_name_real_functions():
 
     for name in re.findall(r"fastrnn\.(\w+)\(", README.read_text()):
         assert hasattr(fastrnn, name), f"README mentions fastrnn.{name}, which does not exist"
+
+
+def test_the_layer_examples_run():
+    blocks = python_blocks()
+    layer = next(b for b in blocks if "lstm.backward(" in b)
+    namespace = {}
+    exec(compile(layer, "README.md", "exec"), namespace)
+    assert namespace["lstm"].grads["weight_hh_l1_reverse"].shape == (128, 32)
+    pytest.importorskip("torch")
+    transfer = next(b for b in blocks if "t_lstm.load_state_dict" in b)
+    exec(compile(transfer, "README.md", "exec"), namespace)
