@@ -12,7 +12,7 @@ import argparse
 import numpy as np
 
 import fastrnn
-from _common import Adam, Linear, one_hot, softmax_cross_entropy
+from fastrnn.training import Adam, Linear, prefixed, softmax_cross_entropy
 
 V, H, T_MAX = 10, 32, 16
 
@@ -22,28 +22,26 @@ def batch(rng, B):
     digits = rng.integers(0, V, (T_MAX, B))
     tags = np.zeros((T_MAX, B), np.int64)
     tags[1:] = digits[1:] > digits[:-1]
-    mask = np.arange(T_MAX)[:, None] < lengths
-    return one_hot(digits, V), lengths, tags, mask
+    return np.eye(V, dtype=np.float32)[digits], lengths, tags
 
 
 def main(steps=300, seed=0, verbose=True):
     rng = np.random.default_rng(seed)
     gru = fastrnn.GRU(V, H, seed=rng)
-    head = Linear(H, 2, rng)
-    params = {**{f"gru.{k}": v for k, v in gru.named_parameters()},
-              **{f"head.{k}": v for k, v in head.params.items()}}
-    opt = Adam(params, lr=0.02)
+    head = Linear(H, 2, seed=rng)
+    opt = Adam({**prefixed("gru", gru.named_parameters()),
+                **prefixed("head", head.named_parameters())}, lr=0.02)
     for step in range(steps):
-        x, lengths, tags, mask = batch(rng, 64)
+        x, lengths, tags = batch(rng, 64)
         output, _ = gru(x, lengths=lengths)
-        loss, d_logits = softmax_cross_entropy(head(output), tags, mask)
+        loss, d_logits = softmax_cross_entropy(head(output), tags, lengths=lengths)  # padding out
         gru.backward(head.backward(d_logits))
-        opt.step({**{f"gru.{k}": g for k, g in gru.grads.items()},
-                  **{f"head.{k}": g for k, g in head.grads.items()}})
+        opt.step({**prefixed("gru", gru.grads), **prefixed("head", head.grads)})
         if verbose and step % 50 == 0:
             print(f"step {step:4d}  loss {loss:.3f}")
     gru.eval()
-    x, lengths, tags, mask = batch(np.random.default_rng(seed + 1), 500)
+    x, lengths, tags = batch(np.random.default_rng(seed + 1), 500)
+    mask = np.arange(T_MAX)[:, None] < lengths
     output, _ = gru(x, lengths=lengths)
     correct = (head(output).argmax(axis=2) == tags) & mask
     accuracy = float(correct.sum() / mask.sum())

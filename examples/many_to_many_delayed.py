@@ -15,7 +15,7 @@ import argparse
 import numpy as np
 
 import fastrnn
-from _common import Adam, Linear, one_hot, softmax_cross_entropy
+from fastrnn.training import Adam, Linear, prefixed, softmax_cross_entropy
 
 V, H, N_MAX = 10, 64, 5
 END, START = V, V + 1  # decoder tokens beyond the digits
@@ -29,8 +29,11 @@ def batch(rng, B):
     for b in range(B):
         targets[:n[b], b] = digits[:n[b], b][::-1]
     prev = np.vstack([np.full((1, B), START), targets[:-1]])  # teacher forcing
-    mask = np.arange(T_OUT)[:, None] <= n  # the n digits and the end token
-    return one_hot(digits, V), n, one_hot(prev, V + 2), targets, mask
+    return one_hot(digits, V), n, one_hot(prev, V + 2), targets
+
+
+def one_hot(tokens, size):
+    return np.eye(size, dtype=np.float32)[tokens]
 
 
 def decode(encoder, decoder, head, x, n):
@@ -49,24 +52,26 @@ def main(steps=1500, seed=0, verbose=True):
     rng = np.random.default_rng(seed)
     encoder = fastrnn.GRU(V, H, seed=rng)
     decoder = fastrnn.GRU(V + 2, H, seed=rng)
-    head = Linear(H, V + 1, rng)
-    modules = {"enc": encoder.named_parameters(), "dec": decoder.named_parameters(),
-               "head": head.params.items()}
-    opt = Adam({f"{m}.{k}": v for m, items in modules.items() for k, v in items}, lr=0.01)
+    head = Linear(H, V + 1, seed=rng)
+    opt = Adam({**prefixed("enc", encoder.named_parameters()),
+                **prefixed("dec", decoder.named_parameters()),
+                **prefixed("head", head.named_parameters())}, lr=0.01)
     for step in range(steps):
-        x, n, prev, targets, mask = batch(rng, 64)
+        x, n, prev, targets = batch(rng, 64)
         _, h = encoder(x, lengths=n)
         output, _ = decoder(prev, h)
-        loss, d_logits = softmax_cross_entropy(head(output), targets, mask)
+        # The n digits and the end token count; the steps after it do not.
+        loss, d_logits = softmax_cross_entropy(head(output), targets, lengths=n + 1)
         _, d_h = decoder.backward(head.backward(d_logits))
         encoder.backward(np.zeros((N_MAX, 64, H), np.float32), d_h)
-        grads = {"enc": encoder.grads, "dec": decoder.grads, "head": head.grads}
-        opt.step({f"{m}.{k}": g for m, g_ in grads.items() for k, g in g_.items()})
+        opt.step({**prefixed("enc", encoder.grads), **prefixed("dec", decoder.grads),
+                  **prefixed("head", head.grads)})
         if verbose and step % 250 == 0:
             print(f"step {step:4d}  loss {loss:.3f}")
     encoder.eval()
     decoder.eval()
-    x, n, _, targets, mask = batch(np.random.default_rng(seed + 1), 500)
+    x, n, _, targets = batch(np.random.default_rng(seed + 1), 500)
+    mask = np.arange(T_OUT)[:, None] <= n
     tokens = decode(encoder, decoder, head, x, n)
     exact = float(np.mean([(tokens[:, b] == targets[:, b])[mask[:, b]].all() for b in range(500)]))
     if verbose:

@@ -12,7 +12,7 @@ import argparse
 import numpy as np
 
 import fastrnn
-from _common import Adam, Linear, one_hot, softmax_cross_entropy
+from fastrnn.training import Adam, Linear, prefixed, softmax_cross_entropy
 
 V, H, T_MAX = 10, 32, 20
 
@@ -22,25 +22,23 @@ def batch(rng, B):
     digits = rng.integers(0, V, (T_MAX, B))
     digits[np.arange(T_MAX)[:, None] >= lengths] = 0  # padding (never read)
     labels = np.array([7 in digits[:n, b] for b, n in enumerate(lengths)], np.int64)
-    return one_hot(digits, V), lengths, labels
+    return np.eye(V, dtype=np.float32)[digits], lengths, labels
 
 
 def main(steps=300, seed=0, verbose=True):
     rng = np.random.default_rng(seed)
     lstm = fastrnn.LSTM(V, H, seed=rng)
-    head = Linear(H, 2, rng)
-    params = {**{f"lstm.{k}": v for k, v in lstm.named_parameters()},
-              **{f"head.{k}": v for k, v in head.params.items()}}
-    opt = Adam(params, lr=0.02)
+    head = Linear(H, 2, seed=rng)
+    opt = Adam({**prefixed("lstm", lstm.named_parameters()),
+                **prefixed("head", head.named_parameters())}, lr=0.02)
     for step in range(steps):
         x, lengths, labels = batch(rng, 64)
-        _, (h_n, _) = lstm(x, lengths=lengths)
-        loss, d_logits = softmax_cross_entropy(head(h_n[-1]), labels)
-        d_h = np.zeros_like(h_n)
-        d_h[-1] = head.backward(d_logits)
-        lstm.backward(np.zeros((T_MAX, 64, H), np.float32), d_h)
-        opt.step({**{f"lstm.{k}": g for k, g in lstm.grads.items()},
-                  **{f"head.{k}": g for k, g in head.grads.items()}})
+        output, _ = lstm(x, lengths=lengths)
+        # The loss at each sequence's last real step only (many-to-one).
+        loss, d_logits = softmax_cross_entropy(head(output), np.broadcast_to(labels, (T_MAX, 64)),
+                                               lengths=lengths, last_only=True)
+        lstm.backward(head.backward(d_logits))
+        opt.step({**prefixed("lstm", lstm.grads), **prefixed("head", head.grads)})
         if verbose and step % 50 == 0:
             print(f"step {step:4d}  loss {loss:.3f}")
     lstm.eval()

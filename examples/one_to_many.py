@@ -16,7 +16,7 @@ import argparse
 import numpy as np
 
 import fastrnn
-from _common import Adam, Linear, softmax_cross_entropy
+from fastrnn.training import Adam, Linear, prefixed, softmax_cross_entropy
 
 PATTERNS = np.array([[0, 1, 2, 3, 4, 5, 6, 7, 8, 9], [0, 2, 4, 6, 8, 1, 3, 5, 7, 9],
                      [0, 3, 6, 9, 2, 5, 8, 1, 4, 7], [0, 9, 8, 7, 6, 5, 4, 3, 2, 1]])
@@ -54,17 +54,15 @@ def generate(cell, head, pattern_id):
 def main(steps=300, seed=0, verbose=True):
     rng = np.random.default_rng(seed)
     gru = fastrnn.GRU(I, H, seed=rng)
-    head = Linear(H, V, rng)
-    params = {**{f"gru.{k}": v for k, v in gru.named_parameters()},
-              **{f"head.{k}": v for k, v in head.params.items()}}
-    opt = Adam(params, lr=0.02)
+    head = Linear(H, V, seed=rng)
+    opt = Adam({**prefixed("gru", gru.named_parameters()),
+                **prefixed("head", head.named_parameters())}, lr=0.02)
     for step in range(steps):
         x, targets = teacher_forced(rng.integers(0, K, 32))
         output, _ = gru(x)
         loss, d_logits = softmax_cross_entropy(head(output), targets)
         gru.backward(head.backward(d_logits))
-        opt.step({**{f"gru.{k}": g for k, g in gru.grads.items()},
-                  **{f"head.{k}": g for k, g in head.grads.items()}})
+        opt.step({**prefixed("gru", gru.grads), **prefixed("head", head.grads)})
         if verbose and step % 50 == 0:
             print(f"step {step:4d}  loss {loss:.3f}")
     # The layer's weights in a cell: weight_ih_l0 -> weight_ih and so on.

@@ -18,6 +18,7 @@ from ._types import ForwardCache, GRUGrads, LSTMGrads, RNNGrads
 from .elman import rnn_backward, rnn_forward
 from .gru import gru_backward, gru_forward
 from .layers import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
+from . import training  # noqa: E402  (fastrnn.training: losses, clipping, TBPTT, optimisers)
 from .lstm import lstm_backward, lstm_forward
 
 __version__ = "0.1.0"

@@ -1,0 +1,369 @@
+"""What training an RNN needs around the kernels: a time-distributed output
+layer, per-step losses, gradient clipping, truncated BPTT, optimisers and a
+progress line.
+
+Everything works on NumPy arrays and on dicts of named parameters and
+gradients, the form fastrnn's layers use (``layer.named_parameters()``,
+``layer.grads``), so the pieces combine with any layer or with each other::
+
+    out, _ = rnn(x, lengths=lengths)
+    loss, d_logits = softmax_cross_entropy(head(out), targets, lengths=lengths)
+    rnn.backward(head.backward(d_logits))
+    grads = {**prefixed("rnn", rnn.grads), **prefixed("head", head.grads)}
+    norm = clip_grad_norm(grads, 1.0)
+    opt.step(grads)
+"""
+import sys
+import time
+
+import numpy as np
+
+from .layers import _check_dtype, _positive_int, _rng
+from ._validation import check_lengths
+
+# --- the output layer ------------------------------------------------------------------
+
+
+class Linear:
+    """A time-distributed linear read-out ``y_t = h_t W^T + b`` over the last axis.
+
+    ``Linear(in_features, out_features, bias=True, *, dtype=np.float32, seed=None)``;
+    parameters ``weight (out, in)`` and ``bias (out,)`` (PyTorch's names and its
+    U(-1/sqrt(in), 1/sqrt(in)) initialisation).  ``forward(h)`` takes any
+    leading shape (T, B, in) or (B, in); ``backward(dy)`` returns dh and stores
+    the parameter gradients in ``self.grads``.
+    """
+
+    def __init__(self, in_features, out_features, bias=True, *, dtype=np.float32, seed=None):
+        self.in_features = _positive_int(in_features, "in_features")
+        self.out_features = _positive_int(out_features, "out_features")
+        self.dtype = _check_dtype(dtype)
+        rng = _rng(seed)
+        k = 1.0 / np.sqrt(self.in_features)
+        self.params = {"weight": rng.uniform(-k, k, (self.out_features, self.in_features))
+                       .astype(self.dtype)}
+        if bias:
+            self.params["bias"] = rng.uniform(-k, k, self.out_features).astype(self.dtype)
+        self.grads = {}
+        self._h = None
+
+    def named_parameters(self):
+        return list(self.params.items())
+
+    def forward(self, h):
+        h = np.asarray(h)
+        if h.dtype != self.dtype:
+            raise TypeError(f"h has dtype {h.dtype} but the layer has dtype {self.dtype}")
+        if h.ndim < 1 or h.shape[-1] != self.in_features:
+            raise ValueError(f"h must have shape (..., in_features) = (..., {self.in_features}), "
+                             f"got {h.shape}")
+        self._h = h
+        y = h @ self.params["weight"].T
+        return y + self.params["bias"] if "bias" in self.params else y
+
+    __call__ = forward
+
+    def backward(self, dy):
+        if self._h is None:
+            raise RuntimeError("backward needs a forward first (one backward per forward)")
+        dy = np.asarray(dy, dtype=self.dtype)
+        if dy.shape != self._h.shape[:-1] + (self.out_features,):
+            raise ValueError(f"dy must have shape {self._h.shape[:-1] + (self.out_features,)}, "
+                             f"got {dy.shape}")
+        h2 = self._h.reshape(-1, self.in_features)
+        dy2 = dy.reshape(-1, self.out_features)
+        self.grads = {"weight": dy2.T @ h2}
+        if "bias" in self.params:
+            self.grads["bias"] = dy2.sum(axis=0)
+        self._h = None
+        return dy @ self.params["weight"]
+
+
+# --- losses over the steps of a sequence ---------------------------------------------------
+
+def _step_weights(T, B, lengths, last_only):
+    """(T, B) weights of each step in the loss: 1 for real steps (only the last
+    real one with ``last_only``), 0 for padding."""
+    lengths = check_lengths(lengths, T, B)
+    steps = np.full(B, T, np.int64) if lengths is None else lengths
+    t = np.arange(T)[:, None]
+    return (t == steps - 1) if last_only else (t < steps)
+
+
+def _reduce(total, count, reduction):
+    if reduction == "sum":
+        return total, 1.0
+    if reduction == "mean":
+        return total / max(count, 1), 1.0 / max(count, 1)
+    raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+
+
+def softmax_cross_entropy(logits, targets, *, lengths=None, last_only=False, reduction="mean"):
+    """Softmax cross-entropy of per-step class scores, and its gradient.
+
+    logits (T, B, C), targets (T, B) integer classes.  ``lengths`` (B,) leaves
+    padded steps out (they get zero gradient); ``last_only`` takes only each
+    sequence's last real step (many-to-one).  ``reduction`` "mean" averages
+    over the steps counted, "sum" adds them (BPTT's sum of per-step losses).
+    Numerically stable for any logits (log-sum-exp with the maximum taken out).
+
+    Returns ``(loss, d_logits)``, d_logits with the shape and dtype of logits.
+    """
+    logits = np.asarray(logits)
+    if logits.dtype.kind != "f":
+        raise TypeError(f"logits must be floating point, got {logits.dtype}")
+    if logits.ndim != 3:
+        raise ValueError(f"logits must have shape (T, B, C), got {logits.shape}")
+    T, B, C = logits.shape
+    targets = np.asarray(targets)
+    if targets.dtype.kind not in "iu":
+        raise TypeError(f"targets must be integer classes, got dtype {targets.dtype}")
+    if targets.shape != (T, B):
+        raise ValueError(f"targets must have shape (T, B) = {(T, B)}, got {targets.shape}")
+    weight = _step_weights(T, B, lengths, last_only)
+    if targets[weight].size and (targets[weight].min() < 0 or targets[weight].max() >= C):
+        raise ValueError(f"targets must be classes in [0, C) = [0, {C}) on the steps counted")
+    safe = np.where(weight, targets, 0)
+    z = logits - logits.max(axis=-1, keepdims=True)
+    log_sum = np.log(np.exp(z).sum(axis=-1, keepdims=True))
+    log_p = z - log_sum
+    picked = np.take_along_axis(log_p, safe[..., None], axis=-1)[..., 0]
+    loss, scale = _reduce(-float((picked * weight).sum()), int(weight.sum()), reduction)
+    grad = np.exp(log_p)
+    np.put_along_axis(grad, safe[..., None],
+                      np.take_along_axis(grad, safe[..., None], axis=-1) - 1, axis=-1)
+    grad *= (weight * scale)[..., None]
+    return loss, grad.astype(logits.dtype, copy=False)
+
+
+def mse(predictions, targets, *, lengths=None, last_only=False, reduction="mean"):
+    """Mean squared error of per-step predictions (T, B, F) against targets of the
+    same shape, and its gradient.  ``lengths``, ``last_only`` and ``reduction``
+    as in :func:`softmax_cross_entropy`; "mean" averages over the steps and
+    features counted.  Returns ``(loss, d_predictions)``."""
+    predictions = np.asarray(predictions)
+    targets = np.asarray(targets, dtype=predictions.dtype)
+    if predictions.ndim != 3:
+        raise ValueError(f"predictions must have shape (T, B, F), got {predictions.shape}")
+    if targets.shape != predictions.shape:
+        raise ValueError(f"targets must have the predictions' shape {predictions.shape}, "
+                         f"got {targets.shape}")
+    T, B, F = predictions.shape
+    weight = _step_weights(T, B, lengths, last_only)[..., None]
+    diff = (predictions - targets) * weight
+    loss, scale = _reduce(float((diff * diff).sum()), int(weight.sum()) * F, reduction)
+    return loss, (2 * scale * diff).astype(predictions.dtype, copy=False)
+
+
+# --- clipping -------------------------------------------------------------------------
+
+def _arrays(grads):
+    return [g for g in (grads.values() if isinstance(grads, dict) else grads) if g is not None]
+
+
+def clip_grad_value(grads, clip_value):
+    """Clip every gradient element to [-clip_value, clip_value], in place."""
+    if not clip_value > 0:
+        raise ValueError(f"clip_value must be positive, got {clip_value!r}")
+    for g in _arrays(grads):
+        np.clip(g, -clip_value, clip_value, out=g)
+
+
+def global_norm(grads):
+    """The L2 norm of all gradients together."""
+    return float(np.sqrt(sum(float(np.vdot(g, g)) for g in _arrays(grads))))
+
+
+def clip_grad_norm(grads, max_norm):
+    """Scale all gradients together, in place, so their global L2 norm is at most
+    ``max_norm``.  Returns the norm before clipping (to log it)."""
+    if not max_norm > 0:
+        raise ValueError(f"max_norm must be positive, got {max_norm!r}")
+    norm = global_norm(grads)
+    if norm > max_norm:
+        scale = max_norm / (norm + 1e-12)
+        for g in _arrays(grads):
+            g *= g.dtype.type(scale)
+    return norm
+
+
+def prefixed(prefix, named):
+    """{f"{prefix}.{name}": value}: parameters or gradients of several modules in one dict."""
+    items = named.items() if isinstance(named, dict) else named
+    return {f"{prefix}.{name}": value for name, value in items}
+
+
+# --- truncated BPTT ----------------------------------------------------------------------
+
+def truncated_bptt(layer, x, k, loss_and_grad, *, hx=None, on_window=None):
+    """Walk a long sequence in windows of k steps with truncated BPTT.
+
+    For each window ``x[start:stop]`` the layer runs forward from the state the
+    previous window ended in (carried, but not backpropagated through: the
+    window boundary cuts the gradient), ``loss_and_grad(output, start, stop)``
+    returns ``(loss, d_output)``, and in training mode the layer runs backward
+    over the window; ``on_window(start, stop, loss)`` then runs (clip and step
+    an optimiser there).  With the layer in eval mode the windows are forward
+    only and ``loss_and_grad`` may return ``(loss, None)``.
+
+    x (T, B, I) time-major; hx as the layer takes it.  Returns
+    ``(losses, state)``: the loss of each window and the final state.
+    """
+    k = _positive_int(k, "k")
+    if layer.batch_first:
+        raise ValueError("truncated_bptt walks the time axis: use a layer with batch_first=False")
+    x = np.asarray(x)
+    losses, state = [], hx
+    for start in range(0, x.shape[0], k):
+        stop = min(start + k, x.shape[0])
+        output, state = layer(x[start:stop], state)
+        loss, d_output = loss_and_grad(output, start, stop)
+        if layer.training:
+            layer.backward(d_output)
+        losses.append(loss)
+        if on_window is not None:
+            on_window(start, stop, loss)
+    return losses, state
+
+
+# --- optimisers --------------------------------------------------------------------------
+
+class _Optimizer:
+    """Updates named parameter arrays in place from gradients under the same names."""
+
+    def __init__(self, params, lr):
+        self.params = dict(params.items() if isinstance(params, dict) else params)
+        if not lr > 0:
+            raise ValueError(f"lr must be positive, got {lr!r}")
+        self.lr = float(lr)
+        self.t = 0
+        self.state = {}  # name -> {slot: array}
+
+    def _slot(self, name, slot):
+        per = self.state.setdefault(name, {})
+        if slot not in per:
+            per[slot] = np.zeros_like(self.params[name])
+        return per[slot]
+
+    def step(self, grads):
+        unknown = [n for n in grads if n not in self.params]
+        if unknown:
+            raise ValueError(f"gradients for parameters this optimiser does not hold: {unknown}")
+        self.t += 1
+        for name, g in grads.items():
+            if g is not None:
+                self._update(name, self.params[name], np.asarray(g, self.params[name].dtype))
+
+    def state_dict(self):
+        """The optimiser's state as flat arrays (save it beside the model's)."""
+        out = {"t": np.array(self.t)}
+        for name, slots in self.state.items():
+            for slot, value in slots.items():
+                out[f"{slot}.{name}"] = value.copy()
+        return out
+
+    def load_state_dict(self, state):
+        self.t = int(state["t"])
+        self.state = {}
+        for key, value in state.items():
+            if key == "t":
+                continue
+            slot, _, name = key.partition(".")
+            if name not in self.params:
+                raise ValueError(f"optimiser state for unknown parameter {name!r}")
+            self.state.setdefault(name, {})[slot] = np.array(value, self.params[name].dtype)
+
+
+class SGD(_Optimizer):
+    """Stochastic gradient descent with (heavy-ball) momentum: v = mu v + g; p -= lr v."""
+
+    def __init__(self, params, lr=0.1, momentum=0.0):
+        super().__init__(params, lr)
+        if not 0 <= momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
+        self.momentum = float(momentum)
+
+    def _update(self, name, p, g):
+        if self.momentum:
+            v = self._slot(name, "velocity")
+            v *= self.momentum
+            v += g
+            g = v
+        p -= p.dtype.type(self.lr) * g
+
+
+class Adagrad(_Optimizer):
+    """Adagrad: s += g^2; p -= lr g / (sqrt(s) + eps)."""
+
+    def __init__(self, params, lr=0.01, eps=1e-10):
+        super().__init__(params, lr)
+        self.eps = float(eps)
+
+    def _update(self, name, p, g):
+        s = self._slot(name, "sum_sq")
+        s += g * g
+        p -= (self.lr * g / (np.sqrt(s) + self.eps)).astype(p.dtype)
+
+
+class Adam(_Optimizer):
+    """Adam (Kingma and Ba) with bias correction."""
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
+        super().__init__(params, lr)
+        self.betas = tuple(float(b) for b in betas)
+        self.eps = float(eps)
+
+    def _update(self, name, p, g):
+        b1, b2 = self.betas
+        m, v = self._slot(name, "m"), self._slot(name, "v")
+        m *= b1
+        m += (1 - b1) * g
+        v *= b2
+        v += (1 - b2) * g * g
+        m_hat = m / (1 - b1 ** self.t)
+        v_hat = v / (1 - b2 ** self.t)
+        p -= (self.lr * m_hat / (np.sqrt(v_hat) + self.eps)).astype(p.dtype)
+
+
+# --- progress --------------------------------------------------------------------------
+
+class Progress:
+    """A progress line for training loops: step, loss, tokens/s.
+
+    ``Progress(total, every=1.0, quiet=False, stream=sys.stderr)``; call
+    ``update(loss, tokens)`` once per step.  On a terminal the line redraws in
+    place at most every ``every`` seconds; elsewhere (a log file) it prints a
+    line at that interval.  ``quiet=True`` prints nothing.
+    """
+
+    def __init__(self, total=None, *, every=1.0, quiet=False, stream=None):
+        self.total, self.every, self.quiet = total, float(every), quiet
+        self.stream = sys.stderr if stream is None else stream
+        self.step = 0
+        self.tokens = 0
+        self.start = self._last = time.perf_counter()
+        self.loss = float("nan")
+
+    def update(self, loss, tokens=0):
+        self.step += 1
+        self.tokens += tokens
+        self.loss = float(loss)
+        now = time.perf_counter()
+        if not self.quiet and (now - self._last >= self.every or self.step == self.total):
+            self._last = now
+            self._print()
+
+    def line(self):
+        elapsed = max(time.perf_counter() - self.start, 1e-9)
+        of = f"/{self.total}" if self.total else ""
+        return (f"step {self.step}{of}  loss {self.loss:.4f}  "
+                f"{self.tokens / elapsed:,.0f} tokens/s  {elapsed:.0f} s")
+
+    def _print(self):
+        tty = getattr(self.stream, "isatty", lambda: False)()
+        self.stream.write(("\r" + self.line() + "\033[K") if tty else self.line() + "\n")
+        self.stream.flush()
+
+    def close(self):
+        if not self.quiet and getattr(self.stream, "isatty", lambda: False)():
+            self.stream.write("\n")
