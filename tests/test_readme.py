@@ -45,3 +45,10 @@ def test_the_layer_examples_run():
     pytest.importorskip("torch")
     transfer = next(b for b in blocks if "t_lstm.load_state_dict" in b)
     exec(compile(transfer, "README.md", "exec"), namespace)
+
+
+def test_the_training_example_runs():
+    block = next(b for b in python_blocks() if "opt.step(grads)" in b)
+    namespace = {}
+    exec(compile("import numpy as np\nimport fastrnn\n" + block, "README.md", "exec"), namespace)
+    assert namespace["norm"] > 0
