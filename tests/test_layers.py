@@ -287,3 +287,16 @@ def test_bad_constructor_arguments_raise(kwargs, exc):
     args = {"input_size": I, "hidden_size": H, **kwargs}
     with pytest.raises(exc):
         fastrnn.RNN(**args)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_cell_file_round_trip(cell, tmp_path):
+    kwargs = {"nonlinearity": "relu"} if cell == "rnn" else {}
+    c = CELLS[cell](I, H, seed=1, **kwargs)
+    c.save(tmp_path / "cell.npz")
+    loaded = CELLS[cell].load(tmp_path / "cell.npz")
+    assert loaded.nonlinearity == c.nonlinearity
+    x = np.random.default_rng(0).standard_normal((B, I)).astype(np.float32)
+    a, b = c.eval()(x), loaded.eval()(x)
+    for u, v in zip(a if cell == "lstm" else (a,), b if cell == "lstm" else (b,)):
+        np.testing.assert_array_equal(u, v)
