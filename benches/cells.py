@@ -16,6 +16,7 @@ from typing import Callable
 import numpy as np
 
 import fastrnn
+from fastrnn._testing import FINALS as _FINALS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,7 +75,6 @@ def compare(got, ref):
 # One generic problem maker and runner per side; a cell differs only in its
 # gate count, its extra state (the LSTM's c) and its fastrnn/torch names.
 
-_FINALS = {"rnn": ("h_n",), "lstm": ("h_n", "c_n"), "gru": ("h_n",)}
 _EXTRA = {"rnn": {"nonlinearity": "tanh"}, "lstm": {}, "gru": {}}
 
 

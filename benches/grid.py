@@ -8,6 +8,8 @@ import dataclasses
 import importlib.util
 import math
 
+from fastrnn._validation import GATES
+
 # Steps and (batch, hidden) sizes.  The quick grid is what CI runs (with
 # --benchmark-disable, each case once); the full grid is the issue's.
 T_GRID = {"quick": (16, 256), "full": (16, 64, 256, 1024, 4096)}
@@ -16,7 +18,6 @@ PASSES = ("inference", "training")
 # The reference first: it is the baseline of every speed-up.
 IMPLEMENTATIONS = ("numpy", "numba", "cython", "torch")
 REFERENCE = "numpy"
-GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 DTYPES = {"float32": ("float32",), "float64": ("float64",), "both": ("float32", "float64")}
 
 # Seconds each case aims to spend in timed rounds (at least one round).

@@ -8,6 +8,8 @@ gradients as a dict.  ``upstream`` is a dict ``d_out, d_h_n[, d_c_n]``.
 """
 import numpy as np
 
+from ._validation import GATES  # noqa: F401 (re-exported for the tests)
+
 # Fast kernels against the float64 reference, relative to the size of the values
 # compared.  float64: rounding differences only.  float32: a few ulps per
 # operation, accumulated over the steps and the sums of the backward pass.
@@ -23,7 +25,6 @@ def scaled_error(actual, expected):
 
 
 CELLS = ("rnn", "lstm", "gru")
-GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 FINALS = {"rnn": ("h_n",), "lstm": ("h_n", "c_n"), "gru": ("h_n",)}
 STATES = {"rnn": ("h0",), "lstm": ("h0", "c0"), "gru": ("h0",)}
 # Parameter name -> its gradient's name in the grads tuple.

@@ -78,6 +78,21 @@ def check_lengths(lengths, T, B):
     return arr.astype(np.int64, copy=True)
 
 
+def check_positive_int(value, name):
+    """A constructor's size or count: a Python or NumPy integer >= 1 (not a bool)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def check_dtype(dtype):
+    """A constructor's dtype argument: float32 or float64."""
+    dtype = np.dtype(dtype)
+    if dtype not in FLOAT_DTYPES:
+        raise TypeError(f"dtype must be float32 or float64, got {dtype}")
+    return dtype
+
+
 def check_nonlinearity(nonlinearity):
     if not isinstance(nonlinearity, str) or nonlinearity not in NONLINEARITIES:
         raise ValueError(f"nonlinearity must be one of {NONLINEARITIES}, got {nonlinearity!r}")

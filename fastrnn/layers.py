@@ -14,28 +14,13 @@ import json
 import numpy as np
 
 from . import _backends
-from ._validation import check_lengths
+from ._validation import GATES, check_dtype, check_lengths, check_nonlinearity, check_positive_int
 from .elman import rnn_backward, rnn_forward
 from .gru import gru_backward, gru_forward
 from .lstm import lstm_backward, lstm_forward
 
 _FUNCTIONS = {"rnn": (rnn_forward, rnn_backward), "lstm": (lstm_forward, lstm_backward),
               "gru": (gru_forward, gru_backward)}
-_GATES = {"rnn": 1, "lstm": 4, "gru": 3}
-_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-
-
-def _positive_int(value, name):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
-def _check_dtype(dtype):
-    dtype = np.dtype(dtype)
-    if dtype not in _FLOAT_DTYPES:
-        raise TypeError(f"dtype must be float32 or float64, got {dtype}")
-    return dtype
 
 
 def _rng(seed):
@@ -66,13 +51,12 @@ class _Module:
     _cell = None  # "rnn", "lstm" or "gru"
 
     def _init_module(self, hidden_size, *, nonlinearity, dtype, backend, seed):
-        self.hidden_size = _positive_int(hidden_size, "hidden_size")
-        if nonlinearity not in ("tanh", "relu"):
-            raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+        self.hidden_size = check_positive_int(hidden_size, "hidden_size")
+        check_nonlinearity(nonlinearity)
         if backend is not None:
             _backends.resolve(backend)  # a ValueError naming the choices
         self.nonlinearity = nonlinearity
-        self.dtype = _check_dtype(dtype)
+        self.dtype = check_dtype(dtype)
         self.backend = backend
         self.training = True
         self.grads = {}
@@ -157,8 +141,8 @@ class _Recurrent(_Module):
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, *, nonlinearity="tanh", dtype=np.float32,
                  backend=None, seed=None):
-        self.input_size = _positive_int(input_size, "input_size")
-        self.num_layers = _positive_int(num_layers, "num_layers")
+        self.input_size = check_positive_int(input_size, "input_size")
+        self.num_layers = check_positive_int(num_layers, "num_layers")
         if not isinstance(dropout, (int, float, np.floating)) or not 0 <= dropout < 1:
             raise ValueError(f"dropout must be a number in [0, 1), got {dropout!r}")
         self.bias = bool(bias)
@@ -169,8 +153,7 @@ class _Recurrent(_Module):
         self._init_module(hidden_size, nonlinearity=nonlinearity, dtype=dtype, backend=backend,
                           seed=seed)
         # The parameter names of each (layer, direction), in the order of h_n's rows.
-        self._slots = [tuple(f"{kind}_l{layer}{sfx}" for kind in
-                             ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+        self._slots = [self._names(layer, sfx)
                        for layer in range(self.num_layers) for sfx in self._suffixes()]
 
     @property
@@ -180,18 +163,23 @@ class _Recurrent(_Module):
     def _suffixes(self):
         return ("", "_reverse")[:self.num_directions]
 
+    @staticmethod
+    def _names(layer, sfx):
+        """PyTorch's names of one layer and direction: weight_ih, weight_hh, bias_ih, bias_hh."""
+        return tuple(f"{kind}_l{layer}{sfx}"
+                     for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+
     def _shapes(self):
         """Parameter name -> shape, in PyTorch's order."""
-        H, GH = self.hidden_size, _GATES[self._cell] * self.hidden_size
+        H, GH = self.hidden_size, GATES[self._cell] * self.hidden_size
         shapes = {}
         for layer in range(self.num_layers):
             I = self.input_size if layer == 0 else H * self.num_directions  # noqa: E741
             for sfx in self._suffixes():
-                shapes[f"weight_ih_l{layer}{sfx}"] = (GH, I)
-                shapes[f"weight_hh_l{layer}{sfx}"] = (GH, H)
+                w_ih, w_hh, b_ih, b_hh = self._names(layer, sfx)
+                shapes[w_ih], shapes[w_hh] = (GH, I), (GH, H)
                 if self.bias:
-                    shapes[f"bias_ih_l{layer}{sfx}"] = (GH,)
-                    shapes[f"bias_hh_l{layer}{sfx}"] = (GH,)
+                    shapes[b_ih] = shapes[b_hh] = (GH,)
         return shapes
 
     def _config(self):
@@ -406,7 +394,7 @@ class _Cell(_Module):
 
     def __init__(self, input_size, hidden_size, bias=True, *, nonlinearity="tanh",
                  dtype=np.float32, backend=None, seed=None):
-        self.input_size = _positive_int(input_size, "input_size")
+        self.input_size = check_positive_int(input_size, "input_size")
         self.bias = bool(bias)
         self._steps = []
         self._init_module(hidden_size, nonlinearity=nonlinearity, dtype=dtype, backend=backend,
@@ -414,7 +402,7 @@ class _Cell(_Module):
         self.zero_grad()
 
     def _shapes(self):
-        GH = _GATES[self._cell] * self.hidden_size
+        GH = GATES[self._cell] * self.hidden_size
         shapes = {"weight_ih": (GH, self.input_size), "weight_hh": (GH, self.hidden_size)}
         if self.bias:
             shapes.update(bias_ih=(GH,), bias_hh=(GH,))

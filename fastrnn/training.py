@@ -18,8 +18,8 @@ import time
 
 import numpy as np
 
-from .layers import _check_dtype, _positive_int, _rng
-from ._validation import check_lengths
+from .layers import _rng
+from ._validation import check_dtype, check_lengths, check_positive_int
 
 # --- the output layer ------------------------------------------------------------------
 
@@ -35,9 +35,9 @@ class Linear:
     """
 
     def __init__(self, in_features, out_features, bias=True, *, dtype=np.float32, seed=None):
-        self.in_features = _positive_int(in_features, "in_features")
-        self.out_features = _positive_int(out_features, "out_features")
-        self.dtype = _check_dtype(dtype)
+        self.in_features = check_positive_int(in_features, "in_features")
+        self.out_features = check_positive_int(out_features, "out_features")
+        self.dtype = check_dtype(dtype)
         rng = _rng(seed)
         k = 1.0 / np.sqrt(self.in_features)
         self.params = {"weight": rng.uniform(-k, k, (self.out_features, self.in_features))
@@ -209,7 +209,7 @@ def truncated_bptt(layer, x, k, loss_and_grad, *, hx=None, on_window=None):
     x (T, B, I) time-major; hx as the layer takes it.  Returns
     ``(losses, state)``: the loss of each window and the final state.
     """
-    k = _positive_int(k, "k")
+    k = check_positive_int(k, "k")
     if layer.batch_first:
         raise ValueError("truncated_bptt walks the time axis: use a layer with batch_first=False")
     x = np.asarray(x)

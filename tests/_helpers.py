@@ -17,11 +17,6 @@ def assert_close(actual, expected, dtype, name=""):
     assert err <= TOLERANCE[np.dtype(dtype)] * scale, f"{name}: max error {err:.3g} (scale {scale:.3g})"
 
 
-def upstream(T, B, H, dtype=np.float64, seed=1):
-    rng = np.random.default_rng(seed)
-    return rng.standard_normal((T, B, H)).astype(dtype), rng.standard_normal((B, H)).astype(dtype)
-
-
 def as_float64(problem):
     return {k: (v.astype(np.float64) if isinstance(v, np.ndarray) and v.dtype.kind == "f" else v)
             for k, v in problem.items()}
