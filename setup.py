@@ -9,6 +9,7 @@ Environment:
                            wheel that will run on other machines.
 """
 import os
+import runpy
 import shutil
 import subprocess
 import sys
@@ -64,6 +65,11 @@ if OPENMP:
     link_args.append("-fopenmp")
 print(f"fastrnn build: openmp={OPENMP} native={NATIVE} debug={DEBUG}", file=sys.stderr)
 
+# One extension per cell, named by the cell spec (a leaf module: read without
+# importing fastrnn).
+CELLS = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                    "fastrnn", "_spec.py"))["CELLS"]
+
 extensions = [
     Extension(
         f"fastrnn.kernels.{name}",
@@ -77,7 +83,7 @@ extensions = [
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"),
                        ("FASTRNN_DEBUG_BUILD", int(DEBUG)), ("FASTRNN_NATIVE_BUILD", int(NATIVE))],
     )
-    for name in ["_build", "elman_cython", "lstm_cython", "gru_cython"]
+    for name in ["_build", *(f"{cell}_cython" for cell in CELLS)]
 ]
 
 directives = {

@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 
 import fastrnn
-from fastrnn._testing import FINALS as _FINALS
+from fastrnn._spec import CELLS as SPECS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,12 +70,11 @@ def compare(got, ref):
     return abs_err, rel_err, names
 
 
-# --- The cells: Elman (tanh), LSTM, GRU -----------------------------------
+# --- The cells, from fastrnn's cell spec ------------------------------------
 #
-# One generic problem maker and runner per side; a cell differs only in its
-# gate count, its extra state (the LSTM's c) and its fastrnn/torch names.
-
-_EXTRA = {"rnn": {"nonlinearity": "tanh"}, "lstm": {}, "gru": {}}
+# One generic problem maker and runner per side; a cell differs only in what
+# its spec says: its gate count, its states (the LSTM's c too), its options
+# (run at their defaults, e.g. the Elman cell's tanh) and its layer's name.
 
 
 def _rng(*key):
@@ -91,7 +90,7 @@ def make_problem(cell, T, B, I, H, dtype):  # noqa: E741
     """
     dtype = np.dtype(dtype)
     s = 1 / np.sqrt(H)
-    GH = CELLS[cell].gates * H
+    GH = SPECS[cell].G * H
     w = _rng(B, I, H, 1)
     problem = dict(
         x=_rng(B, I, H, 0).standard_normal((T, B, I), dtype=dtype),
@@ -101,8 +100,8 @@ def make_problem(cell, T, B, I, H, dtype):  # noqa: E741
         b_ih=w.uniform(-s, s, GH).astype(dtype),
         b_hh=w.uniform(-s, s, GH).astype(dtype),
     )
-    if cell == "lstm":
-        problem["c0"] = w.uniform(-1, 1, (B, H)).astype(dtype)
+    for name in SPECS[cell].initial[1:]:
+        problem[name] = w.uniform(-1, 1, (B, H)).astype(dtype)
     return problem
 
 
@@ -115,16 +114,15 @@ def _d_out(problem, H):
 
 
 def _arrays(cell, problem):
-    names = ("x", "h0", "c0") if cell == "lstm" else ("x", "h0")
-    return tuple(problem[n] for n in names + ("W_ih", "W_hh", "b_ih", "b_hh"))
+    return tuple(problem[n] for n in SPECS[cell].inputs)
 
 
 def fastrnn_runner(cell, problem, backend, training):
     forward = getattr(fastrnn, f"{cell}_forward")
     backward = getattr(fastrnn, f"{cell}_backward")
     args = _arrays(cell, problem)
-    finals = _FINALS[cell]
-    kwargs = _EXTRA[cell]
+    finals = SPECS[cell].finals
+    kwargs = SPECS[cell].defaults
     if not training:
         run = functools.partial(forward, *args, training=False, backend=backend, **kwargs)
 
@@ -159,17 +157,19 @@ def torch_runner(cell, problem, training):
     T, B, I = p["x"].shape  # noqa: E741
     H = p["W_hh"].shape[1]
     x = torch.from_numpy(p["x"])
-    module = getattr(torch.nn, _TORCH[cell])(I, H, dtype=x.dtype, **_EXTRA[cell])
+    spec = SPECS[cell]
+    module = getattr(torch.nn, spec.layer)(I, H, dtype=x.dtype, **spec.defaults)
     with torch.no_grad():
         for param, key in (("weight_ih_l0", "W_ih"), ("weight_hh_l0", "W_hh"),
                            ("bias_ih_l0", "b_ih"), ("bias_hh_l0", "b_hh")):
             getattr(module, param).copy_(torch.from_numpy(p[key]))
-    states = [torch.from_numpy(p[k][None]) for k in (("h0", "c0") if cell == "lstm" else ("h0",))]
-    finals = _FINALS[cell]
+    states = [torch.from_numpy(p[k][None]) for k in spec.initial]
+    finals = spec.finals
+    several = len(states) > 1  # torch passes several states as a tuple, one as itself
 
     def call():
-        out, state = module(x, tuple(states) if cell == "lstm" else states[0])
-        return out, (state if cell == "lstm" else (state,))
+        out, state = module(x, tuple(states) if several else states[0])
+        return out, (state if several else (state,))
 
     def numpy_outs(out, state):
         return {"out": out.detach().numpy(),
@@ -190,7 +190,7 @@ def torch_runner(cell, problem, training):
     d_out = torch.from_numpy(_d_out(p, H))
     wrt = [x, *states, module.weight_ih_l0, module.weight_hh_l0, module.bias_ih_l0,
            module.bias_hh_l0]
-    names = ["dx", "dh0", "dc0"][:1 + len(states)] + ["dW_ih", "dW_hh", "db_ih", "db_hh"]
+    names = spec.grads
 
     def run():
         out, state = call()
@@ -199,25 +199,20 @@ def torch_runner(cell, problem, training):
     def collect(result):
         out, state, grads = result
         g = {n: v.numpy() for n, v in zip(names, grads)}
-        g["dh0"] = g["dh0"][0]
-        if "dc0" in g:
-            g["dc0"] = g["dc0"][0]
+        for name in spec.state_grads:
+            g[name] = g[name][0]
         return {**numpy_outs(out, state), **g}
 
     return run, collect
 
 
-_TORCH = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}
+def _cell(spec):
+    options = ", ".join(f'{k}="{v}"' for k, v in spec.defaults.items())
+    return Cell(name=spec.name, gates=spec.G,
+                make_problem=functools.partial(make_problem, spec.name),
+                fastrnn_runner=functools.partial(fastrnn_runner, spec.name),
+                torch_runner=functools.partial(torch_runner, spec.name),
+                torch_name=f"torch.nn.{spec.layer}" + (f"({options})" if options else ""))
 
 
-def _cell(name, gates, torch_name):
-    return Cell(name=name, gates=gates, make_problem=functools.partial(make_problem, name),
-                fastrnn_runner=functools.partial(fastrnn_runner, name),
-                torch_runner=functools.partial(torch_runner, name), torch_name=torch_name)
-
-
-CELLS = {
-    "rnn": _cell("rnn", 1, 'torch.nn.RNN(nonlinearity="tanh")'),
-    "lstm": _cell("lstm", 4, "torch.nn.LSTM"),
-    "gru": _cell("gru", 3, "torch.nn.GRU"),
-}
+CELLS = {name: _cell(spec) for name, spec in SPECS.items()}

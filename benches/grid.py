@@ -8,7 +8,7 @@ import dataclasses
 import importlib.util
 import math
 
-from fastrnn._validation import GATES
+from fastrnn._spec import CELLS
 
 # Steps and (batch, hidden) sizes.  The quick grid is what CI runs (with
 # --benchmark-disable, each case once); the full grid is the issue's.
@@ -78,7 +78,7 @@ class Case:
 
     @property
     def recurrent_macs(self):
-        return self.T * self.B * GATES[self.cell] * self.H * self.H
+        return self.T * self.B * CELLS[self.cell].G * self.H * self.H
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,9 +102,9 @@ class Options:
             raise ValueError(f"--bench-threads wants N or N,M,... with N >= 1, got {threads}")
         target = config.getoption("bench_time")
         cells = tuple(c.strip() for c in config.getoption("bench_cells").split(",") if c.strip())
-        unknown = set(cells) - set(GATES)
+        unknown = set(cells) - set(CELLS)
         if not cells or unknown:
-            raise ValueError(f"--bench-cells wants names from {', '.join(GATES)}, "
+            raise ValueError(f"--bench-cells wants names from {', '.join(CELLS)}, "
                              f"got {config.getoption('bench_cells')!r}")
         return cls(grid=grid, cells=cells, dtypes=DTYPES[config.getoption("bench_dtype")], threads=threads,
                    target_time=TARGET_TIME[grid] if target is None else float(target),

@@ -46,8 +46,8 @@ if mode != "import":
                   numba_imported="numba" in sys.modules, finite=bool(np.isfinite(out).all()))
     if "numba" in sys.modules:
         try:  # Numba's own count of cache hits and misses (kernel internals: best effort)
-            from fastrnn.kernels import elman_numba
-            stats = elman_numba.forward.stats
+            from fastrnn.kernels import rnn_numba
+            stats = rnn_numba.forward.stats
             result.update(numba_cache_hits=sum(stats.cache_hits.values()),
                           numba_cache_misses=sum(stats.cache_misses.values()))
         except Exception:

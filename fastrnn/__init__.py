@@ -15,11 +15,10 @@ from ._backends import (BACKENDS, BackendUnavailableError, available_backends,
                         get_default_backend, set_default_backend, unavailable_backends)
 from ._threads import get_num_threads, set_num_threads
 from ._types import ForwardCache, GRUGrads, LSTMGrads, RNNGrads
-from .elman import rnn_backward, rnn_forward
-from .gru import gru_backward, gru_forward
+from .functional import (gru_backward, gru_forward, lstm_backward, lstm_forward, rnn_backward,
+                         rnn_forward)
 from .layers import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
 from . import training  # noqa: E402  (fastrnn.training: losses, clipping, TBPTT, optimisers)
-from .lstm import lstm_backward, lstm_forward
 
 __version__ = "0.1.0"
 

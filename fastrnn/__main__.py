@@ -14,8 +14,9 @@ import numpy as np
 
 import fastrnn
 from fastrnn import reference
-from fastrnn._testing import (CELLS, TOLERANCE, backward, forward, random_rnn_problem,
-                              random_upstream, scaled_error)
+from fastrnn._spec import CELLS
+from fastrnn._testing import (TOLERANCE, as_float64, backward, forward, random_problem,
+                              random_upstream, scaled_error, variants)
 
 SPEED_SHAPES = [(256, 1, 64), (64, 16, 256), (16, 64, 1024)]  # (T, B, H), I = H, every cell
 
@@ -66,14 +67,12 @@ def check_backends(backends):
     print()
     print("check against the reference (T=7, B=5, I=6, H=9, lengths with 0 and T, both dtypes):")
     ok = True
-    variants = [("rnn", {"nonlinearity": "tanh"}), ("rnn", {"nonlinearity": "relu"}),
-                ("lstm", {}), ("gru", {})]
+    cases = [(cell, kwargs) for cell in CELLS for kwargs in variants(cell)]
     for dtype in (np.float32, np.float64):
-        for cell, kwargs in variants:
-            problem = random_rnn_problem(7, 5, 6, 9, dtype, cell=cell, lengths=[7, 0, 3, 7, 1])
+        for cell, kwargs in cases:
+            problem = random_problem(7, 5, 6, 9, dtype, cell=cell, lengths=[7, 0, 3, 7, 1])
             ups = random_upstream(cell, 7, 5, 9, dtype)
-            as64 = {k: v.astype(np.float64) if isinstance(v, np.ndarray) else v
-                    for k, v in {**problem, **ups}.items()}
+            as64 = as_float64({**problem, **ups})
             r_outs, r_cache = forward(cell, {k: as64[k] for k in problem}, **kwargs)
             r_grads = backward(cell, {k: as64[k] for k in ups}, r_cache, reference)
             for backend in backends:
@@ -85,7 +84,7 @@ def check_backends(backends):
                 err = max(e for e, _ in errors)
                 good = all(e <= TOLERANCE[np.dtype(dtype)] * scale for e, scale in errors)
                 ok &= good
-                label = cell + (f" {kwargs['nonlinearity']}" if kwargs else "")
+                label = " ".join((cell, *kwargs.values()))
                 print(f"  {backend:7s} {np.dtype(dtype).name:8s} {label:9s} "
                       f"max error {err:9.2e}  {'ok' if good else 'FAIL'}")
     return ok
@@ -112,7 +111,7 @@ def speed_table(backends, budget):
     print(header)
     for cell in CELLS:
         for T, B, H in SPEED_SHAPES:
-            p = random_rnn_problem(T, B, H, H, np.float32, cell=cell)
+            p = random_problem(T, B, H, H, np.float32, cell=cell)
             ups = {"d_out": np.ones((T, B, H), np.float32)}
             for label in ("inference", "training"):
                 rates = {}

@@ -10,12 +10,13 @@ import os
 import warnings
 
 from . import _threads
+from ._spec import CELLS
 
 BACKENDS = ("numpy", "numba", "cython")
 # Fastest first, as measured on the functional benchmarks (README, "Backends").
 PREFERENCE = ("cython", "numba", "numpy")
-# Kernel module per cell; the backend's suffix is appended.
-_CELL_MODULES = {"rnn": "elman", "lstm": "lstm", "gru": "gru"}
+# The cell whose kernels are loaded to find out whether a backend works.
+_PROBE = next(iter(CELLS))
 
 
 class BackendUnavailableError(ImportError):
@@ -45,7 +46,7 @@ def kernels(backend, cell):
     if backend == "numpy":
         name = "fastrnn.reference"
     else:
-        name = f"fastrnn.kernels.{_CELL_MODULES[cell]}_{backend}"
+        name = f"fastrnn.kernels.{cell}_{backend}"
     try:
         module = importlib.import_module(name)
     except ImportError as exc:
@@ -65,7 +66,7 @@ def unavailable_backends():
     """``{name: reason}`` for each backend that cannot load here."""
     for backend in BACKENDS:
         try:
-            kernels(backend, "rnn")
+            kernels(backend, _PROBE)
         except BackendUnavailableError:
             pass
     return dict(_failed)
@@ -86,7 +87,7 @@ def set_default_backend(backend):
     global _default
     if backend is not None:
         _check_name(backend)
-        kernels(backend, "rnn")  # fail now, with the reason, rather than at the next call
+        kernels(backend, _PROBE)  # fail now, with the reason, rather than at the next call
     _default = backend
 
 
@@ -106,7 +107,7 @@ def resolve(backend):
     skipped = []
     for candidate in PREFERENCE:
         try:
-            kernels(candidate, "rnn")
+            kernels(candidate, _PROBE)
         except BackendUnavailableError as exc:
             skipped.append(str(exc))
             continue

@@ -1,14 +1,17 @@
-"""Random problems, accuracy bounds and the three cells behind one interface,
-shared by ``python -m fastrnn`` and the tests.
+"""Random problems, accuracy bounds, and every cell behind one interface,
+shared by ``python -m fastrnn``, the tests and the benchmarks.
 
 ``forward(cell, problem, backend)`` calls ``{cell}_forward`` (the reference
 for backend "reference") and returns ``(outputs, cache)`` with outputs a dict
 ``out, h_n[, c_n]``; ``backward(cell, upstream, cache)`` returns the
 gradients as a dict.  ``upstream`` is a dict ``d_out, d_h_n[, d_c_n]``.
+What a cell takes and returns is read from its spec (``fastrnn._spec``).
 """
+import itertools
+
 import numpy as np
 
-from ._validation import GATES  # noqa: F401 (re-exported for the tests)
+from ._spec import CELLS
 
 # Fast kernels against the float64 reference, relative to the size of the values
 # compared.  float64: rounding differences only.  float32: a few ulps per
@@ -24,23 +27,42 @@ def scaled_error(actual, expected):
     return err, scale
 
 
-CELLS = ("rnn", "lstm", "gru")
-FINALS = {"rnn": ("h_n",), "lstm": ("h_n", "c_n"), "gru": ("h_n",)}
-STATES = {"rnn": ("h0",), "lstm": ("h0", "c0"), "gru": ("h0",)}
-# Parameter name -> its gradient's name in the grads tuple.
-GRAD_OF = {"x": "dx", "h0": "dh0", "c0": "dc0", "W_ih": "dW_ih", "W_hh": "dW_hh",
-           "b_ih": "db_ih", "b_hh": "db_hh"}
+def assert_close(actual, expected, dtype, name=""):
+    """actual (any dtype) against the float64 reference ``expected``, within TOLERANCE."""
+    if expected is None:
+        assert actual is None, f"{name}: expected None"
+        return
+    assert actual is not None, f"{name}: got None"
+    assert actual.dtype == dtype, f"{name}: dtype {actual.dtype}, expected {dtype}"
+    assert actual.shape == expected.shape, f"{name}: shape {actual.shape} != {expected.shape}"
+    err, scale = scaled_error(actual, expected)
+    assert err <= TOLERANCE[np.dtype(dtype)] * scale, f"{name}: max error {err:.3g} (scale {scale:.3g})"
 
 
-def random_rnn_problem(T, B, I, H, dtype=np.float64, *, cell="rnn", seed=0, bias=(True, True),
-                       h0=True, lengths=None, weight_scale=None):
+def as_float64(problem):
+    """The problem's float arrays in float64 (for the reference)."""
+    return {k: (v.astype(np.float64) if isinstance(v, np.ndarray) and v.dtype.kind == "f" else v)
+            for k, v in problem.items()}
+
+
+def variants(cell):
+    """Every combination of the cell's options as keyword arguments: for the
+    Elman cell each nonlinearity, for a cell without options one empty dict."""
+    options = CELLS[cell].options
+    return [dict(zip(options, values))
+            for values in itertools.product(*(choices for choices, _ in options.values()))]
+
+
+def random_problem(T, B, I, H, dtype=np.float64, *, cell="rnn", seed=0, bias=(True, True),  # noqa: E741
+                   h0=True, lengths=None, weight_scale=None):
     """Keyword arguments for ``{cell}_forward``, PyTorch's initialisation scale by default.
 
-    An LSTM problem has a random c0 too (or None when ``h0`` is False).
+    Every initial state is random (standard normal, h0 halved), or None when
+    ``h0`` is False.
     """
     rng = np.random.default_rng(seed)
     s = 1.0 / np.sqrt(H) if weight_scale is None else weight_scale
-    GH = GATES[cell] * H
+    GH = CELLS[cell].G * H
 
     def u(*shape):
         return rng.uniform(-s, s, shape).astype(dtype)
@@ -52,13 +74,9 @@ def random_rnn_problem(T, B, I, H, dtype=np.float64, *, cell="rnn", seed=0, bias
         b_ih=u(GH) if bias[0] else None, b_hh=u(GH) if bias[1] else None,
         lengths=lengths,
     )
-    if cell == "lstm":
-        problem["c0"] = rng.standard_normal((B, H)).astype(dtype) if h0 else None
+    for name in CELLS[cell].initial[1:]:
+        problem[name] = rng.standard_normal((B, H)).astype(dtype) if h0 else None
     return problem
-
-
-def params(cell):
-    return ("x", *STATES[cell], "W_ih", "W_hh", "b_ih", "b_hh")
 
 
 def forward(cell, problem, backend="reference", **kwargs):
@@ -71,7 +89,7 @@ def forward(cell, problem, backend="reference", **kwargs):
         fn = getattr(fastrnn, f"{cell}_forward")
         kwargs["backend"] = backend
     *outs, cache = fn(**problem, **kwargs)
-    return dict(zip(("out", *FINALS[cell]), outs)), cache
+    return dict(zip(("out", *CELLS[cell].finals), outs)), cache
 
 
 def backward(cell, upstream, cache, module=None):
@@ -79,14 +97,13 @@ def backward(cell, upstream, cache, module=None):
     import fastrnn
 
     fn = getattr(module or fastrnn, f"{cell}_backward")
-    names = ("d_out", *("d_" + f for f in FINALS[cell]))
-    return fn(*(upstream.get(n) for n in names), cache)._asdict()
+    return fn(*(upstream.get(n) for n in CELLS[cell].upstream), cache)._asdict()
 
 
 def random_upstream(cell, T, B, H, dtype=np.float64, seed=1):
     """Random d_out (T, B, H) and d_h_n[, d_c_n] (B, H)."""
     rng = np.random.default_rng(seed)
     ups = {"d_out": rng.standard_normal((T, B, H)).astype(dtype)}
-    for f in FINALS[cell]:
-        ups["d_" + f] = rng.standard_normal((B, H)).astype(dtype)
+    for name in CELLS[cell].upstream[1:]:
+        ups[name] = rng.standard_normal((B, H)).astype(dtype)
     return ups

@@ -1,58 +1,49 @@
-"""The objects that pass between a forward and its backward: cache and gradients."""
-from typing import NamedTuple, Optional
+"""The objects that pass between a forward and its backward: cache and gradients.
 
-import numpy as np
+Both are built from the cell's entry in ``_spec``: the cache holds the arrays
+``spec.cached`` names, the gradient tuple has the fields ``spec.grads``.
+"""
+from collections import namedtuple
 
-
-class RNNGrads(NamedTuple):
-    """Gradients of an Elman RNN.  A bias that was None has a None gradient."""
-
-    dx: np.ndarray  # (T, B, I)
-    dh0: np.ndarray  # (B, H)
-    dW_ih: np.ndarray  # (H, I)
-    dW_hh: np.ndarray  # (H, H)
-    db_ih: Optional[np.ndarray]  # (H,) or None
-    db_hh: Optional[np.ndarray]  # (H,) or None
+from ._spec import CELLS
 
 
-class LSTMGrads(NamedTuple):
-    """Gradients of an LSTM (gate blocks i, f, g, o).  A bias that was None has a None gradient."""
-
-    dx: np.ndarray  # (T, B, I)
-    dh0: np.ndarray  # (B, H)
-    dc0: np.ndarray  # (B, H)
-    dW_ih: np.ndarray  # (4H, I)
-    dW_hh: np.ndarray  # (4H, H)
-    db_ih: Optional[np.ndarray]  # (4H,) or None
-    db_hh: Optional[np.ndarray]  # (4H,) or None
+def _grads_type(spec):
+    cls = namedtuple(spec.layer + "Grads", spec.grads, module=__name__)
+    cls.__doc__ = (f"Gradients of the {spec.title}, as ``{spec.name}_backward`` returns them: "
+                   f"{', '.join(spec.grads)}, each shaped like the array it is the gradient "
+                   "of.  A bias that was None has a None gradient.")
+    return cls
 
 
-class GRUGrads(NamedTuple):
-    """Gradients of a GRU (gate blocks r, z, n).  A bias that was None has a None gradient.
-
-    Unlike the other cells, db_ih and db_hh differ: b_hn sits inside the reset
-    product, so its gradient is r times that of b_in."""
-
-    dx: np.ndarray  # (T, B, I)
-    dh0: np.ndarray  # (B, H)
-    dW_ih: np.ndarray  # (3H, I)
-    dW_hh: np.ndarray  # (3H, H)
-    db_ih: Optional[np.ndarray]  # (3H,) or None
-    db_hh: Optional[np.ndarray]  # (3H,) or None
+GRADS = {name: _grads_type(spec) for name, spec in CELLS.items()}
+# The public names (fastrnn.RNNGrads, ...); pickling finds the classes under them.
+RNNGrads, LSTMGrads, GRUGrads = GRADS["rnn"], GRADS["lstm"], GRADS["gru"]
 
 
-def make_grads(cls, cache, *arrays, db_ih, db_hh):
-    """``cls(*arrays, db_ih, db_hh)`` with the bias gradients as handed back: a
-    bias the forward had gets its array (its own copy when the kernel computed
-    one array for both, as the Elman and LSTM cells do), one it did not have
-    gets None."""
+def make_grads(cache, *arrays, db_ih, db_hh):
+    """The gradient tuple of ``cache``'s cell: ``arrays`` are its fields up to
+    dW_hh, in order; a bias the forward had gets its gradient (its own copy
+    when the kernel computed one array for both, as the Elman and LSTM cells
+    do), one it did not have gets None."""
     if cache.has_b_ih and cache.has_b_hh and db_ih is db_hh:
         db_ih = db_ih.copy()
-    return cls(*arrays, db_ih if cache.has_b_ih else None, db_hh if cache.has_b_hh else None)
+    return GRADS[cache.cell](*arrays, db_ih if cache.has_b_ih else None,
+                             db_hh if cache.has_b_hh else None)
 
 
 class ForwardCache:
     """What a training-mode forward saves for its backward.
+
+    ``cell`` (the spec name), ``backend`` (whose forward made it),
+    ``lengths`` ((B,) int64, or None for "every sequence has T steps"),
+    ``has_b_ih`` / ``has_b_hh``, ``options`` (e.g. the Elman cell's
+    nonlinearity), and ``arrays``: those the cell's spec lists in ``cached``,
+    x (T, B, I), the initial states (B, H), W_ih, W_hh, and what the forward
+    saved: out (T, B, H), and for the gated cells the activated gates
+    (T, B, G*H) and the LSTM's c_t or the GRU's W_hn h_{t-1} + b_hn, each
+    (T, B, H).  Options and arrays also read as attributes (``cache.out``,
+    ``cache.nonlinearity``).
 
     Every array in it is owned by the cache (copied from the caller's inputs,
     or produced by the forward), so changing an input after the forward
@@ -63,32 +54,20 @@ class ForwardCache:
     backward accepts any backend's cache.
     """
 
-    __slots__ = ("cell", "backend", "nonlinearity", "x", "h0", "c0", "W_ih", "W_hh",
-                 "has_b_ih", "has_b_hh", "lengths", "out", "gates", "c", "hn")
+    __slots__ = ("cell", "backend", "lengths", "has_b_ih", "has_b_hh", "options", "arrays")
 
-    def __init__(self, *, cell, backend, x, h0, W_ih, W_hh, has_b_ih, has_b_hh, lengths, out,
-                 nonlinearity=None, c0=None, gates=None, c=None, hn=None):
-        self.cell = cell  # "rnn" (Elman), "lstm" or "gru"
-        self.backend = backend  # the backend whose forward made this cache
-        self.nonlinearity = nonlinearity  # Elman: "tanh" or "relu"; None for the gated cells
-        self.x = x  # (T, B, I), C-contiguous
-        self.h0 = h0  # (B, H)
-        self.c0 = c0  # LSTM: (B, H)
-        self.W_ih = W_ih  # (G*H, I), C-contiguous
-        self.W_hh = W_hh  # (G*H, H), C-contiguous
+    def __init__(self, cell, backend, *, lengths, has_b_ih, has_b_hh, options, arrays):
+        self.cell = cell
+        self.backend = backend
+        self.lengths = lengths
         self.has_b_ih = has_b_ih
         self.has_b_hh = has_b_hh
-        self.lengths = lengths  # (B,) int64, or None for "every sequence has T steps"
-        self.out = out  # (T, B, H): h_t, zero past each sequence's length
-        # What the gated cells' backward needs, per step (values past a sequence's
-        # length are never read):
-        self.gates = gates  # (T, B, G*H): the activated gates, LSTM i f g o, GRU r z n
-        self.c = c  # LSTM: (T, B, H), the cell state c_t
-        self.hn = hn  # GRU: (T, B, H), W_hn h_{t-1} + b_hn (what r multiplies)
+        self.options = options
+        self.arrays = arrays
 
     def read_only_out(self):
         """``out`` as handed to the caller: a read-only view, since the cache holds it."""
-        out = self.out.view()
+        out = self.arrays["out"].view()
         out.flags.writeable = False
         return out
 
@@ -96,3 +75,17 @@ class ForwardCache:
         T, B, _ = self.x.shape
         return (f"ForwardCache(cell={self.cell!r}, backend={self.backend!r}, T={T}, B={B}, "
                 f"H={self.W_hh.shape[1]}, dtype={self.x.dtype})")
+
+
+def _field(name):
+    def get(self):
+        where = self.arrays if name in self.arrays else self.options
+        if name not in where:
+            raise AttributeError(f"a {self.cell} cache has no {name!r}")
+        return where[name]
+    return property(get, doc=f"``{name}`` of the cells that have it")
+
+
+# cache.x, cache.out, cache.nonlinearity, ...: every array and option of any cell.
+for _name in sorted({n for spec in CELLS.values() for n in (*spec.cached, *spec.options)}):
+    setattr(ForwardCache, _name, _field(_name))

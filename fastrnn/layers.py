@@ -1,35 +1,41 @@
-"""Layers on top of the functional API: stacked, bidirectional, batch-first,
-variable-length RNN / LSTM / GRU with PyTorch's constructor arguments,
-parameter names and shapes.  The layers add no kernels of their own: each
-layer and direction is one call of ``{cell}_forward`` / ``{cell}_backward``.
+"""Layers in PyTorch's layering, on the functional driver (no kernels of their own).
 
-Bidirectional with ``lengths`` follows PyTorch's packed-sequence semantics:
-the reverse direction reads each sequence backwards from its own last real
-step (the input is reversed within each length, run with the same lengths,
-and the output reversed back), padded positions output zeros, and ``h_n``
-holds each direction's state at its own end.
+- a **direction**: one cell over a sequence (:func:`direction_forward`); the
+  reverse direction reads each sequence backwards from its own last real step
+  (the input is reversed within each length, run with the same lengths, and
+  the output reversed back), so padded positions output zeros and its final
+  state is the one at the sequence's start, as with PyTorch's packed sequences;
+- a **stack** (:class:`_Recurrent`'s ``_stack_forward``): layers of one or two
+  directions, the next layer reading their concatenated outputs, with dropout
+  between layers in training;
+- the **module shell** (:class:`_Module`): parameters under PyTorch's names,
+  state dicts and files, train/eval, batch-first, the states as PyTorch takes
+  and returns them (an array, or the LSTM's tuple (h, c)).
+
+Inside, the state of a cell is always the tuple of its states in the order of
+its spec (``fastrnn._spec``), so nothing here depends on which cell it is.
+A call is checked once at the shell; the directions receive checked arrays.
 """
 import json
 
 import numpy as np
 
-from . import _backends
-from ._validation import GATES, check_dtype, check_lengths, check_nonlinearity, check_positive_int
-from .elman import rnn_backward, rnn_forward
-from .gru import gru_backward, gru_forward
-from .lstm import lstm_backward, lstm_forward
+from . import _backends, _driver
+from ._spec import CELLS
+from ._validation import (Checked, as_generator, check_dtype, check_lengths, check_options,
+                          check_positive_int)
 
-_FUNCTIONS = {"rnn": (rnn_forward, rnn_backward), "lstm": (lstm_forward, lstm_backward),
-              "gru": (gru_forward, gru_backward)}
-
-
-def _rng(seed):
-    return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+# Every option keyword of any cell: a file saved by a layer of another version
+# may list one its cell does not take.
+_OPTION_KEYS = {key for spec in CELLS.values() for key in spec.options}
 
 
-def _stack(arrays):
-    """np.stack, without its cost (a few microseconds) for the common single array."""
-    return arrays[0][None] if len(arrays) == 1 else np.stack(arrays)
+def _stack_states(per_slot):
+    """[(h, c) of each layer and direction] -> (h (L*D, B, H), c (L*D, B, H)):
+    np.stack, without its cost (a few microseconds) for the common single slot."""
+    if len(per_slot) == 1:
+        return tuple(s[None] for s in per_slot[0])
+    return tuple(np.stack(s) for s in zip(*per_slot))
 
 
 def reverse_within_lengths(a, lengths):
@@ -44,27 +50,123 @@ def reverse_within_lengths(a, lengths):
     return a[src, np.arange(B)[None, :]]
 
 
+# --- a direction: one cell over a sequence --------------------------------------
+
+
+def direction_forward(cell, x, states, weights, lengths, options, training, backend, *,
+                      reverse=False, copy_x=True):
+    """Run ``cell`` over x (T, B, I) from ``states`` (a tuple of (B, H) or None).
+
+    ``weights`` is (W_ih, W_hh, b_ih, b_hh) (biases may be None); every
+    argument has been checked and ``backend`` resolved.  Returns
+    ``(out (T, B, H), finals (tuple of (B, H)), cache)``.
+    """
+    if reverse:
+        x = reverse_within_lengths(x, lengths)
+    p = Checked.trusted(cell, x, states, *weights, lengths, options)
+    out, *finals, cache = _driver.forward(p, training, backend, copy_x=copy_x)
+    return (reverse_within_lengths(out, lengths) if reverse else out), finals, cache
+
+
+def direction_backward(cell, d_out, d_finals, cache, lengths, *, reverse=False):
+    """Backpropagate through :func:`direction_forward`: returns (dx, grads)."""
+    if reverse:
+        d_out = reverse_within_lengths(d_out, lengths)
+    grads = _driver.backward(cell, (d_out, *d_finals), cache)
+    return (reverse_within_lengths(grads.dx, lengths) if reverse else grads.dx), grads
+
+
+# --- the module shell ------------------------------------------------------------
+
+
 class _Module:
     """Parameters under PyTorch's names, training/eval modes, state dicts and
-    .npz files: what the layers and the cells share."""
+    .npz files, and the states as PyTorch passes them: what the layers and the
+    cells share."""
 
-    _cell = None  # "rnn", "lstm" or "gru"
+    _cell = None  # the spec name: "rnn", "lstm" or "gru"
+    # The gated cells' candidate is tanh; the Elman cell's option overrides this.
+    nonlinearity = "tanh"
 
-    def _init_module(self, hidden_size, *, nonlinearity, dtype, backend, seed):
+    def _init_module(self, hidden_size, *, options, dtype, backend, seed):
+        self._spec = CELLS[self._cell]
         self.hidden_size = check_positive_int(hidden_size, "hidden_size")
-        check_nonlinearity(nonlinearity)
+        self._options = check_options(self._cell, options)
+        for key, value in self._options.items():
+            setattr(self, key, value)  # e.g. RNN.nonlinearity, as PyTorch names it
         if backend is not None:
             _backends.resolve(backend)  # a ValueError naming the choices
-        self.nonlinearity = nonlinearity
         self.dtype = check_dtype(dtype)
         self.backend = backend
         self.training = True
         self.grads = {}
-        self._rng = _rng(seed)
+        self._rng = as_generator(seed)
         # PyTorch's initialisation: every parameter uniform(-1/sqrt(H), 1/sqrt(H)).
         k = 1.0 / np.sqrt(self.hidden_size)
         self._params = {name: self._rng.uniform(-k, k, shape).astype(self.dtype)
                         for name, shape in self._shapes().items()}
+
+    def _weight_shapes(self, I):  # noqa: E741
+        """The shapes of one layer's (W_ih, W_hh, b_ih, b_hh) for input size I."""
+        GH = self._spec.G * self.hidden_size
+        return (GH, I), (GH, self.hidden_size), (GH,), (GH,)
+
+    # --- states as PyTorch passes them --------------------------------------------
+
+    def _hx_names(self, names):
+        """The states' names in messages: PyTorch calls a single state hx."""
+        return names if len(names) > 1 else ("hx",)
+
+    def _from_hx(self, hx, names):
+        """hx as PyTorch passes it (None, an array, or for a cell with several
+        states a tuple of them, e.g. the LSTM's (h, c)) -> the tuple of the
+        cell's states (each None when hx is None)."""
+        n = len(self._spec.states)
+        if hx is None:
+            return (None,) * n
+        if n == 1:
+            return (hx,)
+        if not isinstance(hx, (tuple, list)) or len(hx) != n:
+            raise TypeError(f"hx of an {type(self).__name__} must be a tuple "
+                            f"({', '.join(names)}) or None")
+        return tuple(hx)
+
+    @staticmethod
+    def _as_hx(states):
+        """The tuple of the cell's states -> PyTorch's form: the one array, or the tuple."""
+        return states if len(states) > 1 else states[0]
+
+    def _own_states(self, values, names):
+        """Upstream gradients as the public backward takes them, e.g. (d_h_n,
+        d_c_n) -> those of this cell's states; the others must be None."""
+        n = len(self._spec.states)
+        for name, value in zip(names[n:], values[n:]):
+            if value is not None:
+                raise TypeError(f"{name} is the gradient of a cell state; a "
+                                f"{type(self).__name__} has no cell state")
+        return values[:n]
+
+    def _check_array(self, value, name, shape, spelled):
+        """value (None allowed) of the module's dtype and ``shape`` (``spelled`` in letters)."""
+        if value is None:
+            return None
+        arr = np.asarray(value)
+        if arr.dtype != self.dtype:
+            raise TypeError(f"{name} has dtype {arr.dtype} but the {self._kind} has dtype "
+                            f"{self.dtype}; pass {name}.astype(np.{self.dtype})")
+        if arr.shape != shape:
+            raise ValueError(f"{name} must have shape {spelled} = {shape}, got {arr.shape}")
+        return arr
+
+    def _check_x(self, x, spelled, ndim):
+        x = np.asarray(x)
+        if x.dtype != self.dtype:
+            raise TypeError(f"x has dtype {x.dtype} but the {self._kind} has dtype "
+                            f"{self.dtype}; pass x.astype(np.{self.dtype})")
+        if x.ndim != ndim or x.shape[-1] != self.input_size:
+            raise ValueError(f"x must have shape {spelled} with I = input_size = "
+                             f"{self.input_size}, got {x.shape}")
+        return x
 
     # --- parameters ---------------------------------------------------------
 
@@ -115,8 +217,8 @@ class _Module:
         name = config.pop("class")
         if name != cls.__name__:
             raise ValueError(f"{path} holds a {name}, not a {cls.__name__}")
-        if cls._cell != "rnn":
-            config.pop("nonlinearity")
+        for key in _OPTION_KEYS - set(CELLS[cls._cell].options):
+            config.pop(key, None)
         layer = cls(**config, backend=backend)
         layer.load_state_dict(state)
         return layer
@@ -136,10 +238,13 @@ class _Module:
 
 
 class _Recurrent(_Module):
-    """What RNN, LSTM and GRU share; see :class:`RNN` for the arguments."""
+    """What RNN, LSTM and GRU share: the stack and the shell; see :class:`RNN`
+    for the arguments."""
+
+    _kind = "layer"
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
-                 dropout=0.0, bidirectional=False, *, nonlinearity="tanh", dtype=np.float32,
+                 dropout=0.0, bidirectional=False, *, options, dtype=np.float32,
                  backend=None, seed=None):
         self.input_size = check_positive_int(input_size, "input_size")
         self.num_layers = check_positive_int(num_layers, "num_layers")
@@ -150,11 +255,10 @@ class _Recurrent(_Module):
         self.dropout = float(dropout)
         self.bidirectional = bool(bidirectional)
         self._tape = None
-        self._init_module(hidden_size, nonlinearity=nonlinearity, dtype=dtype, backend=backend,
-                          seed=seed)
         # The parameter names of each (layer, direction), in the order of h_n's rows.
         self._slots = [self._names(layer, sfx)
                        for layer in range(self.num_layers) for sfx in self._suffixes()]
+        self._init_module(hidden_size, options=options, dtype=dtype, backend=backend, seed=seed)
 
     @property
     def num_directions(self):
@@ -169,62 +273,40 @@ class _Recurrent(_Module):
         return tuple(f"{kind}_l{layer}{sfx}"
                      for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
 
+    def _weights(self, i):
+        """(W_ih, W_hh, b_ih, b_hh) of layer and direction i (biases None without bias)."""
+        p = self._params
+        w_ih, w_hh, b_ih, b_hh = self._slots[i]
+        return (p[w_ih], p[w_hh], p[b_ih], p[b_hh]) if self.bias else (p[w_ih], p[w_hh], None, None)
+
     def _shapes(self):
         """Parameter name -> shape, in PyTorch's order."""
-        H, GH = self.hidden_size, GATES[self._cell] * self.hidden_size
         shapes = {}
-        for layer in range(self.num_layers):
-            I = self.input_size if layer == 0 else H * self.num_directions  # noqa: E741
-            for sfx in self._suffixes():
-                w_ih, w_hh, b_ih, b_hh = self._names(layer, sfx)
-                shapes[w_ih], shapes[w_hh] = (GH, I), (GH, H)
-                if self.bias:
-                    shapes[b_ih] = shapes[b_hh] = (GH,)
+        for i, names in enumerate(self._slots):
+            layer = i // self.num_directions
+            I = self.input_size if layer == 0 else self.hidden_size * self.num_directions  # noqa: E741
+            shapes.update(zip(names[:4 if self.bias else 2], self._weight_shapes(I)))
         return shapes
 
     def _config(self):
         return dict(input_size=self.input_size, hidden_size=self.hidden_size,
                     num_layers=self.num_layers, bias=self.bias, batch_first=self.batch_first,
                     dropout=self.dropout, bidirectional=self.bidirectional,
-                    nonlinearity=self.nonlinearity, dtype=self.dtype.name)
+                    **self._options, dtype=self.dtype.name)
 
     def _forget(self):
         self._tape = None
 
-    # --- forward and backward ---------------------------------------------------
-
-    def _as_input(self, x):
-        x = np.asarray(x)
-        if x.dtype != self.dtype:
-            raise TypeError(f"x has dtype {x.dtype} but the layer has dtype {self.dtype}; "
-                            f"pass x.astype(np.{self.dtype})")
-        if x.ndim != 3 or x.shape[2] != self.input_size:
-            order = "(B, T, I)" if self.batch_first else "(T, B, I)"
-            raise ValueError(f"x must have shape {order} with I = input_size = "
-                             f"{self.input_size}, got {x.shape}")
-        return x.transpose(1, 0, 2) if self.batch_first else x
-
-    def _state(self, value, name, B):
-        """An initial state (L*D, B, H) as a list of (B, H) per layer and direction."""
+    def _per_slot(self, states, names, B):
+        """The states (each (L*D, B, H) or None), checked -> a tuple of (B, H)
+        states for each layer and direction."""
         n = self.num_layers * self.num_directions
-        if value is None:
-            return [None] * n
-        arr = np.asarray(value)
-        if arr.dtype != self.dtype:
-            raise TypeError(f"{name} has dtype {arr.dtype} but the layer has dtype {self.dtype}")
-        if arr.shape != (n, B, self.hidden_size):
-            raise ValueError(f"{name} must have shape (num_layers * num_directions, B, H) = "
-                             f"{(n, B, self.hidden_size)}, got {arr.shape}")
-        return list(arr)
+        states = [self._check_array(s, name, (n, B, self.hidden_size),
+                                    "(num_layers * num_directions, B, H)")
+                  for s, name in zip(states, names)]
+        return [tuple(None if s is None else s[i] for s in states) for i in range(n)]
 
-    def _split_hx(self, hx, B):
-        if self._cell == "lstm":
-            if hx is None:
-                hx = (None, None)
-            if not isinstance(hx, (tuple, list)) or len(hx) != 2:
-                raise TypeError("hx of an LSTM must be a tuple (h0, c0) or None")
-            return self._state(hx[0], "h0", B), self._state(hx[1], "c0", B)
-        return self._state(hx, "hx", B), None
+    # --- forward and backward ---------------------------------------------------
 
     def forward(self, x, hx=None, lengths=None):
         """Run the layer.  x (T, B, I) ((B, T, I) with batch_first); hx (L*D, B, H)
@@ -234,31 +316,42 @@ class _Recurrent(_Module):
         shapes: output (T, B, D*H) ((B, T, D*H) with batch_first), zero past each
         sequence's length; h_n (L*D, B, H).
         """
-        x = self._as_input(x)
+        x = self._check_x(x, "(B, T, I)" if self.batch_first else "(T, B, I)", 3)
+        if self.batch_first:
+            x = x.transpose(1, 0, 2)
         T, B, _ = x.shape
         lengths = check_lengths(lengths, T, B)
-        h0s, c0s = self._split_hx(hx, B)
-        forward_fn = _FUNCTIONS[self._cell][0]
-        extra = {"nonlinearity": self.nonlinearity} if self._cell == "rnn" else {}
+        if hx is None:
+            states = [(None,) * len(self._spec.states)] * len(self._slots)
+        else:
+            names = self._hx_names(self._spec.initial)
+            states = self._per_slot(self._from_hx(hx, names), names, B)
+        output, finals, tape = self._stack_forward(x, states, lengths)
+        self._tape = tape if self.training else None
+        output = output.transpose(1, 0, 2) if self.batch_first else output
+        if not output.flags.writeable:  # the cache holds it: the caller gets a copy to change
+            output = output.copy()
+        return output, self._as_hx(_stack_states(finals))
+
+    __call__ = forward
+
+    def _stack_forward(self, x, states, lengths):
+        """The layers and directions over x (T, B, I), checked; states per slot.
+        Returns (output (T, B, D*H), finals per slot, tape for backward)."""
+        backend = _backends.resolve(self.backend)
         tape = {"caches": [], "masks": [], "lengths": lengths}
-        h_n, c_n = [], []
+        finals = []
         inp = x
-        p = self._params
         for layer in range(self.num_layers):
             outs = []
             for d in range(self.num_directions):
                 i = layer * self.num_directions + d
-                weights = [p.get(name) for name in self._slots[i]]
-                xin = reverse_within_lengths(inp, lengths) if d else inp
-                states = (h0s[i], c0s[i]) if self._cell == "lstm" else (h0s[i],)
-                *result, cache = forward_fn(xin, *states, *weights, lengths=lengths,
-                                            training=self.training, backend=self.backend,
-                                            **extra)
-                out = result[0]
-                outs.append(reverse_within_lengths(out, lengths) if d else out)
-                h_n.append(result[1])
-                if self._cell == "lstm":
-                    c_n.append(result[2])
+                weights = self._weights(i)
+                out, fin, cache = direction_forward(
+                    self._cell, inp, states[i], weights, lengths, self._options, self.training,
+                    backend, reverse=d == 1, copy_x=layer == 0)
+                outs.append(out)
+                finals.append(fin)
                 tape["caches"].append(cache)
             inp = outs[0] if len(outs) == 1 else np.concatenate(outs, axis=2)
             if self.training and self.dropout > 0 and layer < self.num_layers - 1:
@@ -266,15 +359,7 @@ class _Recurrent(_Module):
                 mask = (self._rng.random(inp.shape) < keep).astype(self.dtype) / self.dtype.type(keep)
                 tape["masks"].append(mask)
                 inp = inp * mask
-        output = inp.transpose(1, 0, 2) if self.batch_first else inp
-        if not output.flags.writeable:
-            output = output.copy()
-        self._tape = tape if self.training else None
-        if self._cell == "lstm":
-            return output, (_stack(h_n), _stack(c_n))
-        return output, _stack(h_n)
-
-    __call__ = forward
+        return inp, finals, tape
 
     def backward(self, d_output, d_h_n=None, d_c_n=None):
         """Backpropagate through the last training-mode forward.
@@ -288,10 +373,8 @@ class _Recurrent(_Module):
         if tape is None:
             raise RuntimeError("backward needs a training-mode forward first (and one backward "
                                "per forward): call layer.train() and run forward again")
-        if d_c_n is not None and self._cell != "lstm":
-            raise TypeError(f"d_c_n is for an LSTM; a {type(self).__name__} has no cell state")
-        first = tape["caches"][0]
-        T, B, _ = first.x.shape
+        d_finals = self._own_states((d_h_n, d_c_n), ("d_h_n", "d_c_n"))
+        T, B, _ = tape["caches"][0].x.shape
         D, H = self.num_directions, self.hidden_size
         d_output = np.asarray(d_output)
         expected = (B, T, D * H) if self.batch_first else (T, B, D * H)
@@ -302,39 +385,31 @@ class _Recurrent(_Module):
             raise ValueError(f"d_output must have the output's shape {expected}, "
                              f"got {d_output.shape}")
         d_inp = d_output.transpose(1, 0, 2) if self.batch_first else d_output
-        dh = self._state(d_h_n, "d_h_n", B)
-        dc = self._state(d_c_n, "d_c_n", B) if self._cell == "lstm" else None
+        d_finals = self._per_slot(d_finals, self._spec.upstream[1:], B)
         self._tape = None
-        backward_fn = _FUNCTIONS[self._cell][1]
-        lengths = tape["lengths"]
-        grads, dh0, dc0 = {}, [None] * len(dh), [None] * len(dh)
+        dx, d_states = self._stack_backward(d_inp, d_finals, tape)
+        dx = dx.transpose(1, 0, 2) if self.batch_first else dx
+        return dx, self._as_hx(_stack_states(d_states))
+
+    def _stack_backward(self, d_inp, d_finals, tape):
+        """Backpropagate through _stack_forward; stores self.grads and returns
+        (dx (T, B, I), the initial states' gradients per slot)."""
+        lengths, caches, masks = tape["lengths"], tape["caches"], tape["masks"]
+        D, H = self.num_directions, self.hidden_size
+        grads, d_states = {}, [None] * len(caches)
         for layer in reversed(range(self.num_layers)):
             dx = None
-            for d, sfx in enumerate(self._suffixes()):
+            for d in range(D):
                 i = layer * D + d
-                d_out = d_inp[:, :, d * H:(d + 1) * H]
-                if d:
-                    d_out = reverse_within_lengths(d_out, lengths)
-                ups = (d_out, dh[i], dc[i]) if self._cell == "lstm" else (d_out, dh[i])
-                g = backward_fn(*ups, tape["caches"][i])
-                gx = reverse_within_lengths(g.dx, lengths) if d else g.dx
+                gx, g = direction_backward(self._cell, d_inp[:, :, d * H:(d + 1) * H],
+                                           d_finals[i], caches[i], lengths, reverse=d == 1)
                 dx = gx if dx is None else dx + gx
-                dh0[i] = g.dh0
-                if self._cell == "lstm":
-                    dc0[i] = g.dc0
-                grads[f"weight_ih_l{layer}{sfx}"] = g.dW_ih
-                grads[f"weight_hh_l{layer}{sfx}"] = g.dW_hh
-                if self.bias:
-                    grads[f"bias_ih_l{layer}{sfx}"] = g.db_ih
-                    grads[f"bias_hh_l{layer}{sfx}"] = g.db_hh
+                d_states[i] = [getattr(g, name) for name in self._spec.state_grads]
+                grads.update(zip(self._slots[i], (g.dW_ih, g.dW_hh, g.db_ih, g.db_hh)))
             if layer > 0:
-                masks = tape["masks"]
                 d_inp = dx * masks[layer - 1] if masks else dx
         self.grads = {name: grads[name] for name in self._params}
-        dx = dx.transpose(1, 0, 2) if self.batch_first else dx
-        if self._cell == "lstm":
-            return dx, (_stack(dh0), _stack(dc0))
-        return dx, _stack(dh0)
+        return dx, d_states
 
 
 class RNN(_Recurrent):
@@ -352,7 +427,7 @@ class RNN(_Recurrent):
                  batch_first=False, dropout=0.0, bidirectional=False, *, dtype=np.float32,
                  backend=None, seed=None):
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, nonlinearity=nonlinearity, dtype=dtype,
+                         bidirectional, options={"nonlinearity": nonlinearity}, dtype=dtype,
                          backend=backend, seed=seed)
 
 
@@ -367,7 +442,7 @@ class LSTM(_Recurrent):
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, *, dtype=np.float32, backend=None, seed=None):
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, dtype=dtype, backend=backend, seed=seed)
+                         bidirectional, options={}, dtype=dtype, backend=backend, seed=seed)
 
 
 class GRU(_Recurrent):
@@ -378,7 +453,7 @@ class GRU(_Recurrent):
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, *, dtype=np.float32, backend=None, seed=None):
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, dtype=dtype, backend=backend, seed=seed)
+                         bidirectional, options={}, dtype=dtype, backend=backend, seed=seed)
 
 
 class _Cell(_Module):
@@ -392,25 +467,23 @@ class _Cell(_Module):
     across backward calls until :meth:`zero_grad`.
     """
 
-    def __init__(self, input_size, hidden_size, bias=True, *, nonlinearity="tanh",
-                 dtype=np.float32, backend=None, seed=None):
+    _kind = "cell"
+    _slot = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")  # PyTorch's names
+
+    def __init__(self, input_size, hidden_size, bias=True, *, options, dtype=np.float32,
+                 backend=None, seed=None):
         self.input_size = check_positive_int(input_size, "input_size")
         self.bias = bool(bias)
         self._steps = []
-        self._init_module(hidden_size, nonlinearity=nonlinearity, dtype=dtype, backend=backend,
-                          seed=seed)
+        self._init_module(hidden_size, options=options, dtype=dtype, backend=backend, seed=seed)
         self.zero_grad()
 
     def _shapes(self):
-        GH = GATES[self._cell] * self.hidden_size
-        shapes = {"weight_ih": (GH, self.input_size), "weight_hh": (GH, self.hidden_size)}
-        if self.bias:
-            shapes.update(bias_ih=(GH,), bias_hh=(GH,))
-        return shapes
+        return dict(zip(self._slot[:4 if self.bias else 2], self._weight_shapes(self.input_size)))
 
     def _config(self):
         return dict(input_size=self.input_size, hidden_size=self.hidden_size, bias=self.bias,
-                    nonlinearity=self.nonlinearity, dtype=self.dtype.name)
+                    **self._options, dtype=self.dtype.name)
 
     def _forget(self):
         self._steps = []
@@ -419,42 +492,20 @@ class _Cell(_Module):
         """Set every accumulated parameter gradient to zero."""
         self.grads = {name: np.zeros_like(p) for name, p in self._params.items()}
 
-    def _row_state(self, value, name, B):
-        if value is None:
-            return None
-        arr = np.asarray(value)
-        if arr.dtype != self.dtype:
-            raise TypeError(f"{name} has dtype {arr.dtype} but the cell has dtype {self.dtype}")
-        if arr.shape != (B, self.hidden_size):
-            raise ValueError(f"{name} must have shape (B, H) = {(B, self.hidden_size)}, "
-                             f"got {arr.shape}")
-        return arr
-
     def forward(self, x, hx=None):
         """One step: x (B, I), hx (B, H) or None (LSTMCell: a tuple (h, c) or None).
         Returns h' (B, H) (LSTMCell: (h', c'))."""
-        x = np.asarray(x)
-        if x.dtype != self.dtype:
-            raise TypeError(f"x has dtype {x.dtype} but the cell has dtype {self.dtype}")
-        if x.ndim != 2 or x.shape[1] != self.input_size:
-            raise ValueError(f"x must have shape (B, I) with I = input_size = {self.input_size}, "
-                             f"got {x.shape}")
-        B = x.shape[0]
-        if self._cell == "lstm":
-            h, c = (None, None) if hx is None else hx
-            states = (self._row_state(h, "h", B), self._row_state(c, "c", B))
-        else:
-            states = (self._row_state(hx, "hx", B),)
-        p = self._params
-        extra = {"nonlinearity": self.nonlinearity} if self._cell == "rnn" else {}
-        *result, cache = _FUNCTIONS[self._cell][0](
-            x[None], *states, p["weight_ih"], p["weight_hh"], p.get("bias_ih"), p.get("bias_hh"),
-            training=self.training, backend=self.backend, **extra)
+        x = self._check_x(x, "(B, I)", 2)
+        B, H = x.shape[0], self.hidden_size
+        names = self._hx_names(self._spec.states)
+        states = tuple(self._check_array(s, name, (B, H), "(B, H)")
+                       for s, name in zip(self._from_hx(hx, names), names))
+        weights = [self._params.get(name) for name in self._slot]
+        p = Checked.trusted(self._cell, x[None], states, *weights, None, self._options)
+        _, *finals, cache = _driver.forward(p, self.training, self.backend)
         if self.training:
             self._steps.append(cache)
-        if self._cell == "lstm":
-            return result[1], result[2]
-        return result[1]
+        return self._as_hx(tuple(finals))
 
     __call__ = forward
 
@@ -465,20 +516,19 @@ class _Cell(_Module):
         if not self._steps:
             raise RuntimeError("backward needs a training-mode forward step that has not been "
                                "backpropagated yet")
-        if d_c is not None and self._cell != "lstm":
-            raise TypeError(f"d_c is for an LSTMCell; a {type(self).__name__} has no cell state")
+        names = ("d_h", "d_c")
         cache = self._steps[-1]
-        d_h = None if d_h is None else np.asarray(d_h)[None]  # out of a length-1 sequence
-        ups = (d_h, None, d_c) if self._cell == "lstm" else (d_h, None)
-        g = _FUNCTIONS[self._cell][1](*ups, cache)
+        B, H = cache.x.shape[1], self.hidden_size
+        d_h, *d_rest = [self._check_array(d, name, (B, H), "(B, H)")
+                        for d, name in zip(self._own_states((d_h, d_c), names), names)]
+        # The step is a sequence of length 1 whose output is h': d_h is its d_out.
+        g = _driver.backward(
+            self._cell, (None if d_h is None else d_h[None], None, *d_rest), cache)
         self._steps.pop()
-        for name, grad in (("weight_ih", g.dW_ih), ("weight_hh", g.dW_hh), ("bias_ih", g.db_ih),
-                           ("bias_hh", g.db_hh)):
+        for name, grad in zip(self._slot, (g.dW_ih, g.dW_hh, g.db_ih, g.db_hh)):
             if name in self.grads:
                 self.grads[name] += grad
-        if self._cell == "lstm":
-            return g.dx[0], (g.dh0, g.dc0)
-        return g.dx[0], g.dh0
+        return g.dx[0], self._as_hx(tuple(getattr(g, name) for name in self._spec.state_grads))
 
 
 class RNNCell(_Cell):
@@ -492,8 +542,8 @@ class RNNCell(_Cell):
 
     def __init__(self, input_size, hidden_size, bias=True, nonlinearity="tanh", *,
                  dtype=np.float32, backend=None, seed=None):
-        super().__init__(input_size, hidden_size, bias, nonlinearity=nonlinearity, dtype=dtype,
-                         backend=backend, seed=seed)
+        super().__init__(input_size, hidden_size, bias, options={"nonlinearity": nonlinearity},
+                         dtype=dtype, backend=backend, seed=seed)
 
 
 class LSTMCell(_Cell):
@@ -503,7 +553,8 @@ class LSTMCell(_Cell):
 
     def __init__(self, input_size, hidden_size, bias=True, *, dtype=np.float32, backend=None,
                  seed=None):
-        super().__init__(input_size, hidden_size, bias, dtype=dtype, backend=backend, seed=seed)
+        super().__init__(input_size, hidden_size, bias, options={}, dtype=dtype, backend=backend,
+                         seed=seed)
 
 
 class GRUCell(_Cell):
@@ -513,4 +564,5 @@ class GRUCell(_Cell):
 
     def __init__(self, input_size, hidden_size, bias=True, *, dtype=np.float32, backend=None,
                  seed=None):
-        super().__init__(input_size, hidden_size, bias, dtype=dtype, backend=backend, seed=seed)
+        super().__init__(input_size, hidden_size, bias, options={}, dtype=dtype, backend=backend,
+                         seed=seed)

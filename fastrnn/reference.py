@@ -31,8 +31,8 @@ replaces ``from fastrnn.reference import rnn_forward``.
 """
 import numpy as np
 
-from ._types import ForwardCache, GRUGrads, LSTMGrads, RNNGrads, make_grads
-from ._validation import check_backward, check_forward, check_nonlinearity
+from ._types import ForwardCache, make_grads
+from ._validation import check_backward, check_forward
 
 
 def sigmoid(x):
@@ -48,19 +48,25 @@ def _zeros_if_none(arr, shape, dtype):
     return np.zeros(shape, dtype) if arr is None else arr
 
 
+def _own(arr):
+    """The cache's own C-contiguous copy."""
+    return np.array(arr, order="C")
+
+
 def rnn_forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, *, nonlinearity="tanh",
                 lengths=None, training=True):
     """Elman RNN over a sequence: the reference for ``fastrnn.rnn_forward``.
 
     Same parameters and results as :func:`fastrnn.rnn_forward`, without ``backend``.
     """
-    p = check_forward("rnn", x, h0, None, W_ih, W_hh, b_ih, b_hh, lengths)
-    relu = check_nonlinearity(nonlinearity) == "relu"
+    p = check_forward("rnn", x, (h0,), W_ih, W_hh, b_ih, b_hh, lengths,
+                      {"nonlinearity": nonlinearity})
+    relu = nonlinearity == "relu"
     T, B, H, dtype = p.T, p.B, p.H, p.dtype
     x, W_ih, W_hh, lengths = p.x, p.W_ih, p.W_hh, p.lengths
     b = _zeros_if_none(p.b_ih, H, dtype) + _zeros_if_none(p.b_hh, H, dtype)
 
-    h = _zeros_if_none(p.h0, (B, H), dtype).copy()
+    h = _zeros_if_none(p.states[0], (B, H), dtype).copy()
     h0 = h.copy()
     out = np.zeros((T, B, H), dtype)
     for t in range(T):
@@ -77,29 +83,28 @@ def rnn_forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, *, nonlinearity="tanh",
     cache = None
     if training:
         cache = ForwardCache(
-            cell="rnn", backend="numpy", nonlinearity=nonlinearity,
-            x=np.array(x, order="C"), h0=h0, W_ih=np.array(W_ih, order="C"),
-            W_hh=np.array(W_hh, order="C"), has_b_ih=p.b_ih is not None,
-            has_b_hh=p.b_hh is not None, lengths=lengths, out=out)
+            "rnn", "numpy", lengths=lengths, has_b_ih=p.b_ih is not None,
+            has_b_hh=p.b_hh is not None, options={"nonlinearity": nonlinearity},
+            arrays=dict(x=_own(x), h0=h0, W_ih=_own(W_ih), W_hh=_own(W_hh), out=out))
         out = cache.read_only_out()
     return out, h, cache
 
 
 def rnn_backward(d_out, d_h_n, cache):
     """BPTT through an Elman RNN: the reference for ``fastrnn.rnn_backward``."""
-    g = check_backward("rnn", cache, {"d_out": d_out, "d_h_n": d_h_n})
+    d_out, d_h_n = check_backward("rnn", cache, (d_out, d_h_n))
     x, h0, W_ih, W_hh, out, lengths = (cache.x, cache.h0, cache.W_ih, cache.W_hh,
                                        cache.out, cache.lengths)
     relu = cache.nonlinearity == "relu"
     T, B, H = out.shape
     dtype = x.dtype
-    d_out = _zeros_if_none(g["d_out"], (T, B, H), dtype)
+    d_out = _zeros_if_none(d_out, (T, B, H), dtype)
 
     dx = np.zeros_like(x)
     dW_ih = np.zeros_like(W_ih)
     dW_hh = np.zeros_like(W_hh)
     db = np.zeros(H, dtype)
-    dh = _zeros_if_none(g["d_h_n"], (B, H), dtype).copy()  # dL/dh_t, carried backwards
+    dh = _zeros_if_none(d_h_n, (B, H), dtype).copy()  # dL/dh_t, carried backwards
     for t in reversed(range(T)):
         h = out[t]
         h_prev = out[t - 1] if t > 0 else h0
@@ -115,7 +120,7 @@ def rnn_backward(d_out, d_h_n, cache):
         dh_prev = da @ W_hh
         dh = dh_prev if lengths is None else np.where(running, dh_prev, dh)
 
-    return make_grads(RNNGrads, cache, dx, dh, dW_ih, dW_hh, db_ih=db, db_hh=db)  # dh is now dL/dh0
+    return make_grads(cache, dx, dh, dW_ih, dW_hh, db_ih=db, db_hh=db)  # dh is now dL/dh0
 
 
 def _running(t, lengths, B):
@@ -123,22 +128,18 @@ def _running(t, lengths, B):
     return np.ones((B, 1), bool) if lengths is None else (t < lengths)[:, None]
 
 
-def _own(arr):
-    return np.array(arr, order="C")
-
-
 def lstm_forward(x, h0, c0, W_ih, W_hh, b_ih=None, b_hh=None, *, lengths=None, training=True):
     """LSTM over a sequence: the reference for ``fastrnn.lstm_forward``.
 
     Returns ``out (T, B, H), h_n (B, H), c_n (B, H), cache``.
     """
-    p = check_forward("lstm", x, h0, c0, W_ih, W_hh, b_ih, b_hh, lengths)
+    p = check_forward("lstm", x, (h0, c0), W_ih, W_hh, b_ih, b_hh, lengths, {})
     T, B, H, dtype = p.T, p.B, p.H, p.dtype
     x, W_ih, W_hh, lengths = p.x, p.W_ih, p.W_hh, p.lengths
     b = _zeros_if_none(p.b_ih, 4 * H, dtype) + _zeros_if_none(p.b_hh, 4 * H, dtype)
 
-    h = _zeros_if_none(p.h0, (B, H), dtype).copy()
-    c = _zeros_if_none(p.c0, (B, H), dtype).copy()
+    h = _zeros_if_none(p.states[0], (B, H), dtype).copy()
+    c = _zeros_if_none(p.states[1], (B, H), dtype).copy()
     h0, c0 = h.copy(), c.copy()
     out = np.zeros((T, B, H), dtype)
     gates = np.zeros((T, B, 4 * H), dtype)  # i, f, g, o after their activations
@@ -158,9 +159,10 @@ def lstm_forward(x, h0, c0, W_ih, W_hh, b_ih=None, b_hh=None, *, lengths=None, t
     cache = None
     if training:
         cache = ForwardCache(
-            cell="lstm", backend="numpy", x=_own(x), h0=h0, c0=c0, W_ih=_own(W_ih),
-            W_hh=_own(W_hh), has_b_ih=p.b_ih is not None, has_b_hh=p.b_hh is not None,
-            lengths=lengths, out=out, gates=gates, c=cs)
+            "lstm", "numpy", lengths=lengths, has_b_ih=p.b_ih is not None,
+            has_b_hh=p.b_hh is not None, options={},
+            arrays=dict(x=_own(x), h0=h0, c0=c0, W_ih=_own(W_ih), W_hh=_own(W_hh), out=out,
+                        gates=gates, c=cs))
         out = cache.read_only_out()
     return out, h, c, cache
 
@@ -174,18 +176,18 @@ def lstm_backward(d_out, d_h_n, d_c_n, cache):
         di = dc * g,  df = dc * c_{t-1},  dg = dc * i,   dL/dc_{t-1} = dc * f
         da = [di i(1-i), df f(1-f), dg (1-g^2), do o(1-o)],   dL/dh_{t-1} = da W_hh
     """
-    g_ = check_backward("lstm", cache, {"d_out": d_out, "d_h_n": d_h_n, "d_c_n": d_c_n})
+    d_out, d_h_n, d_c_n = check_backward("lstm", cache, (d_out, d_h_n, d_c_n))
     x, W_ih, W_hh, out, lengths = cache.x, cache.W_ih, cache.W_hh, cache.out, cache.lengths
     T, B, H = out.shape
     dtype = x.dtype
-    d_out = _zeros_if_none(g_["d_out"], (T, B, H), dtype)
+    d_out = _zeros_if_none(d_out, (T, B, H), dtype)
 
     dx = np.zeros_like(x)
     dW_ih = np.zeros_like(W_ih)
     dW_hh = np.zeros_like(W_hh)
     db = np.zeros(4 * H, dtype)
-    dh = _zeros_if_none(g_["d_h_n"], (B, H), dtype).copy()
-    dc = _zeros_if_none(g_["d_c_n"], (B, H), dtype).copy()
+    dh = _zeros_if_none(d_h_n, (B, H), dtype).copy()
+    dc = _zeros_if_none(d_c_n, (B, H), dtype).copy()
     for t in reversed(range(T)):
         i, f, g, o = np.split(cache.gates[t], 4, axis=1)
         c = cache.c[t]
@@ -204,7 +206,7 @@ def lstm_backward(d_out, d_h_n, d_c_n, cache):
         dh = np.where(running, da @ W_hh, dh)
         dc = np.where(running, dc_total * f, dc)
 
-    return make_grads(LSTMGrads, cache, dx, dh, dc, dW_ih, dW_hh, db_ih=db, db_hh=db)
+    return make_grads(cache, dx, dh, dc, dW_ih, dW_hh, db_ih=db, db_hh=db)
 
 
 def gru_forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, *, lengths=None, training=True):
@@ -212,13 +214,13 @@ def gru_forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, *, lengths=None, traini
 
     Returns ``out (T, B, H), h_n (B, H), cache``.
     """
-    p = check_forward("gru", x, h0, None, W_ih, W_hh, b_ih, b_hh, lengths)
+    p = check_forward("gru", x, (h0,), W_ih, W_hh, b_ih, b_hh, lengths, {})
     T, B, H, dtype = p.T, p.B, p.H, p.dtype
     x, W_ih, W_hh, lengths = p.x, p.W_ih, p.W_hh, p.lengths
     b_ih = _zeros_if_none(p.b_ih, 3 * H, dtype)
     b_hh = _zeros_if_none(p.b_hh, 3 * H, dtype)
 
-    h = _zeros_if_none(p.h0, (B, H), dtype).copy()
+    h = _zeros_if_none(p.states[0], (B, H), dtype).copy()
     h0 = h.copy()
     out = np.zeros((T, B, H), dtype)
     gates = np.zeros((T, B, 3 * H), dtype)  # r, z, n after their activations
@@ -238,9 +240,10 @@ def gru_forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, *, lengths=None, traini
     cache = None
     if training:
         cache = ForwardCache(
-            cell="gru", backend="numpy", x=_own(x), h0=h0, W_ih=_own(W_ih), W_hh=_own(W_hh),
-            has_b_ih=p.b_ih is not None, has_b_hh=p.b_hh is not None, lengths=lengths,
-            out=out, gates=gates, hn=hns)
+            "gru", "numpy", lengths=lengths, has_b_ih=p.b_ih is not None,
+            has_b_hh=p.b_hh is not None, options={},
+            arrays=dict(x=_own(x), h0=h0, W_ih=_own(W_ih), W_hh=_own(W_hh), out=out,
+                        gates=gates, hn=hns))
         out = cache.read_only_out()
     return out, h, cache
 
@@ -255,18 +258,18 @@ def gru_backward(d_out, d_h_n, cache):
         da_h = [dr r(1-r), dz z(1-z), dn * r]   (the gradient of h_{t-1} W_hh^T + b_hh)
         dL/dh_{t-1} = dh * z + da_h W_hh
     """
-    g_ = check_backward("gru", cache, {"d_out": d_out, "d_h_n": d_h_n})
+    d_out, d_h_n = check_backward("gru", cache, (d_out, d_h_n))
     x, W_ih, W_hh, out, lengths = cache.x, cache.W_ih, cache.W_hh, cache.out, cache.lengths
     T, B, H = out.shape
     dtype = x.dtype
-    d_out = _zeros_if_none(g_["d_out"], (T, B, H), dtype)
+    d_out = _zeros_if_none(d_out, (T, B, H), dtype)
 
     dx = np.zeros_like(x)
     dW_ih = np.zeros_like(W_ih)
     dW_hh = np.zeros_like(W_hh)
     db_ih = np.zeros(3 * H, dtype)
     db_hh = np.zeros(3 * H, dtype)
-    dh = _zeros_if_none(g_["d_h_n"], (B, H), dtype).copy()
+    dh = _zeros_if_none(d_h_n, (B, H), dtype).copy()
     for t in reversed(range(T)):
         r, z, n = np.split(cache.gates[t], 3, axis=1)
         h_prev = out[t - 1] if t > 0 else cache.h0
@@ -284,4 +287,4 @@ def gru_backward(d_out, d_h_n, cache):
         dx[t] = da_x @ W_ih
         dh = np.where(running, dh_total * z + da_h @ W_hh, dh)
 
-    return make_grads(GRUGrads, cache, dx, dh, dW_ih, dW_hh, db_ih=db_ih, db_hh=db_hh)
+    return make_grads(cache, dx, dh, dW_ih, dW_hh, db_ih=db_ih, db_hh=db_hh)

@@ -18,8 +18,7 @@ import time
 
 import numpy as np
 
-from .layers import _rng
-from ._validation import check_dtype, check_lengths, check_positive_int
+from ._validation import as_generator, check_dtype, check_lengths, check_positive_int
 
 # --- the output layer ------------------------------------------------------------------
 
@@ -38,7 +37,7 @@ class Linear:
         self.in_features = check_positive_int(in_features, "in_features")
         self.out_features = check_positive_int(out_features, "out_features")
         self.dtype = check_dtype(dtype)
-        rng = _rng(seed)
+        rng = as_generator(seed)
         k = 1.0 / np.sqrt(self.in_features)
         self.params = {"weight": rng.uniform(-k, k, (self.out_features, self.in_features))
                        .astype(self.dtype)}

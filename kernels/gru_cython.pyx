@@ -1,6 +1,6 @@
 """GRU kernels, Cython backend: forward recurrence, then BPTT.
 
-These kernels trust their inputs: ``fastrnn.gru`` has checked shapes and
+These kernels trust their inputs: ``fastrnn._driver`` has checked shapes and
 dtypes, made every array C-contiguous and of one float dtype, allocated the
 outputs and workspace, and chosen ``use_blas`` and ``num_threads`` (see
 ``fastrnn._tuning``).  Shape letters: T steps, B batch, I input features,
@@ -11,7 +11,7 @@ Read side by side with ``fastrnn/reference.py`` (the specification) and
 ``kernels/gru_numba.py`` (the same loops in Numba).  The steps every cell
 shares (BLAS, activations, input projection, W_hh^T copy, weight gradients)
 are in ``_common.pxi``; the threading is the Elman kernel's (see
-``elman_cython.pyx``).  Bounds checks, wraparound and initialised-memoryview
+``rnn_cython.pyx``).  Bounds checks, wraparound and initialised-memoryview
 checks come from setup.py's directives, so none are set here.
 """
 include "_common.pxi"

@@ -1,6 +1,6 @@
 """GRU kernels, Numba backend: forward recurrence, then BPTT.
 
-These kernels trust their inputs: ``fastrnn.gru`` has checked shapes and
+These kernels trust their inputs: ``fastrnn._driver`` has checked shapes and
 dtypes, made every array C-contiguous and of one float dtype, allocated the
 outputs and workspace, and chosen ``use_blas`` (see ``fastrnn._tuning``).
 Shape letters: T steps, B batch, I input features, H hidden units; the gate

@@ -6,8 +6,9 @@ from hypothesis import strategies as st
 
 import fastrnn
 from fastrnn import reference as R
-from _cells import CELLS, backward, forward, upstream
-from _helpers import as_float64, assert_close, make_rnn_problem
+from fastrnn._spec import CELLS
+from fastrnn._testing import backward, forward, random_upstream
+from fastrnn._testing import as_float64, assert_close, random_problem
 
 
 
@@ -44,9 +45,9 @@ def problems(draw):
 @given(case=problems())
 def test_matches_reference(cell, backend, dtype, kernel_path, case):
     T, B, H = case["T"], case["B"], case["H"]
-    problem = make_rnn_problem(T, B, case["I"], H, dtype, cell=cell, seed=case["seed"],
+    problem = random_problem(T, B, case["I"], H, dtype, cell=cell, seed=case["seed"],
                                bias=case["bias"], h0=case["h0"], lengths=case["lengths"])
-    ups = upstream(cell, T, B, H, dtype, seed=case["seed"] + 1)
+    ups = random_upstream(cell, T, B, H, dtype, seed=case["seed"] + 1)
     if case["drop"] in ups:
         ups[case["drop"]] = None  # None means zeros
     kwargs = {"nonlinearity": case["nonlinearity"]} if cell == "rnn" else {}
@@ -63,17 +64,17 @@ def test_larger_shapes(fast_backend, dtype, kernel_path, shape, cell, nonlineari
     lengths = list(np.random.default_rng(0).integers(0, T + 1, B)) if B > 1 else None
     if lengths:
         lengths[0], lengths[-1] = 0, T
-    problem = make_rnn_problem(T, B, I, H, dtype, cell=cell, seed=11, lengths=lengths)
+    problem = random_problem(T, B, I, H, dtype, cell=cell, seed=11, lengths=lengths)
     kwargs = {} if nonlinearity is None else {"nonlinearity": nonlinearity}
-    check_against_reference(cell, fast_backend, problem, dtype, upstream(cell, T, B, H, dtype),
+    check_against_reference(cell, fast_backend, problem, dtype, random_upstream(cell, T, B, H, dtype),
                             **kwargs)
 
 
 @pytest.mark.parametrize("cell", CELLS)
 def test_any_backend_accepts_any_backends_cache(cell, backend, fast_backend):
     """The cache has the same fields whichever backend made it."""
-    problem = make_rnn_problem(4, 3, 2, 5, cell=cell, lengths=[4, 0, 2])
-    ups = upstream(cell, 4, 3, 5)
+    problem = random_problem(4, 3, 2, 5, cell=cell, lengths=[4, 0, 2])
+    ups = random_upstream(cell, 4, 3, 5)
     _, cache = forward(cell, problem, backend)
     _, other = forward(cell, problem, fast_backend)
     a, b = backward(cell, ups, cache), backward(cell, ups, other)
@@ -83,7 +84,7 @@ def test_any_backend_accepts_any_backends_cache(cell, backend, fast_backend):
 
 @pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")  # NumPy notes the NaN
 def test_nan_and_inf_propagate(backend):
-    problem = make_rnn_problem(3, 2, 2, 3, lengths=[3, 3])
+    problem = random_problem(3, 2, 2, 3, lengths=[3, 3])
     problem["x"][1, 0, 0] = np.nan
     problem["x"][0, 1, 1] = np.inf
     out, h_n, _ = fastrnn.rnn_forward(**problem, backend=backend, nonlinearity="relu")
@@ -97,7 +98,7 @@ def test_nan_and_inf_propagate(backend):
 @pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")  # NumPy notes the NaN
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_nan_propagates_in_the_gated_cells(cell, backend):
-    problem = make_rnn_problem(3, 2, 2, 3, cell=cell)
+    problem = random_problem(3, 2, 2, 3, cell=cell)
     problem["x"][1, 0, 0] = np.nan
     outs, _ = forward(cell, problem, backend)
     assert np.isnan(outs["out"][1:, 0]).all() and np.isnan(outs["h_n"][0]).all()
@@ -108,8 +109,8 @@ def test_nan_propagates_in_the_gated_cells(cell, backend):
 def test_gates_are_safe_for_large_inputs(cell, backend, dtype, kernel_path):
     """Saturated sigmoids and tanh (|pre-activation| ~ 1e6): no overflow warning,
     no NaN, finite gradients, and the reference's values."""
-    problem = make_rnn_problem(5, 3, 4, 6, dtype, cell=cell, seed=8, weight_scale=50.0)
+    problem = random_problem(5, 3, 4, 6, dtype, cell=cell, seed=8, weight_scale=50.0)
     problem["x"] *= dtype.type(1e4)
-    ups = upstream(cell, 5, 3, 6, dtype)
+    ups = random_upstream(cell, 5, 3, 6, dtype)
     with np.errstate(all="raise"):
         check_against_reference(cell, backend, problem, dtype, ups)

@@ -7,8 +7,9 @@ import pytest
 
 import fastrnn
 from fastrnn import _backends
-from _cells import CELLS, GATES, backward, forward, upstream
-from _helpers import make_rnn_problem
+from fastrnn._spec import CELLS
+from fastrnn._testing import backward, forward, random_upstream
+from fastrnn._testing import random_problem
 
 T, B, I, H = 4, 3, 2, 5
 
@@ -20,7 +21,7 @@ def cell(request):
 
 @pytest.fixture
 def problem(cell):
-    return make_rnn_problem(T, B, I, H, cell=cell, lengths=[4, 0, 2])
+    return random_problem(T, B, I, H, cell=cell, lengths=[4, 0, 2])
 
 
 def _with(problem, **changes):
@@ -76,8 +77,8 @@ BAD_FORWARD = [
 @pytest.mark.parametrize("cell_, changes, kwargs, exc, words",
                          [(c, *case[1:]) for c in CELLS for case in BAD_FORWARD if case[0] in ("*", c)])
 def test_bad_forward_input_raises_naming_the_argument(backend, cell_, changes, kwargs, exc, words):
-    G = GATES[cell_]
-    problem = make_rnn_problem(T, B, I, H, cell=cell_, lengths=[4, 0, 2])
+    G = CELLS[cell_].G
+    problem = random_problem(T, B, I, H, cell=cell_, lengths=[4, 0, 2])
     if "backend" not in kwargs:
         kwargs = {**kwargs, "backend": backend}
     with pytest.raises(exc) as info:
@@ -113,7 +114,7 @@ def test_bad_backward_input_raises(cell, cache, changes, exc, words):
 
 @pytest.mark.parametrize("changes, exc, words", LSTM_BAD_BACKWARD)
 def test_bad_lstm_cell_state_gradient_raises(backend, changes, exc, words):
-    _, cache = forward("lstm", make_rnn_problem(T, B, I, H, cell="lstm"), backend)
+    _, cache = forward("lstm", random_problem(T, B, I, H, cell="lstm"), backend)
     with pytest.raises(exc) as info:
         backward("lstm", changes, cache)
     for word in words:
@@ -131,7 +132,7 @@ def test_backward_needs_a_training_cache(cell, backend, problem):
 @pytest.mark.parametrize("cell_, other", [(c, o) for c in CELLS for o in CELLS if c != o])
 def test_backward_rejects_a_cache_of_another_cell(cell_, other, backend):
     cell = cell_
-    _, cache = forward(other, make_rnn_problem(T, B, I, H, cell=other), backend)
+    _, cache = forward(other, random_problem(T, B, I, H, cell=other), backend)
     with pytest.raises(ValueError, match=f"{other}_forward"):
         backward(cell, {}, cache)
 
@@ -153,7 +154,7 @@ def _layouts(problem):
 
 
 def test_layouts_give_the_same_answers(cell, backend, problem):
-    ups = upstream(cell, T, B, H)
+    ups = random_upstream(cell, T, B, H)
     outs, cache = forward(cell, problem, backend)
     grads = backward(cell, ups, cache)
     for layout, p in _layouts({**problem, **ups}):
@@ -166,7 +167,7 @@ def test_layouts_give_the_same_answers(cell, backend, problem):
 
 
 def test_inputs_are_not_modified(cell, backend, problem):
-    ups = upstream(cell, T, B, H)
+    ups = random_upstream(cell, T, B, H)
     args = {**problem, "lengths": np.array(problem["lengths"])}
     before = {k: v.copy() for k, v in {**args, **ups}.items()}
     _, cache = forward(cell, args, backend)
@@ -177,7 +178,7 @@ def test_inputs_are_not_modified(cell, backend, problem):
 
 def test_changing_inputs_after_forward_does_not_change_gradients(cell, backend, problem):
     args = {k: v.copy() if isinstance(v, np.ndarray) else v for k, v in problem.items()}
-    ups = upstream(cell, T, B, H)
+    ups = random_upstream(cell, T, B, H)
     expected = backward(cell, ups, forward(cell, args, backend)[1])
     _, cache = forward(cell, args, backend)
     for k in ("x", "h0", "c0", "W_ih", "W_hh"):
@@ -203,15 +204,15 @@ def test_array_likes_are_accepted(cell, backend, problem):
 
 
 def test_float32_stays_float32(cell, backend):
-    p = make_rnn_problem(T, B, I, H, np.float32, cell=cell)
+    p = random_problem(T, B, I, H, np.float32, cell=cell)
     outs, cache = forward(cell, p, backend)
-    grads = backward(cell, upstream(cell, T, B, H, np.float32), cache)
+    grads = backward(cell, random_upstream(cell, T, B, H, np.float32), cache)
     assert {a.dtype for a in (*outs.values(), *grads.values())} == {np.dtype(np.float32)}
 
 
 def test_one_and_two_threads_agree(cell, fast_backend, kernel_path):
-    p = make_rnn_problem(20, 16, 24, 40, np.float32, cell=cell, lengths=list(range(4, 20)))
-    ups = upstream(cell, 20, 16, 40, np.float32)
+    p = random_problem(20, 16, 24, 40, np.float32, cell=cell, lengths=list(range(4, 20)))
+    ups = random_upstream(cell, 20, 16, 40, np.float32)
     results = []
     try:
         for n in (1, 2):
@@ -233,7 +234,7 @@ def test_set_num_threads_rejects_bad_counts(n, exc):
 
 def test_set_num_threads_reaches_the_blas_pools():
     threadpoolctl = pytest.importorskip("threadpoolctl")
-    fastrnn.rnn_forward(**make_rnn_problem(2, 2, 2, 2), backend=fastrnn.get_default_backend())
+    fastrnn.rnn_forward(**random_problem(2, 2, 2, 2), backend=fastrnn.get_default_backend())
     try:
         fastrnn.set_num_threads(1)
         assert fastrnn.get_num_threads() == 1
@@ -245,7 +246,7 @@ def test_set_num_threads_reaches_the_blas_pools():
 
 @pytest.fixture
 def rnn_problem():
-    return make_rnn_problem(T, B, I, H, lengths=[4, 0, 2])
+    return random_problem(T, B, I, H, lengths=[4, 0, 2])
 
 
 @pytest.fixture

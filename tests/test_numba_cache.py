@@ -18,10 +18,10 @@ out, h_n, cache = fastrnn.rnn_forward(np.ones((3, 2, 4)), None, np.full((5, 4), 
                                       np.full((5, 5), 0.1), backend="numba")
 ref = fastrnn.reference.rnn_forward(np.ones((3, 2, 4)), None, np.full((5, 4), 0.1),
                                     np.full((5, 5), 0.1))[0]
-from fastrnn.kernels import elman_numba
+from fastrnn.kernels import rnn_numba
 print(json.dumps({"err": float(abs(out - ref).max()),
-                  "hits": sum(elman_numba.forward.stats.cache_hits.values()),
-                  "misses": sum(elman_numba.forward.stats.cache_misses.values())}))
+                  "hits": sum(rnn_numba.forward.stats.cache_hits.values()),
+                  "misses": sum(rnn_numba.forward.stats.cache_misses.values())}))
 """
 
 

@@ -5,8 +5,9 @@ import pytest
 from scipy.special import expit
 
 from fastrnn import reference as R
-from _cells import GRAD_OF, backward, forward, params, upstream
-from _helpers import make_rnn_problem
+from fastrnn._spec import CELLS
+from fastrnn._testing import backward, forward, random_upstream
+from fastrnn._testing import random_problem
 
 # (cell, nonlinearity): the Elman cell in both activations, the gated cells.
 VARIANTS = [("rnn", "tanh"), ("rnn", "relu"), ("lstm", None), ("gru", None)]
@@ -52,13 +53,13 @@ CASES = [
                                              "b_hh-only"])
 def test_gradients_match_finite_differences(cell, nonlinearity, case):
     T, B, I, H = 4, 3, 2, 3
-    problem = make_rnn_problem(T, B, I, H, cell=cell, lengths=case["lengths"], bias=case["bias"],
+    problem = random_problem(T, B, I, H, cell=cell, lengths=case["lengths"], bias=case["bias"],
                                seed=3, weight_scale=0.8)
-    ups = upstream(cell, T, B, H)
+    ups = random_upstream(cell, T, B, H)
     _, cache = forward(cell, problem, **_kwargs(nonlinearity))
     grads = backward(cell, ups, cache, R)
-    for name in params(cell):
-        analytic = grads[GRAD_OF[name]]
+    for name in CELLS[cell].inputs:
+        analytic = grads["d" + name]
         if problem[name] is None:
             assert analytic is None
             continue
@@ -70,12 +71,12 @@ def test_gradients_match_finite_differences(cell, nonlinearity, case):
 def test_gradients_along_random_directions(cell, nonlinearity):
     """A medium problem: <grad, v> against the directional central difference."""
     T, B, I, H = 25, 6, 7, 9
-    problem = make_rnn_problem(T, B, I, H, cell=cell, lengths=[25, 0, 11, 1, 24, 25], seed=5)
-    ups = upstream(cell, T, B, H, seed=6)
+    problem = random_problem(T, B, I, H, cell=cell, lengths=[25, 0, 11, 1, 24, 25], seed=5)
+    ups = random_upstream(cell, T, B, H, seed=6)
     _, cache = forward(cell, problem, **_kwargs(nonlinearity))
     grads = backward(cell, ups, cache, R)
     rng = np.random.default_rng(7)
-    names = params(cell)
+    names = CELLS[cell].inputs
     for _ in range(3):
         v = {name: rng.standard_normal(problem[name].shape) for name in names}
         eps = 1e-5
@@ -85,12 +86,12 @@ def test_gradients_along_random_directions(cell, nonlinearity):
 
         numeric = (loss(cell, shifted(1), nonlinearity, ups)
                    - loss(cell, shifted(-1), nonlinearity, ups)) / (2 * eps)
-        analytic = sum(np.sum(grads[GRAD_OF[n]] * v[n]) for n in names)
+        analytic = sum(np.sum(grads["d" + n] * v[n]) for n in names)
         assert analytic == pytest.approx(numeric, rel=1e-6, abs=1e-8)
 
 
 def test_one_elman_step_is_the_equation():
-    p = make_rnn_problem(1, 2, 3, 4, seed=1)
+    p = random_problem(1, 2, 3, 4, seed=1)
     out, h_n, _ = R.rnn_forward(**p)
     a = p["x"][0] @ p["W_ih"].T + p["b_ih"] + p["h0"] @ p["W_hh"].T + p["b_hh"]
     np.testing.assert_allclose(out[0], np.tanh(a), rtol=1e-14)
@@ -101,7 +102,7 @@ def test_one_elman_step_is_the_equation():
 
 def test_one_lstm_step_is_the_equation():
     H = 4
-    p = make_rnn_problem(1, 2, 3, H, cell="lstm", seed=1)
+    p = random_problem(1, 2, 3, H, cell="lstm", seed=1)
     out, h_n, c_n, _ = R.lstm_forward(**p)
     a = p["x"][0] @ p["W_ih"].T + p["b_ih"] + p["h0"] @ p["W_hh"].T + p["b_hh"]
     i, f, g, o = (a[:, k * H:(k + 1) * H] for k in range(4))
@@ -113,7 +114,7 @@ def test_one_lstm_step_is_the_equation():
 
 def test_one_gru_step_is_the_equation():
     H = 4
-    p = make_rnn_problem(1, 2, 3, H, cell="gru", seed=1)
+    p = random_problem(1, 2, 3, H, cell="gru", seed=1)
     out, h_n, _ = R.gru_forward(**p)
     ax = p["x"][0] @ p["W_ih"].T + p["b_ih"]
     ah = p["h0"] @ p["W_hh"].T + p["b_hh"]
@@ -128,7 +129,7 @@ def test_one_gru_step_is_the_equation():
 def test_lengths_freeze_the_state_and_zero_the_output(cell):
     T, B, I, H = 6, 4, 3, 5
     lengths = [6, 0, 2, 5]
-    p = make_rnn_problem(T, B, I, H, cell=cell, lengths=lengths, seed=2)
+    p = random_problem(T, B, I, H, cell=cell, lengths=lengths, seed=2)
     outs, _ = forward(cell, p)
     finals = [name for name in outs if name != "out"]
     for b, n in enumerate(lengths):
@@ -151,8 +152,8 @@ def test_padded_steps_pass_no_gradient(cell):
     """d_out on padded rows is ignored; the state gradients of a zero-length
     sequence are the upstream ones themselves."""
     T, B, I, H = 5, 2, 3, 4
-    p = make_rnn_problem(T, B, I, H, cell=cell, lengths=[0, 3], seed=4)
-    ups = upstream(cell, T, B, H)
+    p = random_problem(T, B, I, H, cell=cell, lengths=[0, 3], seed=4)
+    ups = random_upstream(cell, T, B, H)
     _, cache = forward(cell, p)
     g = backward(cell, ups, cache, R)
     np.testing.assert_array_equal(g["dh0"][0], ups["d_h_n"][0])
@@ -167,7 +168,7 @@ def test_padded_steps_pass_no_gradient(cell):
 
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 def test_inference_mode_saves_nothing_and_agrees(cell):
-    p = make_rnn_problem(3, 2, 3, 4, dtype=np.float32, cell=cell)
+    p = random_problem(3, 2, 3, 4, dtype=np.float32, cell=cell)
     outs, cache = forward(cell, p, training=False)
     outs2, cache2 = forward(cell, p)
     assert cache is None and cache2 is not None
@@ -178,9 +179,9 @@ def test_inference_mode_saves_nothing_and_agrees(cell):
 
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 def test_none_upstream_gradients_mean_zeros(cell):
-    p = make_rnn_problem(3, 2, 3, 4, cell=cell)
+    p = random_problem(3, 2, 3, 4, cell=cell)
     _, cache = forward(cell, p)
-    ups = upstream(cell, 3, 2, 4)
+    ups = random_upstream(cell, 3, 2, 4)
     for name in ups:
         with_none = {**ups, name: None}
         with_zeros = {**ups, name: np.zeros_like(ups[name])}
@@ -192,10 +193,10 @@ def test_none_upstream_gradients_mean_zeros(cell):
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_gates_are_safe_for_large_inputs(cell):
     """Saturated sigmoids and tanh: no overflow warning, no NaN, gradients finite."""
-    p = make_rnn_problem(5, 3, 4, 6, cell=cell, seed=8, weight_scale=50.0)
+    p = random_problem(5, 3, 4, 6, cell=cell, seed=8, weight_scale=50.0)
     p["x"] *= 1e4
     with np.errstate(all="raise"):
         outs, cache = forward(cell, p)
-        grads = backward(cell, upstream(cell, 5, 3, 6), cache, R)
+        grads = backward(cell, random_upstream(cell, 5, 3, 6), cache, R)
     assert all(np.isfinite(v).all() for v in outs.values())
     assert all(np.isfinite(v).all() for v in grads.values() if v is not None)

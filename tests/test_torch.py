@@ -7,8 +7,9 @@ against ``pack_padded_sequence``.
 import numpy as np
 import pytest
 
-from _cells import CELLS, backward, forward, upstream
-from _helpers import assert_close
+from fastrnn._spec import CELLS
+from fastrnn._testing import backward, forward, random_upstream
+from fastrnn._testing import assert_close
 
 torch = pytest.importorskip("torch")
 
@@ -53,7 +54,7 @@ def test_matches_torch(cell, backend, dtype, bias, lengths):
     x = rng.standard_normal((T, B, I)).astype(dtype)
     h0 = rng.standard_normal((B, H)).astype(dtype)
     c0 = rng.standard_normal((B, H)).astype(dtype)
-    ups = upstream(cell, T, B, H, dtype, seed=2)
+    ups = random_upstream(cell, T, B, H, dtype, seed=2)
     want_outs, want_grads = torch_run(cell, module, x, h0, c0, lengths, ups)
 
     # Weights copied out of the torch module as they are: same names, same layout.

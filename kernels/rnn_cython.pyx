@@ -1,13 +1,13 @@
 """Elman RNN kernels, Cython backend: forward recurrence, then BPTT.
 
-These kernels trust their inputs: ``fastrnn.elman`` has checked shapes and
+These kernels trust their inputs: ``fastrnn._driver`` has checked shapes and
 dtypes, made every array C-contiguous and of one float dtype, allocated the
 outputs and workspace, and chosen ``use_blas`` and ``num_threads`` (see
 ``fastrnn._tuning``).  Shape letters: T steps, B batch, I input features,
 H hidden units.
 
 Read side by side with ``fastrnn/reference.py`` (the specification) and
-``kernels/elman_numba.py`` (the same loops in Numba).  One source serves
+``kernels/rnn_numba.py`` (the same loops in Numba).  One source serves
 float32 and float64 through the fused type ``floating``; only ``_gemm`` and
 ``_tanh`` branch on it.  The steps every cell shares (BLAS, input projection,
 W_hh^T copy, weight gradients) are in ``_common.pxi``.  Bounds checks,

@@ -1,12 +1,12 @@
 """Elman RNN kernels, Numba backend: forward recurrence, then BPTT.
 
-These kernels trust their inputs: ``fastrnn.elman`` has checked shapes and
+These kernels trust their inputs: ``fastrnn._driver`` has checked shapes and
 dtypes, made every array C-contiguous and of one float dtype, allocated the
 outputs and workspace, and chosen ``use_blas`` (see ``fastrnn._tuning``).
 Shape letters: T steps, B batch, I input features, H hidden units.
 
 Read side by side with ``fastrnn/reference.py`` (the specification) and
-``kernels/elman_cython.pyx`` (the same loops in Cython).  The steps every
+``kernels/rnn_cython.pyx`` (the same loops in Cython).  The steps every
 cell shares (input projection, recurrent product, weight gradients) are in
 ``_numba_util``.
 """

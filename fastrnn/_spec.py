@@ -1,0 +1,171 @@
+"""What each recurrent cell is, declared once.
+
+Every other part of fastrnn reads this table: the input checks, the one
+functional driver, the cache and the gradient tuples, the layers,
+``python -m fastrnn``, the test tables, the benchmark suite and setup.py.
+It is pure data and imports nothing, so setup.py can read it without
+importing fastrnn.  Nothing outside this module (and the reference, which is
+written out per cell like the textbook) branches on a cell's name.
+
+An entry says:
+
+``name``
+    The cell's one name: the public functions ``{name}_forward`` /
+    ``{name}_backward`` (in fastrnn and in fastrnn.reference), the kernel
+    modules ``kernels/{name}_numba.py`` and ``kernels/{name}_cython.pyx``,
+    ``cache.cell``, test ids and benchmark groups.
+``layer``
+    The class name of its layer, the same in fastrnn and in ``torch.nn``;
+    the one-step module is ``layer + "Cell"``, the gradients ``layer + "Grads"``.
+``gates``
+    The gate blocks of the stacked weights, in their row order: ``W_ih`` is
+    (G*H, I) with G = len(gates), as PyTorch lays them out.
+``states``
+    The recurrent states, the output h first.  Each state ``s`` is passed in as ``{s}0`` (B, H),
+    comes out as ``{s}_n``, takes the upstream gradient ``d_{s}_n`` and gives
+    back ``d{s}0``.  Layers carry them as a tuple in this order.
+``options``
+    Keyword options of the forward: ``{keyword: (choices, kernel_arg)}``;
+    the first choice is the default and the kernels take the index of the
+    chosen one as ``kernel_arg`` (0 tanh / 1 relu: the kernels' ``relu`` flag).
+``bias_apart``
+    Gate blocks of ``b_hh`` that do not fold into the one summed bias
+    ``bias = b_ih + b_hh``: the kernels take each as ``b_h{gate}`` (H,) and
+    add it where the cell's equations put it (the GRU's b_hn sits inside the
+    reset product).
+``saved``
+    The forward's outputs that its backward reads, in the backward kernel's
+    order (besides the inputs, which the cache always keeps: x, the initial
+    states, W_ih, W_hh, and the options).
+``forward``, ``backward``
+    Each kernel's argument list, in order: its one declaration (a test holds
+    the kernels' signatures to it).  Every cell's kernels take their
+    arguments in the same order, which the driver checks when it loads:
+
+      forward   x2d W_ih BIAS W_hh STATES lengths OPTIONS use_blas num_threads BUFFERS
+      backward  x2d W_ih W_hh STATES SAVED UPSTREAM lengths OPTIONS use_blas num_threads BUFFERS
+
+    BIAS is ``bias`` then ``b_h{gate}`` for each gate of ``bias_apart``;
+    STATES the initial states (h0, c0); SAVED as ``saved`` lists them;
+    UPSTREAM d_out, d_h_n[, d_c_n]; OPTIONS each option's kernel argument.
+    BUFFERS are the arrays the driver allocates for the kernel to write, with
+    their shapes (here or in ``COMMON_BUFFERS``) in the letters T, B, I, H,
+    GH = G*H and TB = T*B.  ``x2d`` is x (T, B, I) viewed as (T*B, I); the
+    buffer ``dx2d`` is dx so viewed.
+``bias_grads``
+    The backward buffers holding the gradients of b_ih and b_hh (one buffer
+    twice when they are equal, as in the Elman cell and the LSTM).
+"""
+
+# The outputs every cell's kernels write, with the same shapes in every cell.
+COMMON_BUFFERS = {
+    "forward": {"out": ("T", "B", "H"), "h_n": ("B", "H"), "c_n": ("B", "H")},
+    "backward": {"dx2d": ("TB", "I"), "dh0": ("B", "H"), "dc0": ("B", "H"),
+                 "dW_ih": ("GH", "I"), "dW_hh": ("GH", "H")},
+}
+
+# The letters of a shape, in the order the driver passes their sizes.
+LETTERS = ("T", "B", "I", "H", "GH", "TB")
+
+
+class Kernel:
+    """One kernel (``pass_`` "forward" or "backward"): its argument list, the
+    buffers among them (those after ``num_threads``) and their shapes, here
+    or in that pass's ``COMMON_BUFFERS``."""
+
+    __slots__ = ("args", "buffers", "shapes")
+
+    def __init__(self, pass_, args, shapes):
+        self.args = tuple(args.split())
+        self.buffers = self.args[self.args.index("num_threads") + 1:]
+        shapes = {**COMMON_BUFFERS[pass_], **shapes}
+        self.shapes = {name: shapes[name] for name in self.buffers}
+
+
+class Cell:
+    """One cell's entry; see the module docstring for the fields."""
+
+    def __init__(self, *, name, layer, title, gates, states, saved, forward, backward,
+                 bias_grads, options=None, bias_apart=()):
+        self.name = name
+        self.layer = layer
+        self.title = title
+        self.gates = gates
+        self.G = len(gates)
+        self.states = states
+        self.options = options or {}
+        self.bias_apart = bias_apart
+        self.saved = saved
+        self.forward = forward
+        self.backward = backward
+        self.bias_grads = bias_grads
+        # Names derived from the states, spelled once here.
+        self.initial = tuple(s + "0" for s in states)  # ("h0", "c0")
+        self.finals = tuple(s + "_n" for s in states)  # ("h_n", "c_n")
+        self.upstream = ("d_out",) + tuple("d_" + f for f in self.finals)  # d_out, d_h_n, d_c_n
+        # The arrays the forward takes, in order; the backward returns "d" + each.
+        self.inputs = ("x",) + self.initial + ("W_ih", "W_hh", "b_ih", "b_hh")
+        self.grads = tuple("d" + name for name in self.inputs)  # dx, dh0, ..., db_hh
+        self.state_grads = tuple("d" + s for s in self.initial)  # ("dh0", "dc0")
+        self.defaults = {k: choices[0] for k, (choices, _) in self.options.items()}
+        # The arrays a training forward's cache holds (besides the lengths): the
+        # inputs it owns copies of, then what the forward saved.
+        self.cached = ("x",) + self.initial + ("W_ih", "W_hh") + saved
+
+    def __repr__(self):
+        return f"<cell {self.name!r}: {self.title}>"
+
+
+CELLS = {cell.name: cell for cell in (
+    Cell(
+        name="rnn", layer="RNN", title="Elman RNN",
+        gates=("a",),  # the one pre-activation a_t
+        states=("h",),
+        options={"nonlinearity": (("tanh", "relu"), "relu")},
+        saved=("out",),
+        forward=Kernel(
+            "forward",
+            "x2d W_ih bias W_hh h0 lengths relu use_blas num_threads  work out h_n",
+            {"work": ("B", "GH")}),
+        backward=Kernel(
+            "backward",
+            "x2d W_ih W_hh h0 out d_out d_h_n lengths relu use_blas num_threads"
+            "  da work dx2d dh0 dW_ih dW_hh db",
+            {"da": ("T", "B", "GH"), "work": ("B", "H"), "db": ("GH",)}),
+        bias_grads=("db", "db"),
+    ),
+    Cell(
+        name="lstm", layer="LSTM", title="LSTM",
+        gates=("i", "f", "g", "o"),
+        states=("h", "c"),
+        saved=("out", "c", "gates"),
+        forward=Kernel(
+            "forward",
+            "x2d W_ih bias W_hh h0 c0 lengths use_blas num_threads  gates work c out h_n c_n",
+            {"gates": ("T", "B", "GH"), "work": ("B", "GH"), "c": ("T", "B", "H")}),
+        backward=Kernel(
+            "backward",
+            "x2d W_ih W_hh h0 c0 out c gates d_out d_h_n d_c_n lengths use_blas num_threads"
+            "  da work dx2d dh0 dc0 dW_ih dW_hh db",
+            {"da": ("T", "B", "GH"), "work": ("B", "H"), "db": ("GH",)}),
+        bias_grads=("db", "db"),
+    ),
+    Cell(
+        name="gru", layer="GRU", title="GRU",
+        gates=("r", "z", "n"),
+        states=("h",),
+        bias_apart=("n",),  # b_hn: n = tanh(x W_in^T + b_in + r * (h W_hn^T + b_hn))
+        saved=("out", "gates", "hn"),
+        forward=Kernel(
+            "forward",
+            "x2d W_ih bias b_hn W_hh h0 lengths use_blas num_threads  gates work hn out h_n",
+            {"gates": ("T", "B", "GH"), "work": ("B", "GH"), "hn": ("T", "B", "H")}),
+        backward=Kernel(
+            "backward",
+            "x2d W_ih W_hh h0 out gates hn d_out d_h_n lengths use_blas num_threads"
+            "  da_x da_h work dx2d dh0 dW_ih dW_hh db_ih db_hh",
+            {"da_x": ("T", "B", "GH"), "da_h": ("T", "B", "GH"), "work": ("B", "H"),
+             "db_ih": ("GH",), "db_hh": ("GH",)}),
+        bias_grads=("db_ih", "db_hh"),
+    ),
+)}

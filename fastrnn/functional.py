@@ -1,0 +1,246 @@
+"""The functional API: forward and backward of each cell, in every backend.
+
+Each function checks its arguments once (``fastrnn._validation``) and hands
+them to the one driver (``fastrnn._driver``), which prepares and dispatches
+for every cell alike; what a cell is (its
+gates, states, options, kernel arguments) is its entry in ``fastrnn._spec``.
+The NumPy specification of each function is in ``fastrnn.reference``, with
+the same signature less ``backend``.
+"""
+from . import _driver
+from ._validation import check_backward, check_forward
+
+
+def rnn_forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, *, nonlinearity="tanh",
+                lengths=None, training=True, backend=None):
+    """Run an Elman RNN over a batch of sequences.
+
+    ``h_t = act(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh)`` for t = 0 .. T-1.
+
+    Parameters
+    ----------
+    x : ndarray, shape (T, B, I), float32 or float64
+        Inputs, time-major.  Any strides; read-only arrays are fine.
+    h0 : ndarray, shape (B, H), or None
+        Initial state; None means zeros.
+    W_ih : ndarray, shape (H, I)
+        Input-to-hidden weights (PyTorch's ``weight_ih_l0``).
+    W_hh : ndarray, shape (H, H)
+        Hidden-to-hidden weights (``weight_hh_l0``).
+    b_ih, b_hh : ndarray, shape (H,), or None
+        Biases; None means no bias (and a None gradient).
+    nonlinearity : {"tanh", "relu"}
+    lengths : array of int, shape (B,), or None
+        Steps of each sequence, ``0 <= lengths[b] <= T``.  Past its length a
+        sequence's state is frozen and its output rows are zero.  None: all T.
+    training : bool
+        When False nothing is saved for backward and ``cache`` is None.
+    backend : {"numpy", "numba", "cython"} or None
+        None uses the default (``fastrnn.get_default_backend()``).
+
+    Returns
+    -------
+    out : ndarray, shape (T, B, H)
+        h_t for every step (zero past a sequence's length).  Read-only when
+        ``training`` (the cache refers to it); copy it to change it.
+    h_n : ndarray, shape (B, H)
+        Each sequence's state after its last step (h0 if its length is 0).
+    cache : ForwardCache or None
+        What :func:`rnn_backward` needs.
+
+    All arrays have the dtype of ``x``; no input is modified.
+
+    Raises
+    ------
+    TypeError
+        An array that is not float32/float64, or whose dtype differs from x's;
+        lengths that are not integers.
+    ValueError
+        A wrong rank or shape (the message names the argument and the shape
+        expected), lengths out of range, an unknown nonlinearity or backend.
+    fastrnn.BackendUnavailableError
+        The named backend cannot load here (the message says why).
+
+    See Also
+    --------
+    fastrnn.reference.rnn_forward : the NumPy specification of this function.
+    """
+    p = check_forward("rnn", x, (h0,), W_ih, W_hh, b_ih, b_hh, lengths,
+                      {"nonlinearity": nonlinearity})
+    return _driver.forward(p, training, backend)
+
+
+def rnn_backward(d_out, d_h_n, cache):
+    """Backpropagate through time through the forward that made ``cache``.
+
+    Uses the backend of that forward.
+
+    Parameters
+    ----------
+    d_out : ndarray, shape (T, B, H), or None
+        dL/d out; None means zeros (a loss on h_n only).  Rows past a
+        sequence's length are ignored (those outputs are constant zeros).
+    d_h_n : ndarray, shape (B, H), or None
+        dL/d h_n; None means zeros.
+    cache : ForwardCache
+        From :func:`rnn_forward` with ``training=True``.
+
+    Returns
+    -------
+    RNNGrads
+        Named tuple ``(dx (T, B, I), dh0 (B, H), dW_ih (H, I), dW_hh (H, H),
+        db_ih (H,), db_hh (H,))``, new arrays of the forward's dtype; a bias
+        that was None has gradient None.
+
+    Raises
+    ------
+    TypeError
+        A gradient whose dtype differs from the forward's, or a cache that is
+        not a ForwardCache.
+    ValueError
+        A wrong shape, a cache of another cell, or ``cache=None`` (a forward
+        run with ``training=False``).
+
+    Notes
+    -----
+    ``da_t = (dL/dh_t + d_out_t) * act'(h_t)``, ``dL/dh_{t-1} = da_t W_hh``;
+    ``dW_ih = sum_t da_t^T x_t``, ``dW_hh = sum_t da_t^T h_{t-1}``,
+    ``db = sum_t sum_b da_t``, ``dx_t = da_t W_ih``.
+
+    See Also
+    --------
+    fastrnn.reference.rnn_backward : the NumPy specification of this function.
+    """
+    return _driver.backward("rnn", check_backward("rnn", cache, (d_out, d_h_n)), cache)
+
+
+def lstm_forward(x, h0, c0, W_ih, W_hh, b_ih=None, b_hh=None, *, lengths=None, training=True,
+                 backend=None):
+    """Run an LSTM over a batch of sequences.
+
+    ``[i, f, g, o] = x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh`` split into
+    four blocks of H; ``i, f, o = sigmoid(.)``, ``g = tanh(.)``;
+    ``c_t = f * c_{t-1} + i * g``; ``h_t = o * tanh(c_t)``.
+
+    Parameters
+    ----------
+    x : ndarray, shape (T, B, I), float32 or float64
+        Inputs, time-major.  Any strides; read-only arrays are fine.
+    h0, c0 : ndarray, shape (B, H), or None
+        Initial hidden and cell states; None means zeros.
+    W_ih : ndarray, shape (4*H, I)
+        Input weights, gate blocks i, f, g, o (PyTorch's ``weight_ih_l0``).
+    W_hh : ndarray, shape (4*H, H)
+        Recurrent weights (``weight_hh_l0``).
+    b_ih, b_hh : ndarray, shape (4*H,), or None
+        Biases; None means no bias (and a None gradient).
+    lengths : array of int, shape (B,), or None
+        Steps of each sequence, ``0 <= lengths[b] <= T``.  Past its length a
+        sequence's states are frozen and its output rows are zero.  None: all T.
+    training : bool
+        When False nothing is saved for backward and ``cache`` is None.
+    backend : {"numpy", "numba", "cython"} or None
+        None uses the default (``fastrnn.get_default_backend()``).
+
+    Returns
+    -------
+    out : ndarray, shape (T, B, H)
+        h_t for every step (zero past a sequence's length); read-only when
+        ``training``.
+    h_n, c_n : ndarray, shape (B, H)
+        Each sequence's states after its last step (h0, c0 if its length is 0).
+    cache : ForwardCache or None
+        What :func:`lstm_backward` needs.
+
+    Raises as :func:`fastrnn.rnn_forward` does (TypeError for dtypes,
+    ValueError naming the argument and the expected shape).
+    """
+    p = check_forward("lstm", x, (h0, c0), W_ih, W_hh, b_ih, b_hh, lengths, {})
+    return _driver.forward(p, training, backend)
+
+
+def lstm_backward(d_out, d_h_n, d_c_n, cache):
+    """Backpropagate through time through the LSTM forward that made ``cache``.
+
+    Uses the backend of that forward.
+
+    Parameters
+    ----------
+    d_out : ndarray, shape (T, B, H), or None
+        dL/d out; None means zeros.  Rows past a sequence's length are ignored.
+    d_h_n, d_c_n : ndarray, shape (B, H), or None
+        dL/d h_n and dL/d c_n; None means zeros.
+    cache : ForwardCache
+        From :func:`lstm_forward` with ``training=True``.
+
+    Returns
+    -------
+    LSTMGrads
+        Named tuple ``(dx (T, B, I), dh0 (B, H), dc0 (B, H), dW_ih (4H, I),
+        dW_hh (4H, H), db_ih (4H,), db_hh (4H,))``; a bias that was None has
+        gradient None.
+    """
+    return _driver.backward("lstm", check_backward("lstm", cache, (d_out, d_h_n, d_c_n)), cache)
+
+
+def gru_forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, *, lengths=None, training=True,
+                backend=None):
+    """Run a GRU over a batch of sequences (PyTorch's ``nn.GRU`` equations).
+
+    ``r = sigmoid(x_t W_ir^T + b_ir + h_{t-1} W_hr^T + b_hr)``, z likewise,
+    ``n = tanh(x_t W_in^T + b_in + r * (h_{t-1} W_hn^T + b_hn))``,
+    ``h_t = (1 - z) * n + z * h_{t-1}``.
+
+    Parameters
+    ----------
+    x : ndarray, shape (T, B, I), float32 or float64
+        Inputs, time-major.  Any strides; read-only arrays are fine.
+    h0 : ndarray, shape (B, H), or None
+        Initial state; None means zeros.
+    W_ih : ndarray, shape (3*H, I)
+        Input weights, gate blocks r, z, n (PyTorch's ``weight_ih_l0``).
+    W_hh : ndarray, shape (3*H, H)
+        Recurrent weights (``weight_hh_l0``).
+    b_ih, b_hh : ndarray, shape (3*H,), or None
+        Biases; None means no bias (and a None gradient).
+    lengths, training, backend
+        As in :func:`fastrnn.rnn_forward`.
+
+    Returns
+    -------
+    out : ndarray, shape (T, B, H)
+        h_t for every step (zero past a sequence's length); read-only when
+        ``training``.
+    h_n : ndarray, shape (B, H)
+        Each sequence's state after its last step (h0 if its length is 0).
+    cache : ForwardCache or None
+        What :func:`gru_backward` needs.
+
+    Raises as :func:`fastrnn.rnn_forward` does.
+    """
+    p = check_forward("gru", x, (h0,), W_ih, W_hh, b_ih, b_hh, lengths, {})
+    return _driver.forward(p, training, backend)
+
+
+def gru_backward(d_out, d_h_n, cache):
+    """Backpropagate through time through the GRU forward that made ``cache``.
+
+    Uses the backend of that forward.
+
+    Parameters
+    ----------
+    d_out : ndarray, shape (T, B, H), or None
+        dL/d out; None means zeros.  Rows past a sequence's length are ignored.
+    d_h_n : ndarray, shape (B, H), or None
+        dL/d h_n; None means zeros.
+    cache : ForwardCache
+        From :func:`gru_forward` with ``training=True``.
+
+    Returns
+    -------
+    GRUGrads
+        Named tuple ``(dx (T, B, I), dh0 (B, H), dW_ih (3H, I), dW_hh (3H, H),
+        db_ih (3H,), db_hh (3H,))``; a bias that was None has gradient None.
+        db_ih and db_hh differ in the n block (b_hn is multiplied by r).
+    """
+    return _driver.backward("gru", check_backward("gru", cache, (d_out, d_h_n)), cache)
