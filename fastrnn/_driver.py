@@ -132,22 +132,20 @@ def _biases(plan, b_ih, b_hh, H, dtype):
     return (bias, *apart)
 
 
-def _tail(plan, lengths, options, backend, T, B, H):
-    """The arguments after the arrays: lengths, the options as the kernels
-    take them (each choice's index), and the tuning choices."""
+def _call(kernel, fn, arrays, plan, lengths, options, backend, T, B, I, H, dtype):  # noqa: E741
+    """Call the kernel ``fn`` with ``arrays`` (the arguments before lengths),
+    then lengths, the options as the kernels take them (each choice's index),
+    the tuning choices, and the buffers it writes, allocated here and returned."""
     GH = plan.spec.G * H
-    tail = [_steps(lengths, T, B)]
+    args = [*arrays, _steps(lengths, T, B)]
     for key, choices in plan.options:
-        tail.append(choices.index(options[key]))
-    tail.append(_tuning.use_blas(backend, B, GH, H))
-    tail.append(_tuning.row_threads(B, GH, get_num_threads()))
-    return tail
-
-
-def _allocate(kernel, T, B, I, H, G, dtype):  # noqa: E741
-    """The kernel's buffers, uninitialised (the kernels overwrite them)."""
-    shapes = kernel.shapes((T, B, I, H, G * H, T * B))
-    return [*map(np.empty, shapes, repeat(dtype, len(shapes)))]
+        args.append(choices.index(options[key]))
+    args.append(_tuning.use_blas(backend, B, GH, H))
+    args.append(_tuning.row_threads(B, GH, get_num_threads()))
+    shapes = kernel.shapes((T, B, I, H, GH, T * B))
+    buffers = [*map(np.empty, shapes, repeat(dtype, len(shapes)))]  # the kernels overwrite them
+    fn(*args, *buffers)
+    return buffers
 
 
 def forward(p, training, backend, copy_x=True):
@@ -157,7 +155,7 @@ def forward(p, training, backend, copy_x=True):
     ``copy_x=False``: x is the caller's own array that nobody changes (a layer's
     output passed to the next layer), so the cache may keep it as it is.
     """
-    cell, x, states, W_ih, W_hh, b_ih, b_hh, lengths, options, T, B, I, H, G, dtype = p  # noqa
+    cell, x, states, W_ih, W_hh, b_ih, b_hh, lengths, options, T, B, I, H, _, dtype = p  # noqa
     plan = _PLANS[cell]
     backend = resolve(backend)
     if backend == "numpy":
@@ -169,19 +167,17 @@ def forward(p, training, backend, copy_x=True):
     initial = []
     for s in states:
         initial.append(np.zeros((B, H), dtype) if s is None else _owned(s, training))
-    buffers = _allocate(plan.forward, T, B, I, H, G, dtype)
-    kernels(backend, cell).forward(
-        x.reshape(T * B, I), W_ih, *_biases(plan, b_ih, b_hh, H, dtype), W_hh, *initial,
-        *_tail(plan, lengths, options, backend, T, B, H), *buffers)
-    out, *finals = plan.results(buffers)
-    cache = None
-    if training:
-        cache = ForwardCache(
-            cell, backend, lengths=lengths, has_b_ih=b_ih is not None, has_b_hh=b_hh is not None,
-            options=options, arrays=dict(zip(plan.spec.cached, (x, *initial, W_ih, W_hh,
-                                                                *plan.saved(buffers)))))
-        out = cache.read_only_out()
-    return (out, *finals, cache)
+    buffers = _call(plan.forward, kernels(backend, cell).forward,
+                    (x.reshape(T * B, I), W_ih, *_biases(plan, b_ih, b_hh, H, dtype), W_hh,
+                     *initial), plan, lengths, options, backend, T, B, I, H, dtype)
+    results = plan.results(buffers)  # out, h_n[, c_n]
+    if not training:
+        return (*results, None)
+    cache = ForwardCache(
+        cell, backend, lengths=lengths, has_b_ih=b_ih is not None, has_b_hh=b_hh is not None,
+        options=options,
+        arrays=dict(zip(plan.spec.cached, (x, *initial, W_ih, W_hh, *plan.saved(buffers)))))
+    return (cache.read_only_out(), *results[1:], cache)
 
 
 def backward(cell, upstream, cache):
@@ -196,13 +192,10 @@ def backward(cell, upstream, cache):
     T, B, I = x.shape  # noqa: E741
     H = W_hh.shape[1]
     dtype = x.dtype
-    given = upstream
-    upstream = []
-    for d, shape in zip(given, ((T, B, H), (B, H), (B, H))):
-        upstream.append(np.zeros(shape, dtype) if d is None else np.ascontiguousarray(d))
-    buffers = _allocate(plan.backward, T, B, I, H, plan.spec.G, dtype)
-    kernels(cache.backend, cell).backward(
-        x.reshape(T * B, I), W_ih, W_hh, *plan.cached_inputs(arrays), *upstream,
-        *_tail(plan, cache.lengths, cache.options, cache.backend, T, B, H), *buffers)
+    head = [x.reshape(T * B, I), W_ih, W_hh, *plan.cached_inputs(arrays)]
+    for d, shape in zip(upstream, ((T, B, H), (B, H), (B, H))):
+        head.append(np.zeros(shape, dtype) if d is None else np.ascontiguousarray(d))
+    buffers = _call(plan.backward, kernels(cache.backend, cell).backward, head,
+                    plan, cache.lengths, cache.options, cache.backend, T, B, I, H, dtype)
     dx2d, *grads, db_ih, db_hh = plan.grads(buffers)
     return make_grads(cache, dx2d.reshape(T, B, I), *grads, db_ih=db_ih, db_hh=db_hh)
