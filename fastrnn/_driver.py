@@ -10,142 +10,206 @@ The public functions check their arguments (``_validation``) and call
 ``forward`` / ``backward`` here; the layers check a call once, not once per
 layer and direction, and call them for each.
 
-Every kernel takes its arguments in the order the spec's module docstring
-gives (``fastrnn/_spec.py``); :class:`_Pass` checks each cell's declared list
-against that order when this module loads, so the calls below can build the
-argument list by position.  (Built by name through a dict, the list cost
-1.5-2 us more per call, a fifth of a small forward.)
+The two paths are written once, below, as templates; at import each cell's
+spec fills them in (its states, bias arguments, options, buffers and the
+kernel's argument list, by name) and the result is compiled, as
+``collections.namedtuple`` compiles its classes.  ``source(cell, pass_)``
+shows what was compiled.  Written as generic Python instead (argument lists
+built by name or by position, buffers allocated in a loop), a call cost
+1.5-2 us more: a quarter of the smallest call, and more than the old
+per-cell wrappers, which this replaces.
 """
-from itertools import repeat
-from operator import itemgetter
+import textwrap
 
 import numpy as np
 
 from . import _tuning, reference
 from ._backends import kernels, resolve
-from ._spec import CELLS, LETTERS
+from ._spec import CELLS
 from ._threads import get_num_threads
 from ._types import ForwardCache, make_grads
 
-
-def _picker(names, among):
-    """A function returning, as a tuple, the items of a sequence laid out as
-    ``among`` that ``names`` names."""
-    index = [among.index(name) for name in names]
-    if len(index) == 1:
-        i = index[0]
-        return lambda seq: (seq[i],)
-    return itemgetter(*index)
+# Arrays the kernels only read, made once per shape: "every sequence runs all
+# T steps", and the zero states and upstream gradients that None stands for
+# (each np.full / np.zeros costs 0.2-0.4 us of a 6-10 us call).  Writable, as
+# the Numba kernels are compiled for writable arrays, and never handed to a
+# caller: a cache keeps arrays of its own.
+_constants = {}
 
 
-class _Pass:
-    """One kernel of a cell: its argument list checked against the common
-    order (``head`` is everything before the buffers), and its buffers' shapes
-    for given sizes, remembered (a model calls with the same sizes again and
-    again)."""
-
-    def __init__(self, spec, kernel, head):
-        if kernel.args[:len(head)] != head or kernel.args[len(head):] != kernel.buffers:
-            raise ImportError(f"the {spec.name} kernel arguments {kernel.args} do not follow "
-                              f"the common order {head} + buffers (see fastrnn/_spec.py)")
-        self.buffers = kernel.buffers
-        self._dims = [itemgetter(*(LETTERS.index(letter) for letter in kernel.shapes[name]))
-                      for name in kernel.buffers]
-        self._shapes = {}
-
-    def shapes(self, sizes):
-        """The buffers' shapes for sizes (T, B, I, H, G*H, T*B)."""
-        shapes = self._shapes.get(sizes)
-        if shapes is None:
-            if len(self._shapes) > 64:
-                self._shapes.clear()
-            shapes = self._shapes[sizes] = [dims(sizes) for dims in self._dims]
-        return shapes
+def _constant(shape, value, dtype):
+    key = (shape, value, dtype)
+    arr = _constants.get(key)
+    if arr is None:
+        if len(_constants) > 256:
+            _constants.clear()
+        arr = _constants[key] = np.full(shape, value, dtype)
+    return arr
 
 
-class _Plan:
-    """A cell's spec turned into what a call needs at hand."""
-
-    def __init__(self, spec):
-        self.spec = spec
-        self.reference = (getattr(reference, spec.name + "_forward"),
-                          getattr(reference, spec.name + "_backward"))
-        # (k, whether b_hh's block k goes to the kernels apart) for each gate block
-        self.bias_blocks = [(k, gate in spec.bias_apart) for k, gate in enumerate(spec.gates)]
-        self.options = [(key, choices) for key, (choices, _) in spec.options.items()]
-        option_args = tuple(arg for _, arg in spec.options.values())
-        tail = ("lengths", *option_args, "use_blas", "num_threads")
-        self.forward = _Pass(spec, spec.forward, (
-            "x2d", "W_ih", "bias", *("b_h" + gate for gate in spec.bias_apart), "W_hh", *spec.initial,
-            *tail))
-        self.backward = _Pass(spec, spec.backward, (
-            "x2d", "W_ih", "W_hh", *spec.initial, *spec.saved, *spec.upstream, *tail))
-        buffers = self.forward.buffers
-        self.results = _picker(("out", *spec.finals), buffers)  # what the forward returns
-        self.saved = _picker(spec.saved, buffers)
-        self.cached_inputs = itemgetter(*spec.initial, *spec.saved)  # from cache.arrays
-        buffers = self.backward.buffers
-        self.grads = _picker(("dx2d", *spec.state_grads, "dW_ih", "dW_hh", *spec.bias_grads),
-                             buffers)
-
-
-_PLANS = {name: _Plan(spec) for name, spec in CELLS.items()}
-
-
-def _owned(arr, copy):
-    """A C-contiguous version of arr; a private copy when ``copy`` (the cache must own it)."""
-    return np.array(arr, order="C", copy=True) if copy else np.ascontiguousarray(arr)
-
-
-_every_step = {}  # (T, B) -> lengths all T, for the kernels, which only read it
-
-
-def _steps(lengths, T, B):
-    """lengths as the kernels take it: int64 (B,), every sequence T steps when None."""
-    if lengths is not None:
-        return lengths
-    steps = _every_step.get((T, B))
-    if steps is None:
-        if len(_every_step) > 64:
-            _every_step.clear()
-        steps = _every_step[T, B] = np.full(B, T, np.int64)
-    return steps
-
-
-def _biases(plan, b_ih, b_hh, H, dtype):
+def _biases(spec, b_ih, b_hh, H, dtype):
     """The kernels' bias arguments: ``bias`` (G*H,) = b_ih + b_hh (zeros where
-    neither is given), except on the gate blocks of the spec's ``bias_apart``,
-    which follow as ``b_h{gate}`` (H,) on their own."""
-    if not plan.spec.bias_apart:
+    neither is given), then, for each gate block of the spec's ``bias_apart``,
+    that block of b_hh (H,) on its own (and not in ``bias``)."""
+    if not spec.bias_apart:
         if b_ih is not None and b_hh is not None:
             return (b_ih + b_hh,)
         b = b_hh if b_ih is None else b_ih
-        return (np.zeros(plan.spec.G * H, dtype) if b is None else np.ascontiguousarray(b),)
-    bias = np.zeros(plan.spec.G * H, dtype) if b_ih is None else np.array(b_ih, dtype, order="C")
+        return (np.zeros(spec.G * H, dtype) if b is None else np.ascontiguousarray(b),)
+    bias = np.zeros(spec.G * H, dtype) if b_ih is None else np.array(b_ih, dtype, order="C")
     apart = []
-    for k, is_apart in plan.bias_blocks:
+    for k, gate in enumerate(spec.gates):
         block = slice(k * H, (k + 1) * H)
-        if is_apart:
+        if gate in spec.bias_apart:
             apart.append(np.zeros(H, dtype) if b_hh is None else np.array(b_hh[block], order="C"))
         elif b_hh is not None:
             bias[block] += b_hh[block]
     return (bias, *apart)
 
 
-def _call(kernel, fn, arrays, plan, lengths, options, backend, T, B, I, H, dtype):  # noqa: E741
-    """Call the kernel ``fn`` with ``arrays`` (the arguments before lengths),
-    then lengths, the options as the kernels take them (each choice's index),
-    the tuning choices, and the buffers it writes, allocated here and returned."""
-    GH = plan.spec.G * H
-    args = [*arrays, _steps(lengths, T, B)]
-    for key, choices in plan.options:
-        args.append(choices.index(options[key]))
-    args.append(_tuning.use_blas(backend, B, GH, H))
-    args.append(_tuning.row_threads(B, GH, get_num_threads()))
-    shapes = kernel.shapes((T, B, I, H, GH, T * B))
-    buffers = [*map(np.empty, shapes, repeat(dtype, len(shapes)))]  # the kernels overwrite them
-    fn(*args, *buffers)
-    return buffers
+_FORWARD = '''
+def forward(p, training, backend, copy_x):
+    _, x, states, W_ih, W_hh, b_ih, b_hh, lengths, options, T, B, I, H, G, dtype = p
+    backend = resolve(backend)
+    if backend == "numpy":
+        return reference_forward(x, *states, W_ih, W_hh, b_ih, b_hh, lengths=lengths,
+                                 training=training, **options)
+    {initial} = states
+    if training:  # the cache's own copies
+        x = np.array(x, order="C", copy=True) if copy_x else np.ascontiguousarray(x)
+        W_ih = np.array(W_ih, order="C", copy=True)
+        W_hh = np.array(W_hh, order="C", copy=True)
+{own_states}
+    else:
+        x = np.ascontiguousarray(x)
+        W_ih = np.ascontiguousarray(W_ih)
+        W_hh = np.ascontiguousarray(W_hh)
+{read_states}
+    {bias_args} = _biases(spec, b_ih, b_hh, H, dtype)
+{option_args}
+    GH = G * H
+    use_blas = _tuning.use_blas(backend, B, GH, H)
+    num_threads = _tuning.row_threads(B, GH, get_num_threads())
+    steps = _constant(B, T, np.int64) if lengths is None else lengths
+    x2d = x.reshape(T * B, I)
+{buffers}
+    {call}
+    if not training:
+        return out, {finals}, None
+    cache = ForwardCache("{cell}", backend, lengths=lengths, has_b_ih=b_ih is not None,
+                         has_b_hh=b_hh is not None, options=options,
+                         arrays={cached})
+    return cache.read_only_out(), {finals}, cache
+'''
+
+_BACKWARD = '''
+def backward(upstream, cache):
+    if cache.backend == "numpy":
+        return reference_backward(*upstream, cache)
+    arrays = cache.arrays
+    x, W_ih, W_hh = arrays["x"], arrays["W_ih"], arrays["W_hh"]
+{from_cache}
+    T, B, I = x.shape
+    H = W_hh.shape[1]
+    dtype = x.dtype
+    {upstream} = upstream
+{read_upstream}
+{option_args}
+    GH = {G} * H
+    use_blas = _tuning.use_blas(cache.backend, B, GH, H)
+    num_threads = _tuning.row_threads(B, GH, get_num_threads())
+    steps = _constant(B, T, np.int64) if cache.lengths is None else cache.lengths
+    x2d = x.reshape(T * B, I)
+{buffers}
+    {call}
+    return make_grads(cache, dx2d.reshape(T, B, I), {grads}, dW_ih, dW_hh,
+                      db_ih={db_ih}, db_hh={db_hh})
+'''
+
+_SIZES = {"T": "T", "B": "B", "I": "I", "H": "H", "GH": "GH", "TB": "T * B"}
+
+
+def _lines(lines, indent):
+    return "\n".join(" " * indent + line for line in lines)
+
+
+def _call(fn, args, indent=4):
+    """``fn(args)`` wrapped at 100 columns, its first line at ``indent``."""
+    text = textwrap.fill(f"{fn}({', '.join(args)})", 100 - indent,
+                         subsequent_indent=" " * (len(fn) + 1), break_long_words=False,
+                         break_on_hyphens=False)
+    return textwrap.indent(text, " " * indent).lstrip()
+
+
+def _shape(shape):
+    dims = [_SIZES[s] for s in shape]
+    return f"({dims[0]},)" if len(dims) == 1 else f"({', '.join(dims)})"
+
+
+def _fill(spec, pass_):
+    """The source of ``pass_`` ("forward" or "backward") for the cell ``spec``."""
+    kernel = getattr(spec, pass_)
+    known = {"x2d", "W_ih", "W_hh", *spec.initial, "lengths", "use_blas", "num_threads",
+             *(arg for _, arg in spec.options.values()), *kernel.shapes}
+    known |= ({"bias", *("b_h" + g for g in spec.bias_apart)} if pass_ == "forward"
+              else {*spec.saved, *spec.upstream})
+    if not known.issuperset(kernel.args):
+        raise ImportError(f"the {spec.name} {pass_} kernel takes arguments the driver does not "
+                          f"have: {sorted(set(kernel.args) - known)} (see fastrnn/_spec.py)")
+    options = "options" if pass_ == "forward" else "cache.options"
+    backend = "backend" if pass_ == "forward" else "cache.backend"
+    # The kernels call the lengths they read "lengths"; here they are "steps".
+    args = ["steps" if a == "lengths" else a for a in kernel.args]
+    common = dict(
+        buffers=_lines([f"{name} = np.empty({_shape(shape)}, dtype)"
+                        for name, shape in kernel.shapes.items()], 4),
+        option_args=_lines([f'{arg} = {choices!r}.index({options}["{key}"])'
+                            for key, (choices, arg) in spec.options.items()], 4),
+        call=_call(f'kernels({backend}, "{spec.name}").{pass_}', args))
+    if pass_ == "forward":
+        source = _FORWARD.format(
+            **common, cell=spec.name, initial=", ".join(spec.initial) + ",",
+            own_states=_lines([f"{s} = np.zeros((B, H), dtype) if {s} is None "
+                               f'else np.array({s}, order="C", copy=True)'
+                               for s in spec.initial], 8),
+            read_states=_lines([f"{s} = _constant((B, H), 0, dtype) if {s} is None "
+                                f"else np.ascontiguousarray({s})" for s in spec.initial], 8),
+            bias_args=", ".join(("bias", *("b_h" + g for g in spec.bias_apart))) + ",",
+            finals=", ".join(spec.finals),
+            cached=_call("dict", [f"{n}={n}" for n in spec.cached], 32))
+    else:
+        shapes = ("(T, B, H)",) + ("(B, H)",) * (len(spec.upstream) - 1)
+        source = _BACKWARD.format(
+            **common, G=spec.G,
+            from_cache=_lines([f'{name} = arrays["{name}"]'
+                               for name in spec.initial + spec.saved], 4),
+            upstream=", ".join(spec.upstream) + ",",
+            read_upstream=_lines([f"{u} = _constant({shape}, 0, dtype) if {u} is None "
+                                  f"else np.ascontiguousarray({u})"
+                                  for u, shape in zip(spec.upstream, shapes)], 4),
+            grads=", ".join(spec.state_grads),
+            db_ih=spec.bias_grads[0], db_hh=spec.bias_grads[1])
+    return "\n".join(line for line in source.splitlines() if line.strip())  # empty parts
+
+
+def _compile(spec, pass_):
+    namespace = dict(np=np, _tuning=_tuning, kernels=kernels, resolve=resolve,
+                     get_num_threads=get_num_threads, ForwardCache=ForwardCache,
+                     make_grads=make_grads, _biases=_biases, _constant=_constant, spec=spec,
+                     reference_forward=getattr(reference, spec.name + "_forward"),
+                     reference_backward=getattr(reference, spec.name + "_backward"))
+    code = compile(_fill(spec, pass_), f"<fastrnn._driver: {spec.name} {pass_}>", "exec")
+    exec(code, namespace)
+    return namespace[pass_]
+
+
+_FORWARDS = {name: _compile(spec, "forward") for name, spec in CELLS.items()}
+_BACKWARDS = {name: _compile(spec, "backward") for name, spec in CELLS.items()}
+
+
+def source(cell, pass_):
+    """The compiled source of ``cell``'s ``pass_`` ("forward" or "backward")."""
+    return _fill(CELLS[cell], pass_)
 
 
 def forward(p, training, backend, copy_x=True):
@@ -155,47 +219,11 @@ def forward(p, training, backend, copy_x=True):
     ``copy_x=False``: x is the caller's own array that nobody changes (a layer's
     output passed to the next layer), so the cache may keep it as it is.
     """
-    cell, x, states, W_ih, W_hh, b_ih, b_hh, lengths, options, T, B, I, H, _, dtype = p  # noqa
-    plan = _PLANS[cell]
-    backend = resolve(backend)
-    if backend == "numpy":
-        return plan.reference[0](x, *states, W_ih, W_hh, b_ih, b_hh, lengths=lengths,
-                                 training=training, **options)
-    x = _owned(x, training and copy_x)
-    W_ih = _owned(W_ih, training)
-    W_hh = _owned(W_hh, training)
-    initial = []
-    for s in states:
-        initial.append(np.zeros((B, H), dtype) if s is None else _owned(s, training))
-    buffers = _call(plan.forward, kernels(backend, cell).forward,
-                    (x.reshape(T * B, I), W_ih, *_biases(plan, b_ih, b_hh, H, dtype), W_hh,
-                     *initial), plan, lengths, options, backend, T, B, I, H, dtype)
-    results = plan.results(buffers)  # out, h_n[, c_n]
-    if not training:
-        return (*results, None)
-    cache = ForwardCache(
-        cell, backend, lengths=lengths, has_b_ih=b_ih is not None, has_b_hh=b_hh is not None,
-        options=options,
-        arrays=dict(zip(plan.spec.cached, (x, *initial, W_ih, W_hh, *plan.saved(buffers)))))
-    return (cache.read_only_out(), *results[1:], cache)
+    return _FORWARDS[p.cell](p, training, backend, copy_x)
 
 
 def backward(cell, upstream, cache):
     """``{cell}_backward`` for checked upstream gradients (d_out, d_h_n[, d_c_n];
     any layout) and a cache of ``cell``: returns the gradients, computed by
     the backend whose forward made the cache."""
-    plan = _PLANS[cell]
-    if cache.backend == "numpy":
-        return plan.reference[1](*upstream, cache)
-    arrays = cache.arrays
-    x, W_ih, W_hh = arrays["x"], arrays["W_ih"], arrays["W_hh"]
-    T, B, I = x.shape  # noqa: E741
-    H = W_hh.shape[1]
-    dtype = x.dtype
-    head = [x.reshape(T * B, I), W_ih, W_hh, *plan.cached_inputs(arrays)]
-    for d, shape in zip(upstream, ((T, B, H), (B, H), (B, H))):
-        head.append(np.zeros(shape, dtype) if d is None else np.ascontiguousarray(d))
-    buffers = _call(plan.backward, kernels(cache.backend, cell).backward, head,
-                    plan, cache.lengths, cache.options, cache.backend, T, B, I, H, dtype)
-    dx2d, *grads, db_ih, db_hh = plan.grads(buffers)
-    return make_grads(cache, dx2d.reshape(T, B, I), *grads, db_ih=db_ih, db_hh=db_hh)
+    return _BACKWARDS[cell](upstream, cache)

@@ -34,24 +34,21 @@ An entry says:
     add it where the cell's equations put it (the GRU's b_hn sits inside the
     reset product).
 ``saved``
-    The forward's outputs that its backward reads, in the backward kernel's
-    order (besides the inputs, which the cache always keeps: x, the initial
-    states, W_ih, W_hh, and the options).
+    The forward's outputs that its backward reads (besides the inputs, which
+    the cache always keeps: x, the initial states, W_ih, W_hh, the options).
 ``forward``, ``backward``
-    Each kernel's argument list, in order: its one declaration (a test holds
-    the kernels' signatures to it).  Every cell's kernels take their
-    arguments in the same order, which the driver checks when it loads:
-
-      forward   x2d W_ih BIAS W_hh STATES lengths OPTIONS use_blas num_threads BUFFERS
-      backward  x2d W_ih W_hh STATES SAVED UPSTREAM lengths OPTIONS use_blas num_threads BUFFERS
-
-    BIAS is ``bias`` then ``b_h{gate}`` for each gate of ``bias_apart``;
-    STATES the initial states (h0, c0); SAVED as ``saved`` lists them;
-    UPSTREAM d_out, d_h_n[, d_c_n]; OPTIONS each option's kernel argument.
-    BUFFERS are the arrays the driver allocates for the kernel to write, with
-    their shapes (here or in ``COMMON_BUFFERS``) in the letters T, B, I, H,
-    GH = G*H and TB = T*B.  ``x2d`` is x (T, B, I) viewed as (T*B, I); the
-    buffer ``dx2d`` is dx so viewed.
+    Each kernel's argument list, in order: its one declaration.  The driver
+    compiles its call of each kernel from it (fastrnn/_driver.py), and a test
+    holds the kernels' signatures to it.  The arguments up to ``num_threads``
+    are what the driver has by these names: ``x2d`` (x (T, B, I) viewed as
+    (T*B, I)), ``W_ih``, ``W_hh``, ``bias`` (b_ih + b_hh) and ``b_h{gate}``
+    for each gate of ``bias_apart``, the initial states (``h0``...),
+    ``lengths``, each option's kernel argument, ``use_blas`` and
+    ``num_threads``; in the backward also the saved arrays and the upstream
+    gradients (``d_out``, ``d_h_n``...).  The arguments after ``num_threads``
+    are the buffers the kernel writes, which the driver allocates: their
+    shapes are given here (or in ``COMMON_BUFFERS``) in the letters T, B, I,
+    H, GH = G*H and TB = T*B.  ``dx2d`` is the gradient of x as (T*B, I).
 ``bias_grads``
     The backward buffers holding the gradients of b_ih and b_hh (one buffer
     twice when they are equal, as in the Elman cell and the LSTM).

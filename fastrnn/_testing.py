@@ -36,7 +36,8 @@ def assert_close(actual, expected, dtype, name=""):
     assert actual.dtype == dtype, f"{name}: dtype {actual.dtype}, expected {dtype}"
     assert actual.shape == expected.shape, f"{name}: shape {actual.shape} != {expected.shape}"
     err, scale = scaled_error(actual, expected)
-    assert err <= TOLERANCE[np.dtype(dtype)] * scale, f"{name}: max error {err:.3g} (scale {scale:.3g})"
+    assert err <= TOLERANCE[np.dtype(dtype)] * scale, \
+        f"{name}: max error {err:.3g} (scale {scale:.3g})"
 
 
 def as_float64(problem):
@@ -53,8 +54,8 @@ def variants(cell):
             for values in itertools.product(*(choices for choices, _ in options.values()))]
 
 
-def random_problem(T, B, I, H, dtype=np.float64, *, cell="rnn", seed=0, bias=(True, True),  # noqa: E741
-                   h0=True, lengths=None, weight_scale=None):
+def random_problem(T, B, I, H, dtype=np.float64, *, cell="rnn", seed=0,  # noqa: E741
+                   bias=(True, True), h0=True, lengths=None, weight_scale=None):
     """Keyword arguments for ``{cell}_forward``, PyTorch's initialisation scale by default.
 
     Every initial state is random (standard normal, h0 halved), or None when

@@ -183,7 +183,8 @@ def check_forward(cell, x, states, W_ih, W_hh, b_ih, b_hh, lengths, options):
         _required(W_ih, "W_ih", (G * H, I), spelled_ih, dtype), W_hh,
         _optional(b_ih, "b_ih", gate_vector, spelled_bias, dtype),
         _optional(b_hh, "b_hh", gate_vector, spelled_bias, dtype),
-        check_lengths(lengths, T, B), check_options(cell, options) if spec.options else options,
+        None if lengths is None else check_lengths(lengths, T, B),
+        check_options(cell, options) if spec.options else options,
         T, B, I, H, G, dtype))
 
 

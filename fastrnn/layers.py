@@ -34,8 +34,8 @@ def _stack_states(per_slot):
     """[(h, c) of each layer and direction] -> (h (L*D, B, H), c (L*D, B, H)):
     np.stack, without its cost (a few microseconds) for the common single slot."""
     if len(per_slot) == 1:
-        return tuple(s[None] for s in per_slot[0])
-    return tuple(np.stack(s) for s in zip(*per_slot))
+        return tuple([s[None] for s in per_slot[0]])
+    return tuple([np.stack(s) for s in zip(*per_slot)])
 
 
 def reverse_within_lengths(a, lengths):
@@ -284,7 +284,7 @@ class _Recurrent(_Module):
         shapes = {}
         for i, names in enumerate(self._slots):
             layer = i // self.num_directions
-            I = self.input_size if layer == 0 else self.hidden_size * self.num_directions  # noqa: E741
+            I = self.input_size if layer == 0 else self.hidden_size * self.num_directions  # noqa
             shapes.update(zip(names[:4 if self.bias else 2], self._weight_shapes(I)))
         return shapes
 
@@ -321,7 +321,7 @@ class _Recurrent(_Module):
             x = x.transpose(1, 0, 2)
         T, B, _ = x.shape
         lengths = check_lengths(lengths, T, B)
-        if hx is None:
+        if hx is None:  # the common case, without the checks' calls
             states = [(None,) * len(self._spec.states)] * len(self._slots)
         else:
             names = self._hx_names(self._spec.initial)
@@ -385,7 +385,10 @@ class _Recurrent(_Module):
             raise ValueError(f"d_output must have the output's shape {expected}, "
                              f"got {d_output.shape}")
         d_inp = d_output.transpose(1, 0, 2) if self.batch_first else d_output
-        d_finals = self._per_slot(d_finals, self._spec.upstream[1:], B)
+        if d_h_n is None and d_c_n is None:
+            d_finals = [d_finals] * len(self._slots)
+        else:
+            d_finals = self._per_slot(d_finals, self._spec.upstream[1:], B)
         self._tape = None
         dx, d_states = self._stack_backward(d_inp, d_finals, tape)
         dx = dx.transpose(1, 0, 2) if self.batch_first else dx
@@ -396,19 +399,23 @@ class _Recurrent(_Module):
         (dx (T, B, I), the initial states' gradients per slot)."""
         lengths, caches, masks = tape["lengths"], tape["caches"], tape["masks"]
         D, H = self.num_directions, self.hidden_size
-        grads, d_states = {}, [None] * len(caches)
+        grads = dict.fromkeys(self._params)  # the parameters' order; filled below
+        named = 4 if self.bias else 2  # the slots' names that are parameters
+        k = len(self._spec.states)
+        d_states = [None] * len(caches)
         for layer in reversed(range(self.num_layers)):
             dx = None
             for d in range(D):
                 i = layer * D + d
-                gx, g = direction_backward(self._cell, d_inp[:, :, d * H:(d + 1) * H],
-                                           d_finals[i], caches[i], lengths, reverse=d == 1)
+                d_out = d_inp if D == 1 else d_inp[:, :, d * H:(d + 1) * H]
+                gx, g = direction_backward(self._cell, d_out, d_finals[i], caches[i], lengths,
+                                           reverse=d == 1)
                 dx = gx if dx is None else dx + gx
-                d_states[i] = [getattr(g, name) for name in self._spec.state_grads]
-                grads.update(zip(self._slots[i], (g.dW_ih, g.dW_hh, g.db_ih, g.db_hh)))
+                d_states[i] = g[1:1 + k]  # dh0[, dc0]
+                grads.update(zip(self._slots[i][:named], (g.dW_ih, g.dW_hh, g.db_ih, g.db_hh)))
             if layer > 0:
                 d_inp = dx * masks[layer - 1] if masks else dx
-        self.grads = {name: grads[name] for name in self._params}
+        self.grads = grads
         return dx, d_states
 
 

@@ -1,5 +1,6 @@
 """The cell spec (fastrnn/_spec.py) is the one declaration of each kernel's
 arguments and of what a cache holds: the kernels and the caches agree with it."""
+import copy
 import importlib
 import inspect
 
@@ -50,3 +51,27 @@ def test_public_names_follow_the_spec(cell):
     assert getattr(fastrnn, spec.layer + "Grads")._fields == spec.grads
     assert getattr(fastrnn, spec.layer)._cell == cell
     assert getattr(fastrnn, spec.layer + "Cell")._cell == cell
+
+
+def test_driver_refuses_a_kernel_argument_it_cannot_supply():
+    """A spec entry whose kernel takes an argument the driver has no value
+    for fails when fastrnn loads, naming it (not at the first call)."""
+    from fastrnn import _driver
+    from fastrnn._spec import Kernel
+
+    spec = copy.copy(CELLS["rnn"])
+    spec.forward = Kernel("forward", "x2d W_ih bias W_hh h0 mystery lengths relu use_blas "
+                          "num_threads  work out h_n", {"work": ("B", "GH")})
+    with pytest.raises(ImportError, match="mystery"):
+        _driver._fill(spec, "forward")
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("pass_", ["forward", "backward"])
+def test_driver_source_calls_the_kernel_with_the_spec_arguments(cell, pass_):
+    from fastrnn import _driver
+
+    source = _driver.source(cell, pass_)
+    args = ["steps" if a == "lengths" else a for a in getattr(CELLS[cell], pass_).args]
+    call = source[source.index(f'"{cell}").{pass_}('):]
+    assert " ".join(call.split()).startswith(f'"{cell}").{pass_}({", ".join(args)})')
