@@ -173,8 +173,8 @@ def pytest_benchmark_update_machine_info(config, machine_info):
         "available_backends": fastrnn.available_backends(),
         "unavailable_backends": fastrnn.unavailable_backends(),
         "default_backend": fastrnn.get_default_backend(),
-        # Set, these make OpenBLAS pick slower kernels on this CPU: the issue
-        # asks for numbers taken with both unset, and for saying so.
+        # Set, these make OpenBLAS pick slower kernels on this CPU: comparable
+        # numbers are taken with both unset, and the report says which held.
         "env": {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
                                                "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
                                                "MKL_NUM_THREADS", "NUMBA_NUM_THREADS",

@@ -11,7 +11,7 @@ import math
 from fastrnn._spec import CELLS
 
 # Steps and (batch, hidden) sizes.  The quick grid is what CI runs (with
-# --benchmark-disable, each case once); the full grid is the issue's.
+# --benchmark-disable, each case once); the full grid is for committed reports.
 T_GRID = {"quick": (16, 256), "full": (16, 64, 256, 1024, 4096)}
 BH_GRID = {"quick": ((1, 64), (16, 256)), "full": ((1, 64), (16, 256), (64, 1024))}
 PASSES = ("inference", "training")
@@ -32,7 +32,7 @@ FULL_WARMUP_MAX_S = 2.0
 
 # The numpy reference runs only while T*B*G*H*H (multiply-adds of the
 # recurrent products of one forward) stays within this cap.  2**36 keeps the
-# Elman (64, 1024) up to T=1024 (the target row) and drops its T=4096
+# Elman (64, 1024) up to T=1024 (the largest training-size row) and drops its T=4096
 # (about 10 s per inference call and 30 s per training call on the 2-core
 # development machine, longer than the rest of its row together).
 REFERENCE_MAX_MACS = 2 ** 36

@@ -61,10 +61,6 @@ COMMON_BUFFERS = {
                  "dW_ih": ("GH", "I"), "dW_hh": ("GH", "H")},
 }
 
-# The letters of a shape, in the order the driver passes their sizes.
-LETTERS = ("T", "B", "I", "H", "GH", "TB")
-
-
 class Kernel:
     """One kernel (``pass_`` "forward" or "backward"): its argument list, the
     buffers among them (those after ``num_threads``) and their shapes, here
