@@ -77,7 +77,8 @@ extensions = [
         include_dirs=[numpy.get_include(), "kernels"],
         # cythonize follows the .pxi includes; the C compiler's header is listed
         # so that editing it rebuilds the extensions.
-        depends=["kernels/fast_tanh.h", "kernels/matmul_row.h", "kernels/_build.h", "kernels/_common.pxi"],
+        depends=["kernels/fast_tanh.h", "kernels/engine.h", "kernels/_build.h",
+                 "kernels/_common.pxi", "kernels/_engine.pxi"],
         extra_compile_args=compile_args,
         extra_link_args=link_args,
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"),

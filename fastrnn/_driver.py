@@ -89,7 +89,8 @@ def forward(p, training, backend, copy_x):
 {option_args}
     GH = G * H
     use_blas = _tuning.use_blas(backend, B, GH, H)
-    num_threads = _tuning.row_threads(B, GH, get_num_threads())
+    num_threads = _tuning.engine_threads(backend, B, I, H, GH, get_num_threads())
+    TS = _tuning.kept_steps(backend, training, T, B)
     steps = _constant(B, T, np.int64) if lengths is None else lengths
     x2d = x.reshape(T * B, I)
 {buffers}
@@ -117,7 +118,7 @@ def backward(upstream, cache):
 {option_args}
     GH = {G} * H
     use_blas = _tuning.use_blas(cache.backend, B, GH, H)
-    num_threads = _tuning.row_threads(B, GH, get_num_threads())
+    num_threads = _tuning.engine_threads(cache.backend, B, I, H, GH, get_num_threads())
     steps = _constant(B, T, np.int64) if cache.lengths is None else cache.lengths
     x2d = x.reshape(T * B, I)
 {buffers}
@@ -126,7 +127,7 @@ def backward(upstream, cache):
                       db_ih={db_ih}, db_hh={db_hh})
 '''
 
-_SIZES = {"T": "T", "B": "B", "I": "I", "H": "H", "GH": "GH", "TB": "T * B"}
+_SIZES = {"T": "T", "B": "B", "I": "I", "H": "H", "GH": "GH", "TB": "T * B", "TS": "TS"}
 
 
 def _lines(lines, indent):
@@ -160,9 +161,16 @@ def _fill(spec, pass_):
     backend = "backend" if pass_ == "forward" else "cache.backend"
     # The kernels call the lengths they read "lengths"; here they are "steps".
     args = ["steps" if a == "lengths" else a for a in kernel.args]
+    shapes = dict(kernel.shapes)
+    if pass_ == "forward":
+        # What the forward saves for the backward (but the output) has one row
+        # per step in training; in inference the kernels may keep only the
+        # last TS steps' (_tuning.kept_steps).
+        shapes.update({name: ("TS",) + shape[1:] for name, shape in shapes.items()
+                       if name in spec.saved and name != "out" and shape[0] == "T"})
     common = dict(
         buffers=_lines([f"{name} = np.empty({_shape(shape)}, dtype)"
-                        for name, shape in kernel.shapes.items()], 4),
+                        for name, shape in shapes.items()], 4),
         option_args=_lines([f'{arg} = {choices!r}.index({options}["{key}"])'
                             for key, (choices, arg) in spec.options.items()], 4),
         call=_call(f'kernels({backend}, "{spec.name}").{pass_}', args))

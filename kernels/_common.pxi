@@ -1,14 +1,11 @@
 # What every Cython kernel shares (``include "_common.pxi"`` in each cell's
-# .pyx): the BLAS helper, the hand-loop row product, the activations, and the
-# steps every cell takes the same way (the input projection and the copy of
-# W_hh^T before the loop, the weight gradients after it).  The Cython twin of
-# kernels/_numba_util.py; the per-step recurrent product is one ``_gemm`` call
-# for all rows, or ``_matmul_row`` inside each cell's per-row function.
+# .pyx): the BLAS helper, the activations, and the weight gradients that
+# every cell's backward computes the same way after its recurrence.  The
+# recurrence itself is the engine (``_engine.pxi``).
 #
 # Shape letters: T steps, B batch, I input features, H hidden units, G gates
 # (1 Elman, 4 LSTM, 3 GRU); every array is C-contiguous and of one dtype.
 from cython cimport floating
-from cython.parallel cimport prange
 from libc.math cimport tanh
 
 cdef extern from "fast_tanh.h" nogil:
@@ -75,29 +72,6 @@ cdef inline void _gemm(bint transA, bint transB, int M, int N, int K,
               &beta, C, &ldc)
 
 
-cdef extern from "matmul_row.h" nogil:
-    void fastrnn_matmul_row_f32(const float* a, const float* P, long K, long N, float* c)
-    void fastrnn_matmul_row_f64(const double* a, const double* P, long K, long N, double* c)
-    void fastrnn_matmul_row_f32_pack(const float* src, long sk, long sn, long K, long N, float* P)
-    void fastrnn_matmul_row_f64_pack(const double* src, long sk, long sn, long K, long N,
-                                     double* P)
-
-
-cdef inline void _matmul_row(const floating* a, const floating* P, Py_ssize_t K, Py_ssize_t N,
-                             floating* c) noexcept nogil:
-    """c = a @ M for one row.  a (K,), M (K, N) packed by _packed_for_loops into P, c (N,).
-
-    Register-blocked over columns, in C (kernels/matmul_row.h says how); the
-    same sums in the same k order as the Numba ``matmul_rows``, though not
-    bit for bit (gcc fuses the multiply-adds).  Callers run it for running
-    rows only, so frozen rows cost nothing.
-    """
-    if floating is float:
-        fastrnn_matmul_row_f32(a, P, K, N, c)
-    else:
-        fastrnn_matmul_row_f64(a, P, K, N, c)
-
-
 cdef inline floating _tanh(floating x) noexcept nogil:
     # float32 uses the rational tanh of fast_tanh.h, which vectorises; float64
     # keeps the C library's.
@@ -114,53 +88,6 @@ cdef inline floating _sigmoid(floating x) noexcept nogil:
     which would promote float32 arithmetic.
     """
     return <floating>0.5 + <floating>0.5 * _tanh(<floating>0.5 * x)
-
-
-cdef inline void _project_inputs(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
-                                 const floating[::1] bias,
-                                 floating[:, :, ::1] xw) noexcept nogil:
-    """xw (T, B, G*H) = x2d (T*B, I) @ W_ih^T + bias: every step's input term in one GEMM."""
-    cdef Py_ssize_t T = xw.shape[0], B = xw.shape[1], GH = xw.shape[2]
-    cdef Py_ssize_t I = x2d.shape[1]
-    cdef Py_ssize_t t, b, j
-    _gemm(False, True, <int>(T * B), <int>GH, <int>I,
-          1, &x2d[0, 0], <int>I, &W_ih[0, 0], <int>I,
-          0, &xw[0, 0, 0], <int>GH)
-    for t in range(T):
-        for b in range(B):
-            for j in range(GH):
-                xw[t, b, j] += bias[j]
-
-
-cdef floating* _packed_for_loops(const floating[:, ::1] W_hh, bint transpose,
-                                 bint use_blas) except? NULL:
-    """The hand loops' copy of the recurrent weights, in a malloc'd buffer the
-    caller frees; NULL when ``use_blas`` (BLAS reads W_hh as it is).
-
-    transpose: W_hh^T (H, G*H) for the forward product h @ W_hh^T; otherwise
-    W_hh (G*H, H) for the backward product da @ W_hh.  Packed into the column
-    panels of kernels/matmul_row.h, once per call.
-    """
-    cdef Py_ssize_t GH = W_hh.shape[0], H = W_hh.shape[1]
-    cdef floating* packed
-    if use_blas:
-        return NULL
-    packed = <floating*>malloc(H * GH * sizeof(floating))
-    if packed == NULL:
-        raise MemoryError()
-    with nogil:
-        # Element (k, n) of the matrix packed is src[k*sk + n*sn].
-        if floating is float:
-            if transpose:
-                fastrnn_matmul_row_f32_pack(&W_hh[0, 0], 1, H, H, GH, packed)
-            else:
-                fastrnn_matmul_row_f32_pack(&W_hh[0, 0], H, 1, GH, H, packed)
-        else:
-            if transpose:
-                fastrnn_matmul_row_f64_pack(&W_hh[0, 0], 1, H, H, GH, packed)
-            else:
-                fastrnn_matmul_row_f64_pack(&W_hh[0, 0], H, 1, GH, H, packed)
-    return packed
 
 
 cdef inline void _column_sums(const floating[:, :, ::1] A, floating[::1] s) noexcept nogil:

@@ -31,11 +31,14 @@ def fast_backend(request):
     return backend_or_skip(request.param)
 
 
-@pytest.fixture(params=["loops", "blas"])
+@pytest.fixture(params=["serial", "parallel"])
 def kernel_path(request, monkeypatch):
-    """Force the per-step products through the hand loops (spread over OpenMP
-    threads when the Cython build has them) or through BLAS, whatever the size."""
-    blas = request.param == "blas"
-    monkeypatch.setattr(_tuning, "use_blas", lambda backend, B, GH, H: blas)
-    monkeypatch.setattr(_tuning, "row_threads", lambda B, GH, n: n)
+    """Force every path, whatever the size: "serial" runs the Numba kernels'
+    own loops and the Cython engine on one thread; "parallel" sends Numba's
+    per-step products to BLAS and runs the engine on three threads (more
+    than this machine's cores, so items change hands between threads)."""
+    parallel = request.param == "parallel"
+    monkeypatch.setattr(_tuning, "use_blas", lambda backend, B, GH, H: parallel)
+    monkeypatch.setattr(_tuning, "engine_threads",
+                        lambda backend, B, I, H, GH, n: 3 if parallel else 1)
     return request.param

@@ -1,0 +1,331 @@
+# The recurrent engine: one parallel region runs a whole sequence, forward or
+# backward, for every cell.  Included by each cell's .pyx after ``_common.pxi``
+# and after the cell's two gate functions, which are the only per-cell part:
+#
+#   _cell_forward(running, nu, H, u, acc, g, h_prev, h_next, out, state, saved, extra, flag)
+#       one row's units j0 .. j0+nu-1 at step t: ``acc`` holds h_{t-1} W_hh^T for
+#       them (gate k of unit jj at acc[k*u + jj]), ``g`` the row's input term
+#       x_t W_ih^T + bias (gate k at g[k*H]); the function writes the
+#       activated gates back into ``g``, h_t into ``out`` and ``h_next``, and the
+#       cell's own state and saved values.  ``running`` false: a step past the
+#       sequence's length (h passes through).
+#   _cell_backward(running, nu, H, g, saved, prev, d_out, dh, dc, da_x, da_h, flag)
+#       the elementwise BPTT of the same units: the gradients of the gates'
+#       pre-activations (da_x of the input term, da_h of the recurrent term)
+#       from dh = dL/dh_t, which it replaces by the part of dL/dh_{t-1} that
+#       does not go through W_hh (zero but in the GRU); the engine then adds
+#       da_h W_hh.
+#
+# Pointers passed to them are already offset to unit j0 of their row; NULL
+# for the arrays a cell does not have.
+#
+# How the work is split (kernels/engine.h has the details).  W_ih^T and W_hh^T
+# are packed into panels of u units holding every gate of those units; the
+# forward's work items are (panel, all rows): the input projection of a chunk
+# of steps, then each step's product h_{t-1} W_hh^T with the gate arithmetic
+# right after it, while the tile of sums is still in L1.  The backward's items
+# are (panel of units, all rows): dh_t += da_h[t+1] W_hh for those units, then
+# the elementwise backward of step t.  Threads take items from one counter
+# and wait only for the step before to be complete, so no thread owns a fixed
+# share: one that loses its core delays the others by one item, not a step.
+# dW_ih, dW_hh, dx and the bias sums stay large GEMMs, after the region.
+from cython.parallel cimport parallel, threadid
+from libc.string cimport memcpy
+
+cdef extern from "Python.h":
+    # Declared without an exception value: the exception it sets stays
+    # pending until the kernel returns (see _raise_pending).
+    int _check_signals "PyErr_CheckSignals" ()
+
+cdef extern from "engine.h" nogil:
+    ctypedef struct fastrnn_steps:
+        int abort
+    void fastrnn_steps_init(fastrnn_steps* s, long per_phase, long phases)
+    long fastrnn_steps_take(fastrnn_steps* s)
+    void fastrnn_steps_done(fastrnn_steps* s)
+    void fastrnn_steps_abort(fastrnn_steps* s)
+    double fastrnn_now()
+    int fastrnn_lanes_f32()
+    int fastrnn_lanes_f64()
+    int fastrnn_tile_rows(int nv)
+    void fastrnn_pack_panel_f32(const float* src, long sk, long sn, long K, long G, long H,
+                                long u, long p, float* P)
+    void fastrnn_pack_panel_f64(const double* src, long sk, long sn, long K, long G, long H,
+                                long u, long p, double* P)
+    void fastrnn_tile_f32(const float* A, long lda, int mr, const float* P, long K, int nv,
+                          float* C)
+    void fastrnn_tile_f64(const double* A, long lda, int mr, const double* P, long K, int nv,
+                          double* C)
+
+# How often the calling thread looks for Ctrl-C (and other signals) while the
+# engine runs.
+cdef double _SIGNAL_INTERVAL = 0.005
+# Rows of the input projection per work item (a chunk of steps is about this many rows).
+cdef Py_ssize_t _CHUNK_ROWS = 512
+
+
+cdef int _interrupted() noexcept with gil:
+    """Run Python's signal handlers; 1 if one raised (the exception stays set)."""
+    return _check_signals() != 0
+
+
+cdef int _raise_pending() except -1:
+    # Returns the exception value with the handler's exception already set.
+    return -1
+
+
+cdef inline int _lanes(floating* dummy) noexcept nogil:
+    if floating is float:
+        return fastrnn_lanes_f32()
+    else:
+        return fastrnn_lanes_f64()
+
+
+cdef inline void _pack_panel(const floating* src, long sk, long sn, long K, long G, long H,
+                             long u, long p, floating* P) noexcept nogil:
+    if floating is float:
+        fastrnn_pack_panel_f32(src, sk, sn, K, G, H, u, p, P)
+    else:
+        fastrnn_pack_panel_f64(src, sk, sn, K, G, H, u, p, P)
+
+
+cdef inline void _tile(const floating* A, long lda, int mr, const floating* P, long K, int nv,
+                       floating* C) noexcept nogil:
+    if floating is float:
+        fastrnn_tile_f32(A, lda, mr, P, K, nv, C)
+    else:
+        fastrnn_tile_f64(A, lda, mr, P, K, nv, C)
+
+
+cdef inline floating* _offset(floating* p, Py_ssize_t i) noexcept nogil:
+    return NULL if p == NULL else p + i
+
+
+cdef inline bint _check_now(double* next_check) noexcept nogil:
+    """True when the calling thread should look for signals now."""
+    cdef double now = fastrnn_now()
+    if now < next_check[0]:
+        return False
+    next_check[0] = now + _SIGNAL_INTERVAL
+    return True
+
+
+# ---- forward -----------------------------------------------------------------
+
+cdef void _forward_worker(fastrnn_steps* steps, bint main_thread,
+                          Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, Py_ssize_t G,
+                          Py_ssize_t u, int nv, Py_ssize_t chunk, Py_ssize_t ring,
+                          const floating* x2d, const floating* W_ih, const floating* W_hh,
+                          const floating* bias, const int64_t* lengths,
+                          floating* P_ih, floating* P_hh, floating* gates, floating* hbuf,
+                          floating* out, floating* state, floating* saved,
+                          const floating* extra, int flag) noexcept nogil:
+    """One thread's share of a forward: items until the counter runs out.
+
+    Phase 0 packs the panels; then each chunk of ``chunk`` steps is a phase
+    projecting the chunk's inputs into ``gates``, followed by one phase per step.
+    Step t's gates and saved values are row t % ring of theirs.
+    """
+    cdef Py_ssize_t GH = G * H, NR = G * u, n_panels = (H + u - 1) // u
+    cdef Py_ssize_t w, phase, p, j0, nu, t, b, r0, r, k, jj, row, rows, first
+    cdef int mr, mr_max = fastrnn_tile_rows(nv)
+    cdef floating acc[8 * 64]  # FASTRNN_MAX_ROWS rows of up to 4 vectors of 16 lanes
+    cdef floating* h_prev
+    cdef floating* h_next
+    cdef floating* g
+    cdef const floating* panel
+    cdef double next_check = 0
+    while True:
+        w = fastrnn_steps_take(steps)
+        if w < 0:
+            break
+        phase = w // n_panels
+        p = w % n_panels
+        j0 = p * u
+        nu = min(u, H - j0)
+        if phase == 0:
+            # W_ih^T (I, G*H) and W_hh^T (H, G*H), this panel of each.
+            _pack_panel(W_ih, 1, I, I, G, H, u, p, P_ih + p * I * NR)
+            _pack_panel(W_hh, 1, H, H, G, H, u, p, P_hh + p * H * NR)
+        elif (phase - 1) % (chunk + 1) == 0:
+            # The input term of the chunk's steps, for this panel's units.
+            first = ((phase - 1) // (chunk + 1)) * chunk
+            rows = (min(first + chunk, T) - first) * B
+            panel = P_ih + p * I * NR
+            r0 = 0
+            while r0 < rows:
+                mr = <int>min(mr_max, rows - r0)
+                _tile(x2d + (first * B + r0) * I, I, mr, panel, I, nv, acc)
+                for r in range(mr):
+                    row = (first % ring) * B + r0 + r
+                    for k in range(G):
+                        for jj in range(nu):
+                            gates[row * GH + k * H + j0 + jj] = (
+                                acc[r * NR + k * u + jj] + bias[k * H + j0 + jj])
+                r0 += mr
+        else:
+            t = ((phase - 1) // (chunk + 1)) * chunk + (phase - 1) % (chunk + 1) - 1
+            if t < T:
+                h_prev = hbuf + (t % 2) * B * H
+                h_next = hbuf + ((t + 1) % 2) * B * H
+                panel = P_hh + p * H * NR
+                r0 = 0
+                while r0 < B:
+                    mr = <int>min(mr_max, B - r0)
+                    _tile(h_prev + r0 * H, H, mr, panel, H, nv, acc)
+                    for r in range(mr):
+                        b = r0 + r
+                        _cell_forward(t < lengths[b], nu, H, u, acc + r * NR,
+                                      gates + ((t % ring) * B + b) * GH + j0,
+                                      h_prev + b * H + j0, h_next + b * H + j0,
+                                      out + (t * B + b) * H + j0, _offset(state, b * H + j0),
+                                      _offset(saved, ((t % ring) * B + b) * H + j0),
+                                      _offset(<floating*>extra, j0), flag)
+                    r0 += mr
+        fastrnn_steps_done(steps)
+        if main_thread and _check_now(&next_check) and _interrupted():
+            fastrnn_steps_abort(steps)
+            break
+
+
+cdef int _engine_forward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
+                         const floating[:, ::1] W_hh, const floating[::1] bias,
+                         const floating[:, ::1] h0, const int64_t[::1] lengths,
+                         int num_threads, floating* gates, Py_ssize_t ring, floating* out,
+                         floating* state, floating* saved, const floating* extra, int flag,
+                         floating[:, ::1] h_n) except -1:
+    """The forward of one sequence.  gates (ring, B, G*H): the input terms,
+    then the activated gates; out (T, B, H); state (B, H) the cell's second
+    state, updated in place, or NULL; saved (ring, B, H) or NULL; extra (H,)
+    or NULL.  ring = T keeps every step's gates and saved values (training);
+    ring < T keeps the last ``ring`` steps' (inference: the memory the
+    forward needs does not grow with T)."""
+    cdef Py_ssize_t B = h0.shape[0], H = h0.shape[1], I = x2d.shape[1]
+    cdef Py_ssize_t T = x2d.shape[0] // B, G = W_hh.shape[0] // H
+    cdef int nv = G if G >= 3 else 2  # vectors of columns per tile: every gate of u units
+    cdef Py_ssize_t u = _lanes(<floating*>NULL) * (nv // G)
+    cdef Py_ssize_t n_panels = (H + u - 1) // u
+    cdef Py_ssize_t chunk = ring if ring < T else max(1, min(T, _CHUNK_ROWS // B))
+    cdef Py_ssize_t n_chunks = (T + chunk - 1) // chunk
+    cdef fastrnn_steps steps
+    cdef floating* P_ih = NULL
+    cdef floating* P_hh = NULL
+    cdef floating* hbuf = NULL
+    P_ih = <floating*>malloc(n_panels * I * G * u * sizeof(floating))
+    P_hh = <floating*>malloc(n_panels * H * G * u * sizeof(floating))
+    hbuf = <floating*>malloc(2 * B * H * sizeof(floating))
+    try:
+        if P_ih == NULL or P_hh == NULL or hbuf == NULL:
+            raise MemoryError()
+        with nogil:
+            memcpy(hbuf, &h0[0, 0], B * H * sizeof(floating))
+            fastrnn_steps_init(&steps, n_panels, 1 + n_chunks * (chunk + 1))
+            with parallel(num_threads=num_threads):
+                _forward_worker(&steps, threadid() == 0, T, B, I, H, G, u, nv, chunk, ring,
+                                &x2d[0, 0], &W_ih[0, 0], &W_hh[0, 0], &bias[0], &lengths[0],
+                                P_ih, P_hh, gates, hbuf, out, state, saved, extra, flag)
+            memcpy(&h_n[0, 0], hbuf + (T % 2) * B * H, B * H * sizeof(floating))
+        if steps.abort:
+            _raise_pending()
+    finally:
+        free(P_ih)
+        free(P_hh)
+        free(hbuf)
+    return 0
+
+
+# ---- backward ----------------------------------------------------------------
+
+cdef void _backward_worker(fastrnn_steps* steps, bint main_thread,
+                           Py_ssize_t T, Py_ssize_t B, Py_ssize_t H, Py_ssize_t G,
+                           Py_ssize_t u, int nv, const floating* W_hh, const int64_t* lengths,
+                           floating* P, const floating* g_seq, const floating* saved,
+                           const floating* prev_seq, const floating* prev0,
+                           const floating* d_out, floating* dh, floating* dc,
+                           floating* da_x, floating* da_h, int flag) noexcept nogil:
+    """One thread's share of a backward.  Phase 0 packs W_hh's panels; phase
+    s = 1..T+1 takes step t = T - s: dh += da_h[t+1] W_hh (s > 1), then the
+    elementwise backward of step t (t >= 0), for one panel's units."""
+    cdef Py_ssize_t GH = G * H, n_panels = (H + u - 1) // u
+    cdef Py_ssize_t w, phase, p, j0, nu, t, b, r0, r, jj, tb
+    cdef int mr, mr_max = fastrnn_tile_rows(nv)
+    cdef floating acc[8 * 64]
+    cdef const floating* panel
+    cdef const floating* prev
+    cdef double next_check = 0
+    while True:
+        w = fastrnn_steps_take(steps)
+        if w < 0:
+            break
+        phase = w // n_panels
+        p = w % n_panels
+        j0 = p * u
+        nu = min(u, H - j0)
+        panel = P + p * GH * u
+        if phase == 0:
+            # W_hh (G*H, H) as it is: one block of H columns.
+            _pack_panel(W_hh, H, 1, GH, 1, H, u, p, P + p * GH * u)
+        else:
+            t = T - phase
+            if t + 1 < T:
+                # dh_t += da_h[t+1] W_hh for this panel's units; rows that had
+                # stopped at step t+1 keep dh as it is.
+                r0 = 0
+                while r0 < B:
+                    mr = <int>min(mr_max, B - r0)
+                    _tile(da_h + ((t + 1) * B + r0) * GH, GH, mr, panel, GH, nv, acc)
+                    for r in range(mr):
+                        b = r0 + r
+                        if t + 1 < lengths[b]:
+                            for jj in range(nu):
+                                dh[b * H + j0 + jj] += acc[r * u + jj]
+                    r0 += mr
+            if t >= 0:
+                for b in range(B):
+                    tb = t * B + b
+                    prev = (_offset(<floating*>prev_seq, (tb - B) * H + j0) if t > 0 else
+                            _offset(<floating*>prev0, b * H + j0))
+                    _cell_backward(t < lengths[b], nu, H, g_seq + tb * GH + j0,
+                                   _offset(<floating*>saved, tb * H + j0), prev,
+                                   d_out + tb * H + j0, dh + b * H + j0,
+                                   _offset(dc, b * H + j0), da_x + tb * GH + j0,
+                                   da_h + tb * GH + j0, flag)
+        fastrnn_steps_done(steps)
+        if main_thread and _check_now(&next_check) and _interrupted():
+            fastrnn_steps_abort(steps)
+            break
+
+
+cdef int _engine_backward(const floating[:, ::1] W_hh, const int64_t[::1] lengths,
+                          int num_threads, const floating* g_seq,
+                          const floating* saved, const floating* prev_seq,
+                          const floating* prev0, const floating[:, :, ::1] d_out,
+                          floating[:, ::1] dh, floating* dc, floating* da_x,
+                          floating* da_h, int flag) except -1:
+    """The sequential part of one BPTT.  On entry dh (B, H) holds dL/dh_n and
+    dc (or NULL) dL/dc_n; on exit dL/dh0, dL/dc0, and da_x, da_h (T, B, G*H)
+    the gradients of the input and recurrent terms (one array but in the GRU).
+    g_seq (T, B, G*H): the saved gates (the Elman cell passes out); saved (T, B, H) or NULL; prev_seq (T, B, H) and prev0 (B, H):
+    the state whose previous value the cell's backward reads."""
+    cdef Py_ssize_t T = d_out.shape[0], B = d_out.shape[1], H = d_out.shape[2]
+    cdef Py_ssize_t G = W_hh.shape[0] // H
+    cdef int nv = 2
+    cdef Py_ssize_t u = _lanes(<floating*>NULL) * nv
+    cdef Py_ssize_t n_panels = (H + u - 1) // u
+    cdef fastrnn_steps steps
+    cdef floating* P = NULL
+    P = <floating*>malloc(n_panels * G * H * u * sizeof(floating))
+    try:
+        if P == NULL:
+            raise MemoryError()
+        with nogil:
+            fastrnn_steps_init(&steps, n_panels, T + 2)
+            with parallel(num_threads=num_threads):
+                _backward_worker(&steps, threadid() == 0, T, B, H, G, u, nv, &W_hh[0, 0],
+                                 &lengths[0], P, g_seq, saved, prev_seq, prev0,
+                                 &d_out[0, 0, 0], &dh[0, 0], dc, da_x, da_h, flag)
+        if steps.abort:
+            _raise_pending()
+    finally:
+        free(P)
+    return 0

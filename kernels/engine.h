@@ -1,0 +1,293 @@
+/* The recurrent engine's C core: packed weight panels, the register-blocked
+ * tile product, and the step counter the threads synchronise on.  The loops
+ * that use them, and each cell's gate arithmetic, are Cython
+ * (kernels/_engine.pxi and each cell's .pyx).
+ *
+ * Panels.  A matrix M (K, N) whose N columns are G gate blocks of H units
+ * (column g*H + j is gate g of unit j) is packed once per call into panels of
+ * `u` units: panel p holds, for k = 0..K-1, the row
+ *     M[k, g*H + p*u + jj]  for g = 0..G-1, jj = 0..u-1     (G*u values)
+ * so a tile of a panel has every gate of its units side by side, and one
+ * thread owns whole units.  Units past H are zero.  The forward packs
+ * W_hh^T (K = H) and W_ih^T (K = I) with the cell's G; the backward packs
+ * W_hh (K = G*H, one block: G = 1).
+ *
+ * Tile.  C (mr, NR) = A (mr rows, K) @ panel (K, NR), NR = nv vectors: mr*nv
+ * vector accumulators stay in registers for the whole k loop, each element of
+ * the panel is loaded once per tile and each row value once per k (a product
+ * one row at a time reads the weights once per row).
+ * With few accumulators (one or two rows) the k loop runs two independent
+ * chains (even and odd k) so the FMA units are not held up by latency.
+ *
+ * GCC vector extensions: 512-bit registers where -march=native offers
+ * AVX-512, 256-bit with AVX, 128-bit otherwise (the portable build).
+ *
+ * Steps.  The threads of one parallel region run a sequence of phases, each
+ * of `per_phase` work items (one item = one panel for every row), taking
+ * tickets from one counter: ticket w is item w % per_phase of phase
+ * w / per_phase.  Before its item a thread waits until every item of the
+ * earlier phases is done (counter `done`), so a phase starts only when the
+ * one before it is complete, and a thread that lost its core holds up only
+ * the item it holds: the others take the rest of the phase.  Waiting spins
+ * for a few microseconds, then sleeps on a futex (Linux; elsewhere it yields),
+ * so a waiting thread never burns the core its partner needs.
+ */
+#ifndef FASTRNN_ENGINE_H
+#define FASTRNN_ENGINE_H
+
+#include <string.h>
+#include <time.h>
+#include <sched.h>
+#include <limits.h>
+#ifdef __linux__
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#if defined(__AVX512F__)
+#define FASTRNN_VBYTES 64
+#define FASTRNN_ACC_REGS 24 /* of 32 vector registers */
+#elif defined(__AVX__)
+#define FASTRNN_VBYTES 32
+#define FASTRNN_ACC_REGS 12 /* of 16 */
+#else
+#define FASTRNN_VBYTES 16
+#define FASTRNN_ACC_REGS 12 /* of 16 */
+#endif
+#define FASTRNN_MAX_ROWS 8
+
+static inline int fastrnn_lanes_f32(void) { return FASTRNN_VBYTES / 4; }
+static inline int fastrnn_lanes_f64(void) { return FASTRNN_VBYTES / 8; }
+
+/* Rows per tile for nv vectors of columns: as many as the registers hold. */
+static inline int fastrnn_tile_rows(int nv)
+{
+    int r = FASTRNN_ACC_REGS / nv;
+    return r < 1 ? 1 : (r > FASTRNN_MAX_ROWS ? FASTRNN_MAX_ROWS : r);
+}
+
+static inline int fastrnn_team_size(void)
+{
+#ifdef _OPENMP
+    return omp_get_num_threads();
+#else
+    return 1;
+#endif
+}
+
+static inline double fastrnn_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
+#define FASTRNN_DEFINE_PACK(NAME, T)                                                \
+/* Panel p of M (K, G*H), M[k, n] = src[k*sk + n*sn], into P (K * G*u values). */  \
+static inline void NAME(const T *src, long sk, long sn, long K, long G, long H,   \
+                        long u, long p, T *P)                                     \
+{                                                                                 \
+    long k, g, jj, j;                                                             \
+    for (k = 0; k < K; k++)                                                       \
+        for (g = 0; g < G; g++)                                                   \
+            for (jj = 0; jj < u; jj++) {                                          \
+                j = p * u + jj;                                                   \
+                *P++ = j < H ? src[k * sk + (g * H + j) * sn] : (T)0;             \
+            }                                                                     \
+}
+
+FASTRNN_DEFINE_PACK(fastrnn_pack_panel_f32, float)
+FASTRNN_DEFINE_PACK(fastrnn_pack_panel_f64, double)
+
+/* One tile shape: MR rows, NV vectors.  SPLIT: two chains over k. */
+#define FASTRNN_DEFINE_TILE(NAME, T, MR, NV, SPLIT)                                 \
+static void NAME##_##MR##x##NV(const T *A, long lda, const T *P, long K, T *C)     \
+{                                                                                   \
+    enum { L = FASTRNN_VBYTES / sizeof(T), NR = NV * L };                           \
+    typedef T vec __attribute__((vector_size(FASTRNN_VBYTES)));                     \
+    vec acc[MR][NV], acc2[SPLIT ? MR : 1][NV], w;                                   \
+    long k = 0;                                                                     \
+    int r, v;                                                                       \
+    for (r = 0; r < MR; r++)                                                        \
+        for (v = 0; v < NV; v++)                                                    \
+            acc[r][v] = (vec){0};                                                   \
+    if (SPLIT) {                                                                    \
+        for (r = 0; r < MR; r++)                                                    \
+            for (v = 0; v < NV; v++)                                                \
+                acc2[r % (SPLIT ? MR : 1)][v] = (vec){0};                           \
+        for (; k + 1 < K; k += 2) {                                                 \
+            const T *p = P + k * NR;                                                \
+            for (v = 0; v < NV; v++) {                                              \
+                memcpy(&w, p + v * L, sizeof w);                                    \
+                for (r = 0; r < MR; r++)                                            \
+                    acc[r][v] += A[r * lda + k] * w;                                \
+                memcpy(&w, p + NR + v * L, sizeof w);                               \
+                for (r = 0; r < MR; r++)                                            \
+                    acc2[r % (SPLIT ? MR : 1)][v] += A[r * lda + k + 1] * w;        \
+            }                                                                       \
+        }                                                                           \
+    }                                                                               \
+    for (; k < K; k++) {                                                            \
+        const T *p = P + k * NR;                                                    \
+        for (v = 0; v < NV; v++) {                                                  \
+            memcpy(&w, p + v * L, sizeof w);                                        \
+            for (r = 0; r < MR; r++)                                                \
+                acc[r][v] += A[r * lda + k] * w;                                    \
+        }                                                                           \
+    }                                                                               \
+    for (r = 0; r < MR; r++)                                                        \
+        for (v = 0; v < NV; v++) {                                                  \
+            if (SPLIT)                                                              \
+                acc[r][v] += acc2[r % (SPLIT ? MR : 1)][v];                         \
+            memcpy(C + r * NR + v * L, &acc[r][v], sizeof acc[r][v]);               \
+        }                                                                           \
+}
+
+#define FASTRNN_TILES_FOR_NV(NAME, T, NV)                                           \
+FASTRNN_DEFINE_TILE(NAME, T, 1, NV, 1)                                              \
+FASTRNN_DEFINE_TILE(NAME, T, 2, NV, (2 * NV <= 6))                                  \
+FASTRNN_DEFINE_TILE(NAME, T, 3, NV, 0)                                              \
+FASTRNN_DEFINE_TILE(NAME, T, 4, NV, 0)                                              \
+FASTRNN_DEFINE_TILE(NAME, T, 5, NV, 0)                                              \
+FASTRNN_DEFINE_TILE(NAME, T, 6, NV, 0)                                              \
+FASTRNN_DEFINE_TILE(NAME, T, 7, NV, 0)                                              \
+FASTRNN_DEFINE_TILE(NAME, T, 8, NV, 0)
+
+#define FASTRNN_CASE_ROWS(NAME, NV)                                                 \
+    case NV:                                                                        \
+        switch (mr) {                                                               \
+        case 1: NAME##_1x##NV(A, lda, P, K, C); return;                             \
+        case 2: NAME##_2x##NV(A, lda, P, K, C); return;                             \
+        case 3: NAME##_3x##NV(A, lda, P, K, C); return;                             \
+        case 4: NAME##_4x##NV(A, lda, P, K, C); return;                             \
+        case 5: NAME##_5x##NV(A, lda, P, K, C); return;                             \
+        case 6: NAME##_6x##NV(A, lda, P, K, C); return;                             \
+        case 7: NAME##_7x##NV(A, lda, P, K, C); return;                             \
+        default: NAME##_8x##NV(A, lda, P, K, C); return;                            \
+        }
+
+/* C (mr, nv*L) = A (mr, K; row stride lda) @ P (K, nv*L), 1 <= mr <= 8, 1 <= nv <= 4. */
+#define FASTRNN_DEFINE_TILES(NAME, T)                                               \
+FASTRNN_TILES_FOR_NV(NAME, T, 1)                                                    \
+FASTRNN_TILES_FOR_NV(NAME, T, 2)                                                    \
+FASTRNN_TILES_FOR_NV(NAME, T, 3)                                                    \
+FASTRNN_TILES_FOR_NV(NAME, T, 4)                                                    \
+static inline void NAME(const T *A, long lda, int mr, const T *P, long K, int nv, T *C) \
+{                                                                                   \
+    switch (nv) {                                                                   \
+    FASTRNN_CASE_ROWS(NAME, 1)                                                      \
+    FASTRNN_CASE_ROWS(NAME, 2)                                                      \
+    FASTRNN_CASE_ROWS(NAME, 3)                                                      \
+    default:                                                                        \
+    FASTRNN_CASE_ROWS(NAME, 4)                                                      \
+    }                                                                               \
+}
+
+FASTRNN_DEFINE_TILES(fastrnn_tile_f32, float)
+FASTRNN_DEFINE_TILES(fastrnn_tile_f64, double)
+
+/* ---- the step counter ---------------------------------------------------- */
+
+typedef struct {
+    long next;      /* the next ticket */
+    char pad1[56];
+    int done;       /* items done; a futex word (the low 32 bits of the count are enough) */
+    int sleepers;   /* threads asleep on done */
+    char pad2[56];
+    int abort;      /* set once: every thread stops at its next ticket */
+    long per_phase;
+    long phases;
+} fastrnn_steps;
+
+static inline void fastrnn_steps_init(fastrnn_steps *s, long per_phase, long phases)
+{
+    memset(s, 0, sizeof *s);
+    s->per_phase = per_phase;
+    s->phases = phases;
+}
+
+static inline void fastrnn_pause(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+/* Spin this long before sleeping: longer than a step's imbalance between two
+   busy cores, far shorter than a scheduler time slice. */
+#define FASTRNN_SPIN_SECONDS 20e-6
+
+/* Wait until at least `target` items are done (target counts from 0, modulo 2**32). */
+static inline void fastrnn_steps_wait(fastrnn_steps *s, long target)
+{
+    int want = (int)(unsigned int)target, now;
+    double t0 = 0;
+    long spins = 0;
+    for (;;) {
+        now = __atomic_load_n(&s->done, __ATOMIC_ACQUIRE);
+        if ((int)((unsigned int)now - (unsigned int)want) >= 0 || __atomic_load_n(&s->abort, __ATOMIC_RELAXED))
+            return;
+        if (++spins < 64) {
+            fastrnn_pause();
+            continue;
+        }
+        if (t0 == 0)
+            t0 = fastrnn_now();
+        if (fastrnn_now() - t0 < FASTRNN_SPIN_SECONDS) {
+            spins = 0;
+            continue;
+        }
+#ifdef __linux__
+        {
+            struct timespec limit = {0, 2000000}; /* wake at least every 2 ms: abort */
+            __atomic_add_fetch(&s->sleepers, 1, __ATOMIC_SEQ_CST);
+            now = __atomic_load_n(&s->done, __ATOMIC_SEQ_CST);
+            if ((int)((unsigned int)now - (unsigned int)want) < 0)
+                syscall(SYS_futex, &s->done, FUTEX_WAIT_PRIVATE, now, &limit, NULL, 0);
+            __atomic_sub_fetch(&s->sleepers, 1, __ATOMIC_SEQ_CST);
+        }
+#else
+        sched_yield();
+#endif
+    }
+}
+
+/* One item finished. */
+static inline void fastrnn_steps_done(fastrnn_steps *s)
+{
+    __atomic_add_fetch(&s->done, 1, __ATOMIC_SEQ_CST);
+#ifdef __linux__
+    if (__atomic_load_n(&s->sleepers, __ATOMIC_SEQ_CST))
+        syscall(SYS_futex, &s->done, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+#endif
+}
+
+/* The next ticket, or -1 when the work is over (or aborted).  On return the
+   phases before the ticket's are complete. */
+static inline long fastrnn_steps_take(fastrnn_steps *s)
+{
+    long w;
+    if (__atomic_load_n(&s->abort, __ATOMIC_RELAXED))
+        return -1;
+    w = __atomic_fetch_add(&s->next, 1, __ATOMIC_RELAXED);
+    if (w >= s->per_phase * s->phases)
+        return -1;
+    fastrnn_steps_wait(s, (w / s->per_phase) * s->per_phase);
+    if (__atomic_load_n(&s->abort, __ATOMIC_RELAXED))
+        return -1;
+    return w;
+}
+
+static inline void fastrnn_steps_abort(fastrnn_steps *s)
+{
+    __atomic_store_n(&s->abort, 1, __ATOMIC_SEQ_CST);
+#ifdef __linux__
+    syscall(SYS_futex, &s->done, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+#endif
+}
+
+#endif /* FASTRNN_ENGINE_H */
