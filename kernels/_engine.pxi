@@ -53,15 +53,22 @@ cdef extern from "engine.h" nogil:
     void fastrnn_pack_panel_f64(const double* src, long sk, long sn, long K, long G, long H,
                                 long u, long p, double* P)
     void fastrnn_tile_f32(const float* A, long lda, int mr, const float* P, long K, int nv,
-                          float* C)
+                          float* C, int add)
     void fastrnn_tile_f64(const double* A, long lda, int mr, const double* P, long K, int nv,
-                          double* C)
+                          double* C, int add)
 
 # How often the calling thread looks for Ctrl-C (and other signals) while the
 # engine runs.
 cdef double _SIGNAL_INTERVAL = 0.005
-# Rows of the input projection per work item (a chunk of steps is about this many rows).
+# Rows of the input projection per work item (a chunk of steps is about this
+# many rows); fastrnn/_tuning.py (CHUNK_ROWS) sizes inference buffers by it.
 cdef Py_ssize_t _CHUNK_ROWS = 512
+# Rows of a product done at once, and the bytes of a panel's block of k that
+# stays in L1 while every one of them passes over it (half of a 48 KB L1;
+# measured LSTM (16, 256) float32: 64 KB panels read from L2 ran at 37% of
+# the sgemm rate).
+DEF ROW_BLOCK = 64
+cdef Py_ssize_t _PANEL_BLOCK_BYTES = 24 * 1024
 
 
 cdef int _interrupted() noexcept with gil:
@@ -90,11 +97,29 @@ cdef inline void _pack_panel(const floating* src, long sk, long sn, long K, long
 
 
 cdef inline void _tile(const floating* A, long lda, int mr, const floating* P, long K, int nv,
-                       floating* C) noexcept nogil:
+                       floating* C, int add) noexcept nogil:
     if floating is float:
-        fastrnn_tile_f32(A, lda, mr, P, K, nv, C)
+        fastrnn_tile_f32(A, lda, mr, P, K, nv, C, add)
     else:
-        fastrnn_tile_f64(A, lda, mr, P, K, nv, C)
+        fastrnn_tile_f64(A, lda, mr, P, K, nv, C, add)
+
+
+cdef inline void _product(const floating* A, Py_ssize_t lda, Py_ssize_t rows,
+                          const floating* panel, Py_ssize_t K, int nv, Py_ssize_t NR,
+                          floating* C) noexcept nogil:
+    """C (rows, NR) = A (rows, K) @ panel (K, NR), rows <= ROW_BLOCK: k in blocks
+    whose slice of the panel stays in L1 while every tile of rows passes over it."""
+    cdef Py_ssize_t kc = max(8, _PANEL_BLOCK_BYTES // (NR * <Py_ssize_t>sizeof(floating)))
+    cdef Py_ssize_t kb = 0, k_len, r0
+    cdef int mr, mr_max = fastrnn_tile_rows(nv)
+    while kb < K:
+        k_len = min(kc, K - kb)
+        r0 = 0
+        while r0 < rows:
+            mr = <int>min(mr_max, rows - r0)
+            _tile(A + r0 * lda + kb, lda, mr, panel + kb * NR, k_len, nv, C + r0 * NR, kb > 0)
+            r0 += mr
+        kb += k_len
 
 
 cdef inline floating* _offset(floating* p, Py_ssize_t i) noexcept nogil:
@@ -114,7 +139,8 @@ cdef inline bint _check_now(double* next_check) noexcept nogil:
 
 cdef void _forward_worker(fastrnn_steps* steps, bint main_thread,
                           Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, Py_ssize_t G,
-                          Py_ssize_t u, int nv, Py_ssize_t chunk, Py_ssize_t ring,
+                          Py_ssize_t u, int nv, Py_ssize_t per_item, Py_ssize_t chunk,
+                          Py_ssize_t ring,
                           const floating* x2d, const floating* W_ih, const floating* W_hh,
                           const floating* bias, const int64_t* lengths,
                           floating* P_ih, floating* P_hh, floating* gates, floating* hbuf,
@@ -127,61 +153,61 @@ cdef void _forward_worker(fastrnn_steps* steps, bint main_thread,
     Step t's gates and saved values are row t % ring of theirs.
     """
     cdef Py_ssize_t GH = G * H, NR = G * u, n_panels = (H + u - 1) // u
-    cdef Py_ssize_t w, phase, p, j0, nu, t, b, r0, r, k, jj, row, rows, first
-    cdef int mr, mr_max = fastrnn_tile_rows(nv)
-    cdef floating acc[8 * 64]  # FASTRNN_MAX_ROWS rows of up to 4 vectors of 16 lanes
+    cdef Py_ssize_t n_items = (n_panels + per_item - 1) // per_item
+    cdef Py_ssize_t w, phase, item, p, j0, nu, t, b, r0, r, k, jj, row, rows, first, mr
+    cdef floating acc[ROW_BLOCK * 64]  # rows of up to 4 vectors of 16 lanes
     cdef floating* h_prev
     cdef floating* h_next
-    cdef floating* g
     cdef const floating* panel
     cdef double next_check = 0
     while True:
         w = fastrnn_steps_take(steps)
         if w < 0:
             break
-        phase = w // n_panels
-        p = w % n_panels
-        j0 = p * u
-        nu = min(u, H - j0)
-        if phase == 0:
-            # W_ih^T (I, G*H) and W_hh^T (H, G*H), this panel of each.
-            _pack_panel(W_ih, 1, I, I, G, H, u, p, P_ih + p * I * NR)
-            _pack_panel(W_hh, 1, H, H, G, H, u, p, P_hh + p * H * NR)
-        elif (phase - 1) % (chunk + 1) == 0:
-            # The input term of the chunk's steps, for this panel's units.
-            first = ((phase - 1) // (chunk + 1)) * chunk
-            rows = (min(first + chunk, T) - first) * B
-            panel = P_ih + p * I * NR
-            r0 = 0
-            while r0 < rows:
-                mr = <int>min(mr_max, rows - r0)
-                _tile(x2d + (first * B + r0) * I, I, mr, panel, I, nv, acc)
-                for r in range(mr):
-                    row = (first % ring) * B + r0 + r
-                    for k in range(G):
-                        for jj in range(nu):
-                            gates[row * GH + k * H + j0 + jj] = (
-                                acc[r * NR + k * u + jj] + bias[k * H + j0 + jj])
-                r0 += mr
-        else:
-            t = ((phase - 1) // (chunk + 1)) * chunk + (phase - 1) % (chunk + 1) - 1
-            if t < T:
-                h_prev = hbuf + (t % 2) * B * H
-                h_next = hbuf + ((t + 1) % 2) * B * H
-                panel = P_hh + p * H * NR
+        phase = w // n_items
+        item = w % n_items
+        for p in range(item * per_item, min((item + 1) * per_item, n_panels)):
+            j0 = p * u
+            nu = min(u, H - j0)
+            if phase == 0:
+                # W_ih^T (I, G*H) and W_hh^T (H, G*H), this panel of each.
+                _pack_panel(W_ih, 1, I, I, G, H, u, p, P_ih + p * I * NR)
+                _pack_panel(W_hh, 1, H, H, G, H, u, p, P_hh + p * H * NR)
+            elif (phase - 1) % (chunk + 1) == 0:
+                # The input term of the chunk's steps, for this panel's units.
+                first = ((phase - 1) // (chunk + 1)) * chunk
+                rows = (min(first + chunk, T) - first) * B
+                panel = P_ih + p * I * NR
                 r0 = 0
-                while r0 < B:
-                    mr = <int>min(mr_max, B - r0)
-                    _tile(h_prev + r0 * H, H, mr, panel, H, nv, acc)
+                while r0 < rows:
+                    mr = min(ROW_BLOCK, rows - r0)
+                    _product(x2d + (first * B + r0) * I, I, mr, panel, I, nv, NR, acc)
                     for r in range(mr):
-                        b = r0 + r
-                        _cell_forward(t < lengths[b], nu, H, u, acc + r * NR,
-                                      gates + ((t % ring) * B + b) * GH + j0,
-                                      h_prev + b * H + j0, h_next + b * H + j0,
-                                      out + (t * B + b) * H + j0, _offset(state, b * H + j0),
-                                      _offset(saved, ((t % ring) * B + b) * H + j0),
-                                      _offset(<floating*>extra, j0), flag)
+                        row = (first % ring) * B + r0 + r
+                        for k in range(G):
+                            for jj in range(nu):
+                                gates[row * GH + k * H + j0 + jj] = (
+                                    acc[r * NR + k * u + jj] + bias[k * H + j0 + jj])
                     r0 += mr
+            else:
+                t = ((phase - 1) // (chunk + 1)) * chunk + (phase - 1) % (chunk + 1) - 1
+                if t < T:
+                    h_prev = hbuf + (t % 2) * B * H
+                    h_next = hbuf + ((t + 1) % 2) * B * H
+                    panel = P_hh + p * H * NR
+                    r0 = 0
+                    while r0 < B:
+                        mr = min(ROW_BLOCK, B - r0)
+                        _product(h_prev + r0 * H, H, mr, panel, H, nv, NR, acc)
+                        for r in range(mr):
+                            b = r0 + r
+                            _cell_forward(t < lengths[b], nu, H, u, acc + r * NR,
+                                          gates + ((t % ring) * B + b) * GH + j0,
+                                          h_prev + b * H + j0, h_next + b * H + j0,
+                                          out + (t * B + b) * H + j0, _offset(state, b * H + j0),
+                                          _offset(saved, ((t % ring) * B + b) * H + j0),
+                                          _offset(<floating*>extra, j0), flag)
+                        r0 += mr
         fastrnn_steps_done(steps)
         if main_thread and _check_now(&next_check) and _interrupted():
             fastrnn_steps_abort(steps)
@@ -205,6 +231,8 @@ cdef int _engine_forward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih
     cdef int nv = G if G >= 3 else 2  # vectors of columns per tile: every gate of u units
     cdef Py_ssize_t u = _lanes(<floating*>NULL) * (nv // G)
     cdef Py_ssize_t n_panels = (H + u - 1) // u
+    # One thread takes a whole phase at once; several take a panel at a time.
+    cdef Py_ssize_t per_item = n_panels if num_threads == 1 else 1
     cdef Py_ssize_t chunk = ring if ring < T else max(1, min(T, _CHUNK_ROWS // B))
     cdef Py_ssize_t n_chunks = (T + chunk - 1) // chunk
     cdef fastrnn_steps steps
@@ -219,9 +247,9 @@ cdef int _engine_forward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih
             raise MemoryError()
         with nogil:
             memcpy(hbuf, &h0[0, 0], B * H * sizeof(floating))
-            fastrnn_steps_init(&steps, n_panels, 1 + n_chunks * (chunk + 1))
+            fastrnn_steps_init(&steps, (n_panels + per_item - 1) // per_item, 1 + n_chunks * (chunk + 1))
             with parallel(num_threads=num_threads):
-                _forward_worker(&steps, threadid() == 0, T, B, I, H, G, u, nv, chunk, ring,
+                _forward_worker(&steps, threadid() == 0, T, B, I, H, G, u, nv, per_item, chunk, ring,
                                 &x2d[0, 0], &W_ih[0, 0], &W_hh[0, 0], &bias[0], &lengths[0],
                                 P_ih, P_hh, gates, hbuf, out, state, saved, extra, flag)
             memcpy(&h_n[0, 0], hbuf + (T % 2) * B * H, B * H * sizeof(floating))
@@ -238,7 +266,8 @@ cdef int _engine_forward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih
 
 cdef void _backward_worker(fastrnn_steps* steps, bint main_thread,
                            Py_ssize_t T, Py_ssize_t B, Py_ssize_t H, Py_ssize_t G,
-                           Py_ssize_t u, int nv, const floating* W_hh, const int64_t* lengths,
+                           Py_ssize_t u, int nv, Py_ssize_t per_item, const floating* W_hh,
+                           const int64_t* lengths,
                            floating* P, const floating* g_seq, const floating* saved,
                            const floating* prev_seq, const floating* prev0,
                            const floating* d_out, floating* dh, floating* dc,
@@ -247,9 +276,9 @@ cdef void _backward_worker(fastrnn_steps* steps, bint main_thread,
     s = 1..T+1 takes step t = T - s: dh += da_h[t+1] W_hh (s > 1), then the
     elementwise backward of step t (t >= 0), for one panel's units."""
     cdef Py_ssize_t GH = G * H, n_panels = (H + u - 1) // u
-    cdef Py_ssize_t w, phase, p, j0, nu, t, b, r0, r, jj, tb
-    cdef int mr, mr_max = fastrnn_tile_rows(nv)
-    cdef floating acc[8 * 64]
+    cdef Py_ssize_t n_items = (n_panels + per_item - 1) // per_item
+    cdef Py_ssize_t w, phase, item, p, j0, nu, t, b, r0, r, jj, tb, mr
+    cdef floating acc[ROW_BLOCK * 64]
     cdef const floating* panel
     cdef const floating* prev
     cdef double next_check = 0
@@ -257,39 +286,40 @@ cdef void _backward_worker(fastrnn_steps* steps, bint main_thread,
         w = fastrnn_steps_take(steps)
         if w < 0:
             break
-        phase = w // n_panels
-        p = w % n_panels
-        j0 = p * u
-        nu = min(u, H - j0)
-        panel = P + p * GH * u
-        if phase == 0:
-            # W_hh (G*H, H) as it is: one block of H columns.
-            _pack_panel(W_hh, H, 1, GH, 1, H, u, p, P + p * GH * u)
-        else:
-            t = T - phase
-            if t + 1 < T:
-                # dh_t += da_h[t+1] W_hh for this panel's units; rows that had
-                # stopped at step t+1 keep dh as it is.
-                r0 = 0
-                while r0 < B:
-                    mr = <int>min(mr_max, B - r0)
-                    _tile(da_h + ((t + 1) * B + r0) * GH, GH, mr, panel, GH, nv, acc)
-                    for r in range(mr):
-                        b = r0 + r
-                        if t + 1 < lengths[b]:
-                            for jj in range(nu):
-                                dh[b * H + j0 + jj] += acc[r * u + jj]
-                    r0 += mr
-            if t >= 0:
-                for b in range(B):
-                    tb = t * B + b
-                    prev = (_offset(<floating*>prev_seq, (tb - B) * H + j0) if t > 0 else
-                            _offset(<floating*>prev0, b * H + j0))
-                    _cell_backward(t < lengths[b], nu, H, g_seq + tb * GH + j0,
-                                   _offset(<floating*>saved, tb * H + j0), prev,
-                                   d_out + tb * H + j0, dh + b * H + j0,
-                                   _offset(dc, b * H + j0), da_x + tb * GH + j0,
-                                   da_h + tb * GH + j0, flag)
+        phase = w // n_items
+        item = w % n_items
+        for p in range(item * per_item, min((item + 1) * per_item, n_panels)):
+            j0 = p * u
+            nu = min(u, H - j0)
+            panel = P + p * GH * u
+            if phase == 0:
+                # W_hh (G*H, H) as it is: one block of H columns.
+                _pack_panel(W_hh, H, 1, GH, 1, H, u, p, P + p * GH * u)
+            else:
+                t = T - phase
+                if t + 1 < T:
+                    # dh_t += da_h[t+1] W_hh for this panel's units; rows that had
+                    # stopped at step t+1 keep dh as it is.
+                    r0 = 0
+                    while r0 < B:
+                        mr = min(ROW_BLOCK, B - r0)
+                        _product(da_h + ((t + 1) * B + r0) * GH, GH, mr, panel, GH, nv, u, acc)
+                        for r in range(mr):
+                            b = r0 + r
+                            if t + 1 < lengths[b]:
+                                for jj in range(nu):
+                                    dh[b * H + j0 + jj] += acc[r * u + jj]
+                        r0 += mr
+                if t >= 0:
+                    for b in range(B):
+                        tb = t * B + b
+                        prev = (_offset(<floating*>prev_seq, (tb - B) * H + j0) if t > 0 else
+                                _offset(<floating*>prev0, b * H + j0))
+                        _cell_backward(t < lengths[b], nu, H, g_seq + tb * GH + j0,
+                                       _offset(<floating*>saved, tb * H + j0), prev,
+                                       d_out + tb * H + j0, dh + b * H + j0,
+                                       _offset(dc, b * H + j0), da_x + tb * GH + j0,
+                                       da_h + tb * GH + j0, flag)
         fastrnn_steps_done(steps)
         if main_thread and _check_now(&next_check) and _interrupted():
             fastrnn_steps_abort(steps)
@@ -312,6 +342,7 @@ cdef int _engine_backward(const floating[:, ::1] W_hh, const int64_t[::1] length
     cdef int nv = 2
     cdef Py_ssize_t u = _lanes(<floating*>NULL) * nv
     cdef Py_ssize_t n_panels = (H + u - 1) // u
+    cdef Py_ssize_t per_item = n_panels if num_threads == 1 else 1
     cdef fastrnn_steps steps
     cdef floating* P = NULL
     P = <floating*>malloc(n_panels * G * H * u * sizeof(floating))
@@ -319,9 +350,9 @@ cdef int _engine_backward(const floating[:, ::1] W_hh, const int64_t[::1] length
         if P == NULL:
             raise MemoryError()
         with nogil:
-            fastrnn_steps_init(&steps, n_panels, T + 2)
+            fastrnn_steps_init(&steps, (n_panels + per_item - 1) // per_item, T + 2)
             with parallel(num_threads=num_threads):
-                _backward_worker(&steps, threadid() == 0, T, B, H, G, u, nv, &W_hh[0, 0],
+                _backward_worker(&steps, threadid() == 0, T, B, H, G, u, nv, per_item, &W_hh[0, 0],
                                  &lengths[0], P, g_seq, saved, prev_seq, prev0,
                                  &d_out[0, 0, 0], &dh[0, 0], dc, da_x, da_h, flag)
         if steps.abort:

@@ -12,7 +12,7 @@
  * W_hh^T (K = H) and W_ih^T (K = I) with the cell's G; the backward packs
  * W_hh (K = G*H, one block: G = 1).
  *
- * Tile.  C (mr, NR) = A (mr rows, K) @ panel (K, NR), NR = nv vectors: mr*nv
+ * Tile.  C (mr, NR) (+)= A (mr rows, K) @ panel (K, NR), NR = nv vectors: mr*nv
  * vector accumulators stay in registers for the whole k loop, each element of
  * the panel is loaded once per tile and each row value once per k (a product
  * one row at a time reads the weights once per row).
@@ -105,7 +105,7 @@ FASTRNN_DEFINE_PACK(fastrnn_pack_panel_f64, double)
 
 /* One tile shape: MR rows, NV vectors.  SPLIT: two chains over k. */
 #define FASTRNN_DEFINE_TILE(NAME, T, MR, NV, SPLIT)                                 \
-static void NAME##_##MR##x##NV(const T *A, long lda, const T *P, long K, T *C)     \
+static void NAME##_##MR##x##NV(const T *A, long lda, const T *P, long K, T *C, int add) \
 {                                                                                   \
     enum { L = FASTRNN_VBYTES / sizeof(T), NR = NV * L };                           \
     typedef T vec __attribute__((vector_size(FASTRNN_VBYTES)));                     \
@@ -113,8 +113,11 @@ static void NAME##_##MR##x##NV(const T *A, long lda, const T *P, long K, T *C)  
     long k = 0;                                                                     \
     int r, v;                                                                       \
     for (r = 0; r < MR; r++)                                                        \
-        for (v = 0; v < NV; v++)                                                    \
+        for (v = 0; v < NV; v++) {                                                  \
             acc[r][v] = (vec){0};                                                   \
+            if (add)                                                                \
+                memcpy(&acc[r][v], C + r * NR + v * L, sizeof w);                   \
+        }                                                                           \
     if (SPLIT) {                                                                    \
         for (r = 0; r < MR; r++)                                                    \
             for (v = 0; v < NV; v++)                                                \
@@ -160,23 +163,25 @@ FASTRNN_DEFINE_TILE(NAME, T, 8, NV, 0)
 #define FASTRNN_CASE_ROWS(NAME, NV)                                                 \
     case NV:                                                                        \
         switch (mr) {                                                               \
-        case 1: NAME##_1x##NV(A, lda, P, K, C); return;                             \
-        case 2: NAME##_2x##NV(A, lda, P, K, C); return;                             \
-        case 3: NAME##_3x##NV(A, lda, P, K, C); return;                             \
-        case 4: NAME##_4x##NV(A, lda, P, K, C); return;                             \
-        case 5: NAME##_5x##NV(A, lda, P, K, C); return;                             \
-        case 6: NAME##_6x##NV(A, lda, P, K, C); return;                             \
-        case 7: NAME##_7x##NV(A, lda, P, K, C); return;                             \
-        default: NAME##_8x##NV(A, lda, P, K, C); return;                            \
+        case 1: NAME##_1x##NV(A, lda, P, K, C, add); return;                             \
+        case 2: NAME##_2x##NV(A, lda, P, K, C, add); return;                             \
+        case 3: NAME##_3x##NV(A, lda, P, K, C, add); return;                             \
+        case 4: NAME##_4x##NV(A, lda, P, K, C, add); return;                             \
+        case 5: NAME##_5x##NV(A, lda, P, K, C, add); return;                             \
+        case 6: NAME##_6x##NV(A, lda, P, K, C, add); return;                             \
+        case 7: NAME##_7x##NV(A, lda, P, K, C, add); return;                             \
+        default: NAME##_8x##NV(A, lda, P, K, C, add); return;                            \
         }
 
-/* C (mr, nv*L) = A (mr, K; row stride lda) @ P (K, nv*L), 1 <= mr <= 8, 1 <= nv <= 4. */
+/* C (mr, nv*L) = A (mr, K; row stride lda) @ P (K, nv*L), plus C's values if add;
+   1 <= mr <= 8, 1 <= nv <= 4. */
 #define FASTRNN_DEFINE_TILES(NAME, T)                                               \
 FASTRNN_TILES_FOR_NV(NAME, T, 1)                                                    \
 FASTRNN_TILES_FOR_NV(NAME, T, 2)                                                    \
 FASTRNN_TILES_FOR_NV(NAME, T, 3)                                                    \
 FASTRNN_TILES_FOR_NV(NAME, T, 4)                                                    \
-static inline void NAME(const T *A, long lda, int mr, const T *P, long K, int nv, T *C) \
+static inline void NAME(const T *A, long lda, int mr, const T *P, long K, int nv, T *C, \
+                        int add)                                                   \
 {                                                                                   \
     switch (nv) {                                                                   \
     FASTRNN_CASE_ROWS(NAME, 1)                                                      \
