@@ -40,9 +40,11 @@ cdef extern from "Python.h":
 cdef extern from "engine.h" nogil:
     ctypedef struct fastrnn_steps:
         int abort
-    void fastrnn_steps_init(fastrnn_steps* s, long per_phase, long phases)
-    long fastrnn_steps_take(fastrnn_steps* s)
+    void fastrnn_steps_init(fastrnn_steps* s, long per_phase, long* claims)
+    int fastrnn_steps_wait(fastrnn_steps* s, long phase)
+    int fastrnn_steps_claim(fastrnn_steps* s, long i, long phase)
     void fastrnn_steps_done(fastrnn_steps* s)
+    int fastrnn_team_size()
     void fastrnn_steps_abort(fastrnn_steps* s)
     double fastrnn_now()
     int fastrnn_lanes_f32()
@@ -137,7 +139,7 @@ cdef inline bint _check_now(double* next_check) noexcept nogil:
 
 # ---- forward -----------------------------------------------------------------
 
-cdef void _forward_worker(fastrnn_steps* steps, bint main_thread,
+cdef void _forward_worker(fastrnn_steps* steps, int tid, Py_ssize_t n_phases,
                           Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, Py_ssize_t G,
                           Py_ssize_t u, int nv, Py_ssize_t per_item, Py_ssize_t chunk,
                           Py_ssize_t ring,
@@ -154,61 +156,67 @@ cdef void _forward_worker(fastrnn_steps* steps, bint main_thread,
     """
     cdef Py_ssize_t GH = G * H, NR = G * u, n_panels = (H + u - 1) // u
     cdef Py_ssize_t n_items = (n_panels + per_item - 1) // per_item
-    cdef Py_ssize_t w, phase, item, p, j0, nu, t, b, r0, r, k, jj, row, rows, first, mr
+    cdef int team = fastrnn_team_size()
+    cdef bint main_thread = tid == 0
+    cdef Py_ssize_t own = tid * n_items // team, mine = (tid + 1) * n_items // team - own
+    cdef Py_ssize_t k_item, phase, item, p, j0, nu, t, b, r0, r, k, jj, row, rows, first, mr
     cdef floating acc[ROW_BLOCK * 64]  # rows of up to 4 vectors of 16 lanes
     cdef floating* h_prev
     cdef floating* h_next
     cdef const floating* panel
     cdef double next_check = 0
-    while True:
-        w = fastrnn_steps_take(steps)
-        if w < 0:
+    for phase in range(n_phases):
+        if not fastrnn_steps_wait(steps, phase):
             break
-        phase = w // n_items
-        item = w % n_items
-        for p in range(item * per_item, min((item + 1) * per_item, n_panels)):
-            j0 = p * u
-            nu = min(u, H - j0)
-            if phase == 0:
-                # W_ih^T (I, G*H) and W_hh^T (H, G*H), this panel of each.
-                _pack_panel(W_ih, 1, I, I, G, H, u, p, P_ih + p * I * NR)
-                _pack_panel(W_hh, 1, H, H, G, H, u, p, P_hh + p * H * NR)
-            elif (phase - 1) % (chunk + 1) == 0:
-                # The input term of the chunk's steps, for this panel's units.
-                first = ((phase - 1) // (chunk + 1)) * chunk
-                rows = (min(first + chunk, T) - first) * B
-                panel = P_ih + p * I * NR
-                r0 = 0
-                while r0 < rows:
-                    mr = min(ROW_BLOCK, rows - r0)
-                    _product(x2d + (first * B + r0) * I, I, mr, panel, I, nv, NR, acc)
-                    for r in range(mr):
-                        row = (first % ring) * B + r0 + r
-                        for k in range(G):
-                            for jj in range(nu):
-                                gates[row * GH + k * H + j0 + jj] = (
-                                    acc[r * NR + k * u + jj] + bias[k * H + j0 + jj])
-                    r0 += mr
-            else:
-                t = ((phase - 1) // (chunk + 1)) * chunk + (phase - 1) % (chunk + 1) - 1
-                if t < T:
-                    h_prev = hbuf + (t % 2) * B * H
-                    h_next = hbuf + ((t + 1) % 2) * B * H
-                    panel = P_hh + p * H * NR
+        for k_item in range(n_items):
+            # Own items first, then the partners' from the far end.
+            item = (own + k_item if k_item < mine
+                    else (own - 1 - (k_item - mine) + n_items) % n_items)
+            if not fastrnn_steps_claim(steps, item, phase):
+                continue
+            for p in range(item * per_item, min((item + 1) * per_item, n_panels)):
+                j0 = p * u
+                nu = min(u, H - j0)
+                if phase == 0:
+                    # W_ih^T (I, G*H) and W_hh^T (H, G*H), this panel of each.
+                    _pack_panel(W_ih, 1, I, I, G, H, u, p, P_ih + p * I * NR)
+                    _pack_panel(W_hh, 1, H, H, G, H, u, p, P_hh + p * H * NR)
+                elif (phase - 1) % (chunk + 1) == 0:
+                    # The input term of the chunk's steps, for this panel's units.
+                    first = ((phase - 1) // (chunk + 1)) * chunk
+                    rows = (min(first + chunk, T) - first) * B
+                    panel = P_ih + p * I * NR
                     r0 = 0
-                    while r0 < B:
-                        mr = min(ROW_BLOCK, B - r0)
-                        _product(h_prev + r0 * H, H, mr, panel, H, nv, NR, acc)
+                    while r0 < rows:
+                        mr = min(ROW_BLOCK, rows - r0)
+                        _product(x2d + (first * B + r0) * I, I, mr, panel, I, nv, NR, acc)
                         for r in range(mr):
-                            b = r0 + r
-                            _cell_forward(t < lengths[b], nu, H, u, acc + r * NR,
-                                          gates + ((t % ring) * B + b) * GH + j0,
-                                          h_prev + b * H + j0, h_next + b * H + j0,
-                                          out + (t * B + b) * H + j0, _offset(state, b * H + j0),
-                                          _offset(saved, ((t % ring) * B + b) * H + j0),
-                                          _offset(<floating*>extra, j0), flag)
+                            row = (first % ring) * B + r0 + r
+                            for k in range(G):
+                                for jj in range(nu):
+                                    gates[row * GH + k * H + j0 + jj] = (
+                                        acc[r * NR + k * u + jj] + bias[k * H + j0 + jj])
                         r0 += mr
-        fastrnn_steps_done(steps)
+                else:
+                    t = ((phase - 1) // (chunk + 1)) * chunk + (phase - 1) % (chunk + 1) - 1
+                    if t < T:
+                        h_prev = hbuf + (t % 2) * B * H
+                        h_next = hbuf + ((t + 1) % 2) * B * H
+                        panel = P_hh + p * H * NR
+                        r0 = 0
+                        while r0 < B:
+                            mr = min(ROW_BLOCK, B - r0)
+                            _product(h_prev + r0 * H, H, mr, panel, H, nv, NR, acc)
+                            for r in range(mr):
+                                b = r0 + r
+                                _cell_forward(t < lengths[b], nu, H, u, acc + r * NR,
+                                              gates + ((t % ring) * B + b) * GH + j0,
+                                              h_prev + b * H + j0, h_next + b * H + j0,
+                                              out + (t * B + b) * H + j0, _offset(state, b * H + j0),
+                                              _offset(saved, ((t % ring) * B + b) * H + j0),
+                                              _offset(<floating*>extra, j0), flag)
+                            r0 += mr
+            fastrnn_steps_done(steps)
         if main_thread and _check_now(&next_check) and _interrupted():
             fastrnn_steps_abort(steps)
             break
@@ -235,21 +243,25 @@ cdef int _engine_forward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih
     cdef Py_ssize_t per_item = n_panels if num_threads == 1 else 1
     cdef Py_ssize_t chunk = ring if ring < T else max(1, min(T, _CHUNK_ROWS // B))
     cdef Py_ssize_t n_chunks = (T + chunk - 1) // chunk
+    cdef Py_ssize_t n_items = (n_panels + per_item - 1) // per_item
     cdef fastrnn_steps steps
     cdef floating* P_ih = NULL
     cdef floating* P_hh = NULL
     cdef floating* hbuf = NULL
+    cdef long* claims = NULL
     P_ih = <floating*>malloc(n_panels * I * G * u * sizeof(floating))
     P_hh = <floating*>malloc(n_panels * H * G * u * sizeof(floating))
     hbuf = <floating*>malloc(2 * B * H * sizeof(floating))
+    claims = <long*>malloc(n_items * sizeof(long))
     try:
-        if P_ih == NULL or P_hh == NULL or hbuf == NULL:
+        if P_ih == NULL or P_hh == NULL or hbuf == NULL or claims == NULL:
             raise MemoryError()
         with nogil:
             memcpy(hbuf, &h0[0, 0], B * H * sizeof(floating))
-            fastrnn_steps_init(&steps, (n_panels + per_item - 1) // per_item, 1 + n_chunks * (chunk + 1))
+            fastrnn_steps_init(&steps, n_items, claims)
             with parallel(num_threads=num_threads):
-                _forward_worker(&steps, threadid() == 0, T, B, I, H, G, u, nv, per_item, chunk, ring,
+                _forward_worker(&steps, threadid(), 1 + n_chunks * (chunk + 1),
+                                T, B, I, H, G, u, nv, per_item, chunk, ring,
                                 &x2d[0, 0], &W_ih[0, 0], &W_hh[0, 0], &bias[0], &lengths[0],
                                 P_ih, P_hh, gates, hbuf, out, state, saved, extra, flag)
             memcpy(&h_n[0, 0], hbuf + (T % 2) * B * H, B * H * sizeof(floating))
@@ -259,12 +271,13 @@ cdef int _engine_forward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih
         free(P_ih)
         free(P_hh)
         free(hbuf)
+        free(claims)
     return 0
 
 
 # ---- backward ----------------------------------------------------------------
 
-cdef void _backward_worker(fastrnn_steps* steps, bint main_thread,
+cdef void _backward_worker(fastrnn_steps* steps, int tid, Py_ssize_t n_phases,
                            Py_ssize_t T, Py_ssize_t B, Py_ssize_t H, Py_ssize_t G,
                            Py_ssize_t u, int nv, Py_ssize_t per_item, const floating* W_hh,
                            const int64_t* lengths,
@@ -277,50 +290,56 @@ cdef void _backward_worker(fastrnn_steps* steps, bint main_thread,
     elementwise backward of step t (t >= 0), for one panel's units."""
     cdef Py_ssize_t GH = G * H, n_panels = (H + u - 1) // u
     cdef Py_ssize_t n_items = (n_panels + per_item - 1) // per_item
-    cdef Py_ssize_t w, phase, item, p, j0, nu, t, b, r0, r, jj, tb, mr
+    cdef int team = fastrnn_team_size()
+    cdef bint main_thread = tid == 0
+    cdef Py_ssize_t own = tid * n_items // team, mine = (tid + 1) * n_items // team - own
+    cdef Py_ssize_t k_item, phase, item, p, j0, nu, t, b, r0, r, jj, tb, mr
     cdef floating acc[ROW_BLOCK * 64]
     cdef const floating* panel
     cdef const floating* prev
     cdef double next_check = 0
-    while True:
-        w = fastrnn_steps_take(steps)
-        if w < 0:
+    for phase in range(n_phases):
+        if not fastrnn_steps_wait(steps, phase):
             break
-        phase = w // n_items
-        item = w % n_items
-        for p in range(item * per_item, min((item + 1) * per_item, n_panels)):
-            j0 = p * u
-            nu = min(u, H - j0)
-            panel = P + p * GH * u
-            if phase == 0:
-                # W_hh (G*H, H) as it is: one block of H columns.
-                _pack_panel(W_hh, H, 1, GH, 1, H, u, p, P + p * GH * u)
-            else:
-                t = T - phase
-                if t + 1 < T:
-                    # dh_t += da_h[t+1] W_hh for this panel's units; rows that had
-                    # stopped at step t+1 keep dh as it is.
-                    r0 = 0
-                    while r0 < B:
-                        mr = min(ROW_BLOCK, B - r0)
-                        _product(da_h + ((t + 1) * B + r0) * GH, GH, mr, panel, GH, nv, u, acc)
-                        for r in range(mr):
-                            b = r0 + r
-                            if t + 1 < lengths[b]:
-                                for jj in range(nu):
-                                    dh[b * H + j0 + jj] += acc[r * u + jj]
-                        r0 += mr
-                if t >= 0:
-                    for b in range(B):
-                        tb = t * B + b
-                        prev = (_offset(<floating*>prev_seq, (tb - B) * H + j0) if t > 0 else
-                                _offset(<floating*>prev0, b * H + j0))
-                        _cell_backward(t < lengths[b], nu, H, g_seq + tb * GH + j0,
-                                       _offset(<floating*>saved, tb * H + j0), prev,
-                                       d_out + tb * H + j0, dh + b * H + j0,
-                                       _offset(dc, b * H + j0), da_x + tb * GH + j0,
-                                       da_h + tb * GH + j0, flag)
-        fastrnn_steps_done(steps)
+        for k_item in range(n_items):
+            # Own items first, then the partners' from the far end.
+            item = (own + k_item if k_item < mine
+                    else (own - 1 - (k_item - mine) + n_items) % n_items)
+            if not fastrnn_steps_claim(steps, item, phase):
+                continue
+            for p in range(item * per_item, min((item + 1) * per_item, n_panels)):
+                j0 = p * u
+                nu = min(u, H - j0)
+                panel = P + p * GH * u
+                if phase == 0:
+                    # W_hh (G*H, H) as it is: one block of H columns.
+                    _pack_panel(W_hh, H, 1, GH, 1, H, u, p, P + p * GH * u)
+                else:
+                    t = T - phase
+                    if t + 1 < T:
+                        # dh_t += da_h[t+1] W_hh for this panel's units; rows that had
+                        # stopped at step t+1 keep dh as it is.
+                        r0 = 0
+                        while r0 < B:
+                            mr = min(ROW_BLOCK, B - r0)
+                            _product(da_h + ((t + 1) * B + r0) * GH, GH, mr, panel, GH, nv, u, acc)
+                            for r in range(mr):
+                                b = r0 + r
+                                if t + 1 < lengths[b]:
+                                    for jj in range(nu):
+                                        dh[b * H + j0 + jj] += acc[r * u + jj]
+                            r0 += mr
+                    if t >= 0:
+                        for b in range(B):
+                            tb = t * B + b
+                            prev = (_offset(<floating*>prev_seq, (tb - B) * H + j0) if t > 0 else
+                                    _offset(<floating*>prev0, b * H + j0))
+                            _cell_backward(t < lengths[b], nu, H, g_seq + tb * GH + j0,
+                                           _offset(<floating*>saved, tb * H + j0), prev,
+                                           d_out + tb * H + j0, dh + b * H + j0,
+                                           _offset(dc, b * H + j0), da_x + tb * GH + j0,
+                                           da_h + tb * GH + j0, flag)
+            fastrnn_steps_done(steps)
         if main_thread and _check_now(&next_check) and _interrupted():
             fastrnn_steps_abort(steps)
             break
@@ -343,20 +362,24 @@ cdef int _engine_backward(const floating[:, ::1] W_hh, const int64_t[::1] length
     cdef Py_ssize_t u = _lanes(<floating*>NULL) * nv
     cdef Py_ssize_t n_panels = (H + u - 1) // u
     cdef Py_ssize_t per_item = n_panels if num_threads == 1 else 1
+    cdef Py_ssize_t n_items = (n_panels + per_item - 1) // per_item
     cdef fastrnn_steps steps
     cdef floating* P = NULL
+    cdef long* claims = NULL
     P = <floating*>malloc(n_panels * G * H * u * sizeof(floating))
+    claims = <long*>malloc(n_items * sizeof(long))
     try:
-        if P == NULL:
+        if P == NULL or claims == NULL:
             raise MemoryError()
         with nogil:
-            fastrnn_steps_init(&steps, (n_panels + per_item - 1) // per_item, T + 2)
+            fastrnn_steps_init(&steps, n_items, claims)
             with parallel(num_threads=num_threads):
-                _backward_worker(&steps, threadid() == 0, T, B, H, G, u, nv, per_item, &W_hh[0, 0],
+                _backward_worker(&steps, threadid(), T + 2, T, B, H, G, u, nv, per_item, &W_hh[0, 0],
                                  &lengths[0], P, g_seq, saved, prev_seq, prev0,
                                  &d_out[0, 0, 0], &dh[0, 0], dc, da_x, da_h, flag)
         if steps.abort:
             _raise_pending()
     finally:
         free(P)
+        free(claims)
     return 0

@@ -23,14 +23,15 @@
  * AVX-512, 256-bit with AVX, 128-bit otherwise (the portable build).
  *
  * Steps.  The threads of one parallel region run a sequence of phases, each
- * of `per_phase` work items (one item = one panel for every row), taking
- * tickets from one counter: ticket w is item w % per_phase of phase
- * w / per_phase.  Before its item a thread waits until every item of the
- * earlier phases is done (counter `done`), so a phase starts only when the
- * one before it is complete, and a thread that lost its core holds up only
- * the item it holds: the others take the rest of the phase.  Waiting spins
- * for a few microseconds, then sleeps on a futex (Linux; elsewhere it yields),
- * so a waiting thread never burns the core its partner needs.
+ * of `per_phase` work items (one item = one panel for every row).  A phase
+ * starts when every item of the one before is done (counter `done`).  In it
+ * each thread first claims its own share of the items (the same share every
+ * step, so its panels stay in its core's L2, as in DeepCPU), then claims
+ * whatever its partners have not started, from the far end: a thread that
+ * lost its core holds up only the item it holds, the others take the rest.
+ * Waiting spins for a few microseconds, then sleeps on a futex (Linux;
+ * elsewhere it yields), so a waiting thread never burns the core its partner
+ * needs.
  */
 #ifndef FASTRNN_ENGINE_H
 #define FASTRNN_ENGINE_H
@@ -198,21 +199,23 @@ FASTRNN_DEFINE_TILES(fastrnn_tile_f64, double)
 /* ---- the step counter ---------------------------------------------------- */
 
 typedef struct {
-    long next;      /* the next ticket */
-    char pad1[56];
     int done;       /* items done; a futex word (the low 32 bits of the count are enough) */
     int sleepers;   /* threads asleep on done */
-    char pad2[56];
-    int abort;      /* set once: every thread stops at its next ticket */
+    char pad[56];
+    int abort;      /* set once: every thread stops at its next item */
     long per_phase;
-    long phases;
+    long *claims;   /* per item: the last phase it was claimed in (-1 before the first) */
 } fastrnn_steps;
 
-static inline void fastrnn_steps_init(fastrnn_steps *s, long per_phase, long phases)
+/* claims: per_phase longs, owned by the caller. */
+static inline void fastrnn_steps_init(fastrnn_steps *s, long per_phase, long *claims)
 {
+    long i;
     memset(s, 0, sizeof *s);
     s->per_phase = per_phase;
-    s->phases = phases;
+    s->claims = claims;
+    for (i = 0; i < per_phase; i++)
+        claims[i] = -1;
 }
 
 static inline void fastrnn_pause(void)
@@ -226,16 +229,22 @@ static inline void fastrnn_pause(void)
    busy cores, far shorter than a scheduler time slice. */
 #define FASTRNN_SPIN_SECONDS 20e-6
 
-/* Wait until at least `target` items are done (target counts from 0, modulo 2**32). */
-static inline void fastrnn_steps_wait(fastrnn_steps *s, long target)
+static inline int fastrnn_steps_reached(fastrnn_steps *s, int want)
 {
-    int want = (int)(unsigned int)target, now;
+    int now = __atomic_load_n(&s->done, __ATOMIC_ACQUIRE);
+    return (int)((unsigned int)now - (unsigned int)want) >= 0;
+}
+
+/* Wait until every item of the phases before `phase` is done: 1, or 0 once
+   the work is aborted. */
+static inline int fastrnn_steps_wait(fastrnn_steps *s, long phase)
+{
+    int want = (int)(unsigned int)(phase * s->per_phase), now;
     double t0 = 0;
     long spins = 0;
-    for (;;) {
-        now = __atomic_load_n(&s->done, __ATOMIC_ACQUIRE);
-        if ((int)((unsigned int)now - (unsigned int)want) >= 0 || __atomic_load_n(&s->abort, __ATOMIC_RELAXED))
-            return;
+    while (!fastrnn_steps_reached(s, want)) {
+        if (__atomic_load_n(&s->abort, __ATOMIC_RELAXED))
+            return 0;
         if (++spins < 64) {
             fastrnn_pause();
             continue;
@@ -259,6 +268,18 @@ static inline void fastrnn_steps_wait(fastrnn_steps *s, long target)
         sched_yield();
 #endif
     }
+    return !__atomic_load_n(&s->abort, __ATOMIC_RELAXED);
+}
+
+/* Claim item i of `phase` (after fastrnn_steps_wait for that phase): 1 when
+   this thread is the one to do it. */
+static inline int fastrnn_steps_claim(fastrnn_steps *s, long i, long phase)
+{
+    long expected = phase - 1;
+    if (__atomic_load_n(&s->claims[i], __ATOMIC_RELAXED) != expected)
+        return 0;
+    return __atomic_compare_exchange_n(&s->claims[i], &expected, phase, 0,
+                                       __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
 }
 
 /* One item finished. */
@@ -269,22 +290,6 @@ static inline void fastrnn_steps_done(fastrnn_steps *s)
     if (__atomic_load_n(&s->sleepers, __ATOMIC_SEQ_CST))
         syscall(SYS_futex, &s->done, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
 #endif
-}
-
-/* The next ticket, or -1 when the work is over (or aborted).  On return the
-   phases before the ticket's are complete. */
-static inline long fastrnn_steps_take(fastrnn_steps *s)
-{
-    long w;
-    if (__atomic_load_n(&s->abort, __ATOMIC_RELAXED))
-        return -1;
-    w = __atomic_fetch_add(&s->next, 1, __ATOMIC_RELAXED);
-    if (w >= s->per_phase * s->phases)
-        return -1;
-    fastrnn_steps_wait(s, (w / s->per_phase) * s->per_phase);
-    if (__atomic_load_n(&s->abort, __ATOMIC_RELAXED))
-        return -1;
-    return w;
 }
 
 static inline void fastrnn_steps_abort(fastrnn_steps *s)

@@ -1,0 +1,139 @@
+"""The Cython backend's recurrent engine (kernels/_engine.pxi, kernels/engine.h):
+shapes that stress its blocking (units per panel, rows per tile, k blocks,
+chunks of steps), threads taking each other's items, inference keeping only
+a chunk of steps, several Python threads at once, and Ctrl-C."""
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+
+import numpy as np
+import pytest
+
+import fastrnn
+from fastrnn import _tuning
+from fastrnn import reference as R
+from fastrnn._spec import CELLS
+from fastrnn._testing import (as_float64, assert_close, backward, forward, random_problem,
+                              random_upstream)
+from conftest import backend_or_skip
+
+
+@pytest.fixture(autouse=True)
+def cython():
+    backend_or_skip("cython")
+
+
+@pytest.fixture(params=[1, 3], ids=["1-thread", "3-threads"])
+def threads(request, monkeypatch):
+    """One engine thread, or three (more than the cores: items change hands)."""
+    monkeypatch.setattr(_tuning, "engine_threads", lambda backend, B, I, H, GH, n: request.param)
+    return request.param
+
+
+def check(cell, T, B, I, H, dtype, lengths=None, **kwargs):  # noqa: E741
+    p = random_problem(T, B, I, H, dtype, cell=cell, lengths=lengths, seed=T * 1000 + B * 10 + H)
+    outs, cache = forward(cell, p, "cython", **kwargs)
+    ref, ref_cache = forward(cell, as_float64(p), **kwargs)
+    for name in outs:
+        assert_close(outs[name], ref[name], dtype, name)
+    ups = random_upstream(cell, T, B, H, dtype)
+    grads = backward(cell, ups, cache)
+    ref_grads = backward(cell, as_float64(ups), ref_cache, R)
+    for name in grads:
+        assert_close(grads[name], ref_grads[name], dtype, name)
+    inference, none = forward(cell, p, "cython", training=False, **kwargs)
+    assert none is None
+    for name in outs:
+        np.testing.assert_array_equal(inference[name], outs[name], err_msg=name)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("H", [1, 7, 9, 33, 255, 257])
+def test_hidden_sizes(cell, H, threads, dtype):
+    """H not a multiple of the units per panel or of the vector width."""
+    check(cell, 5, 3, 6, H, dtype)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("B", [1, 2, 3, 5, 17, 63, 65])
+def test_batch_sizes(cell, B, threads):
+    """B not a multiple of the rows per tile, and above the 64 rows of a block."""
+    check(cell, 4, B, 5, 19, np.float32)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_large_hidden_size(cell, threads):
+    """H = 1000: several blocks of k per panel."""
+    check(cell, 3, 4, 300, 1000, np.float32)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("lengths", ["zeros", "all-different"])
+def test_lengths(cell, lengths, threads, dtype):
+    B = 17
+    steps = [0] * B if lengths == "zeros" else list(np.random.default_rng(0).permutation(B))
+    steps[-1] = 0
+    check(cell, B, B, 4, 21, dtype, lengths=steps)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_long_sequence_in_chunks(cell, threads):
+    """T far beyond one chunk of steps: inference keeps a ring of a chunk's
+    gates, the training forward all of them; both give the same output."""
+    B = 16
+    T = 5 * _tuning.CHUNK_ROWS // B + 3
+    assert _tuning.kept_steps("cython", False, T, B) < T
+    check(cell, T, B, 3, 10, np.float32, lengths=[T, T - 1, 0, T // 2] * 4)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_python_threads_at_once(cell):
+    """Several Python threads calling the engine at once get the serial answers."""
+    problems = [random_problem(30, 8, 16, 40, np.float32, cell=cell, seed=s) for s in range(4)]
+    expected = [forward(cell, p, "cython")[0] for p in problems]
+    results = [None] * 8
+
+    def run(i):
+        results[i] = forward(cell, problems[i % 4], "cython")[0]
+
+    workers = [threading.Thread(target=run, args=(i,)) for i in range(8)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    for i, got in enumerate(results):
+        for name, value in expected[i % 4].items():
+            np.testing.assert_array_equal(got[name], value, err_msg=name)
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGINT") or os.name != "posix", reason="POSIX signals")
+def test_ctrl_c_interrupts_a_long_call():
+    """SIGINT during a long forward raises KeyboardInterrupt promptly, not
+    when the call would have ended."""
+    script = textwrap.dedent("""
+        import os, signal, threading, time
+        import numpy as np
+        import fastrnn
+        T, B, I, H = 200000, 4, 64, 256
+        x = np.ones((T, B, I), np.float32)
+        W_ih = np.full((4 * H, I), 0.01, np.float32)
+        W_hh = np.full((4 * H, H), 0.01, np.float32)
+        fastrnn.lstm_forward(x[:100], None, None, W_ih, W_hh, backend="cython", training=False)
+        threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+        t0 = time.perf_counter()
+        try:
+            fastrnn.lstm_forward(x, None, None, W_ih, W_hh, backend="cython", training=False)
+            print("finished", time.perf_counter() - t0)
+        except KeyboardInterrupt:
+            print("interrupted", time.perf_counter() - t0)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    what, seconds = done.stdout.split()
+    assert what == "interrupted", done.stdout
+    # 0.5 s until the signal; the engine looks for it every 5 ms.
+    assert float(seconds) < 0.5 + 1.0, done.stdout
