@@ -110,6 +110,13 @@ cdef inline void _weight_gradients(const floating[:, ::1] x2d, const floating[:,
                                    floating[::1] db_hh) noexcept nogil:
     """Everything of BPTT that is not sequential, each one GEMM over all T*B rows.
 
+    OpenBLAS, not the engine's tile product: tried with the engine's product
+    (dA^T read with a row stride of G*H, packed panels of X and H_prev, the
+    bias sums as a column of ones), LSTM (16, 256) float32 training took
+    1015 ms on 1 thread and 652 on 2 against 725 and 575 with OpenBLAS in
+    the same run: every k of dA^T is a new 4 KB page, past the prefetcher.
+    Doing it well means packing blocks of dA^T as a GEMM library does.
+
     da_x (T, B, G*H) is the gradient of the input term x_t W_ih^T + b_ih, da_h
     that of the recurrent term h_{t-1} W_hh^T + b_hh (the same array except in
     the GRU).  Rows past a sequence's length are zero.  The single-bias cells

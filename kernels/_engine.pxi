@@ -25,10 +25,13 @@
 # of steps, then each step's product h_{t-1} W_hh^T with the gate arithmetic
 # right after it, while the tile of sums is still in L1.  The backward's items
 # are (panel of units, all rows): dh_t += da_h[t+1] W_hh for those units, then
-# the elementwise backward of step t.  Threads take items from one counter
-# and wait only for the step before to be complete, so no thread owns a fixed
-# share: one that loses its core delays the others by one item, not a step.
-# dW_ih, dW_hh, dx and the bias sums stay large GEMMs, after the region.
+# the elementwise backward of step t.  A step starts when the one before is
+# complete; in it each thread claims its own share of the items first (the
+# same share every step: its panels stay in its core's L2), then what a late
+# partner has not started, so one that loses its core delays the others by
+# one item, not a step.  dW_ih, dW_hh, dx and the bias sums stay large BLAS
+# GEMMs after the region (the engine's own product was slower there: see
+# _common.pxi's _weight_gradients).
 from cython.parallel cimport parallel, threadid
 from libc.string cimport memcpy
 
