@@ -2,9 +2,20 @@
 
 Cython: the recurrent engine (kernels/_engine.pxi) runs a whole sequence in
 one parallel region.  A step's work is split into items of a few hidden
-units each and the threads wait for each other once per step, which costs
-about a microsecond; threads pay once a step's work is well above that.
-ENGINE_MIN_MACS_PER_STEP is the measured crossover (see ``engine_threads``).
+units each and the threads wait for each other once per step, which cost
+1-3 us a step on this 2-core VM; threads pay once a step is well above
+that.  Measured, float32, T=512, I=H, forward, us per step on 1 / 2 threads
+(multiply-adds a step B*G*H*(I+H) in brackets):
+
+    Elman B=1  H=64  (8K)    0.52 / 0.89      LSTM B=1 H=64  (32K)   1.81 / 2.44
+    Elman B=4  H=64  (32K)   0.76 / 1.86      LSTM B=4 H=64  (131K)  3.99 / 5.06
+    Elman B=2  H=128 (64K)   2.65 / 2.91      LSTM B=1 H=128 (131K)  7.36 / 5.09
+    Elman B=16 H=64  (131K)  2.77 / 6.01      LSTM B=8 H=64  (262K)  6.74 / 8.09
+    Elman B=1  H=256 (131K)  3.92 / 3.92      LSTM B=1 H=256 (524K)  22.4 / 15.2
+    GRU   B=2  H=64  (49K)   2.26 / 1.84      GRU  B=4 H=64  (98K)   2.77 / 2.52
+
+So two threads from 2**19 multiply-adds a step (they lose up to 2**18 when
+H is small, and win from 2**19 in every case tried); ENGINE_MIN_MACS_PER_STEP.
 
 Numba: the per-step recurrent product h_{t-1} (B, H) @ W_hh^T (H, G*H) is
 the kernels' plain axpy loops (c[n] += a[k] M[k, n]) or BLAS.  Measured
@@ -25,7 +36,7 @@ def use_blas(backend, B, GH, H):
     return backend == "numba" and macs >= BLAS_MIN_MACS and (B == 1 or B >= BLAS_MIN_ROWS)
 
 
-ENGINE_MIN_MACS_PER_STEP = 2 ** 16
+ENGINE_MIN_MACS_PER_STEP = 2 ** 19
 
 
 def engine_threads(backend, B, I, H, GH, num_threads):
