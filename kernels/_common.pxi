@@ -6,6 +6,7 @@
 # Shape letters: T steps, B batch, I input features, H hidden units, G gates
 # (1 Elman, 4 LSTM, 3 GRU); every array is C-contiguous and of one dtype.
 from cython cimport floating
+from cython.parallel cimport parallel, threadid
 from libc.math cimport tanh
 
 cdef extern from "fast_tanh.h" nogil:
@@ -90,25 +91,88 @@ cdef inline floating _sigmoid(floating x) noexcept nogil:
     return <floating>0.5 + <floating>0.5 * _tanh(<floating>0.5 * x)
 
 
-cdef inline void _column_sums(const floating[:, :, ::1] A, floating[::1] s) noexcept nogil:
-    """s (G*H,) = the sums of A (T, B, G*H) over its T*B rows."""
+cdef extern from "engine.h" nogil:
+    ctypedef int (*fastrnn_blas_local_fn)(int)
+    fastrnn_blas_local_fn fastrnn_find_blas_local(const void* symbol)
+    int fastrnn_team_size()
+
+# OpenBLAS's per-thread thread count (openblas_set_num_threads_local, in the
+# OpenBLAS that scipy.linalg.cython_blas calls), or NULL where that BLAS has none.
+cdef fastrnn_blas_local_fn _blas_local = fastrnn_find_blas_local(<void*>sgemm)
+
+
+cdef void _weight_gradients_part(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
+                                 const floating[:, ::1] h0, const floating[:, :, ::1] out,
+                                 const floating[:, :, ::1] da_x,
+                                 const floating[:, :, ::1] da_h,
+                                 floating[:, ::1] dx2d, floating[:, ::1] dW_ih,
+                                 floating[:, ::1] dW_hh, floating[::1] db_ih,
+                                 floating[::1] db_hh, int part, int parts) noexcept nogil:
+    """Share ``part`` of ``parts`` of the products below: rows of dx2d, and
+    rows of dW_ih, dW_hh and entries of the bias gradients."""
+    cdef Py_ssize_t T = da_x.shape[0], B = da_x.shape[1], GH = da_x.shape[2]
+    cdef Py_ssize_t H = out.shape[2], I = x2d.shape[1], TB = T * B
+    cdef Py_ssize_t r0 = TB * part // parts, r1 = TB * (part + 1) // parts
+    cdef Py_ssize_t m0 = GH * part // parts, m1 = GH * (part + 1) // parts
     cdef Py_ssize_t t, b, j
-    for j in range(A.shape[2]):
-        s[j] = 0
-    for t in range(A.shape[0]):
-        for b in range(A.shape[1]):
-            for j in range(A.shape[2]):
-                s[j] += A[t, b, j]
+    if r1 > r0:
+        # dx2d (T*B, I) = DX W_ih
+        _gemm(False, False, <int>(r1 - r0), <int>I, <int>GH,
+              1, &da_x[0, 0, 0] + r0 * GH, <int>GH, &W_ih[0, 0], <int>I,
+              0, &dx2d[r0, 0], <int>I)
+    if m1 == m0:
+        return
+    # dW_ih (G*H, I) = DX^T X, rows m0..m1 from columns m0..m1 of DX
+    _gemm(True, False, <int>(m1 - m0), <int>I, <int>TB,
+          1, &da_x[0, 0, m0], <int>GH, &x2d[0, 0], <int>I,
+          0, &dW_ih[m0, 0], <int>I)
+    # h_{t-1} is h0 for t = 0 and out[t-1] after.
+    # dW_hh (G*H, H) = da_h[0]^T h0 + DH[B:]^T out[:T-1] (the second term added by beta = 1)
+    _gemm(True, False, <int>(m1 - m0), <int>H, <int>B,
+          1, &da_h[0, 0, m0], <int>GH, &h0[0, 0], <int>H,
+          0, &dW_hh[m0, 0], <int>H)
+    if T > 1:
+        _gemm(True, False, <int>(m1 - m0), <int>H, <int>((T - 1) * B),
+              1, &da_h[1, 0, m0], <int>GH, &out[0, 0, 0], <int>H,
+              1, &dW_hh[m0, 0], <int>H)
+    for j in range(m0, m1):
+        db_ih[j] = 0
+        db_hh[j] = 0
+    for t in range(T):
+        for b in range(B):
+            for j in range(m0, m1):
+                db_ih[j] += da_x[t, b, j]
+    if &db_hh[0] != &db_ih[0]:
+        for t in range(T):
+            for b in range(B):
+                for j in range(m0, m1):
+                    db_hh[j] += da_h[t, b, j]
 
 
-cdef inline void _weight_gradients(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
-                                   const floating[:, ::1] h0, const floating[:, :, ::1] out,
-                                   const floating[:, :, ::1] da_x,
-                                   const floating[:, :, ::1] da_h,
-                                   floating[:, ::1] dx2d, floating[:, ::1] dW_ih,
-                                   floating[:, ::1] dW_hh, floating[::1] db_ih,
-                                   floating[::1] db_hh) noexcept nogil:
-    """Everything of BPTT that is not sequential, each one GEMM over all T*B rows.
+cdef void _weight_gradients(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
+                            const floating[:, ::1] h0, const floating[:, :, ::1] out,
+                            const floating[:, :, ::1] da_x, const floating[:, :, ::1] da_h,
+                            floating[:, ::1] dx2d, floating[:, ::1] dW_ih,
+                            floating[:, ::1] dW_hh, floating[::1] db_ih, floating[::1] db_hh,
+                            int num_threads) noexcept nogil:
+    """Everything of BPTT that is not sequential, each a GEMM over all T*B rows.
+
+    da_x (T, B, G*H) is the gradient of the input term x_t W_ih^T + b_ih, da_h
+    that of the recurrent term h_{t-1} W_hh^T + b_hh (the same array except in
+    the GRU).  Rows past a sequence's length are zero.  The single-bias cells
+    pass one array as db_ih and db_hh (it is summed once).
+    DX, DH below are da_x, da_h as (T*B, G*H).
+
+    With several threads, the engine's threads each run a share of every
+    product with OpenBLAS on one thread (openblas_set_num_threads_local(1)
+    in each): OpenBLAS's own pool is never woken, so its workers do not spin
+    beside the engine's.  In a pthreads OpenBLAS (scipy's wheels) that call
+    sets the global count, so afterwards the calling thread sets it back to
+    ``num_threads``, which is fastrnn's count (set_num_threads gives it to
+    every BLAS pool); the value the call returns is not restored, because
+    two threads saving and restoring it could leave 1 behind.  Without that
+    function (another BLAS), one thread runs the products and BLAS uses its
+    own threads.
 
     OpenBLAS, not the engine's tile product: tried with the engine's product
     (dA^T read with a row stride of G*H, packed panels of X and H_prev, the
@@ -116,32 +180,13 @@ cdef inline void _weight_gradients(const floating[:, ::1] x2d, const floating[:,
     1015 ms on 1 thread and 652 on 2 against 725 and 575 with OpenBLAS in
     the same run: every k of dA^T is a new 4 KB page, past the prefetcher.
     Doing it well means packing blocks of dA^T as a GEMM library does.
-
-    da_x (T, B, G*H) is the gradient of the input term x_t W_ih^T + b_ih, da_h
-    that of the recurrent term h_{t-1} W_hh^T + b_hh (the same array except in
-    the GRU).  Rows past a sequence's length are zero.  The single-bias cells
-    pass one array as db_ih and db_hh (it is summed once).
-    DX, DH below are da_x, da_h as (T*B, G*H).
     """
-    cdef Py_ssize_t T = da_x.shape[0], B = da_x.shape[1], GH = da_x.shape[2]
-    cdef Py_ssize_t H = out.shape[2], I = x2d.shape[1]
-    # dW_ih (G*H, I) = DX^T X
-    _gemm(True, False, <int>GH, <int>I, <int>(T * B),
-          1, &da_x[0, 0, 0], <int>GH, &x2d[0, 0], <int>I,
-          0, &dW_ih[0, 0], <int>I)
-    # dx2d (T*B, I) = DX W_ih
-    _gemm(False, False, <int>(T * B), <int>I, <int>GH,
-          1, &da_x[0, 0, 0], <int>GH, &W_ih[0, 0], <int>I,
-          0, &dx2d[0, 0], <int>I)
-    # h_{t-1} is h0 for t = 0 and out[t-1] after.
-    # dW_hh (G*H, H) = da_h[0]^T h0 + DH[B:]^T out[:T-1] (the second term added by beta = 1)
-    _gemm(True, False, <int>GH, <int>H, <int>B,
-          1, &da_h[0, 0, 0], <int>GH, &h0[0, 0], <int>H,
-          0, &dW_hh[0, 0], <int>H)
-    if T > 1:
-        _gemm(True, False, <int>GH, <int>H, <int>((T - 1) * B),
-              1, &da_h[1, 0, 0], <int>GH, &out[0, 0, 0], <int>H,
-              1, &dW_hh[0, 0], <int>H)
-    _column_sums(da_x, db_ih)
-    if &db_hh[0] != &db_ih[0] or &da_h[0, 0, 0] != &da_x[0, 0, 0]:
-        _column_sums(da_h, db_hh)
+    if num_threads == 1 or _blas_local == NULL:
+        _weight_gradients_part(x2d, W_ih, h0, out, da_x, da_h, dx2d, dW_ih, dW_hh, db_ih, db_hh,
+                               0, 1)
+        return
+    with parallel(num_threads=num_threads):
+        _blas_local(1)
+        _weight_gradients_part(x2d, W_ih, h0, out, da_x, da_h, dx2d, dW_ih, dW_hh, db_ih, db_hh,
+                               threadid(), fastrnn_team_size())
+    _blas_local(num_threads)

@@ -30,9 +30,8 @@
 # same share every step: its panels stay in its core's L2), then what a late
 # partner has not started, so one that loses its core delays the others by
 # one item, not a step.  dW_ih, dW_hh, dx and the bias sums stay large BLAS
-# GEMMs after the region (the engine's own product was slower there: see
-# _common.pxi's _weight_gradients).
-from cython.parallel cimport parallel, threadid
+# GEMMs after the region, shared by the same threads (_common.pxi's
+# _weight_gradients).
 from libc.string cimport memcpy
 
 cdef extern from "Python.h":
@@ -47,7 +46,6 @@ cdef extern from "engine.h" nogil:
     int fastrnn_steps_wait(fastrnn_steps* s, long phase)
     int fastrnn_steps_claim(fastrnn_steps* s, long i, long phase)
     void fastrnn_steps_done(fastrnn_steps* s)
-    int fastrnn_team_size()
     void fastrnn_steps_abort(fastrnn_steps* s)
     double fastrnn_now()
     int fastrnn_lanes_f32()
@@ -138,6 +136,103 @@ cdef inline bint _check_now(double* next_check) noexcept nogil:
         return False
     next_check[0] = now + _SIGNAL_INTERVAL
     return True
+
+
+# Short sequences skip the packing and go to BLAS's products directly
+# (``_forward_unpacked``): packing W_ih and W_hh costs 0.3-1.5 ns an element,
+# which a few steps or few rows do not win back.  Measured, LSTM float32,
+# 2 threads, ms a forward, packed / BLAS a step at a time:
+#   T=1 B=64 H=512 4.6 / 1.9    T=3 B=64 H=512 6.5 / 4.1    T=8 B=64 H=512 15.0 / 15.3
+#   T=64 B=1 H=512 9.2 / 5.0    T=256 B=1 H=512 21.0 / 19.1  T=32 B=8 H=512 10.7 / 16.8
+#   T=2 B=16 H=256 0.36 / 0.35  T=4 B=16 H=256 0.59 / 0.61   T=16 B=16 H=256 1.9 / 3.0
+# So: at most 4 steps, or at most 64 rows (T*B), take BLAS's products.
+DEF _UNPACKED_MAX_STEPS = 4
+DEF _UNPACKED_MAX_ROWS = 64
+
+
+cdef int _forward_unpacked(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
+                           const floating[:, ::1] W_hh, const floating[::1] bias,
+                           const floating[:, ::1] h0, const int64_t[::1] lengths,
+                           floating* gates, Py_ssize_t ring, floating* out, floating* state,
+                           floating* saved, const floating* extra, int flag,
+                           floating[:, ::1] h_n) except -1:
+    """_engine_forward for a few steps: BLAS products (its own threads), the
+    cell's gate arithmetic on whole rows (the gate stride of ``acc`` is H)."""
+    cdef Py_ssize_t B = h0.shape[0], H = h0.shape[1], I = x2d.shape[1]
+    cdef Py_ssize_t T = x2d.shape[0] // B, GH = W_hh.shape[0], t, b, j, row
+    cdef floating* work = <floating*>malloc((B * GH + 2 * B * H) * sizeof(floating))
+    cdef floating* h_prev
+    cdef floating* h_next
+    if work == NULL:
+        raise MemoryError()
+    try:
+        with nogil:
+            h_prev = work + B * GH
+            h_next = h_prev + B * H
+            memcpy(h_prev, &h0[0, 0], B * H * sizeof(floating))
+            if ring == T:
+                # Every step's input term in one product (W_ih read once).
+                _gemm(False, True, <int>(T * B), <int>GH, <int>I, 1, &x2d[0, 0], <int>I,
+                      &W_ih[0, 0], <int>I, 0, gates, <int>GH)
+                for row in range(T * B):
+                    for j in range(GH):
+                        gates[row * GH + j] += bias[j]
+            for t in range(T):
+                if ring < T:
+                    # The input term into the ring's row for this step.
+                    _gemm(False, True, <int>B, <int>GH, <int>I, 1, &x2d[t * B, 0], <int>I,
+                          &W_ih[0, 0], <int>I, 0, gates + (t % ring) * B * GH, <int>GH)
+                    for b in range(B):
+                        row = ((t % ring) * B + b) * GH
+                        for j in range(GH):
+                            gates[row + j] += bias[j]
+                # The recurrent term.
+                _gemm(False, True, <int>B, <int>GH, <int>H, 1, h_prev, <int>H, &W_hh[0, 0],
+                      <int>H, 0, work, <int>GH)
+                for b in range(B):
+                    _cell_forward(t < lengths[b], H, H, H, work + b * GH,
+                                  gates + ((t % ring) * B + b) * GH, h_prev + b * H,
+                                  h_next + b * H, out + (t * B + b) * H,
+                                  _offset(state, b * H), _offset(saved, ((t % ring) * B + b) * H),
+                                  extra, flag)
+                h_prev, h_next = h_next, h_prev
+            memcpy(&h_n[0, 0], h_prev, B * H * sizeof(floating))
+    finally:
+        free(work)
+    return 0
+
+
+cdef int _backward_unpacked(const floating[:, ::1] W_hh, const int64_t[::1] lengths,
+                            const floating* g_seq, const floating* saved,
+                            const floating* prev_seq, const floating* prev0,
+                            const floating[:, :, ::1] d_out, floating[:, ::1] dh, floating* dc,
+                            floating* da_x, floating* da_h, int flag) except -1:
+    """_engine_backward for a few steps, with BLAS's product (see _forward_unpacked)."""
+    cdef Py_ssize_t T = d_out.shape[0], B = d_out.shape[1], H = d_out.shape[2]
+    cdef Py_ssize_t GH = W_hh.shape[0], t, b, j, tb
+    cdef floating* work = <floating*>malloc(B * H * sizeof(floating))
+    if work == NULL:
+        raise MemoryError()
+    try:
+        with nogil:
+            for t in range(T - 1, -1, -1):
+                for b in range(B):
+                    tb = t * B + b
+                    _cell_backward(t < lengths[b], H, H, g_seq + tb * GH, _offset(<floating*>saved, tb * H),
+                                   (_offset(<floating*>prev_seq, (tb - B) * H) if t > 0
+                                    else _offset(<floating*>prev0, b * H)),
+                                   &d_out[t, b, 0], &dh[b, 0], _offset(dc, b * H),
+                                   da_x + tb * GH, da_h + tb * GH, flag)
+                # dh_{t-1} += da_h[t] W_hh for the rows still running at t.
+                _gemm(False, False, <int>B, <int>H, <int>GH, 1, da_h + t * B * GH, <int>GH,
+                      &W_hh[0, 0], <int>H, 0, work, <int>H)
+                for b in range(B):
+                    if t < lengths[b]:
+                        for j in range(H):
+                            dh[b, j] += work[b * H + j]
+    finally:
+        free(work)
+    return 0
 
 
 # ---- forward -----------------------------------------------------------------
@@ -252,6 +347,9 @@ cdef int _engine_forward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih
     cdef floating* P_hh = NULL
     cdef floating* hbuf = NULL
     cdef long* claims = NULL
+    if T <= _UNPACKED_MAX_STEPS or T * B <= _UNPACKED_MAX_ROWS:
+        return _forward_unpacked(x2d, W_ih, W_hh, bias, h0, lengths, gates, ring, out, state,
+                                 saved, extra, flag, h_n)
     P_ih = <floating*>malloc(n_panels * I * G * u * sizeof(floating))
     P_hh = <floating*>malloc(n_panels * H * G * u * sizeof(floating))
     hbuf = <floating*>malloc(2 * B * H * sizeof(floating))
@@ -369,6 +467,9 @@ cdef int _engine_backward(const floating[:, ::1] W_hh, const int64_t[::1] length
     cdef fastrnn_steps steps
     cdef floating* P = NULL
     cdef long* claims = NULL
+    if T <= _UNPACKED_MAX_STEPS or T * B <= _UNPACKED_MAX_ROWS:
+        return _backward_unpacked(W_hh, lengths, g_seq, saved, prev_seq, prev0, d_out, dh, dc,
+                                  da_x, da_h, flag)
     P = <floating*>malloc(n_panels * G * H * u * sizeof(floating))
     claims = <long*>malloc(n_items * sizeof(long))
     try:

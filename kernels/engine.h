@@ -45,6 +45,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 #endif
+#include <dlfcn.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -195,6 +196,26 @@ static inline void NAME(const T *A, long lda, int mr, const T *P, long K, int nv
 
 FASTRNN_DEFINE_TILES(fastrnn_tile_f32, float)
 FASTRNN_DEFINE_TILES(fastrnn_tile_f64, double)
+
+/* ---- BLAS's threads ------------------------------------------------------ */
+
+typedef int (*fastrnn_blas_local_fn)(int);
+
+/* openblas_set_num_threads_local (OpenBLAS 0.3.27 on: the thread count of
+   the calling thread's BLAS calls, returning the one before) of the BLAS
+   that the module holding `symbol` links to, or NULL.  dlsym on a handle
+   searches the object and its dependencies. */
+static inline fastrnn_blas_local_fn fastrnn_find_blas_local(const void *symbol)
+{
+    Dl_info info;
+    void *handle;
+    if (!dladdr(symbol, &info) || !info.dli_fname)
+        return NULL;
+    handle = dlopen(info.dli_fname, RTLD_LAZY | RTLD_NOLOAD);
+    if (!handle)
+        return NULL;
+    return (fastrnn_blas_local_fn)dlsym(handle, "openblas_set_num_threads_local");
+}
 
 /* ---- the step counter ---------------------------------------------------- */
 

@@ -138,4 +138,5 @@ def backward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
                      &h0[0, 0], d_out, dh0, NULL, &da_x[0, 0, 0], &da_h[0, 0, 0], 0)
     with nogil:
         # Everything else is one large GEMM per gradient over all T*B rows.
-        _weight_gradients(x2d, W_ih, h0, out, da_x, da_h, dx2d, dW_ih, dW_hh, db_ih, db_hh)
+        _weight_gradients(x2d, W_ih, h0, out, da_x, da_h, dx2d, dW_ih, dW_hh, db_ih, db_hh,
+                          num_threads)

@@ -120,4 +120,4 @@ def backward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
                      NULL, &da[0, 0, 0], &da[0, 0, 0], relu)
     with nogil:
         # Everything else is one large GEMM per gradient over all T*B rows.
-        _weight_gradients(x2d, W_ih, h0, out, da, da, dx2d, dW_ih, dW_hh, db, db)
+        _weight_gradients(x2d, W_ih, h0, out, da, da, dx2d, dW_ih, dW_hh, db, db, num_threads)

@@ -33,6 +33,12 @@ def threads(request, monkeypatch):
     return request.param
 
 
+# Sequences of more than 4 steps and more than 64 rows (T*B) run on packed
+# weights; shorter ones take BLAS's products (kernels/_engine.pxi).  The
+# tests of the packed path use at least this many rows.
+PACKED_ROWS = 65
+
+
 def check(cell, T, B, I, H, dtype, lengths=None, **kwargs):  # noqa: E741
     p = random_problem(T, B, I, H, dtype, cell=cell, lengths=lengths, seed=T * 1000 + B * 10 + H)
     outs, cache = forward(cell, p, "cython", **kwargs)
@@ -54,20 +60,20 @@ def check(cell, T, B, I, H, dtype, lengths=None, **kwargs):  # noqa: E741
 @pytest.mark.parametrize("H", [1, 7, 9, 33, 255, 257])
 def test_hidden_sizes(cell, H, threads, dtype):
     """H not a multiple of the units per panel or of the vector width."""
-    check(cell, 5, 3, 6, H, dtype)
+    check(cell, 6, 11, 6, H, dtype)
 
 
 @pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("B", [1, 2, 3, 5, 17, 63, 65])
 def test_batch_sizes(cell, B, threads):
     """B not a multiple of the rows per tile, and above the 64 rows of a block."""
-    check(cell, 4, B, 5, 19, np.float32)
+    check(cell, max(5, PACKED_ROWS // B), B, 5, 19, np.float32)
 
 
 @pytest.mark.parametrize("cell", CELLS)
 def test_large_hidden_size(cell, threads):
     """H = 1000: several blocks of k per panel."""
-    check(cell, 3, 4, 300, 1000, np.float32)
+    check(cell, 5, 13, 300, 1000, np.float32)
 
 
 @pytest.mark.parametrize("cell", CELLS)
@@ -77,6 +83,14 @@ def test_lengths(cell, lengths, threads, dtype):
     steps = [0] * B if lengths == "zeros" else list(np.random.default_rng(0).permutation(B))
     steps[-1] = 0
     check(cell, B, B, 4, 21, dtype, lengths=steps)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("T, B, H", [(1, 1, 1), (1, 3, 7), (4, 17, 33), (1, 5, 257), (60, 1, 9)])
+def test_short_sequences_without_packing(cell, T, B, H, threads, dtype):
+    """Few steps or few rows take BLAS's products instead of packing the weights."""
+    check(cell, T, B, 6, H, dtype)
+    check(cell, T, B, 6, H, dtype, lengths=[0] * (B - 1) + [T])
 
 
 @pytest.mark.parametrize("cell", CELLS)
