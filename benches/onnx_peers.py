@@ -1,0 +1,90 @@
+"""ONNX Runtime and OpenVINO (oneDNN's RNN primitives) as peers of fastrnn's
+inference: one ONNX RNN / LSTM / GRU node built from PyTorch-layout weights.
+
+ONNX orders the gates differently (LSTM i, o, f, c against PyTorch's
+i, f, g, o; GRU z, r, h against r, z, n), and its GRU matches PyTorch's
+only with linear_before_reset=1.  ``check`` holds each runner to
+fastrnn's reference before it is timed.  Optional: without onnx and a
+runtime, ``runners`` returns nothing.
+"""
+import numpy as np
+
+from fastrnn import reference
+
+# Rows of PyTorch's stacked weights, in ONNX's gate order.
+ONNX_GATES = {"rnn": [0], "lstm": [0, 3, 1, 2], "gru": [1, 0, 2]}
+OP = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}
+
+
+def _reorder(w, cell, H):
+    return np.concatenate([w[k * H:(k + 1) * H] for k in ONNX_GATES[cell]])
+
+
+def model(cell, W_ih, W_hh, b_ih, b_hh):
+    """Serialized ONNX model: X (T, B, I) -> Y (T, 1, B, H), weights as initializers."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    H, I = W_hh.shape[1], W_ih.shape[1]
+    W = _reorder(W_ih, cell, H)[None]
+    R = _reorder(W_hh, cell, H)[None]
+    Bias = np.concatenate([_reorder(b_ih, cell, H), _reorder(b_hh, cell, H)])[None]
+    attrs = {"hidden_size": H}
+    if cell == "gru":
+        attrs["linear_before_reset"] = 1
+    node = helper.make_node(OP[cell], ["X", "W", "R", "B"], ["Y"], **attrs)
+    graph = helper.make_graph(
+        [node], f"fastrnn_peer_{cell}",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["T", "N", I])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["T", 1, "N", H])],
+        initializer=[numpy_helper.from_array(a.astype(np.float32), name)
+                     for name, a in (("W", W), ("R", R), ("B", Bias))])
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+    onnx.checker.check_model(m)
+    return m.SerializeToString()
+
+
+def onnxruntime_runner(onnx_bytes, threads):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
+    return lambda x: session.run(None, {"X": x})[0][:, 0]
+
+
+def openvino_runner(onnx_bytes, threads):
+    import openvino as ov
+
+    core = ov.Core()
+    compiled = core.compile_model(core.read_model(onnx_bytes, b""), "CPU",
+                                  {"INFERENCE_NUM_THREADS": threads,
+                                   "INFERENCE_PRECISION_HINT": "f32"})
+    request = compiled.create_infer_request()
+    return lambda x: request.infer({0: x})[0][:, 0]
+
+
+def runners(cell, W_ih, W_hh, b_ih, b_hh, threads):
+    """{peer name: run(x) -> out (T, B, H)} for the peers installed here."""
+    try:
+        onnx_bytes = model(cell, W_ih, W_hh, b_ih, b_hh)
+    except ImportError:
+        return {}
+    found = {}
+    for name, make in (("onnxruntime", onnxruntime_runner), ("openvino", openvino_runner)):
+        try:
+            found[name] = make(onnx_bytes, threads)
+        except ImportError:
+            pass
+    return found
+
+
+def check(run, cell, W_ih, W_hh, b_ih, b_hh, T=5, B=3):
+    """Raise AssertionError unless ``run`` matches fastrnn's reference in float32."""
+    x = np.random.default_rng(1).standard_normal((T, B, W_ih.shape[1])).astype(np.float32)
+    states = [None] * (2 if cell == "lstm" else 1)
+    expected = getattr(reference, cell + "_forward")(
+        x.astype(np.float64), *states, W_ih.astype(np.float64), W_hh.astype(np.float64),
+        b_ih.astype(np.float64), b_hh.astype(np.float64), training=False)[0]
+    np.testing.assert_allclose(run(x), expected, rtol=1e-4, atol=1e-4)
