@@ -101,6 +101,18 @@ cdef extern from "engine.h" nogil:
 cdef fastrnn_blas_local_fn _blas_local = fastrnn_find_blas_local(<void*>sgemm)
 
 
+cdef inline void _column_sums(const floating[:, :, ::1] A, floating[::1] s,
+                              Py_ssize_t m0, Py_ssize_t m1) noexcept nogil:
+    """s[m0:m1] = the sums of A[:, :, m0:m1] (A is (T, B, G*H)) over its T*B rows."""
+    cdef Py_ssize_t t, b, j
+    for j in range(m0, m1):
+        s[j] = 0
+    for t in range(A.shape[0]):
+        for b in range(A.shape[1]):
+            for j in range(m0, m1):
+                s[j] += A[t, b, j]
+
+
 cdef void _weight_gradients_part(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
                                  const floating[:, ::1] h0, const floating[:, :, ::1] out,
                                  const floating[:, :, ::1] da_x,
@@ -114,7 +126,6 @@ cdef void _weight_gradients_part(const floating[:, ::1] x2d, const floating[:, :
     cdef Py_ssize_t H = out.shape[2], I = x2d.shape[1], TB = T * B
     cdef Py_ssize_t r0 = TB * part // parts, r1 = TB * (part + 1) // parts
     cdef Py_ssize_t m0 = GH * part // parts, m1 = GH * (part + 1) // parts
-    cdef Py_ssize_t t, b, j
     if r1 > r0:
         # dx2d (T*B, I) = DX W_ih
         _gemm(False, False, <int>(r1 - r0), <int>I, <int>GH,
@@ -135,18 +146,9 @@ cdef void _weight_gradients_part(const floating[:, ::1] x2d, const floating[:, :
         _gemm(True, False, <int>(m1 - m0), <int>H, <int>((T - 1) * B),
               1, &da_h[1, 0, m0], <int>GH, &out[0, 0, 0], <int>H,
               1, &dW_hh[m0, 0], <int>H)
-    for j in range(m0, m1):
-        db_ih[j] = 0
-        db_hh[j] = 0
-    for t in range(T):
-        for b in range(B):
-            for j in range(m0, m1):
-                db_ih[j] += da_x[t, b, j]
+    _column_sums(da_x, db_ih, m0, m1)
     if &db_hh[0] != &db_ih[0]:
-        for t in range(T):
-            for b in range(B):
-                for j in range(m0, m1):
-                    db_hh[j] += da_h[t, b, j]
+        _column_sums(da_h, db_hh, m0, m1)
 
 
 cdef void _weight_gradients(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
