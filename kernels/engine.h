@@ -52,24 +52,44 @@
 
 #if defined(__AVX512F__)
 #define FASTRNN_VBYTES 64
-#define FASTRNN_ACC_REGS 24 /* of 32 vector registers */
 #elif defined(__AVX__)
 #define FASTRNN_VBYTES 32
-#define FASTRNN_ACC_REGS 12 /* of 16 */
 #else
 #define FASTRNN_VBYTES 16
-#define FASTRNN_ACC_REGS 12 /* of 16 */
 #endif
 #define FASTRNN_MAX_ROWS 8
 
 static inline int fastrnn_lanes_f32(void) { return FASTRNN_VBYTES / 4; }
 static inline int fastrnn_lanes_f64(void) { return FASTRNN_VBYTES / 8; }
 
-/* Rows per tile for nv vectors of columns: as many as the registers hold. */
+/* The most rows per tile for nv vectors of columns (1 <= nv <= 4), measured:
+ * as many as the registers hold, and one fewer where gcc 12 then spilled an
+ * accumulator to the stack (a store and reload every k).  float32, K = 128,
+ * the panel in L1, GFLOP/s of one core (the tile alone, kernels/engine.h's
+ * fastrnn_tile_f32 in a C loop; peak about 235 with AVX-512, 118 with AVX2):
+ *   AVX-512 (32 registers)  nv=3: 6 rows 206-213, 7 rows 208-222, 8 rows 172-175
+ *                           nv=4: 5 rows 209-219, 6 rows 208-214, 7 rows 185-198
+ *   AVX2 (16 registers)     nv=2: 5 rows 103-105, 6 rows 51 (spilled)
+ *                           nv=3: 3 rows 83-87, 4 rows 79-83;  nv=4: 3 rows 85-87
+ * Fewer rows than these cost throughput too (AVX-512 nv=4: 4 rows 139-171),
+ * so the engine splits a block of rows into tiles of nearly equal height
+ * (16 rows: 6 + 5 + 5, not 6 + 6 + 4): fastrnn_tile_split. */
 static inline int fastrnn_tile_rows(int nv)
 {
-    int r = FASTRNN_ACC_REGS / nv;
-    return r < 1 ? 1 : (r > FASTRNN_MAX_ROWS ? FASTRNN_MAX_ROWS : r);
+#if FASTRNN_VBYTES == 64
+    static const int rows[4] = {8, 8, 7, 6};
+#else
+    static const int rows[4] = {8, 5, 3, 3};
+#endif
+    return rows[(nv < 1 ? 1 : nv > 4 ? 4 : nv) - 1];
+}
+
+/* Height of the next tile when `left` rows remain, in tiles of at most `most`
+ * rows: the rows shared out as evenly as that number of tiles allows. */
+static inline int fastrnn_tile_split(long left, int most)
+{
+    long tiles = (left + most - 1) / most;
+    return (int)((left + tiles - 1) / tiles);
 }
 
 static inline int fastrnn_team_size(void)
