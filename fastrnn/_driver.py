@@ -119,6 +119,7 @@ def backward(upstream, cache):
     GH = {G} * H
     use_blas = _tuning.use_blas(cache.backend, B, GH, H)
     num_threads = _tuning.engine_threads(cache.backend, B, I, H, GH, get_num_threads())
+    TS = _tuning.workspace_steps(cache.backend, T, B)
     steps = _constant(B, T, np.int64) if cache.lengths is None else cache.lengths
     x2d = x.reshape(T * B, I)
 {buffers}

@@ -48,7 +48,10 @@ An entry says:
     gradients (``d_out``, ``d_h_n``...).  The arguments after ``num_threads``
     are the buffers the kernel writes, which the driver allocates: their
     shapes are given here (or in ``COMMON_BUFFERS``) in the letters T, B, I,
-    H, GH = G*H and TB = T*B.  ``dx2d`` is the gradient of x as (T*B, I).
+    H, GH = G*H, TB = T*B and TS, the steps a workspace holds (the backward's
+    da: ``_tuning.workspace_steps``; the forward's saved arrays in inference
+    are given TS rows by the driver: ``_tuning.kept_steps``).  ``dx2d`` is the
+    gradient of x as (T*B, I).
 ``bias_grads``
     The backward buffers holding the gradients of b_ih and b_hh (one buffer
     twice when they are equal, as in the Elman cell and the LSTM).
@@ -124,7 +127,7 @@ CELLS = {cell.name: cell for cell in (
             "backward",
             "x2d W_ih W_hh h0 out d_out d_h_n lengths relu use_blas num_threads"
             "  da work dx2d dh0 dW_ih dW_hh db",
-            {"da": ("T", "B", "GH"), "work": ("B", "H"), "db": ("GH",)}),
+            {"da": ("TS", "B", "GH"), "work": ("B", "H"), "db": ("GH",)}),
         bias_grads=("db", "db"),
     ),
     Cell(
@@ -140,7 +143,7 @@ CELLS = {cell.name: cell for cell in (
             "backward",
             "x2d W_ih W_hh h0 c0 out c gates d_out d_h_n d_c_n lengths use_blas num_threads"
             "  da work dx2d dh0 dc0 dW_ih dW_hh db",
-            {"da": ("T", "B", "GH"), "work": ("B", "H"), "db": ("GH",)}),
+            {"da": ("TS", "B", "GH"), "work": ("B", "H"), "db": ("GH",)}),
         bias_grads=("db", "db"),
     ),
     Cell(
@@ -157,7 +160,7 @@ CELLS = {cell.name: cell for cell in (
             "backward",
             "x2d W_ih W_hh h0 out gates hn d_out d_h_n lengths use_blas num_threads"
             "  da_x da_h work dx2d dh0 dW_ih dW_hh db_ih db_hh",
-            {"da_x": ("T", "B", "GH"), "da_h": ("T", "B", "GH"), "work": ("B", "H"),
+            {"da_x": ("TS", "B", "GH"), "da_h": ("TS", "B", "GH"), "work": ("B", "H"),
              "db_ih": ("GH",), "db_hh": ("GH",)}),
         bias_grads=("db_ih", "db_hh"),
     ),

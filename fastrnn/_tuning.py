@@ -62,3 +62,21 @@ def kept_steps(backend, training, T, B):
     if training or backend != "cython":
         return T
     return min(T, max(1, CHUNK_ROWS // B))
+
+
+# Rows of a chunk of steps whose pre-activation gradients the Cython
+# backward keeps at once (kernels/_engine.pxi, _engine_backward: each chunk's
+# recurrence, then its share of the weight-gradient GEMMs).  Measured, LSTM
+# float32 2 threads, the backward alone, best of interleaved calls (ms):
+#   rows       256    512   1024   2048   4096    all T*B
+#   (16, 256)  104.0  103.1  103.5  107.3  113.2  121.4     T=1024
+#   (64, 1024)        790.0  793.9  813.3  817.9  918.6     T=128
+BACKWARD_CHUNK_ROWS = 1024
+
+
+def workspace_steps(backend, T, B):
+    """Steps of the backward's pre-activation gradients (da) a backward
+    keeps: a chunk for the Cython engine, all T for the Numba kernels."""
+    if backend != "cython":
+        return T
+    return min(T, max(1, BACKWARD_CHUNK_ROWS // B))

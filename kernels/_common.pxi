@@ -101,69 +101,80 @@ cdef extern from "engine.h" nogil:
 cdef fastrnn_blas_local_fn _blas_local = fastrnn_find_blas_local(<void*>sgemm)
 
 
-cdef inline void _column_sums(const floating[:, :, ::1] A, floating[::1] s,
-                              Py_ssize_t m0, Py_ssize_t m1) noexcept nogil:
-    """s[m0:m1] = the sums of A[:, :, m0:m1] (A is (T, B, G*H)) over its T*B rows."""
-    cdef Py_ssize_t t, b, j
-    for j in range(m0, m1):
-        s[j] = 0
-    for t in range(A.shape[0]):
-        for b in range(A.shape[1]):
-            for j in range(m0, m1):
-                s[j] += A[t, b, j]
+cdef inline void _column_sums(const floating* A, Py_ssize_t rows, Py_ssize_t n, floating* s,
+                              Py_ssize_t m0, Py_ssize_t m1, bint add) noexcept nogil:
+    """s[m0:m1] (+)= the sums of columns m0..m1 of A (rows, n) over its rows."""
+    cdef Py_ssize_t r, j
+    if not add:
+        for j in range(m0, m1):
+            s[j] = 0
+    for r in range(rows):
+        for j in range(m0, m1):
+            s[j] += A[r * n + j]
 
 
 cdef void _weight_gradients_part(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
                                  const floating[:, ::1] h0, const floating[:, :, ::1] out,
-                                 const floating[:, :, ::1] da_x,
-                                 const floating[:, :, ::1] da_h,
+                                 const floating* da_x, const floating* da_h,
+                                 Py_ssize_t t0, Py_ssize_t t1, bint add,
                                  floating[:, ::1] dx2d, floating[:, ::1] dW_ih,
-                                 floating[:, ::1] dW_hh, floating[::1] db_ih,
-                                 floating[::1] db_hh, int part, int parts) noexcept nogil:
-    """Share ``part`` of ``parts`` of the products below: rows of dx2d, and
-    rows of dW_ih, dW_hh and entries of the bias gradients."""
-    cdef Py_ssize_t T = da_x.shape[0], B = da_x.shape[1], GH = da_x.shape[2]
-    cdef Py_ssize_t H = out.shape[2], I = x2d.shape[1], TB = T * B
-    cdef Py_ssize_t r0 = TB * part // parts, r1 = TB * (part + 1) // parts
+                                 floating[:, ::1] dW_hh, floating* db_ih,
+                                 floating* db_hh, int part, int parts) noexcept nogil:
+    """Share ``part`` of ``parts`` of the products below for steps t0..t1-1,
+    whose da_x, da_h rows are the first (t1 - t0) * B of theirs: rows of dx2d,
+    and rows of dW_ih, dW_hh and entries of the bias gradients, added to what
+    they hold when ``add``."""
+    cdef Py_ssize_t B = out.shape[1], H = out.shape[2], I = x2d.shape[1]
+    cdef Py_ssize_t GH = dW_ih.shape[0], rows = (t1 - t0) * B
+    cdef Py_ssize_t r0 = rows * part // parts, r1 = rows * (part + 1) // parts
     cdef Py_ssize_t m0 = GH * part // parts, m1 = GH * (part + 1) // parts
+    cdef floating beta = 1 if add else 0
     if r1 > r0:
         # dx2d (T*B, I) = DX W_ih
         _gemm(False, False, <int>(r1 - r0), <int>I, <int>GH,
-              1, &da_x[0, 0, 0] + r0 * GH, <int>GH, &W_ih[0, 0], <int>I,
-              0, &dx2d[r0, 0], <int>I)
+              1, da_x + r0 * GH, <int>GH, &W_ih[0, 0], <int>I,
+              0, &dx2d[t0 * B + r0, 0], <int>I)
     if m1 == m0:
         return
-    # dW_ih (G*H, I) = DX^T X, rows m0..m1 from columns m0..m1 of DX
-    _gemm(True, False, <int>(m1 - m0), <int>I, <int>TB,
-          1, &da_x[0, 0, m0], <int>GH, &x2d[0, 0], <int>I,
-          0, &dW_ih[m0, 0], <int>I)
-    # h_{t-1} is h0 for t = 0 and out[t-1] after.
-    # dW_hh (G*H, H) = da_h[0]^T h0 + DH[B:]^T out[:T-1] (the second term added by beta = 1)
-    _gemm(True, False, <int>(m1 - m0), <int>H, <int>B,
-          1, &da_h[0, 0, m0], <int>GH, &h0[0, 0], <int>H,
-          0, &dW_hh[m0, 0], <int>H)
-    if T > 1:
-        _gemm(True, False, <int>(m1 - m0), <int>H, <int>((T - 1) * B),
-              1, &da_h[1, 0, m0], <int>GH, &out[0, 0, 0], <int>H,
-              1, &dW_hh[m0, 0], <int>H)
-    _column_sums(da_x, db_ih, m0, m1)
-    if &db_hh[0] != &db_ih[0]:
-        _column_sums(da_h, db_hh, m0, m1)
+    # dW_ih (G*H, I) += DX^T X, rows m0..m1 from columns m0..m1 of DX
+    _gemm(True, False, <int>(m1 - m0), <int>I, <int>rows,
+          1, da_x + m0, <int>GH, &x2d[t0 * B, 0], <int>I,
+          beta, &dW_ih[m0, 0], <int>I)
+    # dW_hh (G*H, H) += DH^T H_prev, where h_{t-1} is h0 for t = 0 and out[t-1] after.
+    if t0 == 0:
+        _gemm(True, False, <int>(m1 - m0), <int>H, <int>B,
+              1, da_h + m0, <int>GH, &h0[0, 0], <int>H,
+              beta, &dW_hh[m0, 0], <int>H)
+        if t1 > 1:
+            _gemm(True, False, <int>(m1 - m0), <int>H, <int>(rows - B),
+                  1, da_h + B * GH + m0, <int>GH, &out[0, 0, 0], <int>H,
+                  1, &dW_hh[m0, 0], <int>H)
+    else:
+        _gemm(True, False, <int>(m1 - m0), <int>H, <int>rows,
+              1, da_h + m0, <int>GH, &out[t0 - 1, 0, 0], <int>H,
+              beta, &dW_hh[m0, 0], <int>H)
+    _column_sums(da_x, rows, GH, db_ih, m0, m1, add)
+    if db_hh != db_ih:
+        _column_sums(da_h, rows, GH, db_hh, m0, m1, add)
 
 
 cdef void _weight_gradients(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
                             const floating[:, ::1] h0, const floating[:, :, ::1] out,
-                            const floating[:, :, ::1] da_x, const floating[:, :, ::1] da_h,
+                            const floating* da_x, const floating* da_h,
+                            Py_ssize_t t0, Py_ssize_t t1, bint add,
                             floating[:, ::1] dx2d, floating[:, ::1] dW_ih,
-                            floating[:, ::1] dW_hh, floating[::1] db_ih, floating[::1] db_hh,
+                            floating[:, ::1] dW_hh, floating* db_ih, floating* db_hh,
                             int num_threads) noexcept nogil:
-    """Everything of BPTT that is not sequential, each a GEMM over all T*B rows.
+    """Everything of BPTT that is not sequential, for steps t0..t1-1: a GEMM
+    per gradient over their rows, added to the gradients of the later steps
+    when ``add`` (the engine's backward calls it once per chunk of steps, so
+    that it keeps only a chunk of da: _engine_backward).
 
-    da_x (T, B, G*H) is the gradient of the input term x_t W_ih^T + b_ih, da_h
+    da_x ((t1 - t0) * B, G*H) is the gradient of the input term x_t W_ih^T + b_ih, da_h
     that of the recurrent term h_{t-1} W_hh^T + b_hh (the same array except in
     the GRU).  Rows past a sequence's length are zero.  The single-bias cells
     pass one array as db_ih and db_hh (it is summed once).
-    DX, DH below are da_x, da_h as (T*B, G*H).
+    DX, DH below are da_x, da_h as ((t1 - t0) * B, G*H).
 
     With several threads, the engine's threads each run a share of every
     product with OpenBLAS on one thread (openblas_set_num_threads_local(1)
@@ -184,11 +195,11 @@ cdef void _weight_gradients(const floating[:, ::1] x2d, const floating[:, ::1] W
     Doing it well means packing blocks of dA^T as a GEMM library does.
     """
     if num_threads == 1 or _blas_local == NULL:
-        _weight_gradients_part(x2d, W_ih, h0, out, da_x, da_h, dx2d, dW_ih, dW_hh, db_ih, db_hh,
-                               0, 1)
+        _weight_gradients_part(x2d, W_ih, h0, out, da_x, da_h, t0, t1, add, dx2d, dW_ih, dW_hh,
+                               db_ih, db_hh, 0, 1)
         return
     with parallel(num_threads=num_threads):
         _blas_local(1)
-        _weight_gradients_part(x2d, W_ih, h0, out, da_x, da_h, dx2d, dW_ih, dW_hh, db_ih, db_hh,
-                               threadid(), fastrnn_team_size())
+        _weight_gradients_part(x2d, W_ih, h0, out, da_x, da_h, t0, t1, add, dx2d, dW_ih, dW_hh,
+                               db_ih, db_hh, threadid(), fastrnn_team_size())
     _blas_local(num_threads)

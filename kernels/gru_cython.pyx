@@ -125,7 +125,8 @@ def backward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
     Inputs:  x2d (T*B, I), W_ih (3H, I), W_hh (3H, H), h0 (B, H), and from the
              forward out, hn (T, B, H) and gates (T, B, 3H); d_out (T, B, H),
              d_h_n (B, H), lengths (B,) int64, use_blas, num_threads (as in forward).
-    Work:    da_x, da_h (T, B, 3H): the gradients of the input term
+    Work:    da_x, da_h (S, B, 3H), a chunk of S <= T steps (see
+             _engine_backward): the gradients of the input term
              x_t W_ih^T + b_ih and of the recurrent term h_{t-1} W_hh^T + b_hh
              (they differ in the n block by the factor r); work (B, H) (unused here).
     Outputs (overwritten): dx2d (T*B, I), dh0 (B, H), dW_ih (3H, I),
@@ -135,8 +136,5 @@ def backward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
     """
     dh0[:, :] = d_h_n
     _engine_backward(W_hh, lengths, num_threads, &gates[0, 0, 0], &hn[0, 0, 0], &out[0, 0, 0],
-                     &h0[0, 0], d_out, dh0, NULL, &da_x[0, 0, 0], &da_h[0, 0, 0], 0)
-    with nogil:
-        # Everything else is one large GEMM per gradient over all T*B rows.
-        _weight_gradients(x2d, W_ih, h0, out, da_x, da_h, dx2d, dW_ih, dW_hh, db_ih, db_hh,
-                          num_threads)
+                     &h0[0, 0], d_out, dh0, NULL, da_x, da_h, 0,
+                     x2d, W_ih, h0, out, dx2d, dW_ih, dW_hh, &db_ih[0], &db_hh[0])

@@ -130,7 +130,8 @@ def backward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
              the forward out, c (T, B, H) and gates (T, B, 4H); d_out (T, B, H),
              d_h_n, d_c_n (B, H), lengths (B,) int64, use_blas, num_threads
              (as in forward).
-    Work:    da (T, B, 4H) the gradients of the gates' pre-activations, work
+    Work:    da (S, B, 4H) the gradients of the gates' pre-activations of a
+             chunk of S <= T steps (see _engine_backward), work
              (B, H) (unused here).
     Outputs (overwritten): dx2d (T*B, I), dh0, dc0 (B, H), dW_ih (4H, I),
              dW_hh (4H, H), db (4H,) (the gradient of b_ih and of b_hh alike).
@@ -140,7 +141,5 @@ def backward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
     dh0[:, :] = d_h_n
     dc0[:, :] = d_c_n
     _engine_backward(W_hh, lengths, num_threads, &gates[0, 0, 0], &c[0, 0, 0], &c[0, 0, 0],
-                     &c0[0, 0], d_out, dh0, &dc0[0, 0], &da[0, 0, 0], &da[0, 0, 0], 0)
-    with nogil:
-        # Everything else is one large GEMM per gradient over all T*B rows.
-        _weight_gradients(x2d, W_ih, h0, out, da, da, dx2d, dW_ih, dW_hh, db, db, num_threads)
+                     &c0[0, 0], d_out, dh0, &dc0[0, 0], da, da, 0,
+                     x2d, W_ih, h0, out, dx2d, dW_ih, dW_hh, &db[0], &db[0])

@@ -109,7 +109,8 @@ def backward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
     Inputs:  x2d (T*B, I), W_ih (H, I), W_hh (H, H), h0 (B, H), out (T, B, H)
              the forward states, d_out (T, B, H), d_h_n (B, H), lengths (B,) int64,
              relu, use_blas, num_threads (as in forward).
-    Work:    da (T, B, H) the pre-activation gradients, work (B, H) (unused here).
+    Work:    da (S, B, H) the pre-activation gradients of a chunk of S <= T
+             steps (see _engine_backward), work (B, H) (unused here).
     Outputs (overwritten): dx2d (T*B, I), dh0 (B, H), dW_ih (H, I),
              dW_hh (H, H), db (H,) (the gradient of b_ih and of b_hh alike).
 
@@ -117,7 +118,4 @@ def backward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
     """
     dh0[:, :] = d_h_n
     _engine_backward(W_hh, lengths, num_threads, &out[0, 0, 0], NULL, NULL, NULL, d_out, dh0,
-                     NULL, &da[0, 0, 0], &da[0, 0, 0], relu)
-    with nogil:
-        # Everything else is one large GEMM per gradient over all T*B rows.
-        _weight_gradients(x2d, W_ih, h0, out, da, da, dx2d, dW_ih, dW_hh, db, db, num_threads)
+                     NULL, da, da, relu, x2d, W_ih, h0, out, dx2d, dW_ih, dW_hh, &db[0], &db[0])

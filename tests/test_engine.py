@@ -96,11 +96,24 @@ def test_short_sequences_without_packing(cell, T, B, H, threads, dtype):
 @pytest.mark.parametrize("cell", CELLS)
 def test_long_sequence_in_chunks(cell, threads):
     """T far beyond one chunk of steps: inference keeps a ring of a chunk's
-    gates, the training forward all of them; both give the same output."""
+    gates, the training forward all of them; both give the same output.  The
+    backward keeps a chunk of da and adds each chunk's weight gradients to
+    the later chunks' (sequences ending inside a chunk and on its edges)."""
     B = 16
     T = 5 * _tuning.CHUNK_ROWS // B + 3
+    ring = _tuning.workspace_steps("cython", T, B)
     assert _tuning.kept_steps("cython", False, T, B) < T
-    check(cell, T, B, 3, 10, np.float32, lengths=[T, T - 1, 0, T // 2] * 4)
+    assert T // ring >= 2
+    check(cell, T, B, 3, 10, np.float32,
+          lengths=[T, T - 1, 0, T // 2, ring, ring - 1, ring + 1, 2 * ring] * 2)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_short_wide_backward_in_chunks(cell, threads, dtype):
+    """A few steps of many rows (BLAS's products) with a backward chunk of one step."""
+    T, B = 3, _tuning.BACKWARD_CHUNK_ROWS + 5
+    assert _tuning.workspace_steps("cython", T, B) == 1
+    check(cell, T, B, 4, 9, dtype, lengths=[3, 2, 1, 0] * (B // 4) + [3] * (B % 4))
 
 
 @pytest.mark.parametrize("cell", CELLS)
