@@ -167,8 +167,9 @@ cdef void _weight_gradients(const floating[:, ::1] x2d, const floating[:, ::1] W
                             int num_threads) noexcept nogil:
     """Everything of BPTT that is not sequential, for steps t0..t1-1: a GEMM
     per gradient over their rows, added to the gradients of the later steps
-    when ``add`` (the engine's backward calls it once per chunk of steps, so
-    that it keeps only a chunk of da: _engine_backward).
+    when ``add`` (the engine's backward of a short sequence calls it once
+    per chunk of steps, so that it keeps only a chunk of da; a long one runs
+    _weight_gradients_part in its own region: _engine_backward).
 
     da_x ((t1 - t0) * B, G*H) is the gradient of the input term x_t W_ih^T + b_ih, da_h
     that of the recurrent term h_{t-1} W_hh^T + b_hh (the same array except in

@@ -30,9 +30,9 @@
 # same share every step: its panels stay in its core's L2), then what a late
 # partner has not started, so one that loses its core delays the others by
 # one item, not a step.  The backward goes in chunks of steps (the last
-# first): each chunk's region, then dW_ih, dW_hh, dx and the bias sums of
-# its rows as BLAS GEMMs shared by the same threads (_common.pxi's
-# _weight_gradients), so that it keeps only a chunk of da.
+# first): each chunk's steps, then a phase in which the same threads share
+# dW_ih, dW_hh, dx and the bias sums of its rows as BLAS GEMMs (_common.pxi's
+# _weight_gradients_part), so that it keeps only a chunk of da.
 from libc.string cimport memcpy
 
 cdef extern from "Python.h":
@@ -406,58 +406,77 @@ cdef int _engine_forward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih
 
 # ---- backward ----------------------------------------------------------------
 
-cdef void _backward_worker(fastrnn_steps* steps, int tid, bint pack, Py_ssize_t t_first,
-                           Py_ssize_t t_last, Py_ssize_t ring,
+cdef void _backward_worker(fastrnn_steps* steps, int tid, Py_ssize_t ring, bint share_blas,
                            Py_ssize_t T, Py_ssize_t B, Py_ssize_t H, Py_ssize_t G,
                            Py_ssize_t u, int nv, Py_ssize_t per_item, const floating* W_hh,
                            const int64_t* lengths,
                            floating* P, const floating* g_seq, const floating* saved,
                            const floating* prev_seq, const floating* prev0,
                            const floating* d_out, floating* dh, floating* dc,
-                           floating* da_x, floating* da_h, int flag) noexcept nogil:
-    """One thread's share of steps t_first down to t_last of a backward.
-    Phase 0 packs W_hh's panels (when ``pack``); phase s >= 1 takes step
-    t = t_first + 1 - s: dh += da_h[t+1] W_hh (t + 1 < T), then the
-    elementwise backward of step t (t >= 0; t_last = -1 ends a sequence with
-    dh0 += da_h[0] W_hh), for one panel's units.  Step t's da rows are row
-    t % ring of theirs."""
+                           floating* da_x, floating* da_h, int flag,
+                           const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
+                           const floating[:, ::1] h0, const floating[:, :, ::1] out,
+                           floating[:, ::1] dx2d, floating[:, ::1] dW_ih,
+                           floating[:, ::1] dW_hh, floating* db_ih,
+                           floating* db_hh) noexcept nogil:
+    """One thread's share of a backward.  Phase 0 packs W_hh's panels; then
+    for each chunk of ``ring`` steps, the last first, a phase per step t
+    (t from the chunk's last down to its first, and to -1 after the first
+    chunk): dh += da_h[t+1] W_hh (t + 1 < T), then the elementwise backward
+    of step t (t >= 0), for one panel's units; step t's da rows are row
+    t % ring of theirs.  Then a phase for the chunk's weight gradients, in
+    which threads 0..parts-1 each run their share of the GEMMs (and count
+    their own items done): every thread of the team when ``share_blas``
+    (each with OpenBLAS on its own thread, as in _weight_gradients), else
+    thread 0 with BLAS's own threads."""
     cdef Py_ssize_t GH = G * H, n_panels = (H + u - 1) // u
     cdef Py_ssize_t n_items = (n_panels + per_item - 1) // per_item
+    cdef Py_ssize_t n_chunks = (T + ring - 1) // ring, chunk, t0, t1, t_stop
     cdef int team = fastrnn_team_size()
     cdef bint main_thread = tid == 0
     cdef Py_ssize_t own = tid * n_items // team, mine = (tid + 1) * n_items // team - own
-    cdef Py_ssize_t k_item, phase, item, p, j0, nu, t, b, r0, r, jj, tb, sb, mr
+    cdef Py_ssize_t k_item, phase = 0, item, p, j0, nu, t, b, r0, r, jj, tb, sb, mr, k
     cdef floating acc[ROW_BLOCK * 64]
     cdef const floating* panel
     cdef const floating* prev
     cdef _SignalClock clock = [0, 1, 1]
-    for phase in range(t_first - t_last + 2):
-        if not fastrnn_steps_wait(steps, phase):
-            break
-        for k_item in range(n_items):
-            # Own items first, then the partners' from the far end.
-            item = (own + k_item if k_item < mine
-                    else (own - 1 - (k_item - mine) + n_items) % n_items)
-            if not fastrnn_steps_claim(steps, item, phase):
-                continue
+    cdef int parts = <int>min(team, n_items) if share_blas else 1
+    if parts > 1:
+        _blas_local(1)
+    # Phase 0: W_hh (G*H, H) as it is, one block of H columns, into panels.
+    if not fastrnn_steps_wait(steps, phase):
+        return
+    for item in range(n_items):
+        if fastrnn_steps_claim(steps, item, phase):
             for p in range(item * per_item, min((item + 1) * per_item, n_panels)):
-                j0 = p * u
-                nu = min(u, H - j0)
-                panel = P + p * GH * u
-                if phase == 0:
-                    if pack:
-                        # W_hh (G*H, H) as it is: one block of H columns.
-                        _pack_panel(W_hh, H, 1, GH, 1, H, u, p, P + p * GH * u)
-                else:
-                    t = t_first + 1 - phase
+                _pack_panel(W_hh, H, 1, GH, 1, H, u, p, P + p * GH * u)
+            fastrnn_steps_done(steps)
+    for chunk in range(n_chunks - 1, -1, -1):
+        t0 = chunk * ring
+        t1 = min(T, t0 + ring)
+        t_stop = t0 - 1 if chunk > 0 else -2
+        for t in range(t1 - 1, t_stop, -1):
+            phase += 1
+            if not fastrnn_steps_wait(steps, phase):
+                return
+            for k_item in range(n_items):
+                # Own items first, then the partners' from the far end.
+                item = (own + k_item if k_item < mine
+                        else (own - 1 - (k_item - mine) + n_items) % n_items)
+                if not fastrnn_steps_claim(steps, item, phase):
+                    continue
+                for p in range(item * per_item, min((item + 1) * per_item, n_panels)):
+                    j0 = p * u
+                    nu = min(u, H - j0)
+                    panel = P + p * GH * u
                     if t + 1 < T:
                         # dh_t += da_h[t+1] W_hh for this panel's units; rows that had
                         # stopped at step t+1 keep dh as it is.
                         r0 = 0
                         while r0 < B:
                             mr = min(ROW_BLOCK, B - r0)
-                            _product(da_h + (((t + 1) % ring) * B + r0) * GH, GH, mr, panel, GH, nv, u,
-                                     acc)
+                            _product(da_h + (((t + 1) % ring) * B + r0) * GH, GH, mr, panel,
+                                     GH, nv, u, acc)
                             for r in range(mr):
                                 b = r0 + r
                                 if t + 1 < lengths[b]:
@@ -475,10 +494,23 @@ cdef void _backward_worker(fastrnn_steps* steps, int tid, bint pack, Py_ssize_t 
                                            d_out + tb * H + j0, dh + b * H + j0,
                                            _offset(dc, b * H + j0), da_x + sb * GH + j0,
                                            da_h + sb * GH + j0, flag)
-            fastrnn_steps_done(steps)
+                fastrnn_steps_done(steps)
+            if main_thread and _check_now(&clock) and _interrupted():
+                fastrnn_steps_abort(steps)
+                return
+        # The chunk's weight gradients: thread k < parts takes share k, and
+        # counts items k*n_items//parts .. (k+1)*n_items//parts - 1 done.
+        phase += 1
+        if not fastrnn_steps_wait(steps, phase):
+            return
+        if tid < parts:
+            _weight_gradients_part(x2d, W_ih, h0, out, da_x, da_h, t0, t1, chunk < n_chunks - 1,
+                                   dx2d, dW_ih, dW_hh, db_ih, db_hh, tid, parts)
+            for k in range(tid * n_items // parts, (tid + 1) * n_items // parts):
+                fastrnn_steps_done(steps)
         if main_thread and _check_now(&clock) and _interrupted():
             fastrnn_steps_abort(steps)
-            break
+            return
 
 
 cdef int _engine_backward(const floating[:, ::1] W_hh, const int64_t[::1] lengths,
@@ -506,9 +538,16 @@ cdef int _engine_backward(const floating[:, ::1] W_hh, const int64_t[::1] length
     the first touch of a page costs (LSTM (16, 256) T=1024 float32 training,
     2 threads: 3.9% of the time went to clearing da's pages, perf record);
     a chunk is reused, and its rows are still in cache for the GEMMs.
-    Measured, that backward alone, best of 12 interleaved calls: 121 ms with
-    all of da, 103-104 ms with chunks of 256-1024 rows, 107-113 with 2048-4096
-    (LSTM (64, 1024) T=128: 919 to 790-794 ms with 512-1024 rows)."""
+    Measured, that backward alone, best of 12 interleaved calls: 119 ms with
+    all of da, 104-106 ms with chunks of 512-2048 rows (LSTM (64, 1024)
+    T=128: 941 to 814 ms; GRU (16, 256) 92 to 85 ms).
+
+    One parallel region for the whole backward, the GEMMs as phases in it:
+    with a region per chunk (its recurrence, then its GEMMs in a region of
+    their own) the engine's threads parted and met again twice a chunk, and
+    with another process keeping one core busy 2 threads took 1.26-1.40x
+    the time of 1 thread (LSTM (16, 256) training, benches/busy_machine.py,
+    medians); in one region, 1.05-1.09x."""
     cdef Py_ssize_t T = d_out.shape[0], B = d_out.shape[1], H = d_out.shape[2]
     cdef Py_ssize_t G = W_hh.shape[0] // H, ring = da_x.shape[0]
     cdef int nv = 2
@@ -517,37 +556,38 @@ cdef int _engine_backward(const floating[:, ::1] W_hh, const int64_t[::1] length
     cdef Py_ssize_t per_item = n_panels if num_threads == 1 else 1
     cdef Py_ssize_t n_items = (n_panels + per_item - 1) // per_item
     cdef Py_ssize_t n_chunks = (T + ring - 1) // ring, chunk, t0, t1
-    cdef bint unpacked = T <= _UNPACKED_MAX_STEPS or T * B <= _UNPACKED_MAX_ROWS
     cdef fastrnn_steps steps
     cdef floating* P = NULL
     cdef long* claims = NULL
-    if not unpacked:
-        P = <floating*>malloc(n_panels * G * H * u * sizeof(floating))
-        claims = <long*>malloc(n_items * sizeof(long))
-    try:
-        if not unpacked and (P == NULL or claims == NULL):
-            raise MemoryError()
+    if T <= _UNPACKED_MAX_STEPS or T * B <= _UNPACKED_MAX_ROWS:
         for chunk in range(n_chunks - 1, -1, -1):
             t0 = chunk * ring
             t1 = min(T, t0 + ring)
-            if unpacked:
-                _backward_unpacked(W_hh, lengths, g_seq, saved, prev_seq, prev0, d_out, dh, dc,
-                                   &da_x[0, 0, 0], &da_h[0, 0, 0], ring, t0, t1, flag)
-            else:
-                with nogil:
-                    fastrnn_steps_init(&steps, n_items, claims)
-                    with parallel(num_threads=num_threads):
-                        _backward_worker(&steps, threadid(), chunk == n_chunks - 1, t1 - 1,
-                                         t0 if chunk > 0 else -1, ring, T, B, H, G, u, nv,
-                                         per_item, &W_hh[0, 0], &lengths[0], P, g_seq, saved,
-                                         prev_seq, prev0, &d_out[0, 0, 0], &dh[0, 0], dc,
-                                         &da_x[0, 0, 0], &da_h[0, 0, 0], flag)
-                if steps.abort:
-                    _raise_pending()
+            _backward_unpacked(W_hh, lengths, g_seq, saved, prev_seq, prev0, d_out, dh, dc,
+                               &da_x[0, 0, 0], &da_h[0, 0, 0], ring, t0, t1, flag)
             with nogil:
                 _weight_gradients(x2d, W_ih, h0, out, &da_x[0, 0, 0], &da_h[0, 0, 0], t0, t1,
                                   chunk < n_chunks - 1, dx2d, dW_ih, dW_hh, db_ih, db_hh,
                                   num_threads)
+        return 0
+    P = <floating*>malloc(n_panels * G * H * u * sizeof(floating))
+    claims = <long*>malloc(n_items * sizeof(long))
+    try:
+        if P == NULL or claims == NULL:
+            raise MemoryError()
+        with nogil:
+            fastrnn_steps_init(&steps, n_items, claims)
+            with parallel(num_threads=num_threads):
+                _backward_worker(&steps, threadid(), ring, num_threads > 1 and _blas_local != NULL,
+                                 T, B, H, G, u, nv, per_item,
+                                 &W_hh[0, 0], &lengths[0], P, g_seq, saved, prev_seq, prev0,
+                                 &d_out[0, 0, 0], &dh[0, 0], dc, &da_x[0, 0, 0],
+                                 &da_h[0, 0, 0], flag, x2d, W_ih, h0, out, dx2d, dW_ih, dW_hh,
+                                 db_ih, db_hh)
+            if num_threads > 1 and _blas_local != NULL:
+                _blas_local(num_threads)  # fastrnn's count, as in _weight_gradients
+        if steps.abort:
+            _raise_pending()
     finally:
         free(P)
         free(claims)

@@ -313,13 +313,16 @@ static inline int fastrnn_steps_wait(fastrnn_steps *s, long phase)
 }
 
 /* Claim item i of `phase` (after fastrnn_steps_wait for that phase): 1 when
-   this thread is the one to do it. */
+   this thread is the one to do it.  Phases only grow, and a phase may pass
+   without claims (the backward's weight-gradient phases, whose items each
+   thread counts done for its share), so an item is free in `phase` while
+   its last claim is of an earlier one. */
 static inline int fastrnn_steps_claim(fastrnn_steps *s, long i, long phase)
 {
-    long expected = phase - 1;
-    if (__atomic_load_n(&s->claims[i], __ATOMIC_RELAXED) != expected)
+    long seen = __atomic_load_n(&s->claims[i], __ATOMIC_RELAXED);
+    if (seen >= phase)
         return 0;
-    return __atomic_compare_exchange_n(&s->claims[i], &expected, phase, 0,
+    return __atomic_compare_exchange_n(&s->claims[i], &seen, phase, 0,
                                        __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
 }
 
