@@ -164,3 +164,36 @@ def test_ctrl_c_interrupts_a_long_call():
     assert what == "interrupted", done.stdout
     # 0.5 s until the signal; the engine looks for it every 5 ms.
     assert float(seconds) < 0.5 + 1.0, done.stdout
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGINT") or os.name != "posix", reason="POSIX signals")
+def test_ctrl_c_interrupts_a_long_backward():
+    """SIGINT a quarter of the way into a long backward (its chunks of steps
+    and their weight-gradient phases) raises KeyboardInterrupt promptly."""
+    script = textwrap.dedent("""
+        import os, signal, threading, time
+        import numpy as np
+        import fastrnn
+        T, B, I, H = 40000, 2, 32, 128
+        x = np.ones((T, B, I), np.float32)
+        W_ih = np.full((4 * H, I), 0.01, np.float32)
+        W_hh = np.full((4 * H, H), 0.01, np.float32)
+        out = fastrnn.lstm_forward(x, None, None, W_ih, W_hh, backend="cython")
+        d_out = np.ones_like(out[0])
+        t0 = time.perf_counter()
+        fastrnn.lstm_backward(d_out, None, None, out[-1])
+        whole = time.perf_counter() - t0
+        threading.Timer(whole / 4, os.kill, (os.getpid(), signal.SIGINT)).start()
+        t0 = time.perf_counter()
+        try:
+            fastrnn.lstm_backward(d_out, None, None, out[-1])
+            print("finished", time.perf_counter() - t0, whole)
+        except KeyboardInterrupt:
+            print("interrupted", time.perf_counter() - t0, whole)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    what, seconds, whole = done.stdout.split()
+    assert what == "interrupted", done.stdout
+    assert float(seconds) < float(whole) / 4 + 0.5, done.stdout
