@@ -37,6 +37,11 @@ except ImportError:
     torch = None
 
 ROUNDS = 5
+# Seconds between two contenders: the thread pools of the one before
+# (OpenBLAS, ONNX Runtime, OpenMP) spin for a while after a call, and would
+# take the cores from the next (seen: fastrnn's (1, 64) training on 2 threads
+# 4x slower in every round of one run).
+PAUSE = 0.1
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 
 
@@ -123,6 +128,7 @@ def main(cells, shapes):
                 # threads, which spin for a while after a call.
                 shift = round_ * len(order) // ROUNDS
                 for key in order[shift:] + order[:shift]:
+                    time.sleep(PAUSE)
                     best[key] = min(best[key], runs[key]())
             rows.append((cell, B, H, T, best))
             print(".", end="", flush=True, file=sys.stderr)
