@@ -420,9 +420,9 @@ cdef void _backward_worker(fastrnn_steps* steps, int tid, Py_ssize_t ring, bint 
                            floating[:, ::1] dW_hh, floating* db_ih,
                            floating* db_hh) noexcept nogil:
     """One thread's share of a backward.  Phase 0 packs W_hh's panels; then
-    for each chunk of ``ring`` steps, the last first, a phase per step t
-    (t from the chunk's last down to its first, and to -1 after the first
-    chunk): dh += da_h[t+1] W_hh (t + 1 < T), then the elementwise backward
+    for each chunk of ``ring`` steps, the last chunk first, a phase per step
+    t from the chunk's last step down to its first (and in chunk 0 on to
+    t = -1): dh += da_h[t+1] W_hh (t + 1 < T), then the elementwise backward
     of step t (t >= 0), for one panel's units; step t's da rows are row
     t % ring of theirs.  Then a phase for the chunk's weight gradients, in
     which threads 0..parts-1 each run their share of the GEMMs (and count
