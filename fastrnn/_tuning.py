@@ -61,7 +61,12 @@ def kept_steps(backend, training, T, B):
     a chunk of steps for an inference by the Cython engine."""
     if training or backend != "cython":
         return T
-    return min(T, max(1, CHUNK_ROWS // B))
+    return _steps_in(CHUNK_ROWS, T, B)
+
+
+def _steps_in(rows, T, B):
+    """Steps of B rows in a chunk of about ``rows`` rows: at least 1, at most T."""
+    return min(T, max(1, rows // B))
 
 
 # Rows of a chunk of steps whose pre-activation gradients the Cython
@@ -79,4 +84,4 @@ def workspace_steps(backend, T, B):
     keeps: a chunk for the Cython engine, all T for the Numba kernels."""
     if backend != "cython":
         return T
-    return min(T, max(1, BACKWARD_CHUNK_ROWS // B))
+    return _steps_in(BACKWARD_CHUNK_ROWS, T, B)

@@ -151,10 +151,10 @@ cdef inline bint _check_now(_SignalClock* s) noexcept nogil:
     if s.countdown > 0:
         return False
     now = fastrnn_now()
-    s.countdown = s.stride
     if now < s.next_check:
         if s.next_check - now > 0.9 * _SIGNAL_INTERVAL and s.stride < 1024:
             s.stride *= 2
+        s.countdown = s.stride
         return False
     if now > s.next_check + _SIGNAL_INTERVAL and s.stride > 1:
         s.stride //= 2
@@ -556,6 +556,8 @@ cdef int _engine_backward(const floating[:, ::1] W_hh, const int64_t[::1] length
     cdef Py_ssize_t per_item = n_panels if num_threads == 1 else 1
     cdef Py_ssize_t n_items = (n_panels + per_item - 1) // per_item
     cdef Py_ssize_t n_chunks = (T + ring - 1) // ring, chunk, t0, t1
+    # The engine's threads share each chunk's GEMMs, OpenBLAS on each one's own thread.
+    cdef bint share_blas = num_threads > 1 and _blas_local != NULL
     cdef fastrnn_steps steps
     cdef floating* P = NULL
     cdef long* claims = NULL
@@ -578,13 +580,12 @@ cdef int _engine_backward(const floating[:, ::1] W_hh, const int64_t[::1] length
         with nogil:
             fastrnn_steps_init(&steps, n_items, claims)
             with parallel(num_threads=num_threads):
-                _backward_worker(&steps, threadid(), ring, num_threads > 1 and _blas_local != NULL,
-                                 T, B, H, G, u, nv, per_item,
+                _backward_worker(&steps, threadid(), ring, share_blas, T, B, H, G, u, nv, per_item,
                                  &W_hh[0, 0], &lengths[0], P, g_seq, saved, prev_seq, prev0,
                                  &d_out[0, 0, 0], &dh[0, 0], dc, &da_x[0, 0, 0],
                                  &da_h[0, 0, 0], flag, x2d, W_ih, h0, out, dx2d, dW_ih, dW_hh,
                                  db_ih, db_hh)
-            if num_threads > 1 and _blas_local != NULL:
+            if share_blas:
                 _blas_local(num_threads)  # fastrnn's count, as in _weight_gradients
         if steps.abort:
             _raise_pending()
