@@ -66,7 +66,8 @@ if OPENMP:
 print(f"fastrnn build: openmp={OPENMP} native={NATIVE} debug={DEBUG}", file=sys.stderr)
 
 # One extension per cell, named by the cell spec (a leaf module: read without
-# importing fastrnn).
+# importing fastrnn), and two shared ones: _build (how the kernels were built)
+# and _matmul (fastrnn.training.Linear's products on fastrnn's threads).
 CELLS = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                     "fastrnn", "_spec.py"))["CELLS"]
 
@@ -78,13 +79,13 @@ extensions = [
         # cythonize follows the .pxi includes; the C compiler's header is listed
         # so that editing it rebuilds the extensions.
         depends=["kernels/fast_tanh.h", "kernels/engine.h", "kernels/_build.h",
-                 "kernels/_common.pxi", "kernels/_engine.pxi"],
+                 "kernels/_common.pxi", "kernels/_engine.pxi", "kernels/_gemm.pxi"],
         extra_compile_args=compile_args,
         extra_link_args=link_args,
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"),
                        ("FASTRNN_DEBUG_BUILD", int(DEBUG)), ("FASTRNN_NATIVE_BUILD", int(NATIVE))],
     )
-    for name in ["_build", *(f"{cell}_cython" for cell in CELLS)]
+    for name in ["_build", "_matmul", *(f"{cell}_cython" for cell in CELLS)]
 ]
 
 directives = {

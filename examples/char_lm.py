@@ -146,7 +146,7 @@ if __name__ == "__main__":
     parser.add_argument("--hidden", type=int, default=128)
     parser.add_argument("--text", help="a text file to train on (default: stdlib sources)")
     parser.add_argument("--threads", type=int, help="fastrnn.set_num_threads (default: all "
-                        "cores; 1 is faster for small batches, see the README)")
+                        "cores)")
     args = parser.parse_args()
     if args.threads:
         fastrnn.set_num_threads(args.threads)

@@ -18,9 +18,32 @@ import time
 
 import numpy as np
 
+from . import _threads
 from ._validation import as_generator, check_dtype, check_lengths, check_positive_int
 
 # --- the output layer ------------------------------------------------------------------
+
+_matmul_kernel = None  # fastrnn.kernels._matmul once loaded; False where it is not built
+
+
+def _matmul(a, b, trans_a=False, trans_b=False):
+    """op(a) @ op(b) for 2-D arrays of one float dtype, op transposing where its
+    flag is set, on fastrnn's own threads (``kernels/_matmul.pyx`` says why:
+    NumPy's BLAS pool would spin beside the recurrence's threads); NumPy's
+    matmul where the Cython kernels are not built."""
+    global _matmul_kernel
+    if _matmul_kernel is None:
+        try:
+            from .kernels import _matmul as _matmul_kernel
+        except ImportError:
+            _matmul_kernel = False
+    if _matmul_kernel is False:
+        return (a.T if trans_a else a) @ (b.T if trans_b else b)
+    a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
+    out = np.empty((a.shape[1 if trans_a else 0], b.shape[0 if trans_b else 1]), a.dtype)
+    _matmul_kernel.matmul(a, b, out, trans_a, trans_b, _threads.get_num_threads())
+    return out
+
 
 
 class Linear:
@@ -57,7 +80,8 @@ class Linear:
             raise ValueError(f"h must have shape (..., in_features) = (..., {self.in_features}), "
                              f"got {h.shape}")
         self._h = h
-        y = h @ self.params["weight"].T
+        y = _matmul(h.reshape(-1, self.in_features), self.params["weight"], trans_b=True)
+        y = y.reshape(h.shape[:-1] + (self.out_features,))
         return y + self.params["bias"] if "bias" in self.params else y
 
     __call__ = forward
@@ -71,11 +95,12 @@ class Linear:
                              f"got {dy.shape}")
         h2 = self._h.reshape(-1, self.in_features)
         dy2 = dy.reshape(-1, self.out_features)
-        self.grads = {"weight": dy2.T @ h2}
+        self.grads = {"weight": _matmul(dy2, h2, trans_a=True)}
         if "bias" in self.params:
             self.grads["bias"] = dy2.sum(axis=0)
+        dh = _matmul(dy2, self.params["weight"]).reshape(self._h.shape)
         self._h = None
-        return dy @ self.params["weight"]
+        return dh
 
 
 # --- losses over the steps of a sequence ---------------------------------------------------

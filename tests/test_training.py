@@ -46,6 +46,71 @@ def test_linear_backward_matches_finite_differences():
         np.testing.assert_allclose(grads[name], central_difference(loss, p), rtol=1e-7, atol=1e-9)
 
 
+# Tall and wide C, each below and above the size at which the team shares it.
+MATMUL_SHAPES = [(3, 4, 5), (1, 7, 2), (7, 1, 3), (300, 90, 128), (90, 300, 128), (2, 2, 0)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("M, N, K", MATMUL_SHAPES)
+@pytest.mark.parametrize("trans_a", [False, True])
+@pytest.mark.parametrize("trans_b", [False, True])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_matmul_on_fastrnns_threads_is_numpys(dtype, M, N, K, trans_a, trans_b, threads):
+    matmul = pytest.importorskip("fastrnn.kernels._matmul").matmul
+    rng = np.random.default_rng(M * N + K)
+    a = rng.standard_normal((K, M) if trans_a else (M, K)).astype(dtype)
+    b = rng.standard_normal((N, K) if trans_b else (K, N)).astype(dtype)
+    out = np.full((M, N), np.nan, dtype)
+    a0, b0 = a.copy(), b.copy()
+    matmul(a, b, out, trans_a, trans_b, threads)
+    expected = (a.T if trans_a else a).astype(np.float64) @ (b.T if trans_b else b)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(out, expected, rtol=tol, atol=tol * max(K, 1))
+    assert np.array_equal(a, a0) and np.array_equal(b, b0)
+
+
+def test_matmul_checks_shapes_and_types():
+    matmul = pytest.importorskip("fastrnn.kernels._matmul").matmul
+    a, b = np.ones((3, 4), np.float32), np.ones((4, 5), np.float32)
+    with pytest.raises(ValueError, match=r"op\(A\) is \(3, 4\) but op\(Bm\) is \(5, 4\)"):
+        matmul(a, b, np.empty((3, 4), np.float32), False, True)
+    with pytest.raises(ValueError, match=r"out must have shape \(3, 5\)"):
+        matmul(a, b, np.empty((5, 3), np.float32))
+    with pytest.raises(ValueError, match="num_threads"):
+        matmul(a, b, np.empty((3, 5), np.float32), num_threads=0)
+    with pytest.raises((TypeError, ValueError)):
+        matmul(a, b.astype(np.float64), np.empty((3, 5), np.float32))
+    with pytest.raises(ValueError):  # a strided view is not C-contiguous
+        matmul(a, np.ones((4, 10), np.float32)[:, ::2], np.empty((3, 5), np.float32))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_linear_on_threads_matches_numpy(threads):
+    """The read-out's products run on fastrnn's threads (kernels/_matmul.pyx)
+    and give NumPy's answer for any leading shape, a transposed (non-contiguous)
+    input and a 1-D one."""
+    rng = np.random.default_rng(3)
+    head = Linear(128, 90, seed=2)
+    W, b = head.params["weight"].astype(np.float64), head.params["bias"].astype(np.float64)
+    before = fastrnn.get_num_threads()
+    fastrnn.set_num_threads(threads)
+    try:
+        for shape in [(64, 32, 128), (32, 128), (128,)]:
+            h = rng.standard_normal(shape).astype(np.float32)
+            if h.ndim == 3:
+                h = h.transpose(1, 0, 2).copy().transpose(1, 0, 2)  # not C-contiguous
+            dy = rng.standard_normal(shape[:-1] + (90,)).astype(np.float32)
+            y = head(h)
+            np.testing.assert_allclose(y, h @ W.T + b, rtol=1e-5, atol=1e-4)
+            dh = head.backward(dy)
+            assert dh.shape == h.shape
+            np.testing.assert_allclose(dh, dy @ W, rtol=1e-5, atol=1e-4)
+            dy2, h2 = dy.reshape(-1, 90).astype(np.float64), h.reshape(-1, 128)
+            np.testing.assert_allclose(head.grads["weight"], dy2.T @ h2, rtol=1e-5, atol=1e-3)
+    finally:
+        fastrnn.set_num_threads(before)
+
+
 @pytest.mark.parametrize("lengths", [None, LENGTHS], ids=["full", "lengths"])
 @pytest.mark.parametrize("last_only", [False, True], ids=["every-step", "many-to-one"])
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
