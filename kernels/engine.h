@@ -109,11 +109,28 @@ static inline double fastrnn_now(void)
 }
 
 #define FASTRNN_DEFINE_PACK(NAME, T)                                                \
-/* Panel p of M (K, G*H), M[k, n] = src[k*sk + n*sn], into P (K * G*u values). */  \
+/* Panel p of M (K, G*H), M[k, n] = src[k*sk + n*sn], into P (K * G*u values),    \
+   reading src along its contiguous axis: down a column of M when sk < sn (the   \
+   forward's W^T), along a row otherwise (a strided read of a (4096, 1024)       \
+   matrix misses the cache on every value).  Units past H are zero. */           \
 static inline void NAME(const T *src, long sk, long sn, long K, long G, long H,   \
                         long u, long p, T *P)                                     \
 {                                                                                 \
-    long k, g, jj, j;                                                             \
+    long k, g, jj, j, NR = G * u;                                                 \
+    if (sk < sn) {                                                                \
+        for (g = 0; g < G; g++)                                                   \
+            for (jj = 0; jj < u; jj++) {                                          \
+                T *q = P + g * u + jj;                                            \
+                j = p * u + jj;                                                   \
+                if (j < H)                                                        \
+                    for (k = 0; k < K; k++)                                       \
+                        q[k * NR] = src[k * sk + (g * H + j) * sn];               \
+                else                                                              \
+                    for (k = 0; k < K; k++)                                       \
+                        q[k * NR] = (T)0;                                         \
+            }                                                                     \
+        return;                                                                   \
+    }                                                                             \
     for (k = 0; k < K; k++)                                                       \
         for (g = 0; g < G; g++)                                                   \
             for (jj = 0; jj < u; jj++) {                                          \
