@@ -4,7 +4,7 @@ sizes people train, float32, I = H: PyTorch's nn.RNN / nn.LSTM / nn.GRU
 primitives; inference), each where it is installed
 (``pip install torch==2.13.0 onnx onnxruntime openvino``).
 
-    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benches/versus_peers.py [cells] [shapes]
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benches/versus_peers.py [cells] [shapes] [--out FILE]
 
 cells: comma-separated (default lstm,gru,rnn); shapes: BxHxT,... (default
 1x64x1024,16x256x1024,64x1024x128).  Every contender (fastrnn and each peer
@@ -13,23 +13,27 @@ keeps its best round: a slow moment of the shared machine hits them all
 alike.  The ONNX peers' outputs are checked against fastrnn's reference
 first.  Prints steps x batch per second, fastrnn on 2 threads over the best
 peer at its better thread count, and the share of the machine's 2-thread
-sgemm rate (numpy 2048^3, best of the run) that fastrnn's forward reaches.
+sgemm rate (numpy 2048^3, best of the run) that fastrnn's forward reaches,
+as a Markdown table; ``--out FILE`` also writes it with the run's facts
+(date, CPU, versions, the OpenBLAS variables, the load of other processes)
+into FILE (benches/results/versus_peers.md holds the latest full run).
 """
+import datetime
+import os
+import platform
 import sys
 import time
-
-import os
+from importlib import metadata
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
 import fastrnn
 
-try:
-    from benches import onnx_peers  # python -m benches.versus_peers
-except ImportError:  # python benches/versus_peers.py
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import onnx_peers
+if not __package__:  # python benches/versus_peers.py: the checkout's root on the path
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benches import onnx_peers  # noqa: E402
+from benches.conftest import _busy_seconds, _own_seconds  # noqa: E402
 
 try:
     import torch
@@ -112,6 +116,7 @@ def contenders(cell, B, H, T):
 
 
 def main(cells, shapes):
+    """Run every contender; returns (rows, the sgemm rate in FLOP/s)."""
     gemm = float("inf")  # the best sgemm of every round of the run
     rows = []
     for cell in cells:
@@ -132,12 +137,22 @@ def main(cells, shapes):
                     best[key] = min(best[key], runs[key]())
             rows.append((cell, B, H, T, best))
             print(".", end="", flush=True, file=sys.stderr)
-    rate = 2 * 2048 ** 3 / gemm
-    print(f"numpy 2048^3 sgemm on 2 threads, best of the run: {rate / 1e9:.0f} GFLOP/s")
+    print(file=sys.stderr)
+    return rows, 2 * 2048 ** 3 / gemm
+
+
+def _rate(x):
+    return f"{x / 1e6:.3g}M" if x >= 1e6 else f"{x / 1e3:.3g}k"
+
+
+def table(rows, rate):
+    """The Markdown table of a run: steps x batch per second."""
     peers = sorted({who for row in rows for who, _, _ in row[4]} - {"fastrnn"})
-    print("steps x batch per second; each peer at its better of 1 and 2 threads")
-    print("cell  (B, H)     T     pass       fastrnn 1t  fastrnn 2t "
-          + "".join(f"{p:>12s}" for p in peers) + "  vs best peer  share of sgemm")
+    names = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO (oneDNN)"}
+    lines = ["| cell | B, H | T | pass | fastrnn 1 thread | fastrnn 2 threads | "
+             + " | ".join(names.get(p, p) for p in peers) + " | fastrnn 2 threads vs best peer | "
+             "forward's share of the sgemm rate |",
+             "|---" * (8 + len(peers)) + "|"]
     for cell, B, H, T, best in rows:
         flops = 2 * (2 * H) * GATES[cell] * H * T * B  # the forward's products, I = H
         for pass_ in ("inference", "training"):
@@ -145,16 +160,79 @@ def main(cells, shapes):
             theirs = {p: T * B / min(best.get((p, pass_, n), float("inf")) for n in (1, 2))
                       for p in peers}
             top = max(theirs.values(), default=0)
-            share = (f"{flops / best[('fastrnn', pass_, 2)] / rate:5.0%}"
-                     if pass_ == "inference" else "")
-            print(f"{cell:5s} ({B:2d}, {H:4d}) {T:5d} {pass_:10s} {ours[1]:10.3g} "
-                  f"{ours[2]:11.3g}"
-                  + "".join(f"{theirs[p]:12.3g}" if theirs[p] else f"{'-':>12s}" for p in peers)
-                  + (f"  {ours[2] / top:10.2f}x" if top else f"  {'-':>11s}") + f"  {share}")
+            share = (f"{flops / best[('fastrnn', pass_, 2)] / rate:.0%}"
+                     if pass_ == "inference" else "-")
+            lines.append(f"| {cell} | {B}, {H} | {T} | {pass_} | {_rate(ours[1])} | "
+                         f"{_rate(ours[2])} | "
+                         + " | ".join(_rate(theirs[p]) if theirs[p] else "-" for p in peers)
+                         + f" | {ours[2] / top:.2f}x | {share} |" if top else
+                         f"| {cell} | {B}, {H} | {T} | {pass_} | {_rate(ours[1])} | "
+                         f"{_rate(ours[2])} | " + " | ".join("-" for _ in peers)
+                         + f" | - | {share} |")
+    return "\n".join(lines)
+
+
+def _version(dist):
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def facts(rate, wall, other_cores):
+    """The lines a reader needs to trust or reproduce a run."""
+    cpu, flags = platform.processor() or "?", set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                elif line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    break
+    except OSError:
+        pass
+    simd = "AVX-512" if "avx512f" in flags else "AVX2/FMA" if "avx2" in flags else "no AVX2"
+    versions = ", ".join(f"{d} {v}" for d in ("fastrnn", "numpy", "scipy", "torch", "onnxruntime",
+                                              "openvino") if (v := _version(d)))
+    env = [k for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if k in os.environ]
+    return [
+        f"Run: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, "
+        f"`{' '.join(['python', 'benches/versus_peers.py', *sys.argv[1:]])}`, {wall:.0f} s.",
+        f"Machine: {cpu}, {os.cpu_count()} cores, {simd}; numpy's 2048^3 sgemm on 2 threads "
+        f"{rate / 1e9:.0f} GFLOP/s (best of the run).",
+        f"Versions: {versions}.",
+        "OpenBLAS variables: " + (", ".join(f"{k}={os.environ[k]}" for k in env) if env
+                                  else "OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset") + ".",
+        f"Load: other processes kept {other_cores:.2f} of {os.cpu_count()} cores busy on "
+        "average during the run.",
+        f"float32, I = H; every contender on 1 and 2 threads, {ROUNDS} rounds interleaved "
+        f"(a different contender first in each round, {PAUSE} s between two), best round "
+        "kept, each peer at its better thread count; steps x batch per second. ONNX Runtime "
+        "and OpenVINO run one ONNX node (OpenVINO on oneDNN's RNN primitives) and do "
+        "inference only; their outputs were checked against fastrnn's reference.",
+    ]
 
 
 if __name__ == "__main__":
-    cells = sys.argv[1].split(",") if len(sys.argv) > 1 else ["lstm", "gru", "rnn"]
-    shapes = ([tuple(map(int, s.split("x"))) for s in sys.argv[2].split(",")]
-              if len(sys.argv) > 2 else [(1, 64, 1024), (16, 256, 1024), (64, 1024, 128)])
-    main(cells, shapes)
+    args = sys.argv[1:]
+    out = None
+    if "--out" in args:
+        i = args.index("--out")
+        out = args[i + 1]
+        del args[i:i + 2]
+    cells = args[0].split(",") if args else ["lstm", "gru", "rnn"]
+    shapes = ([tuple(map(int, s.split("x"))) for s in args[1].split(",")]
+              if len(args) > 1 else [(1, 64, 1024), (16, 256, 1024), (64, 1024, 128)])
+    start, busy, own = time.monotonic(), _busy_seconds(), _own_seconds()
+    rows, rate = main(cells, shapes)
+    wall = time.monotonic() - start
+    other = (max(0.0, (_busy_seconds() - busy) - (_own_seconds() - own)) / wall
+             if busy is not None else float("nan"))
+    lines = facts(rate, wall, other)
+    print("\n".join(lines[1:3]) + "\n\n" + table(rows, rate))
+    if out:
+        with open(out, "w") as f:
+            f.write("# fastrnn against its peers\n\n" + "\n".join(lines) + "\n\n"
+                    + table(rows, rate) + "\n")
+        print(f"wrote {out}")
