@@ -52,3 +52,14 @@ def test_the_training_example_runs():
     namespace = {}
     exec(compile("import numpy as np\nimport fastrnn\n" + block, "README.md", "exec"), namespace)
     assert namespace["norm"] > 0
+
+
+def test_the_pytorch_example_runs():
+    pytest.importorskip("torch")
+    block = next(b for b in python_blocks() if "fastrnn.torch.convert(model)" in b)
+    namespace = {}
+    exec(compile(block, "README.md", "exec"), namespace)
+    import fastrnn.torch
+
+    assert type(namespace["model"].rnn) is fastrnn.torch.LSTM
+    assert namespace["out"].shape == (16, 20, 64) and namespace["out"].grad_fn is None

@@ -1,0 +1,361 @@
+"""fastrnn inside PyTorch: ``torch.nn``'s recurrent modules on fastrnn's kernels.
+
+``RNN``, ``LSTM``, ``GRU``, ``RNNCell``, ``LSTMCell`` and ``GRUCell`` are
+subclasses of the ``torch.nn`` modules of the same names: the same
+constructor arguments, parameters, ``state_dict`` keys, initialisation and
+``forward(input, hx=None)``, so replacing ``torch.nn.LSTM(...)`` by
+``fastrnn.torch.LSTM(...)`` is the whole change, and ``convert(model)``
+makes that change in place in an existing model.  Only ``forward`` differs:
+each layer and direction is one call of fastrnn's kernels, wrapped in a
+``torch.autograd.Function`` whose backward is fastrnn's BPTT (gradients of
+the input, the initial states and every parameter).  Tensors and NumPy
+arrays share memory both ways; nothing is saved for the backward under
+``torch.no_grad()``/``inference_mode`` or when nothing requires a gradient.
+
+What fastrnn cannot run raises ``ValueError`` naming it: tensors on another
+device than the CPU, dtypes other than float32 and float64, ``proj_size``.
+Double backward (a gradient of a gradient) is not supported and says so.
+
+Needs PyTorch (``pip install "fastrnn[torch]"``); ``import fastrnn`` never
+imports it.
+"""
+try:
+    import torch
+except ImportError as exc:  # pragma: no cover - the message is the point
+    raise ImportError("fastrnn.torch needs PyTorch: pip install 'fastrnn[torch]' "
+                      "(or pip install torch)") from exc
+
+import warnings
+
+from torch import nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+from . import functional
+from ._spec import CELLS
+from .layers import reverse_within_lengths
+
+__all__ = ["RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell", "convert"]
+
+_DTYPES = (torch.float32, torch.float64)
+
+
+def _array(t):
+    """The NumPy view of a CPU tensor (no copy), or None."""
+    return None if t is None else t.detach().numpy()
+
+
+def _tensor(a):
+    """A tensor on the memory of ``a``; a copy where fastrnn's cache holds
+    ``a`` read-only (the caller may change what it gets) or where ``a`` runs
+    backwards in time (a reversed view, which torch cannot hold)."""
+    if not a.flags.writeable or any(s < 0 for s in a.strides):
+        a = a.copy()
+    return torch.from_numpy(a)
+
+
+def _options(module):
+    return {"nonlinearity": module.nonlinearity} if isinstance(module, (nn.RNN, nn.RNNCell)) else {}
+
+
+def _unsupported(module):
+    """Why fastrnn cannot run ``module`` as it is, or None."""
+    if getattr(module, "proj_size", 0):
+        return "proj_size > 0 (fastrnn's LSTM has no projection)"
+    for name, p in module.named_parameters():
+        if p.device.type != "cpu":
+            return f"{name} is on {p.device} (fastrnn runs on the CPU)"
+        if p.dtype not in _DTYPES:
+            return f"{name} is {p.dtype} (fastrnn runs float32 and float64)"
+    return None
+
+
+def _torch_name(module):
+    """The name of the torch.nn class that ``module``'s class derives from."""
+    return next(c.__name__ for c in type(module).__mro__ if c.__module__.startswith("torch.nn"))
+
+
+def _check_module(module):
+    reason = _unsupported(module)
+    if reason is not None:
+        kind = _torch_name(module)
+        raise ValueError(f"fastrnn.torch.{type(module).__name__} cannot run this module: "
+                         f"{reason}; use torch.nn.{kind} for it")
+
+
+def _check_tensor(module, t, name):
+    if t is not None and t.device.type != "cpu":
+        kind = _torch_name(module)
+        raise ValueError(f"{name} is on {t.device}: fastrnn.torch.{type(module).__name__} runs "
+                         f"on the CPU; use torch.nn.{kind} for other devices")
+
+
+class _Direction(torch.autograd.Function):
+    """One cell over a sequence in one direction: x (T, B, I), the initial
+    states (B, H) or None, the weights -> out (T, B, H) and the final states."""
+
+    @staticmethod
+    def forward(ctx, cell, options, reverse, lengths, x, h0, c0, W_ih, W_hh, b_ih, b_hh):
+        xa = _array(x)
+        if reverse:
+            xa = reverse_within_lengths(xa, lengths)
+        states = (h0, c0) if cell == "lstm" else (h0,)
+        out, *finals, cache = getattr(functional, f"{cell}_forward")(
+            xa, *map(_array, states), *map(_array, (W_ih, W_hh, b_ih, b_hh)),
+            lengths=lengths, training=True, **options)
+        if reverse:
+            out = reverse_within_lengths(out, lengths)
+        ctx.fastrnn = (cell, reverse, lengths, cache,
+                       tuple(t is None for t in (h0, c0, b_ih, b_hh)))
+        return (_tensor(out), *map(_tensor, finals))
+
+    @staticmethod
+    def backward(ctx, d_out, *d_finals):
+        if torch.is_grad_enabled():
+            raise RuntimeError("fastrnn.torch does not support double backward (a gradient of "
+                               "a gradient: create_graph=True through a fastrnn layer); use "
+                               "torch.nn's module for that")
+        cell, reverse, lengths, cache, missing = ctx.fastrnn
+        d = _array(d_out.contiguous())
+        if reverse:
+            d = reverse_within_lengths(d, lengths)
+        g = getattr(functional, f"{cell}_backward")(
+            d, *(_array(t.contiguous()) for t in d_finals), cache)
+        dx = reverse_within_lengths(g.dx, lengths) if reverse else g.dx
+        dc0 = g.dc0 if cell == "lstm" else None
+        grads = [dx, g.dh0, dc0, g.dW_ih, g.dW_hh, g.db_ih, g.db_hh]
+        for i, gone in zip((1, 2, 5, 6), missing):
+            if gone:
+                grads[i] = None
+        return (None, None, None, None, *(None if a is None else _tensor(a) for a in grads))
+
+
+def _direction(cell, options, reverse, lengths, x, states, weights):
+    """out (T, B, H) and the final states of one direction: through autograd
+    when anything needs a gradient, else fastrnn's inference path."""
+    h0, c0 = (states + (None,))[:2]
+    inputs = (x, h0, c0, *weights)
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs):
+        out, *finals = _Direction.apply(cell, options, reverse, lengths, *inputs)
+        return out, finals
+    xa = _array(x)
+    if reverse:
+        xa = reverse_within_lengths(xa, lengths)
+    state_arrays = (_array(h0), _array(c0)) if cell == "lstm" else (_array(h0),)
+    out, *finals, _ = getattr(functional, f"{cell}_forward")(  # no cache
+        xa, *state_arrays, *map(_array, weights), lengths=lengths, training=False, **options)
+    if reverse:
+        out = reverse_within_lengths(out, lengths)
+    return _tensor(out), [_tensor(f) for f in finals]
+
+
+# --- layers ------------------------------------------------------------------------
+
+
+class _Recurrent:
+    """The forward that RNN, LSTM and GRU share; mixed in before torch's class."""
+
+    _cell = None  # the spec name
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        _check_module(self)
+
+    def _layer_weights(self, layer, sfx):
+        names = [f"weight_ih_l{layer}{sfx}", f"weight_hh_l{layer}{sfx}"]
+        if self.bias:
+            names += [f"bias_ih_l{layer}{sfx}", f"bias_hh_l{layer}{sfx}"]
+        return tuple(getattr(self, n) for n in names) + (None, None)[:4 - len(names)]
+
+    def _check_hx_dims(self, hx, batched):
+        """torch's messages for an hx of the wrong number of dimensions."""
+        want = 3 if batched else 2
+        kind = "batched 3-D" if batched else "unbatched 2-D"
+        if self._cell == "lstm":
+            if hx[0].dim() != want or hx[1].dim() != want:
+                raise RuntimeError(f"For {kind} input, hx and cx should also be {want}-D but got "
+                                   f"({hx[0].dim()}-D, {hx[1].dim()}-D) tensors")
+        elif hx.dim() != want:
+            raise RuntimeError(f"For {kind} input, hx should also be {want}-D but got "
+                               f"{hx.dim()}-D tensor")
+
+    def forward(self, input, hx=None):
+        _check_module(self)
+        k = len(CELLS[self._cell].states)
+        packed = isinstance(input, PackedSequence)
+        if packed:
+            data, batch_sizes, sorted_indices, unsorted_indices = input
+            _check_tensor(self, data, "input")
+            if hx is not None:
+                hx = self.permute_hidden(hx, sorted_indices)
+                self.check_forward_args(data, hx, batch_sizes)
+            else:
+                self.check_input(data, batch_sizes)
+            # The packed steps as (T, B, I) in the packed (longest first) order;
+            # the lengths go to the kernels, which stop each sequence there.
+            x, lengths_t = pad_packed_sequence(PackedSequence(data, batch_sizes))
+            lengths = lengths_t.numpy()
+            batched = True
+        else:
+            _check_tensor(self, input, "input")
+            if input.dim() not in (2, 3):  # torch's words, which differ by class
+                what = f"{input.dim()}D tensor" if self._cell == "rnn" else f"{input.dim()}D"
+                raise ValueError(f"{type(self).__name__}: Expected input to be 2D or 3D, got "
+                                 f"{what} instead")
+            batched = input.dim() == 3
+            if not batched:
+                input = input.unsqueeze(0 if self.batch_first else 1)
+            if hx is not None:
+                self._check_hx_dims(hx, batched)
+                if not batched:
+                    hx = tuple(h.unsqueeze(1) for h in hx) if k == 2 else hx.unsqueeze(1)
+                self.check_forward_args(input, hx, None)
+            else:
+                self.check_input(input, None)
+            x = input.transpose(0, 1) if self.batch_first else input
+            lengths = None
+        if hx is not None:
+            for h in (hx if k == 2 else (hx,)):
+                _check_tensor(self, h, "hx")
+        states = None if hx is None else (tuple(hx) if k == 2 else (hx,))
+        D = 2 if self.bidirectional else 1
+        options = _options(self)
+        inp, finals = x, []
+        for layer in range(self.num_layers):
+            outs = []
+            for d in range(D):
+                i = layer * D + d
+                slot = (None,) * k if states is None else tuple(s[i] for s in states)
+                out, fin = _direction(self._cell, options, d == 1, lengths, inp, slot,
+                                      self._layer_weights(layer, "_reverse" if d else ""))
+                outs.append(out)
+                finals.append(fin)
+            inp = outs[0] if D == 1 else torch.cat(outs, 2)
+            if self.dropout and self.training and layer < self.num_layers - 1:
+                inp = nn.functional.dropout(inp, self.dropout, True)
+        h_n = tuple(torch.stack([f[j] for f in finals]) for j in range(k))
+        if packed:
+            out = PackedSequence(pack_padded_sequence(inp, lengths_t).data, batch_sizes,
+                                 sorted_indices, unsorted_indices)
+            h_n = tuple(self.permute_hidden(h, unsorted_indices) for h in h_n)
+        else:
+            out = inp.transpose(0, 1) if self.batch_first else inp
+            if not batched:
+                out = out.squeeze(0 if self.batch_first else 1)
+                h_n = tuple(h.squeeze(1) for h in h_n)
+        return out, (h_n if k == 2 else h_n[0])
+
+    def permute_hidden(self, hx, permutation):
+        if permutation is None:
+            return hx
+        if isinstance(hx, tuple):
+            return tuple(h.index_select(1, permutation) for h in hx)
+        return hx.index_select(1, permutation)
+
+
+class RNN(_Recurrent, nn.RNN):
+    """``torch.nn.RNN`` on fastrnn's kernels (see the module's docstring)."""
+
+    _cell = "rnn"
+
+
+class LSTM(_Recurrent, nn.LSTM):
+    """``torch.nn.LSTM`` on fastrnn's kernels (see the module's docstring); no ``proj_size``."""
+
+    _cell = "lstm"
+
+
+class GRU(_Recurrent, nn.GRU):
+    """``torch.nn.GRU`` on fastrnn's kernels (see the module's docstring)."""
+
+    _cell = "gru"
+
+
+# --- cells -------------------------------------------------------------------------
+
+
+class _Cell:
+    """The forward that RNNCell, LSTMCell and GRUCell share: one step, T = 1."""
+
+    _cell = None
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        _check_module(self)
+
+    def forward(self, input, hx=None):
+        _check_module(self)
+        _check_tensor(self, input, "input")
+        name, k = type(self).__name__, len(CELLS[self._cell].states)
+        if input.dim() not in (1, 2):
+            raise ValueError(f"{name}: Expected input to be 1D or 2D, got {input.dim()}D instead")
+        batched = input.dim() == 2
+        states = () if hx is None else (tuple(hx) if k == 2 else (hx,))
+        for h in states:
+            _check_tensor(self, h, "hx")
+            if h.dim() != input.dim():
+                raise ValueError(f"{name}: Expected hidden to be {input.dim()}D (as the input), "
+                                 f"got {h.dim()}D instead")
+        if not batched:
+            input, states = input.unsqueeze(0), tuple(h.unsqueeze(0) for h in states)
+        if input.dtype != self.weight_ih.dtype:
+            raise ValueError(f"{name} input dtype ({input.dtype}) does not match weight dtype "
+                             f"({self.weight_ih.dtype})")
+        if input.size(1) != self.input_size:
+            raise RuntimeError(f"input has inconsistent input_size: got {input.size(1)} "
+                               f"expected {self.input_size}")
+        for h in states:
+            if h.shape != (input.size(0), self.hidden_size):
+                raise RuntimeError(f"hx must have shape ({input.size(0)}, {self.hidden_size}) "
+                                   f"(batch, hidden_size), got {tuple(h.shape)}")
+        weights = (self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
+        _, finals = _direction(self._cell, _options(self), False, None, input[None],
+                               states or (None,) * k, weights)
+        if not batched:
+            finals = [f.squeeze(0) for f in finals]
+        return tuple(finals) if k == 2 else finals[0]
+
+
+class RNNCell(_Cell, nn.RNNCell):
+    """``torch.nn.RNNCell`` on fastrnn's kernels."""
+
+    _cell = "rnn"
+
+
+class LSTMCell(_Cell, nn.LSTMCell):
+    """``torch.nn.LSTMCell`` on fastrnn's kernels."""
+
+    _cell = "lstm"
+
+
+class GRUCell(_Cell, nn.GRUCell):
+    """``torch.nn.GRUCell`` on fastrnn's kernels."""
+
+    _cell = "gru"
+
+
+# --- swapping an existing model ------------------------------------------------------
+
+_SWAPS = {nn.RNN: RNN, nn.LSTM: LSTM, nn.GRU: GRU,
+          nn.RNNCell: RNNCell, nn.LSTMCell: LSTMCell, nn.GRUCell: GRUCell}
+
+
+def convert(model):
+    """Make every ``torch.nn`` RNN, LSTM, GRU and cell in ``model`` (the model
+    itself included) run on fastrnn, in place, and return ``model``.
+
+    Each module keeps its ``Parameter`` objects (only its class changes), so
+    an optimizer made before the swap keeps working, and ``state_dict`` is
+    unchanged.  A module fastrnn cannot run (``proj_size``, another device or
+    dtype) stays as it is, with a warning that names it and says why.
+    """
+    for name, module in model.named_modules():
+        target = _SWAPS.get(type(module))
+        if target is None:
+            continue
+        reason = _unsupported(module)
+        if reason is not None:
+            warnings.warn(f"fastrnn.torch.convert left {name or 'the model'} "
+                          f"({type(module).__name__}) to torch: {reason}", stacklevel=2)
+            continue
+        module.__class__ = target
+    return model
