@@ -97,7 +97,7 @@ cdef void _weight_gradients(const floating[:, ::1] x2d, const floating[:, ::1] W
                             Py_ssize_t t0, Py_ssize_t t1, bint add,
                             floating[:, ::1] dx2d, floating[:, ::1] dW_ih,
                             floating[:, ::1] dW_hh, floating* db_ih, floating* db_hh,
-                            int num_threads) noexcept nogil:
+                            int num_threads, int pool) noexcept nogil:
     """Everything of BPTT that is not sequential, for steps t0..t1-1: a GEMM
     per gradient over their rows, added to the gradients of the later steps
     when ``add`` (the engine's backward of a short sequence calls it once
@@ -115,11 +115,12 @@ cdef void _weight_gradients(const floating[:, ::1] x2d, const floating[:, ::1] W
     in each): OpenBLAS's own pool is never woken, so its workers do not spin
     beside the engine's.  In a pthreads OpenBLAS (scipy's wheels) that call
     sets the global count, so afterwards the calling thread sets it back to
-    ``num_threads``, which is fastrnn's count (set_num_threads gives it to
-    every BLAS pool); the value the call returns is not restored, because
+    ``pool``, fastrnn's count (set_num_threads gives it to every BLAS pool;
+    _pool_threads); the value the call returns is not restored, because
     two threads saving and restoring it could leave 1 behind.  Without that
     function (another BLAS), one thread runs the products and BLAS uses its
-    own threads.
+    own threads.  With one thread the caller decides (_engine_backward keeps
+    OpenBLAS to it when fastrnn's count is more).
 
     OpenBLAS, not the engine's tile product: tried with the engine's product
     (dA^T read with a row stride of G*H, packed panels of X and H_prev, the
@@ -136,4 +137,4 @@ cdef void _weight_gradients(const floating[:, ::1] x2d, const floating[:, ::1] W
         _blas_local(1)
         _weight_gradients_part(x2d, W_ih, h0, out, da_x, da_h, t0, t1, add, dx2d, dW_ih, dW_hh,
                                db_ih, db_hh, threadid(), fastrnn_team_size())
-    _blas_local(num_threads)
+    _blas_local(pool)

@@ -173,6 +173,18 @@ cdef inline bint _check_now(_SignalClock* s) noexcept nogil:
 # So: at most 4 steps, or at most 64 rows (T*B), take BLAS's products.
 DEF _UNPACKED_MAX_STEPS = 4
 DEF _UNPACKED_MAX_ROWS = 64
+# A short sequence's products run on the calling thread with OpenBLAS kept to
+# it (_blas_local(1)) when the engine would run on one thread (small steps,
+# fastrnn/_tuning.py) or a step's product (B x G*H x max(I, H)) is below this
+# many multiply-adds: OpenBLAS's pool, once woken, spins on the cores for a
+# while after the call, and beside another pool (PyTorch's, in fastrnn.torch)
+# that cost an LSTM (1, 64) T=64 and its read-out 4 ms instead of 0.1 ms.
+DEF _SOLO_MADDS = 1 << 20
+
+
+cdef inline bint _solo(Py_ssize_t B, Py_ssize_t GH, Py_ssize_t K, int num_threads,
+                       int pool) noexcept nogil:
+    return pool > 1 and _blas_local != NULL and (num_threads == 1 or B * GH * K < _SOLO_MADDS)
 
 
 cdef int _forward_unpacked(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
@@ -180,18 +192,22 @@ cdef int _forward_unpacked(const floating[:, ::1] x2d, const floating[:, ::1] W_
                            const floating[:, ::1] h0, const int64_t[::1] lengths,
                            floating* gates, Py_ssize_t ring, floating* out, floating* state,
                            floating* saved, const floating* extra, int flag,
-                           floating[:, ::1] h_n) except -1:
-    """_engine_forward for a few steps: BLAS products (its own threads), the
-    cell's gate arithmetic on whole rows (the gate stride of ``acc`` is H)."""
+                           floating[:, ::1] h_n, int num_threads, int pool) except -1:
+    """_engine_forward for a few steps: BLAS products (its own threads, or only
+    the calling thread for small steps: _solo), the cell's gate arithmetic on
+    whole rows (the gate stride of ``acc`` is H)."""
     cdef Py_ssize_t B = h0.shape[0], H = h0.shape[1], I = x2d.shape[1]
     cdef Py_ssize_t T = x2d.shape[0] // B, GH = W_hh.shape[0], t, b, j, row
     cdef floating* work = <floating*>malloc((B * GH + 2 * B * H) * sizeof(floating))
     cdef floating* h_prev
     cdef floating* h_next
+    cdef bint solo = _solo(B, GH, max(I, H), num_threads, pool)
     if work == NULL:
         raise MemoryError()
     try:
         with nogil:
+            if solo:
+                _blas_local(1)
             h_prev = work + B * GH
             h_next = h_prev + B * H
             memcpy(h_prev, &h0[0, 0], B * H * sizeof(floating))
@@ -223,6 +239,8 @@ cdef int _forward_unpacked(const floating[:, ::1] x2d, const floating[:, ::1] W_
                 h_prev, h_next = h_next, h_prev
             memcpy(&h_n[0, 0], h_prev, B * H * sizeof(floating))
     finally:
+        if solo:
+            _blas_local(pool)  # fastrnn's count, as in _weight_gradients
         free(work)
     return 0
 
@@ -377,7 +395,7 @@ cdef int _engine_forward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih
     cdef long* claims = NULL
     if T <= _UNPACKED_MAX_STEPS or T * B <= _UNPACKED_MAX_ROWS:
         return _forward_unpacked(x2d, W_ih, W_hh, bias, h0, lengths, gates, ring, out, state,
-                                 saved, extra, flag, h_n)
+                                 saved, extra, flag, h_n, num_threads, _pool_threads())
     P_ih = <floating*>malloc(n_panels * I * G * u * sizeof(floating))
     P_hh = <floating*>malloc(n_panels * H * G * u * sizeof(floating))
     hbuf = <floating*>malloc(2 * B * H * sizeof(floating))
@@ -427,8 +445,8 @@ cdef void _backward_worker(fastrnn_steps* steps, int tid, Py_ssize_t ring, bint 
     t % ring of theirs.  Then a phase for the chunk's weight gradients, in
     which threads 0..parts-1 each run their share of the GEMMs (and count
     their own items done): every thread of the team when ``share_blas``
-    (each with OpenBLAS on its own thread, as in _weight_gradients), else
-    thread 0 with BLAS's own threads."""
+    (each with OpenBLAS kept to its own thread, as in _weight_gradients; a
+    team of one too), else thread 0 with BLAS's own threads."""
     cdef Py_ssize_t GH = G * H, n_panels = (H + u - 1) // u
     cdef Py_ssize_t n_items = (n_panels + per_item - 1) // per_item
     cdef Py_ssize_t n_chunks = (T + ring - 1) // ring, chunk, t0, t1, t_stop
@@ -441,7 +459,7 @@ cdef void _backward_worker(fastrnn_steps* steps, int tid, Py_ssize_t ring, bint 
     cdef const floating* prev
     cdef _SignalClock clock = [0, 1, 1]
     cdef int parts = <int>min(team, n_items) if share_blas else 1
-    if parts > 1:
+    if share_blas:
         _blas_local(1)
     # Phase 0: W_hh (G*H, H) as it is, one block of H columns, into panels.
     if not fastrnn_steps_wait(steps, phase):
@@ -557,20 +575,30 @@ cdef int _engine_backward(const floating[:, ::1] W_hh, const int64_t[::1] length
     cdef Py_ssize_t n_items = (n_panels + per_item - 1) // per_item
     cdef Py_ssize_t n_chunks = (T + ring - 1) // ring, chunk, t0, t1
     # The engine's threads share each chunk's GEMMs, OpenBLAS on each one's own thread.
-    cdef bint share_blas = num_threads > 1 and _blas_local != NULL
+    # Each engine thread runs its share of the GEMMs with OpenBLAS kept to it,
+    # a team of one too when fastrnn's count is more (OpenBLAS's pool not woken).
+    cdef int pool = _pool_threads()
+    cdef bint share_blas = _blas_local != NULL and (num_threads > 1 or pool > 1), solo
     cdef fastrnn_steps steps
     cdef floating* P = NULL
     cdef long* claims = NULL
     if T <= _UNPACKED_MAX_STEPS or T * B <= _UNPACKED_MAX_ROWS:
-        for chunk in range(n_chunks - 1, -1, -1):
-            t0 = chunk * ring
-            t1 = min(T, t0 + ring)
-            _backward_unpacked(W_hh, lengths, g_seq, saved, prev_seq, prev0, d_out, dh, dc,
-                               &da_x[0, 0, 0], &da_h[0, 0, 0], ring, t0, t1, flag)
-            with nogil:
-                _weight_gradients(x2d, W_ih, h0, out, &da_x[0, 0, 0], &da_h[0, 0, 0], t0, t1,
-                                  chunk < n_chunks - 1, dx2d, dW_ih, dW_hh, db_ih, db_hh,
-                                  num_threads)
+        solo = _solo(B, G * H, max(x2d.shape[1], H), num_threads, pool)
+        if solo:
+            _blas_local(1)
+        try:
+            for chunk in range(n_chunks - 1, -1, -1):
+                t0 = chunk * ring
+                t1 = min(T, t0 + ring)
+                _backward_unpacked(W_hh, lengths, g_seq, saved, prev_seq, prev0, d_out, dh, dc,
+                                   &da_x[0, 0, 0], &da_h[0, 0, 0], ring, t0, t1, flag)
+                with nogil:
+                    _weight_gradients(x2d, W_ih, h0, out, &da_x[0, 0, 0], &da_h[0, 0, 0],
+                                      t0, t1, chunk < n_chunks - 1, dx2d, dW_ih, dW_hh, db_ih,
+                                      db_hh, 1 if solo else num_threads, pool)
+        finally:
+            if solo:
+                _blas_local(pool)
         return 0
     P = <floating*>malloc(n_panels * G * H * u * sizeof(floating))
     claims = <long*>malloc(n_items * sizeof(long))
@@ -586,7 +614,7 @@ cdef int _engine_backward(const floating[:, ::1] W_hh, const int64_t[::1] length
                                  &da_h[0, 0, 0], flag, x2d, W_ih, h0, out, dx2d, dW_ih, dW_hh,
                                  db_ih, db_hh)
             if share_blas:
-                _blas_local(num_threads)  # fastrnn's count, as in _weight_gradients
+                _blas_local(pool)  # fastrnn's count, as in _weight_gradients
         if steps.abort:
             _raise_pending()
     finally:

@@ -244,6 +244,28 @@ def test_set_num_threads_reaches_the_blas_pools():
         fastrnn.set_num_threads(fastrnn._threads.cpu_count())
 
 
+@pytest.mark.parametrize("T, B, H", [(64, 1, 8), (3, 2, 8), (40, 16, 64)],
+                         ids=["short-small", "few-steps", "engine"])
+def test_the_kernels_leave_the_blas_pools_at_fastrnns_count(T, B, H):
+    """The Cython kernels keep OpenBLAS to one thread for products their own
+    threads share, or for small ones (so its pool does not wake and spin),
+    and set it back to fastrnn's count afterwards, whichever path ran."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    if "cython" not in fastrnn.available_backends():
+        pytest.skip("the Cython backend is not built")
+    try:
+        fastrnn.set_num_threads(2)
+        for cell in CELLS:
+            p = random_problem(T, B, H, H, cell=cell)
+            _, cache = forward(cell, p, "cython")
+            backward(cell, random_upstream(cell, T, B, H), cache)
+            counts = {d["filepath"]: d["num_threads"] for d in threadpoolctl.threadpool_info()
+                      if d["internal_api"] == "openblas"}
+            assert counts and set(counts.values()) == {2}, (cell, counts)
+    finally:
+        fastrnn.set_num_threads(fastrnn._threads.cpu_count())
+
+
 @pytest.fixture
 def rnn_problem():
     return random_problem(T, B, I, H, lengths=[4, 0, 2])
