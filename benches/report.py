@@ -378,6 +378,35 @@ def coldstart_section(run):
     return "\n".join(out)
 
 
+def torch_model_section(run):
+    """The PyTorch model before and after fastrnn.torch.convert (benches/test_torch_model.py)."""
+    cases = _kind(run["benchmarks"], "torch_model")
+    if not cases:
+        return ""
+    out = ["## PyTorch models", "",
+           "A model of embedding, recurrent layer (I = H) and linear read-out: its training step "
+           "(forward, cross-entropy, backward, Adam) and its inference, with `torch.nn`'s layer "
+           "and after `fastrnn.torch.convert`; milliseconds per call (fastest round, best thread "
+           "count of the run), and torch.nn's time over the converted model's."]
+    best = collections.defaultdict(dict)
+    for b in cases:
+        e = b["extra_info"]
+        key = (e["cell"], e["pass_"], e["B"], e["H"], e["T"])
+        ms = 1e3 * b["stats"]["min"]
+        if ms < best[key].get(e["member"], (float("inf"),))[0]:
+            best[key][e["member"]] = (ms, e["threads"])
+    body = []
+    for (cell, pass_, B, H, T), members in sorted(best.items()):
+        theirs, ours = members.get("torch.nn"), members.get("fastrnn.torch")
+        body.append([cell, pass_, f"{B}, {H}", T,
+                     "—" if theirs is None else f"{theirs[0]:.3g} ({theirs[1]}t)",
+                     "—" if ours is None else f"{ours[0]:.3g} ({ours[1]}t)",
+                     "—" if not (theirs and ours) else f"{theirs[0] / ours[0]:.2f}x"])
+    out += ["", table(["cell", "pass", "B, H", "T", "torch.nn (ms)", "fastrnn.torch (ms)",
+                       "converted vs torch.nn"], body)]
+    return "\n".join(out)
+
+
 def header_section(run, path):
     m = run.get("machine_info", {})
     f = m.get("fastrnn", {})
@@ -515,7 +544,7 @@ def make_report(run, path, out_dir, want_plot=True):
     else:
         parts.append("No throughput case in this run.")
     parts += [gemm_section(run, rows), flatness_section(rows) if rows else "",
-              coldstart_section(run), noise_section(rows)]
+              coldstart_section(run), torch_model_section(run), noise_section(rows)]
     markdown = "\n\n".join(p for p in parts if p) + "\n"
     md_path = os.path.join(out_dir, "report.md")
     with open(md_path, "w") as f:

@@ -283,30 +283,37 @@ class _Cell:
         _check_module(self)
 
     def forward(self, input, hx=None):
+        """torch's checks in torch's order and words, then one step."""
         _check_module(self)
         _check_tensor(self, input, "input")
         name, k = type(self).__name__, len(CELLS[self._cell].states)
         if input.dim() not in (1, 2):
             raise ValueError(f"{name}: Expected input to be 1D or 2D, got {input.dim()}D instead")
-        batched = input.dim() == 2
         states = () if hx is None else (tuple(hx) if k == 2 else (hx,))
-        for h in states:
+        for idx, h in enumerate(states):
             _check_tensor(self, h, "hx")
-            if h.dim() != input.dim():
-                raise ValueError(f"{name}: Expected hidden to be {input.dim()}D (as the input), "
-                                 f"got {h.dim()}D instead")
+            if h.dim() not in (1, 2):
+                what = f"hx[{idx}]" if k == 2 else "hidden"
+                raise ValueError(f"{name}: Expected {what} to be 1D or 2D, got {h.dim()}D instead")
+        batched = input.dim() == 2
         if not batched:
             input, states = input.unsqueeze(0), tuple(h.unsqueeze(0) for h in states)
         if input.dtype != self.weight_ih.dtype:
-            raise ValueError(f"{name} input dtype ({input.dtype}) does not match weight dtype "
-                             f"({self.weight_ih.dtype})")
+            raise RuntimeError(f"{name}: input dtype ({input.dtype}) does not match weight "
+                               f"dtype ({self.weight_ih.dtype})")
         if input.size(1) != self.input_size:
             raise RuntimeError(f"input has inconsistent input_size: got {input.size(1)} "
                                f"expected {self.input_size}")
-        for h in states:
-            if h.shape != (input.size(0), self.hidden_size):
-                raise RuntimeError(f"hx must have shape ({input.size(0)}, {self.hidden_size}) "
-                                   f"(batch, hidden_size), got {tuple(h.shape)}")
+        for idx, h in enumerate(states):
+            if h.size(0) != input.size(0):
+                raise RuntimeError(f"Input batch size {input.size(0)} doesn't match "
+                                   f"hidden{idx} batch size {h.size(0)}")
+            if h.size(1) != self.hidden_size:
+                raise RuntimeError(f"hidden{idx} has inconsistent hidden_size: got {h.size(1)}, "
+                                   f"expected {self.hidden_size}")
+            if h.dim() != 2:
+                raise RuntimeError(f"{name}: hx must be (batch, hidden_size) = "
+                                   f"({input.size(0)}, {self.hidden_size}), got {tuple(h.shape)}")
         weights = (self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
         _, finals = _direction(self._cell, _options(self), False, None, input[None],
                                states or (None,) * k, weights)

@@ -238,6 +238,30 @@ def test_bad_input_gives_torchs_errors(cls):
         assert str(got.value) == str(expected.value)
 
 
+@pytest.mark.parametrize("cls", CLASSES)
+def test_bad_cell_input_gives_torchs_errors(cls):
+    torch.manual_seed(0)
+    ref, fast = getattr(torch.nn, cls + "Cell")(I, H), getattr(ft, cls + "Cell")(I, H)
+    k = 2 if cls == "LSTM" else 1
+
+    def hx(*shape):
+        return (torch.randn(shape),) * k if k == 2 else torch.randn(shape)
+
+    cases = [(torch.randn(3, I + 1),), (torch.randn(3, I, 2),), (torch.randn(3, I), hx(4, H)),
+             (torch.randn(3, I), hx(3, H + 1)), (torch.randn(3, I), hx(H)),
+             (torch.randn(I), hx(3, H)), (torch.randn(3, I), hx(3, H, 1)),
+             (torch.randn(3, I).double(),)]
+    for args in cases:
+        with pytest.raises(Exception) as expected:
+            ref(*args)
+        with pytest.raises(type(expected.value)) as got:
+            fast(*args)
+        if args[0].dtype == torch.float32:  # torch's dtype message comes from its matmul
+            assert str(got.value) == str(expected.value)
+        else:
+            assert "dtype (torch.float64) does not match weight dtype" in str(got.value)
+
+
 def test_what_fastrnn_cannot_run_names_it():
     with pytest.raises(ValueError, match="proj_size.*torch.nn.LSTM"):
         ft.LSTM(I, H, proj_size=3)
