@@ -275,26 +275,50 @@ def test_what_fastrnn_cannot_run_names_it():
         fast(torch.randn(T, B, I).half())
 
 
+class _Nested(torch.nn.Module):
+    """Recurrent modules at several depths, one fastrnn cannot run."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = torch.nn.Embedding(10, I)
+        self.encoder = torch.nn.Sequential(torch.nn.LSTM(I, H))
+        self.decoder = torch.nn.ModuleDict({"cells": torch.nn.ModuleList(
+            [torch.nn.GRUCell(H, H), torch.nn.RNNCell(H, H, nonlinearity="relu")])})
+        self.projected = torch.nn.LSTM(I, H, proj_size=2)
+
+    def forward(self, tokens):
+        out, _ = self.encoder[0](self.emb(tokens))
+        h = out[-1]
+        for cell in self.decoder["cells"]:
+            h = cell(h, h)
+        return out.sum() + h.sum()
+
+
 def test_convert_swaps_in_place_and_keeps_the_parameters():
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Embedding(10, I), torch.nn.LSTM(I, H))
-    model.add_module("cell", torch.nn.GRUCell(H, H))
-    model.add_module("projected", torch.nn.LSTM(I, H, proj_size=2))
+    model = _Nested()
     params = {n: p for n, p in model.named_parameters()}
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     state = copy.deepcopy(model.state_dict())
+    reference = copy.deepcopy(model)
     with pytest.warns(UserWarning, match="projected.*proj_size"):
         assert ft.convert(model) is model
-    assert type(model[1]) is ft.LSTM and isinstance(model[1], torch.nn.LSTM)
-    assert type(model.cell) is ft.GRUCell and type(model.projected) is torch.nn.LSTM
+    assert type(model.encoder[0]) is ft.LSTM and isinstance(model.encoder[0], torch.nn.LSTM)
+    assert [type(c) for c in model.decoder["cells"]] == [ft.GRUCell, ft.RNNCell]
+    assert type(model.projected) is torch.nn.LSTM
     assert all(p is params[n] for n, p in model.named_parameters())
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+    # The state dict goes both ways between converted and unconverted models.
+    fresh = _Nested()
+    fresh.load_state_dict(model.state_dict())
+    with pytest.warns(UserWarning, match="projected"):
+        ft.convert(copy.deepcopy(fresh)).load_state_dict(reference.state_dict())
     x = torch.randint(0, 10, (T, B))
-    out, _ = model[1](model[0](x))
-    out.sum().backward()
-    before = model[1].weight_hh_l0.detach().clone()
+    torch.testing.assert_close(model(x), fresh(x), rtol=1e-4, atol=1e-4)
+    model(x).backward()
+    before = model.encoder[0].weight_hh_l0.detach().clone()
     opt.step()  # the optimizer made before the swap updates the same tensors
-    assert not torch.equal(model[1].weight_hh_l0, before)
+    assert not torch.equal(model.encoder[0].weight_hh_l0, before)
     single = ft.convert(torch.nn.RNN(I, H))
     assert type(single) is ft.RNN
     with warnings.catch_warnings():
