@@ -95,15 +95,8 @@ class _Direction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, cell, options, reverse, lengths, x, h0, c0, W_ih, W_hh, b_ih, b_hh):
-        xa = _array(x)
-        if reverse:
-            xa = reverse_within_lengths(xa, lengths)
-        states = (h0, c0) if cell == "lstm" else (h0,)
-        out, *finals, cache = getattr(functional, f"{cell}_forward")(
-            xa, *map(_array, states), *map(_array, (W_ih, W_hh, b_ih, b_hh)),
-            lengths=lengths, training=True, **options)
-        if reverse:
-            out = reverse_within_lengths(out, lengths)
+        out, finals, cache = _run(cell, options, reverse, lengths, x, h0, c0,
+                                  (W_ih, W_hh, b_ih, b_hh), training=True)
         ctx.fastrnn = (cell, reverse, lengths, cache,
                        tuple(t is None for t in (h0, c0, b_ih, b_hh)))
         return (_tensor(out), *map(_tensor, finals))
@@ -129,6 +122,21 @@ class _Direction(torch.autograd.Function):
         return (None, None, None, None, *(None if a is None else _tensor(a) for a in grads))
 
 
+def _run(cell, options, reverse, lengths, x, h0, c0, weights, training):
+    """fastrnn's forward of one direction on the tensors' memory: the arrays
+    (out (T, B, H), finals, cache)."""
+    xa = _array(x)
+    if reverse:
+        xa = reverse_within_lengths(xa, lengths)
+    states = (h0, c0) if cell == "lstm" else (h0,)
+    out, *finals, cache = getattr(functional, f"{cell}_forward")(
+        xa, *map(_array, states), *map(_array, weights), lengths=lengths, training=training,
+        **options)
+    if reverse:
+        out = reverse_within_lengths(out, lengths)
+    return out, finals, cache
+
+
 def _direction(cell, options, reverse, lengths, x, states, weights):
     """out (T, B, H) and the final states of one direction: through autograd
     when anything needs a gradient, else fastrnn's inference path."""
@@ -137,14 +145,7 @@ def _direction(cell, options, reverse, lengths, x, states, weights):
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs):
         out, *finals = _Direction.apply(cell, options, reverse, lengths, *inputs)
         return out, finals
-    xa = _array(x)
-    if reverse:
-        xa = reverse_within_lengths(xa, lengths)
-    state_arrays = (_array(h0), _array(c0)) if cell == "lstm" else (_array(h0),)
-    out, *finals, _ = getattr(functional, f"{cell}_forward")(  # no cache
-        xa, *state_arrays, *map(_array, weights), lengths=lengths, training=False, **options)
-    if reverse:
-        out = reverse_within_lengths(out, lengths)
+    out, finals, _ = _run(cell, options, reverse, lengths, x, h0, c0, weights, training=False)
     return _tensor(out), [_tensor(f) for f in finals]
 
 
