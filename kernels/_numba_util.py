@@ -8,7 +8,9 @@ code across processes; Numba stores it beside the source, or in
 ``NUMBA_CACHE_DIR`` / the user cache folder when the install directory is
 read-only.  When no location is writable Numba refuses ``cache=True`` at
 decoration time, and we fall back to compiling in memory rather than failing
-to import.  No kernel here uses ``parallel=True`` (those must not be cached);
+to import.  A cache file that cannot be read back (truncated, overwritten,
+from a crashed write) is a cache miss, not an error: the kernel compiles
+again and writes a fresh index (``_tolerate_bad_cache_files``).  No kernel here uses ``parallel=True`` (those must not be cached);
 threads come from BLAS.
 
 ``error_model="numpy"``: division follows IEEE (x/0 is inf or NaN) instead of
@@ -23,9 +25,34 @@ from numba.extending import overload
 
 def jit(func):
     try:
-        return numba.njit(cache=True, nogil=True, error_model="numpy")(func)
+        dispatcher = numba.njit(cache=True, nogil=True, error_model="numpy")(func)
     except RuntimeError:  # "cannot cache function ...: no locator available"
         return numba.njit(cache=False, nogil=True, error_model="numpy")(func)
+    _tolerate_bad_cache_files(dispatcher)
+    return dispatcher
+
+
+def _tolerate_bad_cache_files(dispatcher):
+    """Make a cache file Numba cannot unpickle a miss.  Numba raises
+    (UnpicklingError, EOFError, ...) on every call of the kernel for good;
+    here the index is emptied (so the next save writes a sound one) and the
+    kernel compiles as if nothing were cached."""
+    cache = getattr(dispatcher, "_cache", None)
+    if cache is None or not hasattr(cache, "load_overload"):
+        return
+    load = cache.load_overload
+
+    def load_overload(sig, target_context):
+        try:
+            return load(sig, target_context)
+        except Exception:
+            try:
+                cache._cache_file.flush()
+            except Exception:  # read-only or gone: the miss is enough
+                pass
+            return None
+
+    cache.load_overload = load_overload
 
 
 # Eigen's rational tanh for float32; see kernels/fast_tanh.h (the same

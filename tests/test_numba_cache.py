@@ -50,3 +50,21 @@ def test_no_writable_cache_location_falls_back_to_memory():
     code = ("import numba.core.caching as c; c.CacheImpl._locator_classes = []\n" + RUN_FORWARD)
     result = json.loads(run(code))
     assert result["err"] < 1e-12 and result["hits"] == 0
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "empty"])
+def test_unreadable_cache_files_are_a_miss_not_an_error(tmp_path, damage):
+    """Cache files that cannot be unpickled (a crashed write, a disk error, a
+    user's edit): the kernel compiles again, writes a sound cache, and the
+    next process reads it."""
+    run(RUN_FORWARD, NUMBA_CACHE_DIR=str(tmp_path))
+    files = [p for p in tmp_path.rglob("*") if p.suffix in (".nbi", ".nbc")]
+    assert files
+    for p in files:
+        data = p.read_bytes()
+        p.write_bytes({"truncated": data[:len(data) // 2], "garbage": b"\x80\x04not a pickle",
+                       "empty": b""}[damage])
+    again = json.loads(run(RUN_FORWARD, NUMBA_CACHE_DIR=str(tmp_path)))
+    assert again["err"] < 1e-12 and again["hits"] == 0
+    warm = json.loads(run(RUN_FORWARD, NUMBA_CACHE_DIR=str(tmp_path)))
+    assert warm["err"] < 1e-12 and warm["hits"] >= 1 and warm["misses"] == 0
