@@ -554,7 +554,7 @@ def make_report(run, path, out_dir, want_plot=True):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m benches.report",
-                                     description=__doc__.splitlines()[0])
+                                     description=__doc__ and __doc__.splitlines()[0])
     parser.add_argument("run", help="pytest-benchmark JSON (--benchmark-json=FILE), or the path, "
                                     "name or number of a run saved with --benchmark-save")
     parser.add_argument("--out", default=DEFAULT_OUT,

@@ -65,7 +65,7 @@ def main(T=100, steps=1500, cells=("rnn", "lstm", "gru"), seed=0, verbose=True):
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__ and __doc__.splitlines()[0])
     parser.add_argument("--T", type=int, default=100)
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--cells", default="rnn,lstm,gru")

@@ -140,7 +140,7 @@ def main(cell="lstm", seconds=120.0, steps=None, text=None, H=128, B=32, k=64, l
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__ and __doc__.splitlines()[0])
     parser.add_argument("--cell", choices=sorted(LAYERS), default="lstm")
     parser.add_argument("--seconds", type=float, default=120.0, help="training time")
     parser.add_argument("--hidden", type=int, default=128)

@@ -89,7 +89,7 @@ def main(out="gradient_norms.png", T=100, verbose=True):
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__ and __doc__.splitlines()[0])
     parser.add_argument("--out", default="gradient_norms.png")
     parser.add_argument("--T", type=int, default=100)
     args = parser.parse_args()

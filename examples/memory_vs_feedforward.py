@@ -69,7 +69,7 @@ def main(T=12, steps=400, seed=0, verbose=True):
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__ and __doc__.splitlines()[0])
     parser.add_argument("--T", type=int, default=12)
     parser.add_argument("--steps", type=int, default=400)
     args = parser.parse_args()

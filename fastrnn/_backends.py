@@ -50,9 +50,13 @@ def kernels(backend, cell):
     try:
         module = importlib.import_module(name)
     except ImportError as exc:
-        if backend == "cython":
+        if backend == "cython" and isinstance(exc, ModuleNotFoundError) and exc.name == name:
             reason = (f"the Cython extensions are not built ({exc}); "
                       f"build them with `python -m pip install -e .`")
+        elif backend == "cython":
+            reason = (f"{name} is built but failed to load ({exc}); reinstall with "
+                      f"`python -m pip install -e .`, or see whether the process may map it "
+                      f"(memory limits)")
         else:
             reason = f"importing {name} failed: {exc}"
         _failed[backend] = reason
@@ -119,7 +123,21 @@ def resolve(backend):
     raise AssertionError("the numpy backend always loads")
 
 
-_env_default = os.environ.get("FASTRNN_BACKEND")
-if _env_default:
-    _check_name(_env_default)
-    _default = _env_default
+def _default_from_environment():
+    """FASTRNN_BACKEND's backend (any case, spaces around ignored), or None
+    (automatic) where it is unset or empty.  Anything else warns, naming the
+    variable and its values, and leaves the automatic choice: importing
+    fastrnn never fails on it."""
+    value = os.environ.get("FASTRNN_BACKEND")
+    if value is None or not value.strip():
+        return None
+    name = value.strip().lower()
+    if name in BACKENDS:
+        return name
+    warnings.warn(f"FASTRNN_BACKEND={value!r} names no backend: it must be one of "
+                  f"{', '.join(BACKENDS)} (or unset: the fastest available, which fastrnn "
+                  f"uses now)", RuntimeWarning, stacklevel=2)
+    return None
+
+
+_default = _default_from_environment()
