@@ -28,6 +28,7 @@ from ._backends import kernels, resolve
 from ._spec import CELLS
 from ._threads import get_num_threads
 from ._types import ForwardCache, make_grads
+from ._validation import check_bool
 
 # Arrays the kernels only read, made once per shape: "every sequence runs all
 # T steps", and the zero states and upstream gradients that None stands for
@@ -228,6 +229,8 @@ def forward(p, training, backend, copy_x=True):
     ``copy_x=False``: x is the caller's own array that nobody changes (a layer's
     output passed to the next layer), so the cache may keep it as it is.
     """
+    if training is not True and training is not False:
+        training = check_bool(training, "training")
     return _FORWARDS[p.cell](p, training, backend, copy_x)
 
 

@@ -89,8 +89,17 @@ def check_positive_int(value, name):
     return int(value)
 
 
+def check_bool(value, name):
+    """A flag: True or False (Python's or NumPy's), never a truthy string or number."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise TypeError(f"{name} must be True or False, got {value!r}")
+
+
 def check_dtype(dtype):
-    """A constructor's dtype argument: float32 or float64."""
+    """A constructor's dtype argument: float32 or float64 (None is not float64)."""
+    if dtype is None:
+        raise TypeError("dtype must be float32 or float64, got None")
     dtype = np.dtype(dtype)
     if dtype not in FLOAT_DTYPES:
         raise TypeError(f"dtype must be float32 or float64, got {dtype}")

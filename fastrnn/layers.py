@@ -22,8 +22,8 @@ import numpy as np
 
 from . import _backends, _driver
 from ._spec import CELLS
-from ._validation import (Checked, as_generator, check_dtype, check_lengths, check_options,
-                          check_positive_int)
+from ._validation import (Checked, as_generator, check_bool, check_dtype, check_lengths,
+                          check_options, check_positive_int)
 
 # Every option keyword of any cell: a file saved by a layer of another version
 # may list one its cell does not take.
@@ -227,7 +227,7 @@ class _Module:
 
     def train(self, mode=True):
         """Training mode (forward saves what backward needs, dropout is on)."""
-        self.training = bool(mode)
+        self.training = check_bool(mode, "mode")
         if not self.training:
             self._forget()
         return self

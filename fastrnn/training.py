@@ -79,8 +79,9 @@ class Linear:
         if h.ndim < 1 or h.shape[-1] != self.in_features:
             raise ValueError(f"h must have shape (..., in_features) = (..., {self.in_features}), "
                              f"got {h.shape}")
-        self._h = h
-        y = _matmul(h.reshape(-1, self.in_features), self.params["weight"], trans_b=True)
+        # A copy, as the kernels' caches keep: the caller may change h before backward.
+        self._h = np.array(h, order="C")
+        y = _matmul(self._h.reshape(-1, self.in_features), self.params["weight"], trans_b=True)
         y = y.reshape(h.shape[:-1] + (self.out_features,))
         return y + self.params["bias"] if "bias" in self.params else y
 
@@ -89,7 +90,11 @@ class Linear:
     def backward(self, dy):
         if self._h is None:
             raise RuntimeError("backward needs a forward first (one backward per forward)")
-        dy = np.asarray(dy, dtype=self.dtype)
+        dy = np.asarray(dy)
+        if dy.dtype.kind != "f":
+            raise TypeError(f"dy must be real floating point (it is cast to the layer's "
+                            f"{self.dtype}), got dtype {dy.dtype}")
+        dy = dy.astype(self.dtype, copy=False)
         if dy.shape != self._h.shape[:-1] + (self.out_features,):
             raise ValueError(f"dy must have shape {self._h.shape[:-1] + (self.out_features,)}, "
                              f"got {dy.shape}")
@@ -166,7 +171,12 @@ def mse(predictions, targets, *, lengths=None, last_only=False, reduction="mean"
     as in :func:`softmax_cross_entropy`; "mean" averages over the steps and
     features counted.  Returns ``(loss, d_predictions)``."""
     predictions = np.asarray(predictions)
-    targets = np.asarray(targets, dtype=predictions.dtype)
+    if predictions.dtype.kind != "f":
+        raise TypeError(f"predictions must be floating point, got dtype {predictions.dtype}")
+    targets = np.asarray(targets)
+    if targets.dtype.kind not in "fiu":
+        raise TypeError(f"targets must be real numbers, got dtype {targets.dtype}")
+    targets = targets.astype(predictions.dtype, copy=False)
     if predictions.ndim != 3:
         raise ValueError(f"predictions must have shape (T, B, F), got {predictions.shape}")
     if targets.shape != predictions.shape:
@@ -181,29 +191,66 @@ def mse(predictions, targets, *, lengths=None, last_only=False, reduction="mean"
 
 # --- clipping -------------------------------------------------------------------------
 
-def _arrays(grads):
-    return [g for g in (grads.values() if isinstance(grads, dict) else grads) if g is not None]
+def _arrays(grads, what="grads"):
+    """The gradient arrays of a dict or a sequence (None entries skipped),
+    each checked to be a writable real floating-point NumPy array: the
+    clipping functions change them in place, so they check all first."""
+    if isinstance(grads, dict):
+        items = list(grads.items())
+    elif isinstance(grads, (list, tuple)):
+        items = list(enumerate(grads))
+    else:
+        raise TypeError(f"{what} must be a dict or a list of arrays, got {type(grads).__name__}")
+    out = []
+    for name, g in items:
+        if g is None:
+            continue
+        if not isinstance(g, np.ndarray):
+            raise TypeError(f"{what}[{name!r}] must be a NumPy array, got {type(g).__name__}")
+        if g.dtype.kind != "f":
+            raise TypeError(f"{what}[{name!r}] must be floating point, got dtype {g.dtype}")
+        if not g.flags.writeable:
+            raise ValueError(f"{what}[{name!r}] is read-only; it is changed in place")
+        out.append(g)
+    return out
+
+
+def _positive(value, name):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer,
+                                                                     np.floating)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    if not (np.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be positive and finite, got {value!r}")
+    return float(value)
 
 
 def clip_grad_value(grads, clip_value):
-    """Clip every gradient element to [-clip_value, clip_value], in place."""
-    if not clip_value > 0:
-        raise ValueError(f"clip_value must be positive, got {clip_value!r}")
+    """Clip every gradient element to [-clip_value, clip_value], in place
+    (every gradient is checked before any is changed)."""
+    clip_value = _positive(clip_value, "clip_value")
     for g in _arrays(grads):
         np.clip(g, -clip_value, clip_value, out=g)
 
 
-def global_norm(grads):
-    """The L2 norm of all gradients together."""
-    return float(np.sqrt(sum(float(np.vdot(g, g)) for g in _arrays(grads))))
+def global_norm(grads, norm_type=2.0):
+    """The norm of all gradients together: ``norm_type`` 2 (L2, the default),
+    1, or ``inf`` (the largest magnitude), as ``torch.nn.utils.clip_grad_norm_``."""
+    arrays = _arrays(grads)
+    if norm_type == np.inf:
+        return max((float(np.abs(g).max()) for g in arrays if g.size), default=0.0)
+    if norm_type == 1:
+        return float(sum(float(np.abs(g).sum()) for g in arrays))
+    if norm_type == 2:
+        return float(np.sqrt(sum(float(np.vdot(g, g)) for g in arrays)))
+    raise ValueError(f"norm_type must be 2, 1 or inf, got {norm_type!r}")
 
 
-def clip_grad_norm(grads, max_norm):
-    """Scale all gradients together, in place, so their global L2 norm is at most
+def clip_grad_norm(grads, max_norm, norm_type=2.0):
+    """Scale all gradients together, in place, so their global norm
+    (``norm_type`` 2, 1 or inf, as in :func:`global_norm`) is at most
     ``max_norm``.  Returns the norm before clipping (to log it)."""
-    if not max_norm > 0:
-        raise ValueError(f"max_norm must be positive, got {max_norm!r}")
-    norm = global_norm(grads)
+    max_norm = _positive(max_norm, "max_norm")
+    norm = global_norm(grads, norm_type)
     if norm > max_norm:
         scale = max_norm / (norm + 1e-12)
         for g in _arrays(grads):
@@ -234,9 +281,20 @@ def truncated_bptt(layer, x, k, loss_and_grad, *, hx=None, on_window=None):
     ``(losses, state)``: the loss of each window and the final state.
     """
     k = check_positive_int(k, "k")
+    if not all(hasattr(layer, a) for a in ("forward", "backward", "training", "batch_first")):
+        raise TypeError(f"layer must be a fastrnn RNN, LSTM or GRU layer, got "
+                        f"{type(layer).__name__}")
     if layer.batch_first:
         raise ValueError("truncated_bptt walks the time axis: use a layer with batch_first=False")
+    if not callable(loss_and_grad):
+        raise TypeError(f"loss_and_grad must be callable, got {type(loss_and_grad).__name__}")
+    if on_window is not None and not callable(on_window):
+        raise TypeError(f"on_window must be callable or None, got {type(on_window).__name__}")
     x = np.asarray(x)
+    if x.dtype.kind != "f":
+        raise TypeError(f"x must be floating point, got dtype {x.dtype}")
+    if x.ndim != 3:
+        raise ValueError(f"x must have shape (T, B, I), got {x.shape}")
     losses, state = [], hx
     for start in range(0, x.shape[0], k):
         stop = min(start + k, x.shape[0])
@@ -253,13 +311,19 @@ def truncated_bptt(layer, x, k, loss_and_grad, *, hx=None, on_window=None):
 # --- optimisers --------------------------------------------------------------------------
 
 class _Optimizer:
-    """Updates named parameter arrays in place from gradients under the same names."""
+    """Updates named parameter arrays in place from gradients under the same names.
+
+    ``params``: a dict ``{name: array}`` or ``(name, array)`` pairs (a layer's
+    ``named_parameters()``), every array a writable floating-point NumPy
+    array.  ``step(grads)`` and ``load_state_dict(state)`` check everything
+    they are given before they change anything: on an error nothing changed.
+    """
+
+    _slots = ()  # the state each parameter has (state_dict keys: f"{slot}.{name}")
 
     def __init__(self, params, lr):
-        self.params = dict(params.items() if isinstance(params, dict) else params)
-        if not lr > 0:
-            raise ValueError(f"lr must be positive, got {lr!r}")
-        self.lr = float(lr)
+        self.params = _named_arrays(params)
+        self.lr = _positive(lr, "lr")
         self.t = 0
         self.state = {}  # name -> {slot: array}
 
@@ -270,13 +334,28 @@ class _Optimizer:
         return per[slot]
 
     def step(self, grads):
-        unknown = [n for n in grads if n not in self.params]
-        if unknown:
-            raise ValueError(f"gradients for parameters this optimiser does not hold: {unknown}")
-        self.t += 1
+        """One update from ``grads`` ({name: array or None}); names, shapes
+        and dtypes are checked for every gradient before any parameter moves."""
+        if not isinstance(grads, dict):
+            raise TypeError(f"grads must be a dict {{name: array}}, got {type(grads).__name__}")
+        checked = {}
         for name, g in grads.items():
-            if g is not None:
-                self._update(name, self.params[name], np.asarray(g, self.params[name].dtype))
+            if name not in self.params:
+                raise ValueError(f"gradient for a parameter this optimiser does not hold: "
+                                 f"{name!r}")
+            if g is None:
+                continue
+            g = np.asarray(g)
+            p = self.params[name]
+            if g.dtype.kind not in "fiu":
+                raise TypeError(f"grads[{name!r}] must be real numbers, got dtype {g.dtype}")
+            if g.shape != p.shape:
+                raise ValueError(f"grads[{name!r}] must have the parameter's shape {p.shape}, "
+                                 f"got {g.shape}")
+            checked[name] = g.astype(p.dtype, copy=False)
+        self.t += 1
+        for name, g in checked.items():
+            self._update(name, self.params[name], g)
 
     def state_dict(self):
         """The optimiser's state as flat arrays (save it beside the model's)."""
@@ -287,25 +366,91 @@ class _Optimizer:
         return out
 
     def load_state_dict(self, state):
-        self.t = int(state["t"])
-        self.state = {}
+        """Restore :meth:`state_dict`'s output; all of it is checked first."""
+        if not isinstance(state, dict):
+            raise TypeError(f"state must be a dict, got {type(state).__name__}")
+        if "t" not in state:
+            raise ValueError("state has no 't' (the step count)")
+        t = np.asarray(state["t"])
+        if t.shape != () or t.dtype.kind not in "iu" or int(t) < 0:
+            raise ValueError(f"state['t'] must be a non-negative integer, got {state['t']!r}")
+        new = {}
         for key, value in state.items():
             if key == "t":
                 continue
-            slot, _, name = key.partition(".")
+            slot, _, name = str(key).partition(".")
+            if slot not in self._slots:
+                raise ValueError(f"state key {key!r}: {type(self).__name__} keeps "
+                                 f"{', '.join(self._slots) or 'no state'} per parameter")
             if name not in self.params:
-                raise ValueError(f"optimiser state for unknown parameter {name!r}")
-            self.state.setdefault(name, {})[slot] = np.array(value, self.params[name].dtype)
+                raise ValueError(f"state key {key!r}: unknown parameter {name!r}")
+            value = np.asarray(value)
+            p = self.params[name]
+            if value.dtype.kind not in "fiu" or value.shape != p.shape:
+                raise ValueError(f"state[{key!r}] must be real numbers of the parameter's shape "
+                                 f"{p.shape}, got {value.dtype} {value.shape}")
+            new.setdefault(name, {})[slot] = np.array(value, p.dtype)
+        self.t = int(t)
+        self.state = new
+
+
+def _named_arrays(params):
+    """{name: array} from a dict or (name, array) pairs, each checked."""
+    if isinstance(params, dict):
+        items = list(params.items())
+    else:
+        try:
+            items = list(params)
+        except TypeError:
+            raise TypeError(f"params must be a dict or (name, array) pairs, got "
+                            f"{type(params).__name__}") from None
+        if not all(isinstance(i, tuple) and len(i) == 2 and isinstance(i[0], str)
+                   for i in items):
+            raise TypeError("params must be a dict or (name, array) pairs, as "
+                            "layer.named_parameters() gives (not layer.parameters())")
+    if not items:
+        raise ValueError("params is empty: the optimiser has nothing to update")
+    out = {}
+    for name, p in items:
+        if name in out:
+            raise ValueError(f"params names {name!r} twice")
+        if not isinstance(p, np.ndarray) or p.dtype.kind != "f":
+            what = p.dtype if isinstance(p, np.ndarray) else type(p).__name__
+            raise TypeError(f"params[{name!r}] must be a floating-point NumPy array (updated "
+                            f"in place), got {what}")
+        if not p.flags.writeable:
+            raise ValueError(f"params[{name!r}] is read-only; the optimiser updates it in place")
+        out[name] = p
+    return out
+
+
+def _fraction(value, name):
+    """A number in [0, 1)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer,
+                                                                     np.floating)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    if not 0 <= value < 1:
+        raise ValueError(f"{name} must be in [0, 1), got {value!r}")
+    return float(value)
+
+
+def _eps(value):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer,
+                                                                     np.floating)):
+        raise TypeError(f"eps must be a number, got {type(value).__name__}")
+    if not (np.isfinite(value) and value >= 0):
+        raise ValueError(f"eps must be >= 0 and finite, got {value!r}")
+    return float(value)
 
 
 class SGD(_Optimizer):
     """Stochastic gradient descent with (heavy-ball) momentum: v = mu v + g; p -= lr v."""
 
+    _slots = ("velocity",)
+
     def __init__(self, params, lr=0.1, momentum=0.0):
         super().__init__(params, lr)
-        if not 0 <= momentum < 1:
-            raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
-        self.momentum = float(momentum)
+        self.momentum = _fraction(momentum, "momentum")
 
     def _update(self, name, p, g):
         if self.momentum:
@@ -319,9 +464,11 @@ class SGD(_Optimizer):
 class Adagrad(_Optimizer):
     """Adagrad: s += g^2; p -= lr g / (sqrt(s) + eps)."""
 
+    _slots = ("sum_sq",)
+
     def __init__(self, params, lr=0.01, eps=1e-10):
         super().__init__(params, lr)
-        self.eps = float(eps)
+        self.eps = _eps(eps)
 
     def _update(self, name, p, g):
         s = self._slot(name, "sum_sq")
@@ -330,12 +477,18 @@ class Adagrad(_Optimizer):
 
 
 class Adam(_Optimizer):
-    """Adam (Kingma and Ba) with bias correction."""
+    """Adam (Kingma and Ba) with bias correction; ``betas`` two numbers in [0, 1)."""
+
+    _slots = ("m", "v")
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
         super().__init__(params, lr)
-        self.betas = tuple(float(b) for b in betas)
-        self.eps = float(eps)
+        try:
+            b1, b2 = betas
+        except (TypeError, ValueError):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {betas!r}") from None
+        self.betas = (_fraction(b1, "betas[0]"), _fraction(b2, "betas[1]"))
+        self.eps = _eps(eps)
 
     def _update(self, name, p, g):
         b1, b2 = self.betas
