@@ -28,6 +28,9 @@ from ._validation import (Checked, as_generator, check_bool, check_dtype, check_
 # Every option keyword of any cell: a file saved by a layer of another version
 # may list one its cell does not take.
 _OPTION_KEYS = {key for spec in CELLS.values() for key in spec.options}
+# A bound on a stack's depth, so that a typo (10**8) is an error rather than a
+# constructor that runs until memory runs out; deeper than any RNN in use.
+MAX_LAYERS = 10_000
 
 
 def _stack_states(per_slot):
@@ -170,6 +173,11 @@ class _Module:
 
     # --- parameters ---------------------------------------------------------
 
+    @classmethod
+    def _config_keys(cls):
+        """The constructor arguments ``save`` writes (``_config``'s keys)."""
+        return set(cls._CONFIG) | set(CELLS[cls._cell].options)
+
     def named_parameters(self):
         """[(name, array)] in PyTorch's order; the arrays are the layer's own."""
         return list(self._params.items())
@@ -183,8 +191,15 @@ class _Module:
 
     def load_state_dict(self, state):
         """Load parameters from a mapping of array-likes (a PyTorch state_dict
-        converted with ``.numpy()`` loads as it is).  Missing, unexpected or
-        mis-shaped entries raise a ValueError naming them; nothing is changed then."""
+        converted with ``.numpy()`` loads as it is).  Values must be real
+        numbers, floating point or integer, that fit the layer's dtype; they
+        are converted to it.  Missing, unexpected or mis-shaped entries, other
+        kinds of values (complex, bool, strings, dates) and values beyond the
+        dtype's range raise a ValueError or TypeError naming them; nothing is
+        changed then."""
+        if not hasattr(state, "keys"):
+            raise TypeError(f"state_dict must be a mapping of names to arrays, got "
+                            f"{type(state).__name__}")
         shapes = self._shapes()
         missing = [n for n in shapes if n not in state]
         unexpected = [n for n in state if n not in shapes]
@@ -194,11 +209,20 @@ class _Module:
         loaded = {}
         for name, shape in shapes.items():
             try:
-                arr = np.array(state[name], dtype=self.dtype, order="C")
+                value = np.asarray(state[name])
             except (TypeError, ValueError) as exc:
                 raise TypeError(f"state_dict[{name!r}] must be an array of numbers") from exc
-            if arr.shape != shape:
-                raise ValueError(f"state_dict[{name!r}] must have shape {shape}, got {arr.shape}")
+            if value.dtype.kind not in "fiu":
+                raise TypeError(f"state_dict[{name!r}] must hold real numbers (floating point "
+                                f"or integer), got dtype {value.dtype}")
+            if value.shape != shape:
+                raise ValueError(f"state_dict[{name!r}] must have shape {shape}, "
+                                 f"got {value.shape}")
+            with np.errstate(over="ignore"):
+                arr = np.array(value, dtype=self.dtype, order="C")
+            if value.dtype.kind == "f" and not np.array_equal(np.isinf(arr), np.isinf(value)):
+                raise ValueError(f"state_dict[{name!r}] has values beyond {self.dtype}'s range "
+                                 f"(they would become inf)")
             loaded[name] = arr
         self._params.update(loaded)
 
@@ -210,17 +234,44 @@ class _Module:
 
     @classmethod
     def load(cls, path, *, backend=None):
-        """A layer saved by :meth:`save`."""
-        with np.load(path, allow_pickle=False) as f:
-            config = json.loads(str(f["__config__"]))
-            state = {k: f[k] for k in f.files if k != "__config__"}
-        name = config.pop("class")
+        """A layer saved by :meth:`save`.  A file that is not one (empty,
+        truncated, another format, another class, edited entries) raises a
+        ValueError naming the file and what is wrong; a missing file, the
+        usual FileNotFoundError."""
+        try:
+            f = np.load(path, allow_pickle=False)
+        except FileNotFoundError:
+            raise
+        except Exception as exc:  # BadZipFile, EOFError, pickled data refused, ...
+            raise ValueError(f"{path}: not a file saved by {cls.__name__}.save ({exc})") from exc
+        if not isinstance(f, np.lib.npyio.NpzFile):
+            raise ValueError(f"{path}: a single array, not a file saved by {cls.__name__}.save")
+        with f:
+            if "__config__" not in f.files:
+                raise ValueError(f"{path}: no __config__ entry, so not saved by "
+                                 f"{cls.__name__}.save")
+            try:
+                config = json.loads(str(f["__config__"]))
+                state = {k: f[k] for k in f.files if k != "__config__"}
+            except Exception as exc:  # a truncated member, edited JSON
+                raise ValueError(f"{path}: cannot be read back ({type(exc).__name__}: "
+                                 f"{exc})") from exc
+        if not isinstance(config, dict):
+            raise ValueError(f"{path}: __config__ is not a mapping of constructor arguments")
+        name = config.pop("class", None)
         if name != cls.__name__:
             raise ValueError(f"{path} holds a {name}, not a {cls.__name__}")
         for key in _OPTION_KEYS - set(CELLS[cls._cell].options):
             config.pop(key, None)
-        layer = cls(**config, backend=backend)
-        layer.load_state_dict(state)
+        expected = cls._config_keys()
+        if set(config) != expected:
+            raise ValueError(f"{path}: __config__ has {sorted(config)}, but a {cls.__name__} "
+                             f"is saved with {sorted(expected)}")
+        try:
+            layer = cls(**config, backend=backend)
+            layer.load_state_dict(state)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{path}: {exc}") from exc
         return layer
 
     # --- modes ----------------------------------------------------------------
@@ -242,12 +293,16 @@ class _Recurrent(_Module):
     for the arguments."""
 
     _kind = "layer"
+    _CONFIG = ("input_size", "hidden_size", "num_layers", "bias", "batch_first", "dropout",
+               "bidirectional", "dtype")
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, *, options, dtype=np.float32,
                  backend=None, seed=None):
         self.input_size = check_positive_int(input_size, "input_size")
         self.num_layers = check_positive_int(num_layers, "num_layers")
+        if self.num_layers > MAX_LAYERS:
+            raise ValueError(f"num_layers must be at most {MAX_LAYERS}, got {num_layers}")
         if not isinstance(dropout, (int, float, np.floating)) or not 0 <= dropout < 1:
             raise ValueError(f"dropout must be a number in [0, 1), got {dropout!r}")
         self.bias = bool(bias)
@@ -476,6 +531,7 @@ class _Cell(_Module):
 
     _kind = "cell"
     _slot = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")  # PyTorch's names
+    _CONFIG = ("input_size", "hidden_size", "bias", "dtype")
 
     def __init__(self, input_size, hidden_size, bias=True, *, options, dtype=np.float32,
                  backend=None, seed=None):
