@@ -4,6 +4,7 @@ Both are built from the cell's entry in ``_spec``: the cache holds the arrays
 ``spec.cached`` names, the gradient tuple has the fields ``spec.grads``.
 """
 from collections import namedtuple
+from types import MappingProxyType
 
 from ._spec import CELLS
 
@@ -57,13 +58,25 @@ class ForwardCache:
     __slots__ = ("cell", "backend", "lengths", "has_b_ih", "has_b_hh", "options", "arrays")
 
     def __init__(self, cell, backend, *, lengths, has_b_ih, has_b_hh, options, arrays):
-        self.cell = cell
-        self.backend = backend
-        self.lengths = lengths
-        self.has_b_ih = has_b_ih
-        self.has_b_hh = has_b_hh
-        self.options = options
-        self.arrays = arrays
+        # Read-only once made (its mappings too): a backward trusts what it
+        # holds, so an edited cache is refused rather than read out of bounds
+        # (and _validation.check_backward checks it again before any kernel).
+        for name, value in (("cell", cell), ("backend", backend), ("lengths", lengths),
+                            ("has_b_ih", has_b_ih), ("has_b_hh", has_b_hh),
+                            ("options", MappingProxyType(dict(options))),
+                            ("arrays", MappingProxyType(dict(arrays)))):
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f"a ForwardCache is read-only (setting {name!r}): run the forward "
+                             "again rather than editing its cache")
+
+    def __delattr__(self, name):
+        raise AttributeError(f"a ForwardCache is read-only (deleting {name!r})")
+
+    def __reduce__(self):  # pickle and copy: the mappings as plain dicts
+        return (_rebuild, (self.cell, self.backend, self.lengths, self.has_b_ih, self.has_b_hh,
+                           dict(self.options), dict(self.arrays)))
 
     def read_only_out(self):
         """``out`` as handed to the caller: a read-only view, since the cache holds it."""
@@ -75,6 +88,11 @@ class ForwardCache:
         T, B, _ = self.x.shape
         return (f"ForwardCache(cell={self.cell!r}, backend={self.backend!r}, T={T}, B={B}, "
                 f"H={self.W_hh.shape[1]}, dtype={self.x.dtype})")
+
+
+def _rebuild(cell, backend, lengths, has_b_ih, has_b_hh, options, arrays):
+    return ForwardCache(cell, backend, lengths=lengths, has_b_ih=has_b_ih, has_b_hh=has_b_hh,
+                        options=options, arrays=arrays)
 
 
 def _field(name):

@@ -197,6 +197,55 @@ def check_forward(cell, x, states, W_ih, W_hh, b_ih, b_hh, lengths, options):
         T, B, I, H, G, dtype))
 
 
+def _check_cache(cell, cache):
+    """What the kernels rely on in a cache, cheaply (no pass over the data but
+    the lengths): every array the spec lists, of one float dtype,
+    C-contiguous, with the shapes one forward gives; lengths in [0, T]; the
+    options and flags of the cell.  A cache is read-only (ForwardCache), so
+    this guards against one built or altered by hand.  Returns (T, B, H, dtype)."""
+    spec = CELLS[cell]
+    arrays = cache.arrays
+    if set(arrays) != set(spec.cached):
+        raise ValueError(f"cache does not hold a {cell} forward's arrays: it has "
+                         f"{sorted(arrays)}, a {cell} cache has {sorted(spec.cached)}")
+    x, W_hh = arrays["x"], arrays["W_hh"]
+    if not (isinstance(x, np.ndarray) and x.ndim == 3 and x.dtype in FLOAT_DTYPES
+            and isinstance(W_hh, np.ndarray) and W_hh.ndim == 2):
+        raise ValueError("cache is damaged: x must be (T, B, I) and W_hh (G*H, H), float")
+    (T, B, I), H, dtype = x.shape, W_hh.shape[1], x.dtype
+    GH = spec.G * H
+    shapes = {"x": (T, B, I), "W_ih": (GH, I), "W_hh": (GH, H),
+              **{s: (B, H) for s in spec.initial},
+              **{name: spec.forward.shapes.get(name, ("T", "B", "H")) for name in spec.saved}}
+    letters = {"T": T, "B": B, "I": I, "H": H, "GH": GH}
+    for name, shape in shapes.items():
+        want = tuple(letters[d] if isinstance(d, str) else d for d in shape)
+        a = arrays[name]
+        if not (isinstance(a, np.ndarray) and a.shape == want and a.dtype == dtype
+                and a.flags.c_contiguous):
+            got = (f"{a.dtype} {a.shape}" if isinstance(a, np.ndarray) else type(a).__name__)
+            raise ValueError(f"cache is damaged: {name} must be a C-contiguous {dtype} array of "
+                             f"shape {want}, got {got}")
+    lengths = cache.lengths
+    if lengths is not None:
+        if not (isinstance(lengths, np.ndarray) and lengths.dtype == np.int64
+                and lengths.shape == (B,) and lengths.flags.c_contiguous):
+            raise ValueError(f"cache is damaged: lengths must be int64 of shape ({B},)")
+        if B and (lengths.min() < 0 or lengths.max() > T):
+            raise ValueError(f"cache is damaged: lengths must be in [0, T] = [0, {T}]")
+    if not (isinstance(cache.has_b_ih, bool) and isinstance(cache.has_b_hh, bool)):
+        raise ValueError("cache is damaged: has_b_ih and has_b_hh must be booleans")
+    if set(cache.options) != set(spec.options):
+        raise ValueError(f"cache is damaged: its options {sorted(cache.options)} are not "
+                         f"the {cell} cell's {sorted(spec.options)}")
+    check_options(cell, cache.options)
+    from ._backends import BACKENDS
+
+    if cache.backend not in BACKENDS:
+        raise ValueError(f"cache is damaged: backend {cache.backend!r}")
+    return T, B, H, dtype
+
+
 def check_backward(cell, cache, upstream):
     """Check a backward call: ``cache`` from a training forward of ``cell``;
     ``upstream`` the upstream gradients in the spec's order (d_out, d_h_n
@@ -209,10 +258,7 @@ def check_backward(cell, cache, upstream):
                         f"got {type(cache).__name__}")
     if cache.cell != cell:
         raise ValueError(f"cache comes from {cache.cell}_forward, not {cell}_forward")
-    x = cache.arrays["x"]
-    T, B, _ = x.shape
-    H = cache.arrays["W_hh"].shape[1]
-    dtype = x.dtype
+    T, B, H, dtype = _check_cache(cell, cache)
     checked = [_optional(upstream[0], "d_out", (T, B, H), "(T, B, H)", dtype)]
     for value, name in zip(upstream[1:], CELLS[cell].upstream[1:]):
         checked.append(_optional(value, name, (B, H), "(B, H)", dtype))
