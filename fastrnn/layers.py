@@ -17,6 +17,7 @@ its spec (``fastrnn._spec``), so nothing here depends on which cell it is.
 A call is checked once at the shell; the directions receive checked arrays.
 """
 import json
+import warnings
 
 import numpy as np
 
@@ -28,6 +29,37 @@ from ._validation import (Checked, as_generator, check_bool, check_dtype, check_
 # Every option keyword of any cell: a file saved by a layer of another version
 # may list one its cell does not take.
 _OPTION_KEYS = {key for spec in CELLS.values() for key in spec.options}
+class _Fixed:
+    """An attribute the constructor sets once: it fixes the parameters'
+    shapes (or their dtype), so setting it on a built layer is an error, not
+    a layer whose attributes disagree with its arrays."""
+
+    def __set_name__(self, owner, name):
+        self.name, self.key = name, "_fixed_" + name
+
+    def __get__(self, obj, owner=None):
+        if obj is None:
+            return self
+        try:
+            return obj.__dict__[self.key]
+        except KeyError:
+            raise AttributeError(self.name) from None
+
+    def __set__(self, obj, value):
+        if self.key in obj.__dict__:
+            raise AttributeError(f"{self.name} is fixed when a {type(obj).__name__} is built: "
+                                 f"build a new one")
+        obj.__dict__[self.key] = value
+
+
+def _check_dropout(p):
+    """PyTorch's dropout argument: a number in [0, 1] (1 zeroes what passes)."""
+    if isinstance(p, (bool, np.bool_)) or not isinstance(p, (int, float, np.integer,
+                                                             np.floating)) or not 0 <= p <= 1:
+        raise ValueError(f"dropout must be a number in [0, 1], got {p!r}")
+    return float(p)
+
+
 # A bound on a stack's depth, so that a typo (10**8) is an error rather than a
 # constructor that runs until memory runs out; deeper than any RNN in use.
 MAX_LAYERS = 10_000
@@ -90,6 +122,7 @@ class _Module:
     _cell = None  # the spec name: "rnn", "lstm" or "gru"
     # The gated cells' candidate is tanh; the Elman cell's option overrides this.
     nonlinearity = "tanh"
+    input_size, hidden_size, bias, dtype = _Fixed(), _Fixed(), _Fixed(), _Fixed()
 
     def _init_module(self, hidden_size, *, options, dtype, backend, seed):
         self._spec = CELLS[self._cell]
@@ -303,17 +336,31 @@ class _Recurrent(_Module):
         self.num_layers = check_positive_int(num_layers, "num_layers")
         if self.num_layers > MAX_LAYERS:
             raise ValueError(f"num_layers must be at most {MAX_LAYERS}, got {num_layers}")
-        if not isinstance(dropout, (int, float, np.floating)) or not 0 <= dropout < 1:
-            raise ValueError(f"dropout must be a number in [0, 1), got {dropout!r}")
+        self.dropout = dropout
+        if self.dropout > 0 and self.num_layers == 1:
+            warnings.warn("dropout option adds dropout after all but last recurrent layer, so "
+                          "non-zero dropout expects num_layers greater than 1, but got "
+                          f"dropout={dropout} and num_layers=1", UserWarning, stacklevel=3)
         self.bias = bool(bias)
         self.batch_first = bool(batch_first)
-        self.dropout = float(dropout)
         self.bidirectional = bool(bidirectional)
         self._tape = None
         # The parameter names of each (layer, direction), in the order of h_n's rows.
         self._slots = [self._names(layer, sfx)
                        for layer in range(self.num_layers) for sfx in self._suffixes()]
         self._init_module(hidden_size, options=options, dtype=dtype, backend=backend, seed=seed)
+
+    num_layers, batch_first, bidirectional = _Fixed(), _Fixed(), _Fixed()
+
+    @property
+    def dropout(self):
+        """The probability of zeroing each value passed between layers in
+        training mode, in [0, 1] (checked when set)."""
+        return self._dropout
+
+    @dropout.setter
+    def dropout(self, p):
+        self._dropout = _check_dropout(p)
 
     @property
     def num_directions(self):
@@ -411,7 +458,9 @@ class _Recurrent(_Module):
             inp = outs[0] if len(outs) == 1 else np.concatenate(outs, axis=2)
             if self.training and self.dropout > 0 and layer < self.num_layers - 1:
                 keep = 1.0 - self.dropout
-                mask = (self._rng.random(inp.shape) < keep).astype(self.dtype) / self.dtype.type(keep)
+                mask = (np.zeros(inp.shape, self.dtype) if keep == 0 else  # p = 1: all dropped
+                        (self._rng.random(inp.shape) < keep).astype(self.dtype)
+                        / self.dtype.type(keep))
                 tape["masks"].append(mask)
                 inp = inp * mask
         return inp, finals, tape
