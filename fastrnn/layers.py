@@ -418,6 +418,9 @@ class _Recurrent(_Module):
         shapes: output (T, B, D*H) ((B, T, D*H) with batch_first), zero past each
         sequence's length; h_n (L*D, B, H).
         """
+        x = np.asarray(x)
+        if x.ndim == 2:  # unbatched (T, I), as PyTorch: a batch of one, squeezed out again
+            return self._unbatched_forward(x, hx, lengths)
         x = self._check_x(x, "(B, T, I)" if self.batch_first else "(T, B, I)", 3)
         if self.batch_first:
             x = x.transpose(1, 0, 2)
@@ -436,6 +439,22 @@ class _Recurrent(_Module):
         return output, self._as_hx(_stack_states(finals))
 
     __call__ = forward
+
+    def _unbatched_forward(self, x, hx, lengths):
+        axis = 0 if self.batch_first else 1  # where the batch axis goes in
+        states = self._from_hx(hx, self._hx_names(self._spec.initial))
+        for s, name in zip(states, self._hx_names(self._spec.initial)):
+            if s is not None and np.ndim(s) != 2:
+                raise ValueError(f"for unbatched input x (T, I), {name} must be unbatched too: "
+                                 f"(num_layers * num_directions, H), got shape {np.shape(s)}")
+        batched = tuple(None if s is None else np.asarray(s)[:, None] for s in states)
+        output, finals = self.forward(np.expand_dims(x, axis),
+                                      None if hx is None else self._as_hx(batched), lengths)
+        if self._tape is not None:
+            self._tape["unbatched"] = True
+        finals = finals if isinstance(finals, tuple) else (finals,)
+        return (np.take(output, 0, axis=axis),
+                self._as_hx(tuple(f[:, 0] for f in finals)))
 
     def _stack_forward(self, x, states, lengths):
         """The layers and directions over x (T, B, I), checked; states per slot.
@@ -478,6 +497,14 @@ class _Recurrent(_Module):
             raise RuntimeError("backward needs a training-mode forward first (and one backward "
                                "per forward): call layer.train() and run forward again")
         d_finals = self._own_states((d_h_n, d_c_n), ("d_h_n", "d_c_n"))
+        if tape.get("unbatched"):  # the forward's batch of one, and back
+            axis = 0 if self.batch_first else 1
+            up = [None if d is None else np.expand_dims(np.asarray(d), 1)
+                  for d in (d_h_n, d_c_n)]
+            tape["unbatched"] = False
+            dx, dhx = self.backward(np.expand_dims(np.asarray(d_output), axis), *up)
+            dhx = dhx if isinstance(dhx, tuple) else (dhx,)
+            return np.take(dx, 0, axis=axis), self._as_hx(tuple(d[:, 0] for d in dhx))
         T, B, _ = tape["caches"][0].x.shape
         D, H = self.num_directions, self.hidden_size
         d_output = np.asarray(d_output)
@@ -607,17 +634,28 @@ class _Cell(_Module):
     def forward(self, x, hx=None):
         """One step: x (B, I), hx (B, H) or None (LSTMCell: a tuple (h, c) or None).
         Returns h' (B, H) (LSTMCell: (h', c'))."""
+        x = np.asarray(x)
+        unbatched = x.ndim == 1  # (I,), as PyTorch: a batch of one, squeezed out again
+        names = self._hx_names(self._spec.states)
+        if unbatched:
+            given = self._from_hx(hx, names)
+            for v, name in zip(given, names):
+                if v is not None and np.ndim(v) != 1:
+                    raise ValueError(f"for unbatched input x (I,), {name} must be (H,) too, "
+                                     f"got shape {np.shape(v)}")
+            x = x[None]
+            hx = None if hx is None else self._as_hx(tuple(
+                None if v is None else np.asarray(v)[None] for v in given))
         x = self._check_x(x, "(B, I)", 2)
         B, H = x.shape[0], self.hidden_size
-        names = self._hx_names(self._spec.states)
         states = tuple(self._check_array(s, name, (B, H), "(B, H)")
                        for s, name in zip(self._from_hx(hx, names), names))
         weights = [self._params.get(name) for name in self._slot]
         p = Checked.trusted(self._cell, x[None], states, *weights, None, self._options)
         _, *finals, cache = _driver.forward(p, self.training, self.backend)
         if self.training:
-            self._steps.append(cache)
-        return self._as_hx(tuple(finals))
+            self._steps.append((cache, unbatched))
+        return self._as_hx(tuple(f[0] for f in finals) if unbatched else tuple(finals))
 
     __call__ = forward
 
@@ -629,7 +667,9 @@ class _Cell(_Module):
             raise RuntimeError("backward needs a training-mode forward step that has not been "
                                "backpropagated yet")
         names = ("d_h", "d_c")
-        cache = self._steps[-1]
+        cache, unbatched = self._steps[-1]
+        if unbatched:
+            d_h, d_c = (None if d is None else np.asarray(d)[None] for d in (d_h, d_c))
         B, H = cache.x.shape[1], self.hidden_size
         d_h, *d_rest = [self._check_array(d, name, (B, H), "(B, H)")
                         for d, name in zip(self._own_states((d_h, d_c), names), names)]
@@ -640,7 +680,10 @@ class _Cell(_Module):
         for name, grad in zip(self._slot, (g.dW_ih, g.dW_hh, g.db_ih, g.db_hh)):
             if name in self.grads:
                 self.grads[name] += grad
-        return g.dx[0], self._as_hx(tuple(getattr(g, name) for name in self._spec.state_grads))
+        d_states = tuple(getattr(g, name) for name in self._spec.state_grads)
+        if unbatched:
+            return g.dx[0, 0], self._as_hx(tuple(d[0] for d in d_states))
+        return g.dx[0], self._as_hx(d_states)
 
 
 class RNNCell(_Cell):
