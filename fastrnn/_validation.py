@@ -166,9 +166,8 @@ def check_forward(cell, x, states, W_ih, W_hh, b_ih, b_hh, lengths, options):
     if x.ndim != 3:
         raise ValueError(f"x must have shape (T, B, I) (time-major; rank 3), got shape {x.shape}")
     T, B, I = x.shape
-    if T < 1 or B < 1 or I < 1:
-        raise ValueError(f"x must have T >= 1 steps, B >= 1 sequences and I >= 1 features, "
-                         f"got shape (T, B, I) = {x.shape}")
+    if I < 1:  # T = 0 steps or B = 0 sequences are empty work, as in PyTorch
+        raise ValueError(f"x must have I >= 1 features, got shape (T, B, I) = {x.shape}")
     if T * B >= 2**31:
         # The kernels hand T*B to BLAS as a 32-bit int (scipy's cython_blas).
         raise ValueError(f"x must have T * B < 2**31 rows (BLAS takes 32-bit sizes), "
