@@ -196,53 +196,65 @@ def check_forward(cell, x, states, W_ih, W_hh, b_ih, b_hh, lengths, options):
         T, B, I, H, G, dtype))
 
 
+def _cache_layout(spec):
+    """(name, shape template) of every array a cell's cache holds, in letters
+    T, B, I, H, GH; made once per cell."""
+    shapes = {"x": ("T", "B", "I"), "W_ih": ("GH", "I"), "W_hh": ("GH", "H"),
+              **{s: ("B", "H") for s in spec.initial},
+              **{n: spec.forward.shapes.get(n, ("T", "B", "H")) for n in spec.saved}}
+    return tuple(shapes.items()), frozenset(spec.cached), frozenset(spec.options)
+
+
+_CACHE_LAYOUTS = {name: _cache_layout(spec) for name, spec in CELLS.items()}
+
+
 def _check_cache(cell, cache):
     """What the kernels rely on in a cache, cheaply (no pass over the data but
     the lengths): every array the spec lists, of one float dtype,
     C-contiguous, with the shapes one forward gives; lengths in [0, T]; the
     options and flags of the cell.  A cache is read-only (ForwardCache), so
-    this guards against one built or altered by hand.  Returns (T, B, H, dtype)."""
-    spec = CELLS[cell]
+    this guards against one built by hand or arrays reshaped in place.
+    Returns (T, B, H, dtype)."""
+    layout, names, option_names = _CACHE_LAYOUTS[cell]
     arrays = cache.arrays
-    if set(arrays) != set(spec.cached):
+    if arrays.keys() != names:
         raise ValueError(f"cache does not hold a {cell} forward's arrays: it has "
-                         f"{sorted(arrays)}, a {cell} cache has {sorted(spec.cached)}")
+                         f"{sorted(arrays)}, a {cell} cache has {sorted(names)}")
     x, W_hh = arrays["x"], arrays["W_hh"]
-    if not (isinstance(x, np.ndarray) and x.ndim == 3 and x.dtype in FLOAT_DTYPES
-            and isinstance(W_hh, np.ndarray) and W_hh.ndim == 2):
+    if not (type(x) is np.ndarray and x.ndim == 3 and x.dtype in FLOAT_DTYPES
+            and type(W_hh) is np.ndarray and W_hh.ndim == 2):
         raise ValueError("cache is damaged: x must be (T, B, I) and W_hh (G*H, H), float")
     (T, B, I), H, dtype = x.shape, W_hh.shape[1], x.dtype
-    GH = spec.G * H
-    shapes = {"x": (T, B, I), "W_ih": (GH, I), "W_hh": (GH, H),
-              **{s: (B, H) for s in spec.initial},
-              **{name: spec.forward.shapes.get(name, ("T", "B", "H")) for name in spec.saved}}
-    letters = {"T": T, "B": B, "I": I, "H": H, "GH": GH}
-    for name, shape in shapes.items():
-        want = tuple(letters[d] if isinstance(d, str) else d for d in shape)
+    letters = {"T": T, "B": B, "I": I, "H": H, "GH": CELLS[cell].G * H}
+    for name, shape in layout:
         a = arrays[name]
-        if not (isinstance(a, np.ndarray) and a.shape == want and a.dtype == dtype
-                and a.flags.c_contiguous):
-            got = (f"{a.dtype} {a.shape}" if isinstance(a, np.ndarray) else type(a).__name__)
+        if (type(a) is not np.ndarray or a.dtype != dtype or not a.flags.c_contiguous
+                or a.shape != tuple([letters[d] for d in shape])):
+            want = tuple(letters[d] for d in shape)
+            got = f"{a.dtype} {a.shape}" if isinstance(a, np.ndarray) else type(a).__name__
             raise ValueError(f"cache is damaged: {name} must be a C-contiguous {dtype} array of "
                              f"shape {want}, got {got}")
     lengths = cache.lengths
     if lengths is not None:
-        if not (isinstance(lengths, np.ndarray) and lengths.dtype == np.int64
+        if not (type(lengths) is np.ndarray and lengths.dtype == np.int64
                 and lengths.shape == (B,) and lengths.flags.c_contiguous):
             raise ValueError(f"cache is damaged: lengths must be int64 of shape ({B},)")
         if B and (lengths.min() < 0 or lengths.max() > T):
             raise ValueError(f"cache is damaged: lengths must be in [0, T] = [0, {T}]")
-    if not (isinstance(cache.has_b_ih, bool) and isinstance(cache.has_b_hh, bool)):
+    if type(cache.has_b_ih) is not bool or type(cache.has_b_hh) is not bool:
         raise ValueError("cache is damaged: has_b_ih and has_b_hh must be booleans")
-    if set(cache.options) != set(spec.options):
+    if cache.options.keys() != option_names:
         raise ValueError(f"cache is damaged: its options {sorted(cache.options)} are not "
-                         f"the {cell} cell's {sorted(spec.options)}")
-    check_options(cell, cache.options)
-    from ._backends import BACKENDS
-
-    if cache.backend not in BACKENDS:
+                         f"the {cell} cell's {sorted(option_names)}")
+    if option_names:
+        check_options(cell, cache.options)
+    if cache.backend not in _BACKEND_NAMES:
         raise ValueError(f"cache is damaged: backend {cache.backend!r}")
     return T, B, H, dtype
+
+
+# Kept here, not imported from _backends (which would import this module's users).
+_BACKEND_NAMES = ("numpy", "numba", "cython")
 
 
 def check_backward(cell, cache, upstream):

@@ -99,3 +99,9 @@ def test_a_cache_is_read_only_and_pickles():
         got = backward("lstm", ups, other)
         for name, value in expected.items():
             assert (value is None and got[name] is None) or np.array_equal(value, got[name])
+
+
+def test_the_cache_check_knows_every_backend():
+    from fastrnn import _backends, _validation
+
+    assert tuple(_validation._BACKEND_NAMES) == tuple(_backends.BACKENDS)
