@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import fastrnn
-from fastrnn import _tuning
+from fastrnn import _backends, _tuning
 
 DTYPES = [np.float32, np.float64]
 
@@ -42,3 +42,13 @@ def kernel_path(request, monkeypatch):
     monkeypatch.setattr(_tuning, "engine_threads",
                         lambda backend, B, I, H, GH, n: 3 if parallel else 1)
     return request.param
+
+
+@pytest.fixture
+def fresh_backends(monkeypatch):
+    """Backend state as in a new process, restored afterwards."""
+    monkeypatch.setattr(_backends, "_loaded", {})
+    monkeypatch.setattr(_backends, "_failed", {})
+    monkeypatch.setattr(_backends, "_warned_fallback", False)
+    monkeypatch.setattr(_backends, "_default", None)
+    return _backends

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 import fastrnn
-from fastrnn import _backends
 from fastrnn._spec import CELLS
 from fastrnn._testing import backward, forward, random_upstream
 from fastrnn._testing import random_problem
@@ -269,16 +268,6 @@ def test_the_kernels_leave_the_blas_pools_at_fastrnns_count(T, B, H):
 @pytest.fixture
 def rnn_problem():
     return random_problem(T, B, I, H, lengths=[4, 0, 2])
-
-
-@pytest.fixture
-def fresh_backends(monkeypatch):
-    """Backend state as in a new process, restored afterwards."""
-    monkeypatch.setattr(_backends, "_loaded", {})
-    monkeypatch.setattr(_backends, "_failed", {})
-    monkeypatch.setattr(_backends, "_warned_fallback", False)
-    monkeypatch.setattr(_backends, "_default", None)
-    return _backends
 
 
 def test_unavailable_backend_says_why_and_fallback_warns_once(fresh_backends, rnn_problem):

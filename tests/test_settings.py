@@ -33,15 +33,6 @@ def test_fastrnn_backend_variable(value, default):
         assert "FASTRNN_BACKEND" not in result.stderr
 
 
-@pytest.fixture
-def fresh_backends(monkeypatch):
-    monkeypatch.setattr(_backends, "_loaded", {})
-    monkeypatch.setattr(_backends, "_failed", {})
-    monkeypatch.setattr(_backends, "_warned_fallback", False)
-    monkeypatch.setattr(_backends, "_default", None)
-    return _backends
-
-
 @pytest.mark.parametrize("error, says", [
     (ModuleNotFoundError("No module named 'fastrnn.kernels.rnn_cython'",
                          name="fastrnn.kernels.rnn_cython"), "not built"),
