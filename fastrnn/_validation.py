@@ -89,6 +89,12 @@ def check_positive_int(value, name):
     return int(value)
 
 
+def is_number(value):
+    """A real Python or NumPy number that is not a bool (NaN and inf included)."""
+    return (isinstance(value, (int, float, np.integer, np.floating))
+            and not isinstance(value, (bool, np.bool_)))
+
+
 def check_bool(value, name):
     """A flag: True or False (Python's or NumPy's), never a truthy string or number."""
     if isinstance(value, (bool, np.bool_)):

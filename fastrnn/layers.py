@@ -24,7 +24,7 @@ import numpy as np
 from . import _backends, _driver
 from ._spec import CELLS
 from ._validation import (Checked, as_generator, check_bool, check_dtype, check_lengths,
-                          check_options, check_positive_int)
+                          check_options, check_positive_int, is_number)
 
 # Every option keyword of any cell: a file saved by a layer of another version
 # may list one its cell does not take.
@@ -54,8 +54,7 @@ class _Fixed:
 
 def _check_dropout(p):
     """PyTorch's dropout argument: a number in [0, 1] (1 zeroes what passes)."""
-    if isinstance(p, (bool, np.bool_)) or not isinstance(p, (int, float, np.integer,
-                                                             np.floating)) or not 0 <= p <= 1:
+    if not is_number(p) or not 0 <= p <= 1:
         raise ValueError(f"dropout must be a number in [0, 1], got {p!r}")
     return float(p)
 

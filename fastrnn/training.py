@@ -19,7 +19,8 @@ import time
 import numpy as np
 
 from . import _threads
-from ._validation import as_generator, check_dtype, check_lengths, check_positive_int
+from ._validation import (as_generator, check_dtype, check_lengths, check_positive_int,
+                          is_number)
 
 # --- the output layer ------------------------------------------------------------------
 
@@ -216,8 +217,7 @@ def _arrays(grads, what="grads"):
 
 
 def _positive(value, name):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer,
-                                                                     np.floating)):
+    if not is_number(value):
         raise TypeError(f"{name} must be a number, got {type(value).__name__}")
     if not (np.isfinite(value) and value > 0):
         raise ValueError(f"{name} must be positive and finite, got {value!r}")
@@ -426,8 +426,7 @@ def _named_arrays(params):
 
 def _fraction(value, name):
     """A number in [0, 1)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer,
-                                                                     np.floating)):
+    if not is_number(value):
         raise TypeError(f"{name} must be a number, got {type(value).__name__}")
     if not 0 <= value < 1:
         raise ValueError(f"{name} must be in [0, 1), got {value!r}")
@@ -435,8 +434,7 @@ def _fraction(value, name):
 
 
 def _eps(value):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer,
-                                                                     np.floating)):
+    if not is_number(value):
         raise TypeError(f"eps must be a number, got {type(value).__name__}")
     if not (np.isfinite(value) and value >= 0):
         raise ValueError(f"eps must be >= 0 and finite, got {value!r}")
