@@ -10,6 +10,7 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
+from ._backends import BACKENDS
 from ._spec import CELLS
 from ._types import ForwardCache
 
@@ -254,13 +255,9 @@ def _check_cache(cell, cache):
                          f"the {cell} cell's {sorted(option_names)}")
     if option_names:
         check_options(cell, cache.options)
-    if cache.backend not in _BACKEND_NAMES:
+    if cache.backend not in BACKENDS:
         raise ValueError(f"cache is damaged: backend {cache.backend!r}")
     return T, B, H, dtype
-
-
-# Kept here, not imported from _backends (which would import this module's users).
-_BACKEND_NAMES = ("numpy", "numba", "cython")
 
 
 def check_backward(cell, cache, upstream):
