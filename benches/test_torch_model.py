@@ -18,7 +18,7 @@ from benches import grid
 torch = pytest.importorskip("torch")
 import fastrnn  # noqa: E402
 import fastrnn.torch  # noqa: E402
-from benches.torch_models import VOCAB, Model  # noqa: E402
+from benches.torch_models import VOCAB, Model, step  # noqa: E402
 
 T = 64
 MEMBERS = ("torch.nn", "fastrnn.torch")
@@ -48,14 +48,6 @@ def models(cell, B, H):
         tokens = torch.randint(0, VOCAB, (T + 1, B), generator=torch.Generator().manual_seed(1))
         _pairs[key] = (original, converted, tokens)
     return _pairs[key]
-
-
-def step(model, tokens, opt):
-    logits = model(tokens[:-1])
-    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, VOCAB), tokens[1:].reshape(-1))
-    opt.zero_grad()
-    loss.backward()
-    opt.step()
 
 
 def test_torch_model(model_case, benchmark, bench):

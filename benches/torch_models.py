@@ -21,6 +21,7 @@ if not __package__:  # python benches/torch_models.py: the checkout's root on th
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import fastrnn  # noqa: E402
 import fastrnn.torch  # noqa: E402
+from benches.versus_peers import interleaved_best  # noqa: E402
 
 ROUNDS = 5
 PAUSE = 0.1
@@ -40,6 +41,15 @@ class Model(torch.nn.Module):
         return self.head(out)
 
 
+def step(model, tokens, opt):
+    """One training step on tokens (T + 1, B): next-token cross-entropy, backward, opt."""
+    logits = model(tokens[:-1])
+    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, VOCAB), tokens[1:].reshape(-1))
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+
+
 def contenders(cell, B, H, T):
     torch.manual_seed(0)
     original = Model(cell, H)
@@ -50,12 +60,7 @@ def contenders(cell, B, H, T):
         opt = torch.optim.Adam(model.parameters(), lr=1e-3)
 
         def train(model=model, opt=opt):
-            logits = model(tokens[:-1])
-            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, VOCAB),
-                                                     tokens[1:].reshape(-1))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+            step(model, tokens, opt)
 
         def infer(model=model):
             with torch.inference_mode():
@@ -81,16 +86,7 @@ def main(cells, shapes):
     print("|---|---|---|---|---|---|---|")
     for cell in cells:
         for B, H, T in shapes:
-            runs = contenders(cell, B, H, T)
-            best = dict.fromkeys(runs, float("inf"))
-            for run in runs.values():
-                run()  # warm up
-            order = list(runs)
-            for round_ in range(ROUNDS):
-                shift = round_ * len(order) // ROUNDS
-                for key in order[shift:] + order[:shift]:
-                    time.sleep(PAUSE)
-                    best[key] = min(best[key], runs[key]())
+            best = interleaved_best(contenders(cell, B, H, T), ROUNDS, PAUSE)
             for pass_ in ("training", "inference"):
                 ms = {name: 1e3 * min(best[(name, pass_, n)] for n in (1, 2))
                       for name in ("torch.nn", "fastrnn.torch")}

@@ -115,30 +115,42 @@ def contenders(cell, B, H, T):
     return runs
 
 
+def interleaved_best(runs, rounds, pause, before_round=None):
+    """{key: the fastest of ``rounds`` calls of runs[key]()} (each returns its
+    seconds), after one warm-up call each, the contenders interleaved: one
+    call each per round, a different one first each round (the one right
+    after a previous pool's work shares the machine with its spinning
+    threads), ``pause`` seconds before each call.  ``before_round()`` runs
+    at the start of every round."""
+    best = dict.fromkeys(runs, float("inf"))
+    for run in runs.values():
+        run()  # warm up
+    order = list(runs)
+    for round_ in range(rounds):
+        if before_round is not None:
+            before_round()
+        shift = round_ * len(order) // rounds
+        for key in order[shift:] + order[:shift]:
+            time.sleep(pause)
+            best[key] = min(best[key], runs[key]())
+    return best
+
+
 def main(cells, shapes):
     """Run every contender; returns (rows, the sgemm rate in FLOP/s)."""
-    gemm = float("inf")  # the best sgemm of every round of the run
+    gemm = [float("inf")]  # the best sgemm of every round of the run
+
+    def measure_gemm():
+        gemm[0] = min(gemm[0], sgemm())
+
     rows = []
     for cell in cells:
         for B, H, T in shapes:
-            runs = contenders(cell, B, H, T)
-            best = {key: float("inf") for key in runs}
-            for key, run in runs.items():
-                run()  # warm up
-            order = list(runs)
-            for round_ in range(ROUNDS):
-                gemm = min(gemm, sgemm())
-                # A different contender goes first each round: the one right
-                # after numpy's sgemm shares the machine with OpenBLAS's
-                # threads, which spin for a while after a call.
-                shift = round_ * len(order) // ROUNDS
-                for key in order[shift:] + order[:shift]:
-                    time.sleep(PAUSE)
-                    best[key] = min(best[key], runs[key]())
+            best = interleaved_best(contenders(cell, B, H, T), ROUNDS, PAUSE, measure_gemm)
             rows.append((cell, B, H, T, best))
             print(".", end="", flush=True, file=sys.stderr)
     print(file=sys.stderr)
-    return rows, 2 * 2048 ** 3 / gemm
+    return rows, 2 * 2048 ** 3 / gemm[0]
 
 
 def _rate(x):
