@@ -210,6 +210,11 @@ class _Module:
         """The constructor arguments ``save`` writes (``_config``'s keys)."""
         return set(cls._CONFIG) | set(CELLS[cls._cell].options)
 
+    def _config(self):
+        """The constructor arguments that rebuild this module (``save`` writes them)."""
+        config = {name: getattr(self, name) for name in self._CONFIG}
+        return {**config, **self._options, "dtype": self.dtype.name}
+
     def named_parameters(self):
         """[(name, array)] in PyTorch's order; the arrays are the layer's own."""
         return list(self._params.items())
@@ -388,12 +393,6 @@ class _Recurrent(_Module):
             I = self.input_size if layer == 0 else self.hidden_size * self.num_directions  # noqa
             shapes.update(zip(names[:4 if self.bias else 2], self._weight_shapes(I)))
         return shapes
-
-    def _config(self):
-        return dict(input_size=self.input_size, hidden_size=self.hidden_size,
-                    num_layers=self.num_layers, bias=self.bias, batch_first=self.batch_first,
-                    dropout=self.dropout, bidirectional=self.bidirectional,
-                    **self._options, dtype=self.dtype.name)
 
     def _forget(self):
         self._tape = None
@@ -618,10 +617,6 @@ class _Cell(_Module):
 
     def _shapes(self):
         return dict(zip(self._slot[:4 if self.bias else 2], self._weight_shapes(self.input_size)))
-
-    def _config(self):
-        return dict(input_size=self.input_size, hidden_size=self.hidden_size, bias=self.bias,
-                    **self._options, dtype=self.dtype.name)
 
     def _forget(self):
         self._steps = []

@@ -237,21 +237,14 @@ class _Recurrent:
         if packed:
             out = PackedSequence(pack_padded_sequence(inp, lengths_t).data, batch_sizes,
                                  sorted_indices, unsorted_indices)
-            h_n = tuple(self.permute_hidden(h, unsorted_indices) for h in h_n)
+            h_n = self.permute_hidden(h_n if k == 2 else h_n[0], unsorted_indices)
+            h_n = tuple(h_n) if k == 2 else (h_n,)
         else:
             out = inp.transpose(0, 1) if self.batch_first else inp
             if not batched:
                 out = out.squeeze(0 if self.batch_first else 1)
                 h_n = tuple(h.squeeze(1) for h in h_n)
         return out, (h_n if k == 2 else h_n[0])
-
-    def permute_hidden(self, hx, permutation):
-        if permutation is None:
-            return hx
-        if isinstance(hx, tuple):
-            return tuple(h.index_select(1, permutation) for h in hx)
-        return hx.index_select(1, permutation)
-
 
 class RNN(_Recurrent, nn.RNN):
     """``torch.nn.RNN`` on fastrnn's kernels (see the module's docstring)."""

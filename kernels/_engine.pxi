@@ -574,9 +574,8 @@ cdef int _engine_backward(const floating[:, ::1] W_hh, const int64_t[::1] length
     cdef Py_ssize_t per_item = n_panels if num_threads == 1 else 1
     cdef Py_ssize_t n_items = (n_panels + per_item - 1) // per_item
     cdef Py_ssize_t n_chunks = (T + ring - 1) // ring, chunk, t0, t1
-    # The engine's threads share each chunk's GEMMs, OpenBLAS on each one's own thread.
-    # Each engine thread runs its share of the GEMMs with OpenBLAS kept to it,
-    # a team of one too when fastrnn's count is more (OpenBLAS's pool not woken).
+    # The engine's threads share each chunk's GEMMs, each with OpenBLAS kept to
+    # it; a team of one too when fastrnn's count is more (OpenBLAS's pool not woken).
     cdef int pool = _pool_threads()
     cdef bint share_blas = _blas_local != NULL and (num_threads > 1 or pool > 1), solo
     cdef fastrnn_steps steps
