@@ -182,6 +182,20 @@ DEF _UNPACKED_MAX_ROWS = 64
 DEF _SOLO_MADDS = 1 << 20
 
 
+cdef object _get_num_threads = None
+
+
+cdef int _pool_threads() except -1:
+    """fastrnn's thread count (``fastrnn.set_num_threads``, which it gives every
+    BLAS pool): what OpenBLAS's count is set back to after products kept to
+    one thread, whatever share of it a call's team is."""
+    global _get_num_threads
+    if _get_num_threads is None:
+        from fastrnn._threads import get_num_threads
+        _get_num_threads = get_num_threads
+    return _get_num_threads()
+
+
 cdef inline bint _solo(Py_ssize_t B, Py_ssize_t GH, Py_ssize_t K, int num_threads,
                        int pool) noexcept nogil:
     return pool > 1 and _blas_local != NULL and (num_threads == 1 or B * GH * K < _SOLO_MADDS)

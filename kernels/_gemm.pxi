@@ -71,16 +71,3 @@ cdef extern from "engine.h" nogil:
 # OpenBLAS's per-thread thread count (openblas_set_num_threads_local, in the
 # OpenBLAS that scipy.linalg.cython_blas calls), or NULL where that BLAS has none.
 cdef fastrnn_blas_local_fn _blas_local = fastrnn_find_blas_local(<void*>sgemm)
-
-cdef object _get_num_threads = None
-
-
-cdef int _pool_threads() except -1:
-    """fastrnn's thread count (``fastrnn.set_num_threads``, which it gives every
-    BLAS pool): what OpenBLAS's count is set back to after products kept to
-    one thread, whatever share of it a call's team is."""
-    global _get_num_threads
-    if _get_num_threads is None:
-        from fastrnn._threads import get_num_threads
-        _get_num_threads = get_num_threads
-    return _get_num_threads()
