@@ -34,15 +34,33 @@ def _as_array(value, name):
     return arr
 
 
-def _check_float(arr, name, dtype=None):
-    """dtype None: arr must be float32/float64; otherwise it must be exactly dtype."""
+def given(value, arr):
+    """What the user passed, for a message: "has dtype float64", or for a list
+    and the like "is a list (NumPy reads it as float64)"."""
+    if isinstance(value, np.ndarray):
+        return f"has dtype {arr.dtype}"
+    return f"is a {type(value).__name__} (NumPy reads it as {arr.dtype})"
+
+
+def convert(value, name, dtype):
+    """How to pass ``value`` (named ``name``) as an array of ``dtype``."""
+    if isinstance(value, np.ndarray):
+        return f"{name}.astype(np.{np.dtype(dtype)})"
+    return f"np.asarray({name}, dtype=np.{np.dtype(dtype)})"
+
+
+def _check_float(arr, name, dtype=None, value=None):
+    """dtype None: arr must be float32/float64; otherwise it must be exactly
+    dtype.  ``value``: what the user passed, where arr is its conversion."""
+    value = arr if value is None else value
     if dtype is None:
         if arr.dtype not in FLOAT_DTYPES:
-            raise TypeError(f"{name} must have dtype float32 or float64, got {arr.dtype}")
+            raise TypeError(f"{name} must be an array of dtype float32 or float64, "
+                            f"got one that {given(value, arr)}")
     elif arr.dtype != dtype:
         raise TypeError(
-            f"{name} has dtype {arr.dtype} but x has dtype {dtype}; fastrnn does not cast "
-            f"silently: pass arrays of one dtype (for example {name}.astype(np.{dtype}))")
+            f"{name} {given(value, arr)} but x has dtype {dtype}; fastrnn does not cast "
+            f"silently: pass arrays of one dtype (for example {convert(value, name, dtype)})")
 
 
 def _check_shape(arr, name, expected, spelled):
@@ -58,7 +76,7 @@ def _optional(value, name, expected, spelled, dtype):
     if type(value) is np.ndarray and value.dtype == dtype and value.shape == expected:
         return value
     arr = _as_array(value, name)
-    _check_float(arr, name, dtype)
+    _check_float(arr, name, dtype, value)
     _check_shape(arr, name, expected, spelled)
     return arr
 
@@ -167,9 +185,10 @@ def check_forward(cell, x, states, W_ih, W_hh, b_ih, b_hh, lengths, options):
     """
     spec = CELLS[cell]
     G = spec.G
+    x_given = x
     if type(x) is not np.ndarray or x.dtype not in FLOAT_DTYPES:  # the common case: neither
         x = _as_array(x, "x")
-        _check_float(x, "x")
+        _check_float(x, "x", value=x_given)
     if x.ndim != 3:
         raise ValueError(f"x must have shape (T, B, I) (time-major; rank 3), got shape {x.shape}")
     T, B, I = x.shape
@@ -182,8 +201,13 @@ def check_forward(cell, x, states, W_ih, W_hh, b_ih, b_hh, lengths, options):
     dtype = x.dtype
 
     if type(W_hh) is not np.ndarray or W_hh.dtype != dtype:
-        W_hh = _as_array(W_hh, "W_hh")
-        _check_float(W_hh, "W_hh", dtype)
+        W_hh_given, W_hh = W_hh, _as_array(W_hh, "W_hh")
+        if (not isinstance(x_given, np.ndarray) and W_hh.dtype in FLOAT_DTYPES
+                and W_hh.dtype != dtype):
+            # x, not the weights, is what to change: the weights set the dtype.
+            raise TypeError(f"x {given(x_given, x)} but W_hh has dtype {W_hh.dtype}; "
+                            f"pass {convert(x_given, 'x', W_hh.dtype)}")
+        _check_float(W_hh, "W_hh", dtype, W_hh_given)
     spelled_ih, spelled_hh, spelled_bias = _SPELLED[cell]
     if W_hh.ndim != 2 or W_hh.shape[1] < 1 or W_hh.shape[0] != G * W_hh.shape[1]:
         raise ValueError(f"W_hh must have shape {spelled_hh} with H >= 1, got {W_hh.shape}")

@@ -10,6 +10,11 @@ the same signature less ``backend``.
 from . import _driver
 from ._validation import check_backward, check_forward
 
+__all__ = [
+    "rnn_forward", "rnn_backward", "lstm_forward", "lstm_backward", "gru_forward",
+    "gru_backward",
+]
+
 
 def rnn_forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, *, nonlinearity="tanh",
                 lengths=None, training=True, backend=None):

@@ -16,6 +16,7 @@ Inside, the state of a cell is always the tuple of its states in the order of
 its spec (``fastrnn._spec``), so nothing here depends on which cell it is.
 A call is checked once at the shell; the directions receive checked arrays.
 """
+import inspect
 import json
 import warnings
 
@@ -24,7 +25,9 @@ import numpy as np
 from . import _backends, _driver
 from ._spec import CELLS
 from ._validation import (Checked, as_generator, check_bool, check_dtype, check_lengths,
-                          check_options, check_positive_int, is_number)
+                          check_options, check_positive_int, convert, given, is_number)
+
+__all__ = ["RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell"]
 
 # Every option keyword of any cell: a file saved by a layer of another version
 # may list one its cell does not take.
@@ -187,17 +190,21 @@ class _Module:
             return None
         arr = np.asarray(value)
         if arr.dtype != self.dtype:
-            raise TypeError(f"{name} has dtype {arr.dtype} but the {self._kind} has dtype "
-                            f"{self.dtype}; pass {name}.astype(np.{self.dtype})")
+            raise TypeError(f"{name} {given(value, arr)} but the {self._kind} has dtype "
+                            f"{self.dtype}; pass {convert(value, name, self.dtype)}")
         if arr.shape != shape:
             raise ValueError(f"{name} must have shape {spelled} = {shape}, got {arr.shape}")
         return arr
 
-    def _check_x(self, x, spelled, ndim):
-        x = np.asarray(x)
+    def _as_x(self, value):
+        """x as an array of the module's dtype (a TypeError naming what was passed)."""
+        x = np.asarray(value)
         if x.dtype != self.dtype:
-            raise TypeError(f"x has dtype {x.dtype} but the {self._kind} has dtype "
-                            f"{self.dtype}; pass x.astype(np.{self.dtype})")
+            raise TypeError(f"x {given(value, x)} but the {self._kind} has dtype "
+                            f"{self.dtype}; pass {convert(value, 'x', self.dtype)}")
+        return x
+
+    def _check_x(self, x, spelled, ndim):
         if x.ndim != ndim or x.shape[-1] != self.input_size:
             raise ValueError(f"x must have shape {spelled} with I = input_size = "
                              f"{self.input_size}, got {x.shape}")
@@ -214,6 +221,20 @@ class _Module:
         """The constructor arguments that rebuild this module (``save`` writes them)."""
         config = {name: getattr(self, name) for name in self._CONFIG}
         return {**config, **self._options, "dtype": self.dtype.name}
+
+    def __repr__(self):
+        """As PyTorch writes a module: the sizes, then what differs from the
+        defaults, e.g. ``LSTM(8, 32, num_layers=2, bidirectional=True)``."""
+        defaults = {name: p.default for name, p in inspect.signature(type(self)).parameters.items()}
+        config = {**self._config(), "backend": self.backend}
+        parts = [str(config.pop("input_size")), str(config.pop("hidden_size"))]
+        for key, value in config.items():
+            default = defaults.get(key)
+            if key == "dtype":
+                default = np.dtype(default).name
+            if value != default:
+                parts.append(f"{key}={value!r}")
+        return f"{type(self).__name__}({', '.join(parts)})"
 
     def named_parameters(self):
         """[(name, array)] in PyTorch's order; the arrays are the layer's own."""
@@ -416,7 +437,7 @@ class _Recurrent(_Module):
         shapes: output (T, B, D*H) ((B, T, D*H) with batch_first), zero past each
         sequence's length; h_n (L*D, B, H).
         """
-        x = np.asarray(x)
+        x = self._as_x(x)
         if x.ndim == 2:  # unbatched (T, I), as PyTorch: a batch of one, squeezed out again
             return self._unbatched_forward(x, hx, lengths)
         x = self._check_x(x, "(B, T, I)" if self.batch_first else "(T, B, I)", 3)
@@ -628,18 +649,18 @@ class _Cell(_Module):
     def forward(self, x, hx=None):
         """One step: x (B, I), hx (B, H) or None (LSTMCell: a tuple (h, c) or None).
         Returns h' (B, H) (LSTMCell: (h', c'))."""
-        x = np.asarray(x)
+        x = self._as_x(x)
         unbatched = x.ndim == 1  # (I,), as PyTorch: a batch of one, squeezed out again
         names = self._hx_names(self._spec.states)
         if unbatched:
-            given = self._from_hx(hx, names)
-            for v, name in zip(given, names):
+            passed = self._from_hx(hx, names)
+            for v, name in zip(passed, names):
                 if v is not None and np.ndim(v) != 1:
                     raise ValueError(f"for unbatched input x (I,), {name} must be (H,) too, "
                                      f"got shape {np.shape(v)}")
             x = x[None]
             hx = None if hx is None else self._as_hx(tuple(
-                None if v is None else np.asarray(v)[None] for v in given))
+                None if v is None else np.asarray(v)[None] for v in passed))
         x = self._check_x(x, "(B, I)", 2)
         B, H = x.shape[0], self.hidden_size
         states = tuple(self._check_array(s, name, (B, H), "(B, H)")

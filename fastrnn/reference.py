@@ -34,6 +34,11 @@ import numpy as np
 from ._types import ForwardCache, make_grads
 from ._validation import check_backward, check_forward
 
+__all__ = [
+    "rnn_forward", "rnn_backward", "lstm_forward", "lstm_backward", "gru_forward",
+    "gru_backward", "sigmoid",
+]
+
 
 def sigmoid(x):
     """1 / (1 + exp(-x)) without overflow for large |x|: scipy.special.expit,

@@ -22,6 +22,11 @@ from . import _threads
 from ._validation import (as_generator, check_dtype, check_lengths, check_positive_int,
                           is_number)
 
+__all__ = [
+    "Linear", "mse", "softmax_cross_entropy", "global_norm", "clip_grad_norm",
+    "clip_grad_value", "prefixed", "truncated_bptt", "SGD", "Adam", "Adagrad", "Progress",
+]
+
 # --- the output layer ------------------------------------------------------------------
 
 _matmul_kernel = None  # fastrnn.kernels._matmul once loaded; False where it is not built
