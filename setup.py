@@ -93,11 +93,13 @@ def _newer_than(target, sources):
 
 def _record_config():
     """A file that changes (and so is newer than every module) only when the
-    compiler, its flags, Python or NumPy change: a dependency of every module."""
-    path = os.path.join(BUILD_DIR, "config.txt")
+    compiler, its flags, Python or NumPy change: a dependency of every module.
+    One for every build, so that a debug build after a release one (or the
+    reverse) rebuilds the modules in place."""
+    path = os.path.join("build", "config.txt")
     config = repr((os.environ.get("CC", "cc"), compile_args, link_args, MACROS,
                    sys.version, numpy.__version__)) + "\n"
-    os.makedirs(BUILD_DIR, exist_ok=True)
+    os.makedirs("build", exist_ok=True)
     if not os.path.exists(path) or open(path).read() != config:
         with open(path, "w") as f:
             f.write(config)
