@@ -12,13 +12,13 @@ Options: --bench-grid=quick|full, --bench-cells=rnn,lstm,gru (default all),
 import collections
 import os
 import sys
-import time
 from importlib import metadata
 
 import pytest
 
 from benches import grid
 from benches.cells import CELLS
+from fastrnn._timing import Load
 
 
 def pytest_addoption(parser):
@@ -120,38 +120,21 @@ def bench(request):
     state.clear()
 
 
-def _busy_seconds():
-    """CPU-seconds every process on the machine has spent busy (Linux), or None."""
-    try:
-        with open("/proc/stat") as f:
-            values = [int(v) for v in f.readline().split()[1:]]
-        return (sum(values) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _own_seconds():
-    t = os.times()
-    return t.user + t.system + t.children_user + t.children_system
-
-
-_session_start = {}
+_session_load = []
 
 
 def pytest_sessionstart(session):
-    _session_start.update(wall=time.monotonic(), busy=_busy_seconds(), own=_own_seconds())
+    _session_load.append(Load())
 
 
 def _load():
     """How many cores other processes kept busy while the suite ran: a shared
     machine makes timings, above all multi-threaded ones, unreliable."""
-    busy = _busy_seconds()
-    if busy is None or _session_start.get("busy") is None:
+    if not _session_load or _session_load[0].other_cores() is None:
         return None
-    wall = time.monotonic() - _session_start["wall"]
-    own = (_own_seconds() - _session_start["own"]) / wall
-    everyone = (busy - _session_start["busy"]) / wall
-    return {"wall_s": wall, "own_cores": own, "other_cores": max(0.0, everyone - own)}
+    load = _session_load[0]
+    return {"wall_s": load.wall_seconds(), "own_cores": load.own_cores(),
+            "other_cores": load.other_cores()}
 
 
 def _version(dist):

@@ -29,12 +29,13 @@ import sys
 
 import numpy as np
 
+from fastrnn._timing import BUSY_CORES, SLOW_PROBE
+
 DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 REFERENCE = "numpy"
 TORCH = "torch"
 IMPL_ORDER = ("numpy", "numba", "cython", "torch")
 FLAT_WITHIN = 0.10  # flat: at T=4096 within 10% of the best T
-SLOW_PROBE = 1.25  # a case whose speed probe took this much longer than the run's fastest
 PLOT_HINT = 'pip install -e ".[bench]"'
 
 
@@ -432,7 +433,7 @@ def header_section(run, path):
         lines.append(f"Load: other processes kept {load['other_cores']:.2f} of "
                      f"{f.get('cpu_count', '?')} cores busy on average during the run "
                      f"({load['wall_s']:.0f} s).")
-        if load["other_cores"] > 0.2:
+        if load["other_cores"] > BUSY_CORES:
             lines.append("**Warning: the machine was shared while this ran; timings, above all "
                          "multi-threaded ones, are not reliable. Rerun on a quiet machine.**")
     env = {k: v for k, v in f.get("env", {}).items() if v is not None}

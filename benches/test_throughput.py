@@ -20,6 +20,7 @@ import pytest
 import fastrnn
 from benches import grid
 from benches.cells import CELLS, compare, runner
+from fastrnn._timing import speed_probe
 
 
 def _available_memory():
@@ -51,25 +52,6 @@ def _require(case):
     if have is not None and need > grid.MEMORY_SHARE * have:
         pytest.skip(f"needs about {need / 2**30:.1f} GiB, more than {grid.MEMORY_SHARE:.0%} "
                     f"of the {have / 2**30:.1f} GiB available")
-
-
-def speed_probe():
-    """Microseconds for a fixed single-threaded NumPy loop: how fast the machine is right now.
-
-    On a shared host the same code can run 1.7x slower for seconds at a time
-    with nothing visible inside this machine (measured here: a sibling
-    hardware thread or another guest).  Recorded before and after each
-    case's timed rounds, it lets the report flag cases timed in a slow window.
-    """
-    x = np.full((1, 64), 0.5, np.float32)
-    W = np.full((64, 64), 0.01, np.float32)
-    best = float("inf")
-    for _ in range(3):
-        start = time.perf_counter()
-        for _ in range(32):
-            np.tanh(x @ W)
-        best = min(best, time.perf_counter() - start)
-    return best * 1e6
 
 
 def _timed(fn):

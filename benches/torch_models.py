@@ -21,7 +21,7 @@ if not __package__:  # python benches/torch_models.py: the checkout's root on th
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import fastrnn  # noqa: E402
 import fastrnn.torch  # noqa: E402
-from benches.versus_peers import interleaved_best  # noqa: E402
+from fastrnn._timing import interleaved_best  # noqa: E402
 
 ROUNDS = 5
 PAUSE = 0.1

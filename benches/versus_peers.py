@@ -33,7 +33,7 @@ import fastrnn
 if not __package__:  # python benches/versus_peers.py: the checkout's root on the path
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benches import onnx_peers  # noqa: E402
-from benches.conftest import _busy_seconds, _own_seconds  # noqa: E402
+from fastrnn._timing import Load, interleaved_best  # noqa: E402
 
 try:
     import torch
@@ -113,27 +113,6 @@ def contenders(cell, B, H, T):
                 return time.perf_counter() - t0
             runs[(name, "inference", n)] = timed
     return runs
-
-
-def interleaved_best(runs, rounds, pause, before_round=None):
-    """{key: the fastest of ``rounds`` calls of runs[key]()} (each returns its
-    seconds), after one warm-up call each, the contenders interleaved: one
-    call each per round, a different one first each round (the one right
-    after a previous pool's work shares the machine with its spinning
-    threads), ``pause`` seconds before each call.  ``before_round()`` runs
-    at the start of every round."""
-    best = dict.fromkeys(runs, float("inf"))
-    for run in runs.values():
-        run()  # warm up
-    order = list(runs)
-    for round_ in range(rounds):
-        if before_round is not None:
-            before_round()
-        shift = round_ * len(order) // rounds
-        for key in order[shift:] + order[:shift]:
-            time.sleep(pause)
-            best[key] = min(best[key], runs[key]())
-    return best
 
 
 def main(cells, shapes):
@@ -236,11 +215,10 @@ if __name__ == "__main__":
     cells = args[0].split(",") if args else ["lstm", "gru", "rnn"]
     shapes = ([tuple(map(int, s.split("x"))) for s in args[1].split(",")]
               if len(args) > 1 else [(1, 64, 1024), (16, 256, 1024), (64, 1024, 128)])
-    start, busy, own = time.monotonic(), _busy_seconds(), _own_seconds()
+    load = Load()
     rows, rate = main(cells, shapes)
-    wall = time.monotonic() - start
-    other = (max(0.0, (_busy_seconds() - busy) - (_own_seconds() - own)) / wall
-             if busy is not None else float("nan"))
+    wall, other = load.wall_seconds(), load.other_cores()
+    other = float("nan") if other is None else other
     lines = facts(rate, wall, other)
     print("\n".join(lines[1:3]) + "\n\n" + table(rows, rate))
     if out:

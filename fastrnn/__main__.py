@@ -1,7 +1,10 @@
 """``python -m fastrnn``: the library at a glance.
 
-Versions, the backends that work here (and why any does not), the thread
-count, every backend checked against the reference, and a small speed table.
+Versions, the backends that work here (and why any does not), every backend
+checked against the reference, the thread pools the kernels use, and a small
+speed table whose rows are timed interleaved (best of short rounds) while the
+machine's load and speed are watched, so that a busy machine is reported as
+such rather than shown as a slow backend.
 """
 import argparse
 import os
@@ -17,8 +20,20 @@ from fastrnn import reference
 from fastrnn._spec import CELLS
 from fastrnn._testing import (TOLERANCE, as_float64, backward, forward, random_problem,
                               random_upstream, scaled_error, variants)
+from fastrnn._timing import BUSY_CORES, SLOW_PROBE, Load, interleaved_times, speed_probe, steady
 
-SPEED_SHAPES = [(256, 1, 64), (64, 16, 256), (16, 64, 1024)]  # (T, B, H), I = H, every cell
+# (T, B, H) with I = H, every cell: a tiny one, and two at the sizes people
+# train, with T short enough that the NumPy reference's rows stay quick.
+SPEED_SHAPES = [(128, 1, 64), (32, 16, 256), (8, 64, 512)]
+ROUNDS = 5  # interleaved rounds per row (more while a best is unsteady)
+# OpenBLAS's worker threads spin for 2**28 cycles (about 0.1 s here) after
+# each multi-threaded call before they sleep; the backend timed next then
+# shares the cores with them (interleaved: the Cython engine at RNN (32, 16,
+# 256) ran 4x slower, Numba 1.7x).  2**20 cycles (0.4 ms) ends that and left
+# the reference's own speed unchanged.  OpenBLAS reads it only when it loads,
+# so the table's run starts a fresh interpreter with it set.
+BLAS_SPIN = ("OPENBLAS_THREAD_TIMEOUT", "20")
+ROUND_S = 0.01  # about this long per backend per round (calls repeated to fill it)
 
 
 def _version(dist):
@@ -40,18 +55,9 @@ def print_environment():
             + ("  (DEBUG BUILD: bounds checks on, slow)" if info["debug"] else ""))
     except ImportError:
         pass
-    try:
-        import threadpoolctl
-
-        for pool in threadpoolctl.threadpool_info():
-            print(f"thread pool: {pool['internal_api']} {pool.get('version') or ''} "
-                  f"{pool.get('architecture') or ''} ({os.path.basename(pool['filepath'])})")
-    except ImportError:
-        pass
     forced = {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if k in os.environ}
     if forced:
         print(f"note: {forced} is set; OpenBLAS may run slower kernels than this CPU allows")
-    print(f"threads: {fastrnn.get_num_threads()} (fastrnn.set_num_threads)")
     print()
     print("backends:")
     unavailable = fastrnn.unavailable_backends()
@@ -63,9 +69,12 @@ def print_environment():
 
 
 def check_backends(backends):
-    """Forward and backward of every cell in every backend against the float64 reference."""
+    """Forward and backward of every cell in every backend against the float64
+    reference; returns True when all agree.  (This also loads every thread pool
+    the kernels use: BLAS, OpenMP, Numba's.)"""
     print()
-    print("check against the reference (T=7, B=5, I=6, H=9, lengths with 0 and T, both dtypes):")
+    print("check against the float64 reference (T=7, B=5, I=6, H=9, lengths with 0 and T):")
+    print(f"  {'cell':9s} {'dtype':8s}" + "".join(f"{b:>18s}" for b in backends))
     ok = True
     cases = [(cell, kwargs) for cell in CELLS for kwargs in variants(cell)]
     for dtype in (np.float32, np.float64):
@@ -75,80 +84,158 @@ def check_backends(backends):
             as64 = as_float64({**problem, **ups})
             r_outs, r_cache = forward(cell, {k: as64[k] for k in problem}, **kwargs)
             r_grads = backward(cell, {k: as64[k] for k in ups}, r_cache, reference)
+            row = ""
             for backend in backends:
                 outs, cache = forward(cell, problem, backend, **kwargs)
                 grads = backward(cell, ups, cache)
                 # Every array within the tolerance for its own scale (as the tests hold them).
                 errors = [scaled_error(got[k], want[k]) for got, want in
                           ((outs, r_outs), (grads, r_grads)) for k in want if want[k] is not None]
-                err = max(e for e, _ in errors)
                 good = all(e <= TOLERANCE[np.dtype(dtype)] * scale for e, scale in errors)
                 ok &= good
-                label = " ".join((cell, *kwargs.values()))
-                print(f"  {backend:7s} {np.dtype(dtype).name:8s} {label:9s} "
-                      f"max error {err:9.2e}  {'ok' if good else 'FAIL'}")
+                row += f"{max(e for e, _ in errors):>13.1e} {'ok' if good else 'FAIL':>4s}"
+            label = " ".join((cell, *kwargs.values()))
+            print(f"  {label:9s} {np.dtype(dtype).name:8s}{row}")
     return ok
 
 
-def _time(fn, budget):
-    """Best time of fn() over repeats taking about ``budget`` seconds."""
-    fn()  # warm-up: JIT compilation and first-touch allocations
-    best, spent = float("inf"), 0.0
-    while spent < budget:
+def _owner(path):
+    """The package that shipped a pool's library (numpy's and SciPy's OpenBLAS
+    are two libraries; SciPy's does the Cython kernels' BLAS), else "system"."""
+    parts = os.path.normpath(path).split(os.sep)
+    return next((p for p in ("numpy", "scipy", "torch") if p in parts or p + ".libs" in parts),
+                "system")
+
+
+def print_pools():
+    print()
+    print(f"threads: {fastrnn.get_num_threads()} (fastrnn.set_num_threads), given to every "
+          f"pool the kernels use (the Cython engine's threads are OpenMP's):")
+    try:
+        import threadpoolctl
+    except ImportError:
+        return
+    for pool in threadpoolctl.threadpool_info():
+        name = " ".join(str(pool[k]) for k in ("internal_api", "version", "architecture")
+                        if pool.get(k))
+        print(f"  {_owner(pool['filepath']):6s} {pool['user_api']:6s} {name}, "
+              f"{pool['num_threads']} threads ({os.path.basename(pool['filepath'])})")
+    try:
+        import numba
+
+        print(f"  numba   threading layer {numba.threading_layer()}")
+    except (ImportError, ValueError):  # not installed, or no parallel kernel ran
+        pass
+
+
+def _per_call(fn, calls):
+    """A run for interleaved_best: seconds per call of fn over ``calls`` calls."""
+    def run():
         start = time.perf_counter()
-        fn()
-        elapsed = time.perf_counter() - start
-        best, spent = min(best, elapsed), spent + elapsed
-    return best
+        for _ in range(calls):
+            fn()
+        return (time.perf_counter() - start) / calls
+    return run
 
 
-def speed_table(backends, budget):
+def _row(cell, T, B, H, label, backends, rounds):
+    """({backend: steps x batch per second}, steady) for one row: the backends
+    interleaved, best of ``rounds`` rounds, up to twice as many more while
+    some backend's best is not steady (fastrnn._timing.steady)."""
+    p = random_problem(T, B, H, H, np.float32, cell=cell)
+    ups = {"d_out": np.ones((T, B, H), np.float32)}
+    runs = {}
+    for backend in backends:
+        if label == "inference":
+            def fn(backend=backend):
+                forward(cell, p, backend, training=False)
+        else:
+            def fn(backend=backend):
+                backward(cell, ups, forward(cell, p, backend)[1])
+        start = time.perf_counter()
+        fn()  # warm-up (first-touch allocations), and how many calls fill a round
+        calls = max(1, min(1000, round(ROUND_S / (time.perf_counter() - start))))
+        runs[backend] = _per_call(fn, calls)
+    times = interleaved_times(runs, rounds, warm_up=False)
+    for _ in range(2):
+        if all(steady(t) for t in times.values()):
+            break
+        interleaved_times(runs, rounds, warm_up=False, times=times)
+    return ({b: T * B / min(t) for b, t in times.items()},
+            all(steady(t) for t in times.values()))
+
+
+def speed_table(backends, rounds):
+    """Prints the table; returns (other processes' cores, probe spread, rows flagged)."""
     print()
     print(f"speed, float32, {fastrnn.get_num_threads()} threads: steps x batch per second "
-          "(speed-up over the numpy reference)")
-    header = (f"  {'cell':5s} {'T':>5s} {'B':>4s} {'H':>5s}  {'pass':9s}"
-              + "".join(f"{b:>20s}" for b in backends))
-    print(header)
+          f"(speed-up over the numpy reference), best of {rounds}+ interleaved rounds")
+    if os.environ.get(BLAS_SPIN[0]) == BLAS_SPIN[1]:
+        print(f"({BLAS_SPIN[0]}={BLAS_SPIN[1]}: OpenBLAS's threads sleep after 2**20 cycles rather "
+              f"than spin 2**28 into the next backend's time; docs/threads.md)")
+    print(f"  {'cell':5s} {'T':>4s} {'B':>3s} {'H':>4s}  {'pass':9s}"
+          + "".join(f"{b:>18s}" for b in backends))
+    whole, probes, flagged = Load(), [speed_probe()], 0
     for cell in CELLS:
         for T, B, H in SPEED_SHAPES:
-            p = random_problem(T, B, H, H, np.float32, cell=cell)
-            ups = {"d_out": np.ones((T, B, H), np.float32)}
             for label in ("inference", "training"):
-                rates = {}
-                for backend in backends:
-                    if label == "inference":
-                        def fn():
-                            forward(cell, p, backend, training=False)
-                    else:
-                        def fn():
-                            backward(cell, ups, forward(cell, p, backend)[1])
-                    rates[backend] = T * B / _time(fn, budget)
+                load = Load()
+                rates, is_steady = _row(cell, T, B, H, label, backends, rounds)
+                probes.append(speed_probe())
                 base = rates.get("numpy")
-                row = "".join(
-                    f"{rates[b]:>12.3g} ({rates[b] / base:4.1f}x)" if base else f"{rates[b]:>20.3g}"
-                    for b in backends)
-                print(f"  {cell:5s} {T:5d} {B:4d} {H:5d}  {label:9s}{row}")
+                row = "".join(f"{rates[b]:>10.3g} ({rates[b] / base:4.1f}x)" if base
+                              else f"{rates[b]:>18.3g}" for b in backends)
+                other = load.other_cores()
+                why = [f"{other:.1f} other cores busy"] if other is not None and other > BUSY_CORES else []
+                why += ["machine slowed"] if probes[-1] > SLOW_PROBE * min(probes) else []
+                why += ["unsteady"] if not is_steady else []
+                flagged += bool(why)
+                print(f"  {cell:5s} {T:4d} {B:3d} {H:4d}  {label:9s}{row}"
+                      + (f"  * {', '.join(why)}" if why else ""))
+    return whole.other_cores(), max(probes) / min(probes), flagged
+
+
+def report_noise(other, spread, flagged):
+    """One line: whether the table can be trusted, and why not."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    load = "unknown (no /proc/stat)" if other is None else f"{other:.2f} of {cores} cores"
+    measured = f"other processes kept {load} busy; the speed probe varied {spread - 1:.0%}"
+    if not flagged and spread <= SLOW_PROBE and (other is None or other <= BUSY_CORES):
+        print(f"timings: reliable ({measured}; every best seen twice)")
+        return
+    print(f"TIMINGS UNRELIABLE: {measured} (over {SLOW_PROBE - 1:.0%}: a slowed machine); "
+          f"{flagged} rows (marked *) were timed while the "
+          f"machine was busy, slowed, or too unsteady for a best seen twice: ratios may be "
+          f"far off, even inverted.  Rerun on a quiet machine, or with --threads 1 if one core "
+          f"stays busy.")
 
 
 # Not __doc__: python -OO drops docstrings, and the first line has markup.
 DESCRIPTION = ("fastrnn at a glance: versions, the backends that work here, every backend "
-               "checked against the reference, and a small speed table.")
+               "checked against the reference, the thread pools, and a small speed table "
+               "that says when the machine was too busy to trust it.")
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m fastrnn", description=DESCRIPTION)
     parser.add_argument("--threads", type=int, help="thread count (default: all cores)")
-    parser.add_argument("--budget", type=float, default=0.25,
-                        help="seconds spent timing each table cell (default 0.25)")
+    parser.add_argument("--rounds", type=int, default=ROUNDS,
+                        help=f"interleaved rounds per speed-table row (default {ROUNDS})")
     parser.add_argument("--no-speed", action="store_true", help="skip the speed table")
     args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error(f"--rounds must be at least 1, got {args.rounds}")
+    if not args.no_speed and BLAS_SPIN[0] not in os.environ and __name__ == "__main__":
+        argv = getattr(sys, "orig_argv", [sys.executable, "-m", "fastrnn", *sys.argv[1:]])
+        os.execve(sys.executable, [sys.executable, *argv[1:]], {**os.environ, BLAS_SPIN[0]: BLAS_SPIN[1]})
     if args.threads:
         fastrnn.set_num_threads(args.threads)
     start = time.perf_counter()
     backends = print_environment()
     ok = check_backends(backends)
+    print_pools()
     if not args.no_speed:
-        speed_table(backends, args.budget)
+        report_noise(*speed_table(backends, args.rounds))
     print(f"\n{'all backends agree with the reference' if ok else 'SOME BACKENDS DISAGREE'}"
           f" ({time.perf_counter() - start:.1f} s)")
     return 0 if ok else 1
