@@ -159,6 +159,7 @@ def pytest_benchmark_update_machine_info(config, machine_info):
         # Set, these make OpenBLAS pick slower kernels on this CPU: comparable
         # numbers are taken with both unset, and the report says which held.
         "env": {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
+                                               "OPENBLAS_THREAD_TIMEOUT",
                                                "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
                                                "MKL_NUM_THREADS", "NUMBA_NUM_THREADS",
                                                "FASTRNN_BACKEND")},

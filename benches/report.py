@@ -35,7 +35,9 @@ DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"
 REFERENCE = "numpy"
 TORCH = "torch"
 IMPL_ORDER = ("numpy", "numba", "cython", "torch")
+TORCH_MODULES = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}  # PyTorch's module of each cell
 FLAT_WITHIN = 0.10  # flat: at T=4096 within 10% of the best T
+NOISE = "noise"  # in a table, where a value is impossible (a negative fit, over 100% of GEMM)
 PLOT_HINT = 'pip install -e ".[bench]"'
 
 
@@ -164,8 +166,9 @@ def _best(rows, backend):
 def throughput_section(rows):
     out = ["## Throughput", "",
            "Steps x batch per second (T*B / fastest round). \"vs ref\": speed-up over the "
-           "numpy reference; \"vs torch\": over PyTorch's nn.RNN with the same weights "
-           "(at its best thread count where several ran). — : not run (skipped or capped)."]
+           "numpy reference; \"vs torch\": over PyTorch's module of the same cell (nn.RNN, "
+           "nn.LSTM or nn.GRU, named in each heading) with the same weights, at its best "
+           "thread count where several ran. — : not run (skipped or capped)."]
     by_table = collections.defaultdict(list)
     for r in rows:
         by_table[(r.cell, r.pass_, r.dtype)].append(r)
@@ -190,8 +193,9 @@ def throughput_section(rows):
             line += [fmt_ratio(members[lab].rate / torch.rate) if lab in members and torch else "—"
                      for lab in vs_torch]
             body.append(line)
-        out += ["", f"### {cell}, {pass_}, {dtype}, threads {', '.join(map(str, threads))}", "",
-                table(header, body)]
+        torch_module = f"; torch: nn.{TORCH_MODULES[cell]}" if vs_torch != labels else ""
+        out += ["", f"### {cell}, {pass_}, {dtype}, threads {', '.join(map(str, threads))}"
+                    f"{torch_module}", "", table(header, body)]
     worst = max(rows, key=lambda r: r.max_rel_err if math.isfinite(r.max_rel_err) else -1)
     out += ["", f"Largest error against the float64 reference: {worst.max_rel_err:.2g} "
                 f"(relative to the largest value; {worst.label}, {worst.cell} {worst.pass_} "
@@ -245,11 +249,18 @@ def fit_section(rows):
            "residuals weighted relative to each time so short T counts as much as long T). "
            "Steps x batch per second at long T tends to B / per step. With only two T "
            "the line goes through both points."]
-    body = [[*f.key, f.n, fmt_num(f.overhead_us), fmt_num(f.per_step_us),
+    body = [[*f.key, f.n, fmt_num(f.overhead_us) if f.overhead_us >= 0 else NOISE,
+             fmt_num(f.per_step_us) if f.per_step_us > 0 else NOISE,
              fmt_rate(f.key[3] / f.per_step_us * 1e6) if f.per_step_us > 0 else "—",
              f"{f.max_residual:.1%}"] for f in fits(rows)]
     if not body:
         return "\n".join(out + ["", "(needs at least two T per shape)"])
+    noisy = sum(NOISE in line for line in body)
+    if noisy:
+        out += ["", f"{NOISE}: a negative overhead or per-step cost, which no kernel has: the "
+                    f"times of that line's T do not lie on a line (timing noise, or a kernel "
+                    f"that changes strategy with T), so its fit says nothing ({noisy} of "
+                    f"{len(body)} lines)."]
     out += ["", table(["cell", "pass", "dtype", "B", "H", "implementation", "T points",
                        "overhead (µs)", "per step (µs)", "steps x batch / s at long T",
                        "worst residual"], body)]
@@ -288,7 +299,7 @@ def gemm_section(run, rows):
                 "and threads. A recurrent kernel near the GEMM rate reaches 60% or more at (64, 1024).", ""]
     srows = [r for r in rows if (r.B, r.H) == shape and (r.dtype, r.threads) in rates]
     Ts = sorted({r.T for r in srows})
-    body = []
+    body, over = [], 0
     for (pass_, dtype, label) in sorted({(r.pass_, r.dtype, r.label) for r in srows},
                                         key=lambda k: (k[0], k[1], _impl_key(k[2]))):
         cells = []
@@ -296,11 +307,19 @@ def gemm_section(run, rows):
             match = [r for r in srows if (r.pass_, r.dtype, r.label, r.T) == (pass_, dtype, label, T)]
             if match:
                 r = match[0]
-                cells.append(f"{r.gflops / rates[(r.dtype, r.threads)][0]:.0%} ({r.gflops:.3g})")
+                share = r.gflops / rates[(r.dtype, r.threads)][0]
+                cells.append(f"{share:.0%} ({r.gflops:.3g})" if share <= 1
+                             else f"{NOISE} ({r.gflops:.3g})")
+                over += share > 1
             else:
                 cells.append("—")
         body.append([pass_, dtype, label] + cells)
     out.append(table(["pass", "dtype", "implementation"] + [f"T={T}" for T in Ts], body))
+    if over:
+        out += ["", f"{NOISE}: over 100% of the GEMM rate, which a recurrent kernel (GEMMs of "
+                    f"one step's rows, plus its gates) cannot reach: the calibration GEMM ran in "
+                    f"a slower moment than that case ({over} cells; GFLOP/s in brackets as "
+                    f"measured)."]
     return "\n".join(out)
 
 
@@ -553,6 +572,14 @@ def make_report(run, path, out_dir, want_plot=True):
     return markdown, [md_path] + written
 
 
+def summary(markdown):
+    """What the terminal gets: the header's facts (load, environment), and every
+    note on values marked as noise or timed in a slow window."""
+    lines = markdown.split("\n\n")[1].splitlines()
+    return lines + [line for line in markdown.splitlines()
+                    if line.startswith((f"{NOISE}:", "Each throughput case runs", "**Plot"))]
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m benches.report",
                                      description=__doc__ and __doc__.splitlines()[0])
@@ -561,10 +588,14 @@ def main(argv=None):
     parser.add_argument("--out", default=DEFAULT_OUT,
                         help=f"folder for report.md and throughput.png (default {DEFAULT_OUT})")
     parser.add_argument("--no-plot", action="store_true", help="tables only")
+    parser.add_argument("--print", action="store_true", help="also print report.md")
     args = parser.parse_args(argv)
     path = find_run(args.run)
     markdown, written = make_report(load(path), path, args.out, want_plot=not args.no_plot)
-    print(markdown)
+    if args.print:
+        print(markdown)
+    else:  # the run's facts and what looks wrong in it; the tables are in the file
+        print("\n".join(summary(markdown)))
     if not args.no_plot and not any(w.endswith(".png") for w in written):
         print(f"plot skipped: matplotlib is not installed ({PLOT_HINT})", file=sys.stderr)
     print("wrote " + ", ".join(written), file=sys.stderr)

@@ -18,7 +18,7 @@ MODEL = {"numpy": (20e-6, 8e-6), "numba": (5e-6, 1e-6), "cython": (4e-6, 1e-6),
          "torch": (40e-6, 4e-6)}
 SHAPES = [(1, 64), (64, 1024)]
 TS = [16, 256, 4096]
-GEMM_GFLOPS = 200.0
+GEMM_GFLOPS = 10000.0  # above every case of MODEL: shares under 100%
 
 
 def _entry(group, name, extra, time_s, rounds=5):
@@ -31,14 +31,15 @@ def _entry(group, name, extra, time_s, rounds=5):
                       "total": time_s * rounds, "iterations": 1}}
 
 
-def synthetic_run(drop=()):
-    """A pytest-benchmark JSON as the suite writes it, from MODEL (cases in ``drop`` left out)."""
+def synthetic_run(drop=(), model=MODEL, gemm_gflops=GEMM_GFLOPS):
+    """A pytest-benchmark JSON as the suite writes it, from ``model`` (cases in
+    ``drop`` left out), with a GEMM calibration of ``gemm_gflops``."""
     benchmarks = []
     for pass_ in ("inference", "training"):
         scale = 3 if pass_ == "training" else 1
         for B, H in SHAPES:
             for T in TS:
-                for backend, (overhead, per_step) in MODEL.items():
+                for backend, (overhead, per_step) in model.items():
                     if (backend, B, T) in drop:
                         continue
                     group = f"rnn-{pass_}-float32-T{T}-B{B}-H{H}"
@@ -56,7 +57,7 @@ def synthetic_run(drop=()):
     flop = 2 * 2048 ** 3
     benchmarks.append(_entry("gemm-float32-2048", "test_gemm[float32]",
                              {"kind": "gemm", "dtype": "float32", "threads": 2, "N": 2048,
-                              "flop": flop}, flop / GEMM_GFLOPS / 1e9))
+                              "flop": flop}, flop / gemm_gflops / 1e9))
     benchmarks.append(_entry("coldstart-import", "test_coldstart[import-fastrnn]",
                              {"kind": "coldstart", "case": "fastrnn", "measures": "import fastrnn",
                               "import_s": [0.12, 0.11], "numba_imported_by_import": False},
@@ -118,7 +119,7 @@ def test_report_tables(tmp_path):
     line = next(l for l in markdown.splitlines() if l.startswith("| 64 | 1024 | 4096 |"))
     assert "—" in line
     # GEMM: the rate and, at (64, 1024), each case's share of it
-    assert "**200.0 GFLOP/s**" in markdown
+    assert f"**{GEMM_GFLOPS:.1f} GFLOP/s**" in markdown
     r = next(r for r in report.throughput_rows(run)
              if (r.backend, r.pass_, r.B, r.T) == ("numba", "inference", 64, 4096))
     assert f"{r.gflops / GEMM_GFLOPS:.0%} ({r.gflops:.3g})" in markdown
@@ -190,3 +191,42 @@ def test_real_run_end_to_end(tmp_path):
             assert e["max_abs_err"] < 1e-4 and e["err_T"] == 16
     markdown, _ = report.make_report(run, str(out), str(tmp_path / "report"), want_plot=False)
     assert "### rnn, inference, float32" in markdown and "GFLOP/s" in markdown
+
+
+def test_impossible_values_are_marked_as_noise(tmp_path, capsys):
+    # numba's times lie on a line with a negative intercept; the GEMM calibration
+    # is slower than the cases at (64, 1024): both are noise, not results.
+    model = {**MODEL, "numba": (-10e-6, 1e-6)}
+    markdown, _ = report.make_report(synthetic_run(model=model, gemm_gflops=1.0), "run.json",
+                                     str(tmp_path), want_plot=False)
+    fit_lines = [l for l in markdown.splitlines() if l.startswith("| rnn |") and "| numba |" in l
+                 and "| 3 |" in l]
+    assert fit_lines and all("| noise |" in l for l in fit_lines)
+    assert "-1e" not in markdown and "| -" not in markdown
+    assert "noise: a negative overhead or per-step cost" in markdown
+    gemm = markdown[markdown.index("## GEMM calibration"):].split("\n## ")[0]
+    assert "noise (" in gemm and "%" not in gemm.split("| T=16 |")[1].split("noise:")[0]
+    assert "noise: over 100% of the GEMM rate" in gemm
+    # The terminal gets the facts and the notes, not the tables.
+    assert report.main([_write(tmp_path, synthetic_run(model=model, gemm_gflops=1.0)),
+                        "--out", str(tmp_path / "out"), "--no-plot"]) == 0
+    out = capsys.readouterr().out
+    assert "noise: a negative overhead" in out and "noise: over 100%" in out
+    assert "|" not in out and "Load:" in out
+
+
+def test_print_echoes_the_whole_report(tmp_path, capsys):
+    assert report.main([_write(tmp_path, synthetic_run()), "--out", str(tmp_path / "out"),
+                        "--no-plot", "--print"]) == 0
+    assert capsys.readouterr().out.strip() == (tmp_path / "out" / "report.md").read_text().strip()
+
+
+def test_each_table_names_pytorchs_module_of_its_cell(tmp_path):
+    run = synthetic_run()
+    for b in run["benchmarks"]:
+        if b["extra_info"].get("kind") == "throughput" and "training" in b["group"]:
+            b["extra_info"]["cell"] = "lstm"
+    markdown, _ = report.make_report(run, "run.json", str(tmp_path), want_plot=False)
+    assert "### lstm, training, float32, threads 2; torch: nn.LSTM" in markdown
+    assert "### rnn, inference, float32, threads 2; torch: nn.RNN" in markdown
+    assert "nn.RNN with the same weights" not in markdown
