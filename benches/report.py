@@ -258,7 +258,8 @@ def fit_section(rows):
     noisy = sum(NOISE in line for line in body)
     if noisy:
         out += ["", f"{NOISE}: a negative overhead or per-step cost, which no kernel has: the "
-                    f"times of that line's T do not lie on a line (timing noise, or a kernel "
+                    f"times of that line's T do not lie on a line (timing noise, a per-step cost "
+                    f"that grows with T as the saved states outgrow the caches, or a kernel "
                     f"that changes strategy with T), so its fit says nothing ({noisy} of "
                     f"{len(body)} lines)."]
     out += ["", table(["cell", "pass", "dtype", "B", "H", "implementation", "T points",
