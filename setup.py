@@ -122,7 +122,7 @@ def _source(name):
 CONFIG = _record_config()
 common = dict(include_dirs=[numpy.get_include(), "kernels"], extra_compile_args=compile_args,
               extra_link_args=link_args, depends=[*DEPENDS, CONFIG])
-extensions = [Extension(SHARED, [os.path.join("kernels", SHARED.rsplit(".", 1)[1] + ".c")], **common)]
+extensions = [Extension(SHARED, [os.path.join("kernels", SHARED.split(".")[-1] + ".c")], **common)]
 extensions += [Extension(f"fastrnn.kernels.{name}", [_source(name)], define_macros=MACROS, **common)
                for name in MODULES]
 

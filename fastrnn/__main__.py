@@ -26,6 +26,7 @@ from fastrnn._timing import BUSY_CORES, SLOW_PROBE, Load, interleaved_times, spe
 # train, with T short enough that the NumPy reference's rows stay quick.
 SPEED_SHAPES = [(128, 1, 64), (32, 16, 256), (8, 64, 512)]
 ROUNDS = 5  # interleaved rounds per row (more while a best is unsteady)
+ROUND_S = 0.01  # about this long per backend per round (calls repeated to fill it)
 # OpenBLAS's worker threads spin for 2**28 cycles (about 0.1 s here) after
 # each multi-threaded call before they sleep; the backend timed next then
 # shares the cores with them (interleaved: the Cython engine at RNN (32, 16,
@@ -33,7 +34,6 @@ ROUNDS = 5  # interleaved rounds per row (more while a best is unsteady)
 # the reference's own speed unchanged.  OpenBLAS reads it only when it loads,
 # so the table's run starts a fresh interpreter with it set.
 BLAS_SPIN = ("OPENBLAS_THREAD_TIMEOUT", "20")
-ROUND_S = 0.01  # about this long per backend per round (calls repeated to fill it)
 
 
 def _version(dist):
@@ -71,7 +71,7 @@ def print_environment():
 def check_backends(backends):
     """Forward and backward of every cell in every backend against the float64
     reference; returns True when all agree.  (This also loads every thread pool
-    the kernels use: BLAS, OpenMP, Numba's.)"""
+    the kernels use, so that print_pools lists them all.)"""
     print()
     print("check against the float64 reference (T=7, B=5, I=6, H=9, lengths with 0 and T):")
     print(f"  {'cell':9s} {'dtype':8s}" + "".join(f"{b:>18s}" for b in backends))
@@ -120,16 +120,10 @@ def print_pools():
                         if pool.get(k))
         print(f"  {_owner(pool['filepath']):6s} {pool['user_api']:6s} {name}, "
               f"{pool['num_threads']} threads ({os.path.basename(pool['filepath'])})")
-    try:
-        import numba
-
-        print(f"  numba   threading layer {numba.threading_layer()}")
-    except (ImportError, ValueError):  # not installed, or no parallel kernel ran
-        pass
 
 
 def _per_call(fn, calls):
-    """A run for interleaved_best: seconds per call of fn over ``calls`` calls."""
+    """A run for interleaved_times: seconds per call of fn over ``calls`` calls."""
     def run():
         start = time.perf_counter()
         for _ in range(calls):
@@ -186,9 +180,9 @@ def speed_table(backends, rounds):
                 row = "".join(f"{rates[b]:>10.3g} ({rates[b] / base:4.1f}x)" if base
                               else f"{rates[b]:>18.3g}" for b in backends)
                 other = load.other_cores()
-                why = [f"{other:.1f} other cores busy"] if other is not None and other > BUSY_CORES else []
+                why = [f"{other:.1f} other cores busy"] if (other or 0) > BUSY_CORES else []
                 why += ["machine slowed"] if probes[-1] > SLOW_PROBE * min(probes) else []
-                why += ["unsteady"] if not is_steady else []
+                why += [] if is_steady else ["unsteady"]
                 flagged += bool(why)
                 print(f"  {cell:5s} {T:4d} {B:3d} {H:4d}  {label:9s}{row}"
                       + (f"  * {', '.join(why)}" if why else ""))
@@ -223,11 +217,13 @@ def main(argv=None):
                         help=f"interleaved rounds per speed-table row (default {ROUNDS})")
     parser.add_argument("--no-speed", action="store_true", help="skip the speed table")
     args = parser.parse_args(argv)
-    if args.rounds < 1:
-        parser.error(f"--rounds must be at least 1, got {args.rounds}")
+    for name in ("threads", "rounds"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1, got {getattr(args, name)}")
     if not args.no_speed and BLAS_SPIN[0] not in os.environ and __name__ == "__main__":
         argv = getattr(sys, "orig_argv", [sys.executable, "-m", "fastrnn", *sys.argv[1:]])
-        os.execve(sys.executable, [sys.executable, *argv[1:]], {**os.environ, BLAS_SPIN[0]: BLAS_SPIN[1]})
+        os.execve(sys.executable, [sys.executable, *argv[1:]],
+                  {**os.environ, BLAS_SPIN[0]: BLAS_SPIN[1]})
     if args.threads:
         fastrnn.set_num_threads(args.threads)
     start = time.perf_counter()

@@ -139,12 +139,14 @@ def test_every_shell_command_is_real(path, line):
         word = words.pop(0)
         if re.match(r"^FASTRNN_[A-Z_]+=", word):
             name = word.split("=")[0]
-            assert name in (ROOT / "setup.py").read_text() + (ROOT / "fastrnn/_backends.py").read_text()
+            readers = (ROOT / "setup.py").read_text() + (ROOT / "fastrnn/_backends.py").read_text()
+            assert name in readers, f"{line}: nothing reads {name}"
     if not words:
         return
     for word in words:
         if re.match(r"^(benches|examples|tests|kernels|fastrnn|docs)/[\w./-]*$", word):
-            assert (ROOT / word.rstrip("/")).exists() or word.startswith("benches/results/run"), word
+            made_by_a_run = word.startswith("benches/results/run")
+            assert (ROOT / word.rstrip("/")).exists() or made_by_a_run, f"{line}: no {word}"
         for extra in re.findall(r"\.\[([\w,]+)\]", word):
             assert set(extra.split(",")) <= _extras(), f"{line}: no such extra {extra}"
         if word.startswith("--bench-"):
