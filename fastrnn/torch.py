@@ -16,14 +16,15 @@ What fastrnn cannot run raises ``ValueError`` naming it: tensors on another
 device than the CPU, dtypes other than float32 and float64, ``proj_size``.
 Double backward (a gradient of a gradient) is not supported and says so.
 
-Needs PyTorch (``pip install "fastrnn[torch]"``); ``import fastrnn`` never
+Needs PyTorch (``pip install torch``, or the extra: ``pip install -e ".[torch]"``
+from a clone); ``import fastrnn`` never
 imports it.
 """
 try:
     import torch
 except ImportError as exc:  # pragma: no cover - the message is the point
-    raise ImportError("fastrnn.torch needs PyTorch: pip install 'fastrnn[torch]' "
-                      "(or pip install torch)") from exc
+    raise ImportError("fastrnn.torch needs PyTorch: pip install torch (or, from a clone of "
+                      "fastrnn, pip install -e '.[torch]')") from exc
 
 import warnings
 

@@ -54,11 +54,20 @@ def test_a_busy_core_makes_the_table_say_unreliable(monkeypatch, capsys):
     finally:
         hog.kill()
     out = capsys.readouterr().out
-    assert "TIMINGS UNRELIABLE" in out and "other cores busy" in out, out
+    assert "TIMINGS UNRELIABLE" in out and "* other processes busy" in out, out
+    assert "- other processes busy: they kept" in out and "--threads 1" in out
 
 
-def test_a_quiet_table_says_reliable(capsys):
-    main.report_noise(0.01, 1.05, 0)
-    assert "timings: reliable" in capsys.readouterr().out
-    main.report_noise(0.01, 1.6, 0)  # the machine slowed: not reliable whatever the rows say
-    assert "TIMINGS UNRELIABLE" in capsys.readouterr().out
+def test_the_verdict_names_each_reason_and_what_to_do(capsys):
+    assert main.report_noise(0.01, 1.05, {}, 0)
+    out = capsys.readouterr().out
+    assert out.startswith("timings: reliable") and "0.01 of" in out
+    assert main.report_noise(0.01, 1.05, {}, 2)
+    assert "2 timings of a row repeated" in capsys.readouterr().out
+    assert not main.report_noise(0.01, 1.6, {"changed": 2}, 3)
+    out = capsys.readouterr().out
+    assert out.startswith("TIMINGS UNRELIABLE in 2 rows") and "- machine's speed changed" in out
+    assert "at worst 60%" in out and "other processes busy" not in out
+    assert not main.report_noise(1.0, 1.1, {"busy": 5, "unsteady": 1}, 6)
+    out = capsys.readouterr().out
+    assert "in 5 rows" in out and "- other processes busy" in out and "- unsteady" in out
