@@ -242,8 +242,8 @@ def report_noise(other, spread, marked, again):
               + ("" if "busy" in marked else ", with no other process to blame: the host of a "
                  "shared machine slows it down at times; rerun to check the marked rows"))
     if "unsteady" in marked:
-        print(f"- unsteady: no two rounds of some backend agreed within {SLOW_PROBE - 1:.0%}, "
-              f"even after three times the rounds")
+        print(f"- unsteady: no two rounds of some backend agreed within {SLOW_PROBE - 1:.0%}"
+              + ("" if "busy" in marked else ", even after three times the rounds"))
     print("The unmarked rows were timed clean; a marked row's ratios may be far off, "
           "even inverted.")
     return False
