@@ -27,6 +27,7 @@ from fastrnn._timing import BUSY_CORES, SLOW_PROBE, Load, interleaved_times, spe
 SPEED_SHAPES = [(128, 1, 64), (32, 16, 256), (8, 64, 512)]
 ROUNDS = 5  # interleaved rounds per row (more while a best is unsteady)
 ROUND_S = 0.01  # about this long per backend per round (calls repeated to fill it)
+MORE_ROUNDS = 2  # a row's rounds are run up to this many times again while unsteady
 RETRIES = 2  # times a row timed while something was wrong is timed again
 # OpenBLAS's worker threads spin for 2**28 cycles (about 0.1 s here) after
 # each multi-threaded call before they sleep; the backend timed next then
@@ -133,11 +134,20 @@ def _per_call(fn, calls):
     return run
 
 
-def _row(cell, T, B, H, label, backends, rounds):
-    """({backend: steps x batch per second}, steady) for one row: the backends
-    interleaved, best of ``rounds`` rounds, up to twice as many more while
-    some backend's best is not steady (fastrnn._timing.steady) and no other
-    process keeps the machine busy."""
+def _row(cell, T, B, H, label, backends, rounds, probes):
+    """(rates, why) for one row: {backend: steps x batch per second}, the
+    backends interleaved, best of ``rounds`` rounds (up to MORE_ROUNDS times
+    as many more while some backend's best is not steady and no other process
+    keeps the machine busy), and what made the timing unreliable, if
+    anything: other processes busy, the machine's speed changing while it ran
+    (the speed probes before and after it, the last two of ``probes``,
+    disagree), or a best not seen twice (fastrnn._timing.steady).
+
+    A machine that stays slow through a row slows its backends alike (they
+    are interleaved), so its ratios hold; one whose speed changes halfway
+    may have given one backend its best in a fast moment and another not.
+    (Here the probe took 37 or 54 us, in spells; in the slow ones the
+    reference ran 1.47x slower, the Cython engine at (32, 16, 256) 1.16x.)"""
     p = random_problem(T, B, H, H, np.float32, cell=cell)
     ups = {"d_out": np.ones((T, B, H), np.float32)}
     runs = {}
@@ -154,31 +164,15 @@ def _row(cell, T, B, H, label, backends, rounds):
         runs[backend] = _per_call(fn, calls)
     load = Load()
     times = interleaved_times(runs, rounds, warm_up=False)
-    for _ in range(2):
+    for _ in range(MORE_ROUNDS):
         if all(steady(t) for t in times.values()) or (load.other_cores() or 0) > BUSY_CORES:
             break  # steady, or another process's load, which more rounds will not outlast
         interleaved_times(runs, rounds, warm_up=False, times=times)
-    return ({b: T * B / min(t) for b, t in times.items()},
-            all(steady(t) for t in times.values()))
-
-
-def _timed_row(cell, T, B, H, label, backends, rounds, probes):
-    """(rates, why): one row timed, and what made its timing unreliable, if
-    anything: other processes busy, the machine's speed changing while it ran
-    (the speed probes before and after it disagree), or a best not seen twice.
-
-    A machine that stays slow through a row slows its backends alike (they
-    are interleaved), so its ratios hold; one whose speed changes halfway
-    may have given one backend its best in a fast moment and another not.
-    (Here the probe took 37 or 54 us, in spells; in the slow ones the
-    reference ran 1.47x slower, the Cython engine at (32, 16, 256) 1.16x.)"""
-    load = Load()
-    rates, is_steady = _row(cell, T, B, H, label, backends, rounds)
     probes.append(speed_probe())
-    other = load.other_cores()
-    why = ["busy"] if (other or 0) > BUSY_CORES else []
+    why = ["busy"] if (load.other_cores() or 0) > BUSY_CORES else []
     why += ["changed"] if max(probes[-2:]) > SLOW_PROBE * min(probes[-2:]) else []
-    return rates, why + ([] if is_steady else ["unsteady"])
+    why += [] if all(steady(t) for t in times.values()) else ["unsteady"]
+    return {b: T * B / min(t) for b, t in times.items()}, why
 
 
 REASONS = {"busy": "other processes busy", "changed": "machine's speed changed",
@@ -187,7 +181,8 @@ REASONS = {"busy": "other processes busy", "changed": "machine's speed changed",
 
 def speed_table(backends, rounds):
     """Prints the table; returns (other processes' cores over the table, the
-    slowest probe over the fastest, {reason: rows}, rows timed again).  A row
+    slowest probe over the fastest, the reasons of each marked row, rows timed
+    again).  A row
     timed while its speed changed or unsteadily is timed again, up to RETRIES
     times (not while other processes are busy: that does not pass in a
     moment); it is marked only when its last timing is no better off."""
@@ -199,18 +194,18 @@ def speed_table(backends, rounds):
               f"than spin 2**28 into the next backend's time; docs/threads.md)")
     print(f"  {'cell':5s} {'T':>4s} {'B':>3s} {'H':>4s}  {'pass':9s}"
           + "".join(f"{b:>18s}" for b in backends))
-    whole, probes, marked, again = Load(), [speed_probe()], {}, 0
+    whole, probes, marked, again = Load(), [speed_probe()], [], 0
     for cell in CELLS:
         for T, B, H in SPEED_SHAPES:
             for label in ("inference", "training"):
-                rates, why = _timed_row(cell, T, B, H, label, backends, rounds, probes)
+                rates, why = _row(cell, T, B, H, label, backends, rounds, probes)
                 for _ in range(RETRIES):
                     if not why or "busy" in why:  # another process's load: it will not pass
                         break
                     again += 1
-                    rates, why = _timed_row(cell, T, B, H, label, backends, rounds, probes)
-                for reason in why:
-                    marked[reason] = marked.get(reason, 0) + 1
+                    rates, why = _row(cell, T, B, H, label, backends, rounds, probes)
+                if why:
+                    marked.append(why)
                 base = rates.get("numpy")
                 row = "".join(f"{rates[b]:>10.3g} ({rates[b] / base:4.1f}x)" if base
                               else f"{rates[b]:>18.3g}" for b in backends)
@@ -221,29 +216,30 @@ def speed_table(backends, rounds):
 
 def report_noise(other, spread, marked, again):
     """Says whether the table can be trusted, why not, and what to do; returns
-    True when it can."""
+    True when it can.  ``marked``: the reasons of each marked row."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     load = "unknown (no /proc/stat)" if other is None else f"{other:.2f} of {cores} cores"
     retimed = f"; {again} timings of a row repeated after a bad moment" if again else ""
+    reasons = {reason for why in marked for reason in why}
     if not marked:
         print(f"timings: reliable (every best seen twice, the machine's speed steady through "
               f"each row; other processes kept {load} busy; between rows the speed probe ran "
               f"up to {spread - 1:.0%} over its fastest{retimed})")
         return True
-    rows = max(marked.values())
-    print(f"TIMINGS UNRELIABLE in {rows} rows (marked *){retimed}:")
-    if "busy" in marked:
+    print(f"TIMINGS UNRELIABLE in {len(marked)} rows (marked *){retimed}:")
+    if "busy" in reasons:
         print(f"- other processes busy: they kept {load} busy (over {BUSY_CORES} cores counts); "
               f"rerun when they are done, or with --threads 1 if one core stays busy")
-    if "changed" in marked:
+    if "changed" in reasons:
         print(f"- machine's speed changed: the speed probe, a fixed NumPy loop timed between "
               f"rows, differed by more than {SLOW_PROBE - 1:.0%} before and after the row (at "
               f"worst {spread - 1:.0%} over its fastest)"
-              + ("" if "busy" in marked else ", with no other process to blame: the host of a "
+              + ("" if "busy" in reasons else ", with no other process to blame: the host of a "
                  "shared machine slows it down at times; rerun to check the marked rows"))
-    if "unsteady" in marked:
+    if "unsteady" in reasons:
         print(f"- unsteady: no two rounds of some backend agreed within {SLOW_PROBE - 1:.0%}"
-              + ("" if "busy" in marked else ", even after three times the rounds"))
+              + ("" if "busy" in reasons else
+                 f", even after {MORE_ROUNDS + 1} times the rounds"))
     print("The unmarked rows were timed clean; a marked row's ratios may be far off, "
           "even inverted.")
     return False

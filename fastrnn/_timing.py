@@ -44,14 +44,10 @@ def _own_seconds():
 
 
 class Load:
-    """How many cores other processes kept busy since this was made (or
-    :meth:`restart`): ``Load().other_cores()``, None where the system does
-    not say (not Linux)."""
+    """How many cores other processes kept busy since this was made:
+    ``Load().other_cores()``, None where the system does not say (not Linux)."""
 
     def __init__(self):
-        self.restart()
-
-    def restart(self):
         self._wall, self._busy, self._own = time.monotonic(), _busy_seconds(), _own_seconds()
 
     def wall_seconds(self):
@@ -111,9 +107,9 @@ def interleaved_times(runs, rounds, pause=0.0, before_round=None, warm_up=True, 
     return times
 
 
-def interleaved_best(runs, rounds, pause=0.0, before_round=None, warm_up=True):
+def interleaved_best(runs, rounds, pause=0.0, before_round=None):
     """{key: the fastest of :func:`interleaved_times`' calls of runs[key]}."""
-    times = interleaved_times(runs, rounds, pause, before_round, warm_up)
+    times = interleaved_times(runs, rounds, pause, before_round)
     return {key: min(t) for key, t in times.items()}
 
 

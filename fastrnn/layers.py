@@ -188,21 +188,18 @@ class _Module:
         """value (None allowed) of the module's dtype and ``shape`` (``spelled`` in letters)."""
         if value is None:
             return None
-        arr = np.asarray(value)
-        if arr.dtype != self.dtype:
-            raise TypeError(f"{name} {given(value, arr)} but the {self._kind} has dtype "
-                            f"{self.dtype}; pass {convert(value, name, self.dtype)}")
+        arr = self._as_array(value, name)
         if arr.shape != shape:
             raise ValueError(f"{name} must have shape {spelled} = {shape}, got {arr.shape}")
         return arr
 
-    def _as_x(self, value):
-        """x as an array of the module's dtype (a TypeError naming what was passed)."""
-        x = np.asarray(value)
-        if x.dtype != self.dtype:
-            raise TypeError(f"x {given(value, x)} but the {self._kind} has dtype "
-                            f"{self.dtype}; pass {convert(value, 'x', self.dtype)}")
-        return x
+    def _as_array(self, value, name):
+        """value as an array of the module's dtype (a TypeError naming what was passed)."""
+        arr = np.asarray(value)
+        if arr.dtype != self.dtype:
+            raise TypeError(f"{name} {given(value, arr)} but the {self._kind} has dtype "
+                            f"{self.dtype}; pass {convert(value, name, self.dtype)}")
+        return arr
 
     def _check_x(self, x, spelled, ndim):
         if x.ndim != ndim or x.shape[-1] != self.input_size:
@@ -437,7 +434,7 @@ class _Recurrent(_Module):
         shapes: output (T, B, D*H) ((B, T, D*H) with batch_first), zero past each
         sequence's length; h_n (L*D, B, H).
         """
-        x = self._as_x(x)
+        x = self._as_array(x, "x")
         if x.ndim == 2:  # unbatched (T, I), as PyTorch: a batch of one, squeezed out again
             return self._unbatched_forward(x, hx, lengths)
         x = self._check_x(x, "(B, T, I)" if self.batch_first else "(T, B, I)", 3)
@@ -649,7 +646,7 @@ class _Cell(_Module):
     def forward(self, x, hx=None):
         """One step: x (B, I), hx (B, H) or None (LSTMCell: a tuple (h, c) or None).
         Returns h' (B, H) (LSTMCell: (h', c'))."""
-        x = self._as_x(x)
+        x = self._as_array(x, "x")
         unbatched = x.ndim == 1  # (I,), as PyTorch: a batch of one, squeezed out again
         names = self._hx_names(self._spec.states)
         if unbatched:
