@@ -4,9 +4,12 @@ Environment:
   FASTRNN_CYTHON_DEBUG=1   bounds checking, wraparound and initialised-memoryview
                            checks back on, -O0 -g (the CI's second test pass).
   FASTRNN_NO_OPENMP=1      build the serial version even if the compiler has OpenMP.
-  FASTRNN_PORTABLE=1       compile for the baseline of the architecture instead of
-                           this machine's CPU (-march=native); use it to build a
-                           wheel that will run on other machines.
+
+Each cell's module is compiled once per instruction-set level of
+fastrnn/_isa.py (on x86-64: AVX2/FMA, AVX-512, AVX-512 with BF16/VNNI; the
+compiler's baseline elsewhere), as fastrnn.kernels.{cell}_cython_{level}, and
+the level is chosen at run time from what the CPU reports: a wheel built
+here runs on any machine of the architecture (x86-64: with AVX2).
 """
 import os
 import runpy
@@ -47,8 +50,15 @@ OPENMP = not _flag("FASTRNN_NO_OPENMP") and compiler_accepts(
     ["-fopenmp"], "#include <omp.h>\nint main(void){return omp_get_max_threads() < 1;}\n")
 # The kernels' own loops are written to vectorise; for the baseline x86-64 target
 # gcc only has 4-wide SSE2, which measured 1.3-1.6x slower than the same loops
-# built for this CPU (Numba always compiles for the host CPU).
-NATIVE = not _flag("FASTRNN_PORTABLE") and compiler_accepts(["-march=native"])
+# built for this CPU.  So each cell's module is built per level, with that
+# level's flags (those the compiler takes), never -march=native: the build
+# must not depend on the machine it runs on.
+HERE = os.path.dirname(os.path.abspath(__file__))
+LEVELS = {name: flags for name, flags in
+          runpy.run_path(os.path.join(HERE, "fastrnn", "_isa.py"))["levels_for"]().items()
+          if compiler_accepts(list(flags))}
+if not LEVELS:
+    LEVELS = {"portable": ()}
 
 # -fno-trapping-math changes no value (NaN and Inf still propagate); it only
 # lets gcc ignore floating-point exception flags, without which it refused to
@@ -60,19 +70,19 @@ compile_args = ["-O0", "-g"] if DEBUG else ["-O3", "-fno-trapping-math"]
 if not DEBUG and compiler_accepts(["--param", "vect-max-version-for-alias-checks=64"]):
     compile_args += ["--param", "vect-max-version-for-alias-checks=64"]
 link_args = []
-if NATIVE:
-    compile_args.append("-march=native")
 if OPENMP:
     compile_args.append("-fopenmp")
     link_args.append("-fopenmp")
-print(f"fastrnn build: openmp={OPENMP} native={NATIVE} debug={DEBUG}", file=sys.stderr)
+print(f"fastrnn build: openmp={OPENMP} debug={DEBUG} levels={','.join(LEVELS)}",
+      file=sys.stderr)
 
-# One extension per cell, named by the cell spec (a leaf module: read without
-# importing fastrnn), and two shared ones: _build (how the kernels were built)
-# and _matmul (fastrnn.training.Linear's products on fastrnn's threads).
-HERE = os.path.dirname(os.path.abspath(__file__))
+# One extension per cell and level, named by the cell spec (a leaf module: read
+# without importing fastrnn), and two shared ones, built for the baseline:
+# _build (how the kernels were built, what the CPU runs) and _matmul
+# (fastrnn.training.Linear's products on fastrnn's threads).
 CELLS = runpy.run_path(os.path.join(HERE, "fastrnn", "_spec.py"))["CELLS"]
-MODULES = ["_build", "_matmul", *(f"{cell}_cython" for cell in CELLS)]
+CELL_MODULES = [f"{cell}_cython" for cell in CELLS]
+MODULES = ["_build", "_matmul", *CELL_MODULES]
 # Cython's memoryview code, about a third of each kernel module's compile time,
 # is generated once into this shared module instead of into every module.
 SHARED = "fastrnn.kernels._cyutility"
@@ -83,7 +93,7 @@ BUILD_DIR = os.path.join("build", "cython-debug" if DEBUG else "cython-release")
 DEPENDS = ["setup.py", "kernels/fast_tanh.h", "kernels/engine.h", "kernels/_build.h",
            "kernels/_common.pxi", "kernels/_engine.pxi", "kernels/_gemm.pxi"]
 MACROS = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"),
-          ("FASTRNN_DEBUG_BUILD", int(DEBUG)), ("FASTRNN_NATIVE_BUILD", int(NATIVE))]
+          ("FASTRNN_DEBUG_BUILD", int(DEBUG)), ("FASTRNN_ISA_LEVELS", '"%s"' % ",".join(LEVELS))]
 
 
 def _newer_than(target, sources):
@@ -97,13 +107,43 @@ def _record_config():
     One for every build, so that a debug build after a release one (or the
     reverse) rebuilds the modules in place."""
     path = os.path.join("build", "config.txt")
-    config = repr((os.environ.get("CC", "cc"), compile_args, link_args, MACROS,
+    config = repr((os.environ.get("CC", "cc"), compile_args, link_args, MACROS, LEVELS,
                    sys.version, numpy.__version__)) + "\n"
     os.makedirs("build", exist_ok=True)
     if not os.path.exists(path) or open(path).read() != config:
         with open(path, "w") as f:
             f.write(config)
     return path
+
+
+def _write_if_changed(path, text):
+    """Write ``text`` unless ``path`` holds it already (its time then stays, so
+    that what depends on it is not rebuilt)."""
+    if os.path.exists(path) and open(path).read() == text:
+        return
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def _per_level(ext):
+    """The cell module ``ext`` (its C made by cythonize) as one extension per
+    level: a small C file per level renames the module's init function and
+    includes the one generated C, compiled with that level's flags."""
+    c_source = os.path.abspath(ext.sources[0])
+    base = ext.name.rsplit(".", 1)[1]
+    out = []
+    for level, flags in LEVELS.items():
+        wrapper = os.path.join(BUILD_DIR, "levels", f"{base}_{level}.c")
+        _write_if_changed(wrapper, f"/* Generated by setup.py: {base} for the {level} level. */\n"
+                                   f"#define PyInit_{base} PyInit_{base}_{level}\n"
+                                   f'#include "{c_source}"\n')
+        out.append(Extension(f"{ext.name}_{level}", [wrapper], define_macros=ext.define_macros,
+                             include_dirs=ext.include_dirs,
+                             extra_compile_args=[*ext.extra_compile_args, *flags],
+                             extra_link_args=ext.extra_link_args,
+                             depends=[c_source, *ext.depends]))
+    return out
 
 
 def _source(name):
@@ -158,8 +198,11 @@ class BuildExt(build_ext):
         super().build_extension(ext)
 
 
+translated = cythonize(extensions, compiler_directives=directives, nthreads=JOBS,
+                       shared_utility_qualified_name=SHARED, build_dir=BUILD_DIR)
 setup(
     cmdclass={"build_ext": BuildExt},
-    ext_modules=cythonize(extensions, compiler_directives=directives, nthreads=JOBS,
-                          shared_utility_qualified_name=SHARED, build_dir=BUILD_DIR),
+    ext_modules=[built for ext in translated
+                 for built in (_per_level(ext) if ext.name.rsplit(".", 1)[1] in CELL_MODULES
+                               else [ext])],
 )

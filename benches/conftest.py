@@ -18,6 +18,7 @@ import pytest
 
 from benches import grid
 from benches.cells import CELLS
+import fastrnn
 from fastrnn._timing import Load
 
 
@@ -174,8 +175,9 @@ def pytest_benchmark_update_machine_info(config, machine_info):
     try:
         from fastrnn.kernels._build import build_info
 
-        info["cython_build"] = build_info()
-    except ImportError:
+        info["cython_build"] = {**build_info(), "cpu_levels": list(fastrnn.cpu_isa_levels()),
+                                 "level": fastrnn.get_isa_level()}
+    except (ImportError, ValueError):
         info["cython_build"] = None
     try:
         import threadpoolctl

@@ -443,6 +443,11 @@ def header_section(run, path):
         lines.append(f"Grid {options['grid']}, dtypes {', '.join(options['dtypes'])}, threads "
                      f"{', '.join(map(str, options['threads']))}, about {options['target_time_s']} s "
                      "of timed rounds per case.")
+    build = f.get("cython_build") or {}
+    if build.get("level"):
+        lines.append(f"Cython kernels at the {build['level']} instruction-set level (this CPU runs "
+                     f"{', '.join(build.get('cpu_levels', []))}; built "
+                     f"{', '.join(build.get('levels', []))}).")
     pools = f.get("thread_pools")
     if pools:
         lines.append("Thread pools: " + "; ".join(

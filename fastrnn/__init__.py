@@ -13,6 +13,7 @@ The functional API (same signature in every backend)::
 """
 from ._backends import (BACKENDS, BackendUnavailableError, available_backends,
                         get_default_backend, set_default_backend, unavailable_backends)
+from ._isa import IsaError, built_isa_levels, cpu_isa_levels, get_isa_level, set_isa_level
 from ._threads import get_num_threads, set_num_threads
 from ._types import ForwardCache, GRUGrads, LSTMGrads, RNNGrads
 from .functional import (gru_backward, gru_forward, lstm_backward, lstm_forward, rnn_backward,
@@ -24,8 +25,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "GRU", "LSTM", "RNN", "GRUCell", "LSTMCell", "RNNCell",
-    "BACKENDS", "BackendUnavailableError", "ForwardCache", "GRUGrads", "LSTMGrads", "RNNGrads",
-    "available_backends", "get_default_backend", "get_num_threads", "gru_backward",
+    "BACKENDS", "BackendUnavailableError", "ForwardCache", "GRUGrads", "IsaError", "LSTMGrads",
+    "RNNGrads", "available_backends", "built_isa_levels", "cpu_isa_levels",
+    "get_default_backend", "get_isa_level", "get_num_threads", "gru_backward",
     "gru_forward", "lstm_backward", "lstm_forward", "rnn_backward", "rnn_forward",
-    "set_default_backend", "set_num_threads", "unavailable_backends",
+    "set_default_backend", "set_isa_level", "set_num_threads", "unavailable_backends",
 ]

@@ -45,6 +45,15 @@ def _version(dist):
         return "not installed"
 
 
+def _isa_in_use():
+    try:
+        level = fastrnn.get_isa_level()
+    except fastrnn.IsaError as exc:
+        return f"none ({exc})"
+    forced = os.environ.get("FASTRNN_ISA", "").strip()
+    return level + (f" (FASTRNN_ISA={forced})" if forced else " (the best this CPU has)")
+
+
 def print_environment():
     print(f"fastrnn {fastrnn.__version__}  python {platform.python_version()}  "
           f"numpy {np.__version__}  scipy {_version('scipy')}  numba {_version('numba')}")
@@ -52,9 +61,12 @@ def print_environment():
         from fastrnn.kernels._build import build_info
 
         info = build_info()
-        print("cython kernels: built, " + ", ".join(
-            f"{k} {'on' if v else 'off'}" for k, v in info.items())
-            + ("  (DEBUG BUILD: bounds checks on, slow)" if info["debug"] else ""))
+        print(f"cython kernels: built, openmp {'on' if info['openmp'] else 'off'}, "
+              f"debug {'on' if info['debug'] else 'off'}"
+              + ("  (DEBUG BUILD: bounds checks on, slow)" if info["debug"] else ""))
+        print(f"instruction sets: built {', '.join(info['levels'])}; this CPU runs "
+              f"{', '.join(fastrnn.cpu_isa_levels()) or 'none of them'}; "
+              f"running {_isa_in_use()}")
     except ImportError:
         pass
     forced = {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if k in os.environ}

@@ -9,7 +9,7 @@ import importlib
 import os
 import warnings
 
-from . import _threads
+from . import _isa, _threads
 from ._spec import CELLS
 
 BACKENDS = ("numpy", "numba", "cython")
@@ -23,7 +23,7 @@ class BackendUnavailableError(ImportError):
     """A backend was named that cannot be loaded here; the message says why."""
 
 
-_loaded = {}  # (backend, cell) -> kernel module
+_loaded = {}  # (backend, cell) -> kernel module; (cython, cell, level) for Cython
 _failed = {}  # backend -> reason
 _warned_fallback = False
 _default = None  # None: the fastest available
@@ -37,7 +37,7 @@ def _check_name(backend):
 
 def kernels(backend, cell):
     """The kernel module of ``cell`` in ``backend`` (the reference for "numpy")."""
-    key = (backend, cell)
+    key = (backend, cell, _isa._chosen) if backend == "cython" else (backend, cell)
     module = _loaded.get(key)
     if module is not None:
         return module
@@ -45,6 +45,9 @@ def kernels(backend, cell):
         raise BackendUnavailableError(f"the {backend} backend is unavailable: {_failed[backend]}")
     if backend == "numpy":
         name = "fastrnn.reference"
+    elif backend == "cython":
+        name = f"fastrnn.kernels.{cell}_cython_{_cython_level()}"
+        key = (backend, cell, _isa._chosen)
     else:
         name = f"fastrnn.kernels.{cell}_{backend}"
     try:
@@ -64,6 +67,18 @@ def kernels(backend, cell):
     _threads.apply_to_loaded_pools()  # a newly loaded BLAS or Numba pool gets the thread count
     _loaded[key] = module
     return module
+
+
+def _cython_level():
+    """The instruction-set level the Cython kernels run at (fastrnn._isa).  A
+    level asked for that this CPU lacks is not remembered as a failure of the
+    backend: set_isa_level can still choose another."""
+    try:
+        return _isa.get_isa_level()
+    except _isa.IsaError as exc:
+        raise BackendUnavailableError(f"the cython backend is unavailable: {exc}") from None
+    except ImportError:
+        return "none"  # not built: importing the kernels fails with the reason below
 
 
 def unavailable_backends():

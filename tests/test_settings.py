@@ -33,26 +33,28 @@ def test_fastrnn_backend_variable(value, default):
         assert "FASTRNN_BACKEND" not in result.stderr
 
 
-@pytest.mark.parametrize("error, says", [
-    (ModuleNotFoundError("No module named 'fastrnn.kernels.rnn_cython'",
-                         name="fastrnn.kernels.rnn_cython"), "not built"),
-    (ImportError("libgomp.so.1: failed to map segment from shared object"),
+@pytest.mark.parametrize("make_error, says", [
+    (lambda name: ModuleNotFoundError(f"No module named {name!r}", name=name), "not built"),
+    (lambda name: ImportError("libgomp.so.1: failed to map segment from shared object"),
      "is built but failed to load"),
-    (ModuleNotFoundError("No module named 'scipy'", name="scipy"),
+    (lambda name: ModuleNotFoundError("No module named 'scipy'", name="scipy"),
      "is built but failed to load")])
-def test_a_cython_module_that_fails_to_load_says_why(fresh_backends, monkeypatch, error, says):
+def test_a_cython_module_that_fails_to_load_says_why(fresh_backends, monkeypatch, make_error,
+                                                     says):
     real = _backends.importlib.import_module
+    raised = []
 
     def import_module(name):
-        if name.endswith("_cython"):
-            raise error
+        if name.startswith("fastrnn.kernels.rnn_cython"):
+            raised.append(make_error(name))
+            raise raised[-1]
         return real(name)
 
     monkeypatch.setattr(_backends.importlib, "import_module", import_module)
     with pytest.raises(fastrnn.BackendUnavailableError, match=says):
         fresh_backends.kernels("cython", "rnn")
     reason = fresh_backends._failed["cython"]
-    assert says in reason and str(error) in reason
+    assert says in reason and str(raised[-1]) in reason
 
 
 def test_help_works_under_python_OO():
