@@ -69,12 +69,16 @@ def _biases(spec, b_ih, b_hh, H, dtype):
 
 
 _FORWARD = '''
-def forward(p, training, backend, copy_x):
+def forward(p, training, backend, copy_x, bf16):
     _, x, states, W_ih, W_hh, b_ih, b_hh, lengths, options, T, B, I, H, G, dtype = p
     backend = resolve(backend)
     if backend == "numpy":
         return reference_forward(x, *states, W_ih, W_hh, b_ih, b_hh, lengths=lengths,
-                                 training=training, **options)
+                                 training=training, compute_dtype="bfloat16" if bf16 else None,
+                                 **options)
+    if bf16 and backend != "cython":
+        raise ValueError(f"compute_dtype='bfloat16' runs on the cython backend (and the "
+                         f"reference, backend='numpy'), not on {{backend!r}}")
     {initial} = states
     if training:  # the cache's own copies
         x = np.array(x, order="C", copy=True) if copy_x else np.ascontiguousarray(x)
@@ -152,7 +156,7 @@ def _shape(shape):
 def _fill(spec, pass_):
     """The source of ``pass_`` ("forward" or "backward") for the cell ``spec``."""
     kernel = getattr(spec, pass_)
-    known = {"x2d", "W_ih", "W_hh", *spec.initial, "lengths", "use_blas", "num_threads",
+    known = {"x2d", "W_ih", "W_hh", *spec.initial, "lengths", "bf16", "use_blas", "num_threads",
              *(arg for _, arg in spec.options.values()), *kernel.shapes}
     known |= ({"bias", *("b_h" + g for g in spec.bias_apart)} if pass_ == "forward"
               else {*spec.saved, *spec.upstream})
@@ -222,7 +226,7 @@ def source(cell, pass_):
     return _fill(CELLS[cell], pass_)
 
 
-def forward(p, training, backend, copy_x=True):
+def forward(p, training, backend, copy_x=True, bf16=False):
     """``{cell}_forward`` for checked arguments ``p`` (a ``_validation.Checked``):
     returns ``(out, *finals, cache)``.  ``backend``: a name, or None for the default.
 
@@ -236,7 +240,7 @@ def forward(p, training, backend, copy_x=True):
         # products have no rows, so no kernel is called on empty work (its
         # cache sends the backward there too).
         backend = "numpy"
-    return _FORWARDS[p.cell](p, training, backend, copy_x)
+    return _FORWARDS[p.cell](p, training, backend, copy_x, bf16)
 
 
 def backward(cell, upstream, cache):

@@ -121,7 +121,7 @@ CELLS = {cell.name: cell for cell in (
         saved=("out",),
         forward=Kernel(
             "forward",
-            "x2d W_ih bias W_hh h0 lengths relu use_blas num_threads  work out h_n",
+            "x2d W_ih bias W_hh h0 lengths relu bf16 use_blas num_threads  work out h_n",
             {"work": ("B", "GH")}),
         backward=Kernel(
             "backward",
@@ -137,7 +137,7 @@ CELLS = {cell.name: cell for cell in (
         saved=("out", "c", "gates"),
         forward=Kernel(
             "forward",
-            "x2d W_ih bias W_hh h0 c0 lengths use_blas num_threads  gates work c out h_n c_n",
+            "x2d W_ih bias W_hh h0 c0 lengths bf16 use_blas num_threads  gates work c out h_n c_n",
             {"gates": ("T", "B", "GH"), "work": ("B", "GH"), "c": ("T", "B", "H")}),
         backward=Kernel(
             "backward",
@@ -154,7 +154,7 @@ CELLS = {cell.name: cell for cell in (
         saved=("out", "gates", "hn"),
         forward=Kernel(
             "forward",
-            "x2d W_ih bias b_hn W_hh h0 lengths use_blas num_threads  gates work hn out h_n",
+            "x2d W_ih bias b_hn W_hh h0 lengths bf16 use_blas num_threads  gates work hn out h_n",
             {"gates": ("T", "B", "GH"), "work": ("B", "GH"), "hn": ("T", "B", "H")}),
         backward=Kernel(
             "backward",

@@ -131,6 +131,31 @@ def check_dtype(dtype):
     return dtype
 
 
+def check_compute_dtype(compute_dtype, dtype, training):
+    """The forward's ``compute_dtype``: True for bfloat16 products, False for
+    the products in x's own dtype (None, or that dtype named)."""
+    if compute_dtype is None:
+        return False
+    name = compute_dtype if isinstance(compute_dtype, str) else (
+        getattr(compute_dtype, "__name__", None) or getattr(compute_dtype, "name", None))
+    if not isinstance(name, str):
+        raise TypeError(f"compute_dtype must be None, 'bfloat16' or the name of x's dtype, "
+                        f"got {compute_dtype!r}")
+    name = name.strip().lower()
+    if name in ("bfloat16", "bf16"):
+        if dtype != np.float32:
+            raise ValueError(f"compute_dtype='bfloat16' needs float32 arrays (bf16 products, "
+                             f"float32 accumulation, state and outputs), got {dtype}")
+        if training:
+            raise ValueError("compute_dtype='bfloat16' runs inference only so far: pass "
+                             "training=False (bf16 BPTT is not built yet)")
+        return True
+    if name == dtype.name:
+        return False
+    raise ValueError(f"compute_dtype must be None, 'bfloat16' or {dtype.name!r} (x's dtype), "
+                     f"got {compute_dtype!r}")
+
+
 def check_options(cell, options):
     """The keyword options of ``cell`` (its spec's ``options``, e.g. the Elman
     cell's nonlinearity): each one of its choices.  Returns them as a dict."""

@@ -8,7 +8,7 @@ The NumPy specification of each function is in ``fastrnn.reference``, with
 the same signature less ``backend``.
 """
 from . import _driver
-from ._validation import check_backward, check_forward
+from ._validation import check_backward, check_compute_dtype, check_forward
 
 __all__ = [
     "rnn_forward", "rnn_backward", "lstm_forward", "lstm_backward", "gru_forward",
@@ -17,7 +17,7 @@ __all__ = [
 
 
 def rnn_forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, *, nonlinearity="tanh",
-                lengths=None, training=True, backend=None):
+                lengths=None, training=True, backend=None, compute_dtype=None):
     """Run an Elman RNN over a batch of sequences.
 
     ``h_t = act(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh)`` for t = 0 .. T-1.
@@ -42,6 +42,15 @@ def rnn_forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, *, nonlinearity="tanh",
         When False nothing is saved for backward and ``cache`` is None.
     backend : {"numpy", "numba", "cython"} or None
         None uses the default (``fastrnn.get_default_backend()``).
+    compute_dtype : None or "bfloat16"
+        The precision of the products.  None: x's dtype.  ``"bfloat16"``
+        (float32 arrays, ``training=False``; the Cython backend and the
+        reference): the products read x, the weights and h_{t-1} rounded to
+        bfloat16 (nearest even) and accumulate in float32; the bias, the
+        gates, the states and every result stay float32.  On CPUs with
+        AVX512_BF16 the products run on its units; elsewhere the bf16 values
+        are widened to float32 (half the weight traffic).  The error this
+        adds is documented in docs/precision.md.
 
     Returns
     -------
@@ -72,7 +81,8 @@ def rnn_forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, *, nonlinearity="tanh",
     """
     p = check_forward("rnn", x, (h0,), W_ih, W_hh, b_ih, b_hh, lengths,
                       {"nonlinearity": nonlinearity})
-    return _driver.forward(p, training, backend)
+    bf16 = compute_dtype is not None and check_compute_dtype(compute_dtype, p.dtype, training)
+    return _driver.forward(p, training, backend, bf16=bf16)
 
 
 def rnn_backward(d_out, d_h_n, cache):
@@ -120,7 +130,7 @@ def rnn_backward(d_out, d_h_n, cache):
 
 
 def lstm_forward(x, h0, c0, W_ih, W_hh, b_ih=None, b_hh=None, *, lengths=None, training=True,
-                 backend=None):
+                 backend=None, compute_dtype=None):
     """Run an LSTM over a batch of sequences.
 
     ``[i, f, g, o] = x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh`` split into
@@ -146,6 +156,8 @@ def lstm_forward(x, h0, c0, W_ih, W_hh, b_ih=None, b_hh=None, *, lengths=None, t
         When False nothing is saved for backward and ``cache`` is None.
     backend : {"numpy", "numba", "cython"} or None
         None uses the default (``fastrnn.get_default_backend()``).
+    compute_dtype : None or "bfloat16"
+        The precision of the products, as in :func:`fastrnn.rnn_forward`.
 
     Returns
     -------
@@ -161,7 +173,8 @@ def lstm_forward(x, h0, c0, W_ih, W_hh, b_ih=None, b_hh=None, *, lengths=None, t
     ValueError naming the argument and the expected shape).
     """
     p = check_forward("lstm", x, (h0, c0), W_ih, W_hh, b_ih, b_hh, lengths, {})
-    return _driver.forward(p, training, backend)
+    bf16 = compute_dtype is not None and check_compute_dtype(compute_dtype, p.dtype, training)
+    return _driver.forward(p, training, backend, bf16=bf16)
 
 
 def lstm_backward(d_out, d_h_n, d_c_n, cache):
@@ -189,7 +202,7 @@ def lstm_backward(d_out, d_h_n, d_c_n, cache):
 
 
 def gru_forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, *, lengths=None, training=True,
-                backend=None):
+                backend=None, compute_dtype=None):
     """Run a GRU over a batch of sequences (PyTorch's ``nn.GRU`` equations).
 
     ``r = sigmoid(x_t W_ir^T + b_ir + h_{t-1} W_hr^T + b_hr)``, z likewise,
@@ -208,7 +221,7 @@ def gru_forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, *, lengths=None, traini
         Recurrent weights (``weight_hh_l0``).
     b_ih, b_hh : ndarray, shape (3*H,), or None
         Biases; None means no bias (and a None gradient).
-    lengths, training, backend
+    lengths, training, backend, compute_dtype
         As in :func:`fastrnn.rnn_forward`.
 
     Returns
@@ -224,7 +237,8 @@ def gru_forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, *, lengths=None, traini
     Raises as :func:`fastrnn.rnn_forward` does.
     """
     p = check_forward("gru", x, (h0,), W_ih, W_hh, b_ih, b_hh, lengths, {})
-    return _driver.forward(p, training, backend)
+    bf16 = compute_dtype is not None and check_compute_dtype(compute_dtype, p.dtype, training)
+    return _driver.forward(p, training, backend, bf16=bf16)
 
 
 def gru_backward(d_out, d_h_n, cache):

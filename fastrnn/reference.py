@@ -26,18 +26,45 @@ by gate, two bias vectors):
           r = sigmoid(xr + hr), z = sigmoid(xz + hz), n = tanh(xn + r * hn)
           h_t = (1 - z) * n + z * h_{t-1}
 
+bfloat16 compute (``compute_dtype="bfloat16"``, float32 arrays): every
+product reads its operands rounded to bfloat16 (round to nearest even:
+``round_bf16``), x_t, h_{t-1} and the weights, and accumulates in float32;
+the bias, the gates, c and every result stay float32.  The kernels round at
+exactly these places.
+
 The fast backends have the same signatures: ``from fastrnn import rnn_forward``
 replaces ``from fastrnn.reference import rnn_forward``.
 """
 import numpy as np
 
 from ._types import ForwardCache, make_grads
-from ._validation import check_backward, check_forward
+from ._validation import check_backward, check_compute_dtype, check_forward
 
 __all__ = [
     "rnn_forward", "rnn_backward", "lstm_forward", "lstm_backward", "gru_forward",
-    "gru_backward", "sigmoid",
+    "gru_backward", "sigmoid", "round_bf16",
 ]
+
+
+def round_bf16(a):
+    """float32 values rounded to the nearest bfloat16 (ties to even), as float32.
+
+    bfloat16 is float32's top 16 bits: add half of the dropped part (less
+    one, plus the kept part's lowest bit: ties go to the even neighbour) and
+    clear it.  Overflow rounds to inf; NaN stays NaN.
+    """
+    a = np.asarray(a, np.float32)
+    bits = a.view(np.uint32)
+    rounded = (bits + np.uint32(0x7FFF) + ((bits >> 16) & np.uint32(1))) & np.uint32(0xFFFF0000)
+    rounded = np.where(np.isnan(a), bits | np.uint32(0x00400000), rounded)
+    return rounded.astype(np.uint32).view(np.float32).reshape(a.shape)
+
+
+def _operands(compute_dtype, dtype, training):
+    """What a product does to its operands: round them to bfloat16, or nothing."""
+    if check_compute_dtype(compute_dtype, dtype, training):
+        return round_bf16
+    return lambda a: a
 
 
 def sigmoid(x):
@@ -59,7 +86,7 @@ def _own(arr):
 
 
 def rnn_forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, *, nonlinearity="tanh",
-                lengths=None, training=True):
+                lengths=None, training=True, compute_dtype=None):
     """Elman RNN over a sequence: the reference for ``fastrnn.rnn_forward``.
 
     Same parameters and results as :func:`fastrnn.rnn_forward`, without ``backend``.
@@ -70,12 +97,14 @@ def rnn_forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, *, nonlinearity="tanh",
     T, B, H, dtype = p.T, p.B, p.H, p.dtype
     x, W_ih, W_hh, lengths = p.x, p.W_ih, p.W_hh, p.lengths
     b = _zeros_if_none(p.b_ih, H, dtype) + _zeros_if_none(p.b_hh, H, dtype)
+    op = _operands(compute_dtype, dtype, training)  # the products' operands
+    Wi, Wh = op(W_ih), op(W_hh)
 
     h = _zeros_if_none(p.states[0], (B, H), dtype).copy()
     h0 = h.copy()
     out = np.zeros((T, B, H), dtype)
     for t in range(T):
-        a = x[t] @ W_ih.T + h @ W_hh.T + b
+        a = op(x[t]) @ Wi.T + op(h) @ Wh.T + b
         h_new = np.maximum(a, 0) if relu else np.tanh(a)
         if lengths is None:
             h = h_new
@@ -133,7 +162,8 @@ def _running(t, lengths, B):
     return np.ones((B, 1), bool) if lengths is None else (t < lengths)[:, None]
 
 
-def lstm_forward(x, h0, c0, W_ih, W_hh, b_ih=None, b_hh=None, *, lengths=None, training=True):
+def lstm_forward(x, h0, c0, W_ih, W_hh, b_ih=None, b_hh=None, *, lengths=None, training=True,
+                 compute_dtype=None):
     """LSTM over a sequence: the reference for ``fastrnn.lstm_forward``.
 
     Returns ``out (T, B, H), h_n (B, H), c_n (B, H), cache``.
@@ -142,6 +172,8 @@ def lstm_forward(x, h0, c0, W_ih, W_hh, b_ih=None, b_hh=None, *, lengths=None, t
     T, B, H, dtype = p.T, p.B, p.H, p.dtype
     x, W_ih, W_hh, lengths = p.x, p.W_ih, p.W_hh, p.lengths
     b = _zeros_if_none(p.b_ih, 4 * H, dtype) + _zeros_if_none(p.b_hh, 4 * H, dtype)
+    op = _operands(compute_dtype, dtype, training)
+    Wi, Wh = op(W_ih), op(W_hh)
 
     h = _zeros_if_none(p.states[0], (B, H), dtype).copy()
     c = _zeros_if_none(p.states[1], (B, H), dtype).copy()
@@ -150,7 +182,7 @@ def lstm_forward(x, h0, c0, W_ih, W_hh, b_ih=None, b_hh=None, *, lengths=None, t
     gates = np.zeros((T, B, 4 * H), dtype)  # i, f, g, o after their activations
     cs = np.zeros((T, B, H), dtype)  # c_t
     for t in range(T):
-        a = x[t] @ W_ih.T + h @ W_hh.T + b
+        a = op(x[t]) @ Wi.T + op(h) @ Wh.T + b
         i, f, g, o = sigmoid(a[:, :H]), sigmoid(a[:, H:2 * H]), np.tanh(a[:, 2 * H:3 * H]), \
             sigmoid(a[:, 3 * H:])
         c_new = f * c + i * g
@@ -214,7 +246,8 @@ def lstm_backward(d_out, d_h_n, d_c_n, cache):
     return make_grads(cache, dx, dh, dc, dW_ih, dW_hh, db_ih=db, db_hh=db)
 
 
-def gru_forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, *, lengths=None, training=True):
+def gru_forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, *, lengths=None, training=True,
+                compute_dtype=None):
     """GRU over a sequence: the reference for ``fastrnn.gru_forward``.
 
     Returns ``out (T, B, H), h_n (B, H), cache``.
@@ -224,6 +257,8 @@ def gru_forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, *, lengths=None, traini
     x, W_ih, W_hh, lengths = p.x, p.W_ih, p.W_hh, p.lengths
     b_ih = _zeros_if_none(p.b_ih, 3 * H, dtype)
     b_hh = _zeros_if_none(p.b_hh, 3 * H, dtype)
+    op = _operands(compute_dtype, dtype, training)
+    Wi, Wh = op(W_ih), op(W_hh)
 
     h = _zeros_if_none(p.states[0], (B, H), dtype).copy()
     h0 = h.copy()
@@ -231,8 +266,8 @@ def gru_forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, *, lengths=None, traini
     gates = np.zeros((T, B, 3 * H), dtype)  # r, z, n after their activations
     hns = np.zeros((T, B, H), dtype)  # W_hn h_{t-1} + b_hn
     for t in range(T):
-        xr, xz, xn = np.split(x[t] @ W_ih.T + b_ih, 3, axis=1)
-        hr, hz, hn = np.split(h @ W_hh.T + b_hh, 3, axis=1)
+        xr, xz, xn = np.split(op(x[t]) @ Wi.T + b_ih, 3, axis=1)
+        hr, hz, hn = np.split(op(h) @ Wh.T + b_hh, 3, axis=1)
         r, z = sigmoid(xr + hr), sigmoid(xz + hz)
         n = np.tanh(xn + r * hn)
         h_new = (1 - z) * n + z * h

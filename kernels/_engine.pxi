@@ -33,6 +33,8 @@
 # first): each chunk's steps, then a phase in which the same threads share
 # dW_ih, dW_hh, dx and the bias sums of its rows as BLAS GEMMs (_common.pxi's
 # _weight_gradients_part), so that it keeps only a chunk of da.
+from libc.stdint cimport uint16_t
+from libc.stdlib cimport calloc
 from libc.string cimport memcpy
 
 cdef extern from "Python.h":
@@ -61,6 +63,11 @@ cdef extern from "engine.h" nogil:
                           float* C, int add)
     void fastrnn_tile_f64(const double* A, long lda, int mr, const double* P, long K, int nv,
                           double* C, int add)
+    void fastrnn_to_bf16(const float* src, long n, uint16_t* dst)
+    void fastrnn_pack_panel_bf16(const float* src, long sk, long sn, long K, long G, long H,
+                                 long u, long p, uint16_t* P)
+    void fastrnn_tile_bf16(const uint16_t* A, long lda, int mr, const uint16_t* P, long K,
+                           int nv, float* C, int add)
 
 # How often the calling thread looks for Ctrl-C (and other signals) while the
 # engine runs.
@@ -123,6 +130,25 @@ cdef inline void _product(const floating* A, Py_ssize_t lda, Py_ssize_t rows,
         while r0 < rows:
             mr = fastrnn_tile_split(rows - r0, mr_max)
             _tile(A + r0 * lda + kb, lda, mr, panel + kb * NR, k_len, nv, C + r0 * NR, kb > 0)
+            r0 += mr
+        kb += k_len
+
+
+cdef inline void _product_bf16(const uint16_t* A, Py_ssize_t lda, Py_ssize_t rows,
+                               const uint16_t* panel, Py_ssize_t K2, int nv, Py_ssize_t NR,
+                               float* C) noexcept nogil:
+    """_product for bf16 compute: A (rows, 2*K2) bf16 (row stride lda, even), the
+    panel in K2 pairs of rows (engine.h, "bfloat16 products"), C float32."""
+    cdef Py_ssize_t kc = max(4, _PANEL_BLOCK_BYTES // (NR * 4))  # pairs of k per block
+    cdef Py_ssize_t kb = 0, k_len, r0
+    cdef int mr, mr_max = fastrnn_tile_rows(nv)
+    while kb < K2:
+        k_len = min(kc, K2 - kb)
+        r0 = 0
+        while r0 < rows:
+            mr = fastrnn_tile_split(rows - r0, mr_max)
+            fastrnn_tile_bf16(A + r0 * lda + 2 * kb, lda, mr, panel + 2 * kb * NR, k_len, nv,
+                              C + r0 * NR, kb > 0)
             r0 += mr
         kb += k_len
 
@@ -305,12 +331,18 @@ cdef void _forward_worker(fastrnn_steps* steps, int tid, Py_ssize_t n_phases,
                           const floating* bias, const int64_t* lengths,
                           floating* P_ih, floating* P_hh, floating* gates, floating* hbuf,
                           floating* out, floating* state, floating* saved,
-                          const floating* extra, int flag) noexcept nogil:
+                          const floating* extra, int flag, uint16_t* xb, uint16_t* hb,
+                          Py_ssize_t I2, Py_ssize_t H2) noexcept nogil:
     """One thread's share of a forward: items until the counter runs out.
 
     Phase 0 packs the panels; then each chunk of ``chunk`` steps is a phase
     projecting the chunk's inputs into ``gates``, followed by one phase per step.
     Step t's gates and saved values are row t % ring of theirs.
+
+    bf16 compute when ``hb`` is not NULL: P_ih and P_hh then hold bf16 pair
+    panels (cast to uint16_t*), phase 0 also rounds x into xb (T*B, I2), and
+    each step rounds its h_t into hb's other half (two (B, H2) halves), the
+    A operands of the products; I2, H2 are I, H rounded up to even.
     """
     cdef Py_ssize_t GH = G * H, NR = G * u, n_panels = (H + u - 1) // u
     cdef Py_ssize_t n_items = (n_panels + per_item - 1) // per_item
@@ -323,6 +355,9 @@ cdef void _forward_worker(fastrnn_steps* steps, int tid, Py_ssize_t n_phases,
     cdef floating* h_next
     cdef const floating* panel
     cdef _SignalClock clock = [0, 1, 1]
+    cdef bint bf16 = hb != NULL
+    cdef uint16_t* Pb_ih = <uint16_t*>P_ih
+    cdef uint16_t* Pb_hh = <uint16_t*>P_hh
     for phase in range(n_phases):
         if not fastrnn_steps_wait(steps, phase):
             break
@@ -335,7 +370,14 @@ cdef void _forward_worker(fastrnn_steps* steps, int tid, Py_ssize_t n_phases,
             for p in range(item * per_item, min((item + 1) * per_item, n_panels)):
                 j0 = p * u
                 nu = min(u, H - j0)
-                if phase == 0:
+                if phase == 0 and bf16:
+                    if floating is float:
+                        fastrnn_pack_panel_bf16(W_ih, 1, I, I, G, H, u, p, Pb_ih + p * I2 * NR)
+                        fastrnn_pack_panel_bf16(W_hh, 1, H, H, G, H, u, p, Pb_hh + p * H2 * NR)
+                        # and this panel's share of x's rows, rounded
+                        for row in range(p * T * B // n_panels, (p + 1) * T * B // n_panels):
+                            fastrnn_to_bf16(x2d + row * I, I, xb + row * I2)
+                elif phase == 0:
                     # W_ih^T (I, G*H) and W_hh^T (H, G*H), this panel of each.
                     _pack_panel(W_ih, 1, I, I, G, H, u, p, P_ih + p * I * NR)
                     _pack_panel(W_hh, 1, H, H, G, H, u, p, P_hh + p * H * NR)
@@ -347,7 +389,14 @@ cdef void _forward_worker(fastrnn_steps* steps, int tid, Py_ssize_t n_phases,
                     r0 = 0
                     while r0 < rows:
                         mr = min(ROW_BLOCK, rows - r0)
-                        _product(x2d + (first * B + r0) * I, I, mr, panel, I, nv, NR, acc)
+                        if floating is float:
+                            if bf16:
+                                _product_bf16(xb + (first * B + r0) * I2, I2, mr,
+                                              Pb_ih + p * I2 * NR, I2 // 2, nv, NR, acc)
+                            else:
+                                _product(x2d + (first * B + r0) * I, I, mr, panel, I, nv, NR, acc)
+                        else:
+                            _product(x2d + (first * B + r0) * I, I, mr, panel, I, nv, NR, acc)
                         for r in range(mr):
                             row = (first % ring) * B + r0 + r
                             for k in range(G):
@@ -364,7 +413,14 @@ cdef void _forward_worker(fastrnn_steps* steps, int tid, Py_ssize_t n_phases,
                         r0 = 0
                         while r0 < B:
                             mr = min(ROW_BLOCK, B - r0)
-                            _product(h_prev + r0 * H, H, mr, panel, H, nv, NR, acc)
+                            if floating is float:
+                                if bf16:
+                                    _product_bf16(hb + (t % 2) * B * H2 + r0 * H2, H2, mr,
+                                                  Pb_hh + p * H2 * NR, H2 // 2, nv, NR, acc)
+                                else:
+                                    _product(h_prev + r0 * H, H, mr, panel, H, nv, NR, acc)
+                            else:
+                                _product(h_prev + r0 * H, H, mr, panel, H, nv, NR, acc)
                             for r in range(mr):
                                 b = r0 + r
                                 _cell_forward(t < lengths[b], nu, H, u, acc + r * NR,
@@ -373,6 +429,10 @@ cdef void _forward_worker(fastrnn_steps* steps, int tid, Py_ssize_t n_phases,
                                               out + (t * B + b) * H + j0, _offset(state, b * H + j0),
                                               _offset(saved, ((t % ring) * B + b) * H + j0),
                                               _offset(<floating*>extra, j0), flag)
+                                if floating is float:
+                                    if bf16:
+                                        fastrnn_to_bf16(h_next + b * H + j0, nu,
+                                                        hb + ((t + 1) % 2) * B * H2 + b * H2 + j0)
                             r0 += mr
             fastrnn_steps_done(steps)
         if main_thread and _check_now(&clock) and _interrupted():
@@ -385,13 +445,18 @@ cdef int _engine_forward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih
                          const floating[:, ::1] h0, const int64_t[::1] lengths,
                          int num_threads, floating* gates, Py_ssize_t ring, floating* out,
                          floating* state, floating* saved, const floating* extra, int flag,
-                         floating[:, ::1] h_n) except -1:
+                         floating[:, ::1] h_n, bint bf16=False) except -1:
     """The forward of one sequence.  gates (ring, B, G*H): the input terms,
     then the activated gates; out (T, B, H); state (B, H) the cell's second
     state, updated in place, or NULL; saved (ring, B, H) or NULL; extra (H,)
     or NULL.  ring = T keeps every step's gates and saved values (training);
     ring < T keeps the last ``ring`` steps' (inference: the memory the
-    forward needs does not grow with T)."""
+    forward needs does not grow with T).
+
+    bf16 (float32 only): the products read bf16 weights, x and h_{t-1}
+    (rounded to nearest even) and accumulate in float32; the rest is as in
+    float32.  Always on the packed path, whatever T: the short sequences'
+    BLAS products have no bf16 operands."""
     cdef Py_ssize_t B = h0.shape[0], H = h0.shape[1], I = x2d.shape[1]
     cdef Py_ssize_t T = x2d.shape[0] // B, G = W_hh.shape[0] // H
     cdef int nv = G if G >= 3 else 2  # vectors of columns per tile: every gate of u units
@@ -407,24 +472,44 @@ cdef int _engine_forward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih
     cdef floating* P_hh = NULL
     cdef floating* hbuf = NULL
     cdef long* claims = NULL
-    if T <= _UNPACKED_MAX_STEPS or T * B <= _UNPACKED_MAX_ROWS:
+    # bf16: x and the two halves of h as bf16 rows of even length (an odd
+    # one's last pair padded with a zero, which calloc leaves in place).
+    cdef Py_ssize_t I2 = I + I % 2, H2 = H + H % 2
+    cdef uint16_t* xb = NULL
+    cdef uint16_t* hb = NULL
+    cdef Py_ssize_t b
+    if floating is double:
+        bf16 = False
+    if not bf16 and (T <= _UNPACKED_MAX_STEPS or T * B <= _UNPACKED_MAX_ROWS):
         return _forward_unpacked(x2d, W_ih, W_hh, bias, h0, lengths, gates, ring, out, state,
                                  saved, extra, flag, h_n, num_threads, _pool_threads())
-    P_ih = <floating*>malloc(n_panels * I * G * u * sizeof(floating))
-    P_hh = <floating*>malloc(n_panels * H * G * u * sizeof(floating))
+    if bf16:
+        P_ih = <floating*>malloc(n_panels * I2 * G * u * sizeof(uint16_t))
+        P_hh = <floating*>malloc(n_panels * H2 * G * u * sizeof(uint16_t))
+        xb = <uint16_t*>calloc(T * B * I2, sizeof(uint16_t))
+        hb = <uint16_t*>calloc(2 * B * H2, sizeof(uint16_t))
+    else:
+        P_ih = <floating*>malloc(n_panels * I * G * u * sizeof(floating))
+        P_hh = <floating*>malloc(n_panels * H * G * u * sizeof(floating))
     hbuf = <floating*>malloc(2 * B * H * sizeof(floating))
     claims = <long*>malloc(n_items * sizeof(long))
     try:
-        if P_ih == NULL or P_hh == NULL or hbuf == NULL or claims == NULL:
+        if (P_ih == NULL or P_hh == NULL or hbuf == NULL or claims == NULL
+                or bf16 and (xb == NULL or hb == NULL)):
             raise MemoryError()
         with nogil:
             memcpy(hbuf, &h0[0, 0], B * H * sizeof(floating))
+            if floating is float:
+                if bf16:
+                    for b in range(B):
+                        fastrnn_to_bf16(&h0[b, 0], H, hb + b * H2)
             fastrnn_steps_init(&steps, n_items, claims)
             with parallel(num_threads=num_threads):
                 _forward_worker(&steps, threadid(), 1 + n_chunks * (chunk + 1),
                                 T, B, I, H, G, u, nv, per_item, chunk, ring,
                                 &x2d[0, 0], &W_ih[0, 0], &W_hh[0, 0], &bias[0], &lengths[0],
-                                P_ih, P_hh, gates, hbuf, out, state, saved, extra, flag)
+                                P_ih, P_hh, gates, hbuf, out, state, saved, extra, flag,
+                                xb, hb, I2, H2)
             memcpy(&h_n[0, 0], hbuf + (T % 2) * B * H, B * H * sizeof(floating))
         if steps.abort:
             _raise_pending()
@@ -433,6 +518,8 @@ cdef int _engine_forward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih
         free(P_hh)
         free(hbuf)
         free(claims)
+        free(xb)
+        free(hb)
     return 0
 
 

@@ -36,6 +36,7 @@
 #ifndef FASTRNN_ENGINE_H
 #define FASTRNN_ENGINE_H
 
+#include <stdint.h>
 #include <string.h>
 #include <time.h>
 #include <sched.h>
@@ -48,6 +49,12 @@
 #include <dlfcn.h>
 #ifdef _OPENMP
 #include <omp.h>
+#endif
+#if defined(__AVX512BF16__) && defined(__AVX512F__)
+#include <immintrin.h>
+#define FASTRNN_DPBF16 1
+#else
+#define FASTRNN_DPBF16 0
 #endif
 
 #if defined(__AVX512F__)
@@ -233,6 +240,150 @@ static inline void NAME(const T *A, long lda, int mr, const T *P, long K, int nv
 
 FASTRNN_DEFINE_TILES(fastrnn_tile_f32, float)
 FASTRNN_DEFINE_TILES(fastrnn_tile_f64, double)
+
+/* ---- bfloat16 products ---------------------------------------------------
+ *
+ * bf16 compute: the products read bfloat16 operands (the weights, x, and
+ * h_{t-1} rounded to nearest even) and accumulate in float32; everything else
+ * stays float32.  A bf16 panel holds its K rows in pairs, (ceil(K/2), NR, 2):
+ * for each pair of k, the two values of each column side by side, the layout
+ * vdpbf16ps reads (each 32-bit lane: a pair of one column).  The A operand is
+ * bf16 rows with an even row stride (an odd K padded with a zero).
+ *
+ * With AVX512_BF16 the tile is vdpbf16ps (a pair of products a lane);
+ * without it the same pairs are widened to float32 (a shift and a mask) and
+ * multiplied by two FMAs: the same products of the same bf16 values, half
+ * the weight traffic of float32.  The two differ only in float32 rounding
+ * of the sums (and vdpbf16ps reads bf16 subnormals, below 1.2e-38, as zero).
+ */
+
+/* float32 -> bfloat16 bits, rounded to nearest even; NaN stays a (quiet) NaN. */
+static inline uint16_t fastrnn_bf16(float x)
+{
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u)
+        return (uint16_t)((u >> 16) | 0x40u);
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+static inline void fastrnn_to_bf16(const float *src, long n, uint16_t *dst)
+{
+    long i;
+    for (i = 0; i < n; i++)
+        dst[i] = fastrnn_bf16(src[i]);
+}
+
+/* float32 values rounded to the nearest bfloat16 (as float32). */
+static inline void fastrnn_round_bf16(const float *src, long n, float *dst)
+{
+    long i;
+    for (i = 0; i < n; i++) {
+        uint32_t u = (uint32_t)fastrnn_bf16(src[i]) << 16;
+        memcpy(dst + i, &u, sizeof u);
+    }
+}
+
+/* fastrnn_pack_panel's panel p, as bf16 pairs of k: P (ceil(K/2) * G*u * 2). */
+static inline void fastrnn_pack_panel_bf16(const float *src, long sk, long sn, long K, long G,
+                                           long H, long u, long p, uint16_t *P)
+{
+    long k, g, jj, j, NR = G * u, K2 = (K + 1) / 2;
+    for (g = 0; g < G; g++)
+        for (jj = 0; jj < u; jj++) {
+            uint16_t *q = P + 2 * (g * u + jj);
+            j = p * u + jj;
+            for (k = 0; k < 2 * K2; k++)
+                q[(k / 2) * 2 * NR + (k & 1)] =
+                    (j < H && k < K) ? fastrnn_bf16(src[k * sk + (g * H + j) * sn]) : 0;
+        }
+}
+
+/* One bf16 tile shape: C (MR, NV*L) float32 (+)= A (MR rows of K2 bf16 pairs,
+   row stride lda bf16 values) @ P (K2 pairs, NV*L columns). */
+#define FASTRNN_DEFINE_TILE_BF16(NAME, MR, NV)                                      \
+static void NAME##_##MR##x##NV(const uint16_t *A, long lda, const uint16_t *P, long K2, \
+                               float *C, int add)                                   \
+{                                                                                   \
+    enum { L = FASTRNN_VBYTES / 4, NR = NV * L, ROWS = MR };                        \
+    typedef float vec __attribute__((vector_size(FASTRNN_VBYTES)));                 \
+    typedef uint32_t ivec __attribute__((vector_size(FASTRNN_VBYTES)));             \
+    vec acc[MR][NV];                                                                \
+    ivec w;                                                                         \
+    uint32_t a[MR];                                                                 \
+    long k;                                                                         \
+    int r, v;                                                                       \
+    for (r = 0; r < MR; r++)                                                        \
+        for (v = 0; v < NV; v++) {                                                  \
+            acc[r][v] = (vec){0};                                                   \
+            if (add)                                                                \
+                memcpy(&acc[r][v], C + r * NR + v * L, sizeof acc[r][v]);           \
+        }                                                                           \
+    for (k = 0; k < K2; k++) {                                                      \
+        const uint16_t *p = P + k * 2 * NR;                                         \
+        for (r = 0; r < MR; r++)                                                    \
+            memcpy(&a[r], A + r * lda + 2 * k, sizeof a[r]);                        \
+        for (v = 0; v < NV; v++) {                                                  \
+            memcpy(&w, p + v * 2 * L, sizeof w);                                    \
+            FASTRNN_BF16_FMA                                                        \
+        }                                                                           \
+    }                                                                               \
+    for (r = 0; r < MR; r++)                                                        \
+        for (v = 0; v < NV; v++)                                                    \
+            memcpy(C + r * NR + v * L, &acc[r][v], sizeof acc[r][v]);               \
+}
+
+#if FASTRNN_DPBF16 && FASTRNN_VBYTES == 64
+#define FASTRNN_BF16_FMA                                                            \
+    for (r = 0; r < ROWS; r++)                                                        \
+        acc[r][v] = (vec)_mm512_dpbf16_ps((__m512)acc[r][v],                        \
+                                          (__m512bh)_mm512_set1_epi32((int)a[r]),   \
+                                          (__m512bh)w);
+#else
+#define FASTRNN_BF16_FMA                                                            \
+    {                                                                               \
+        vec w0 = (vec)(w << 16), w1 = (vec)(w & 0xffff0000u);                       \
+        for (r = 0; r < ROWS; r++) {                                                \
+            uint32_t lo = a[r] << 16, hi = a[r] & 0xffff0000u;                      \
+            float a0, a1;                                                           \
+            memcpy(&a0, &lo, sizeof a0);                                            \
+            memcpy(&a1, &hi, sizeof a1);                                            \
+            acc[r][v] += a0 * w0;                                                   \
+            acc[r][v] += a1 * w1;                                                   \
+        }                                                                           \
+    }
+#endif
+
+#define FASTRNN_TILES_BF16_FOR_NV(NAME, NV)                                         \
+FASTRNN_DEFINE_TILE_BF16(NAME, 1, NV)                                               \
+FASTRNN_DEFINE_TILE_BF16(NAME, 2, NV)                                               \
+FASTRNN_DEFINE_TILE_BF16(NAME, 3, NV)                                               \
+FASTRNN_DEFINE_TILE_BF16(NAME, 4, NV)                                               \
+FASTRNN_DEFINE_TILE_BF16(NAME, 5, NV)                                               \
+FASTRNN_DEFINE_TILE_BF16(NAME, 6, NV)                                               \
+FASTRNN_DEFINE_TILE_BF16(NAME, 7, NV)                                               \
+FASTRNN_DEFINE_TILE_BF16(NAME, 8, NV)
+
+FASTRNN_TILES_BF16_FOR_NV(fastrnn_tile_bf16, 1)
+FASTRNN_TILES_BF16_FOR_NV(fastrnn_tile_bf16, 2)
+FASTRNN_TILES_BF16_FOR_NV(fastrnn_tile_bf16, 3)
+FASTRNN_TILES_BF16_FOR_NV(fastrnn_tile_bf16, 4)
+
+/* C (mr, nv*L) = A (mr rows of K bf16 pairs) @ P (K pairs, nv*L), plus C's
+   values if add; 1 <= mr <= 8, 1 <= nv <= 4. */
+static inline void fastrnn_tile_bf16(const uint16_t *A, long lda, int mr, const uint16_t *P,
+                                     long K, int nv, float *C, int add)
+{
+    switch (nv) {
+    FASTRNN_CASE_ROWS(fastrnn_tile_bf16, 1)
+    FASTRNN_CASE_ROWS(fastrnn_tile_bf16, 2)
+    FASTRNN_CASE_ROWS(fastrnn_tile_bf16, 3)
+    default:
+    FASTRNN_CASE_ROWS(fastrnn_tile_bf16, 4)
+    }
+}
+
+static inline int fastrnn_has_dpbf16(void) { return FASTRNN_DPBF16; }
 
 /* ---- BLAS's threads ------------------------------------------------------ */
 

@@ -88,7 +88,7 @@ include "_engine.pxi"
 def forward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
             const floating[::1] bias, const floating[::1] b_hn,
             const floating[:, ::1] W_hh, const floating[:, ::1] h0,
-            const int64_t[::1] lengths, bint use_blas, int num_threads,
+            const int64_t[::1] lengths, bint bf16, bint use_blas, int num_threads,
             floating[:, :, ::1] gates, floating[:, ::1] work, floating[:, :, ::1] hn,
             floating[:, :, ::1] out, floating[:, ::1] h_n):
     """GRU forward over a whole sequence.
@@ -108,7 +108,7 @@ def forward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
     float32 and float64 (all arrays one dtype).
     """
     _engine_forward(x2d, W_ih, W_hh, bias, h0, lengths, num_threads, &gates[0, 0, 0],
-                    gates.shape[0], &out[0, 0, 0], NULL, &hn[0, 0, 0], &b_hn[0], 0, h_n)
+                    gates.shape[0], &out[0, 0, 0], NULL, &hn[0, 0, 0], &b_hn[0], 0, h_n, bf16)
 
 
 def backward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,

@@ -15,7 +15,7 @@ from ._numba_util import (backward_product, fast_tanh, jit, project_inputs, recu
 
 
 @jit
-def forward(x2d, W_ih, bias, b_hn, W_hh, h0, lengths, use_blas, num_threads,
+def forward(x2d, W_ih, bias, b_hn, W_hh, h0, lengths, bf16, use_blas, num_threads,
             gates, work, hn, out, h_n):
     """GRU forward over a whole sequence.
 

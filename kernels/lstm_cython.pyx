@@ -90,15 +90,15 @@ include "_engine.pxi"
 def forward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
             const floating[::1] bias, const floating[:, ::1] W_hh,
             const floating[:, ::1] h0, const floating[:, ::1] c0,
-            const int64_t[::1] lengths, bint use_blas, int num_threads,
+            const int64_t[::1] lengths, bint bf16, bint use_blas, int num_threads,
             floating[:, :, ::1] gates, floating[:, ::1] work, floating[:, :, ::1] c,
             floating[:, :, ::1] out, floating[:, ::1] h_n, floating[:, ::1] c_n):
     """LSTM forward over a whole sequence.
 
     Inputs:  x2d (T*B, I), W_ih (4H, I), bias (4H,) = b_ih + b_hh (zeros if none),
              W_hh (4H, H), h0 (B, H), c0 (B, H), lengths (B,) int64,
-             use_blas (read by the Numba kernels only: the engine has its own
-             product), num_threads (the engine's threads).
+             bf16 (bfloat16 products: _engine_forward), use_blas (read by the
+             Numba kernels only: the engine has its own product), num_threads (the engine's threads).
     Work:    work (B, 4H) (unused here).
     Outputs (overwritten): gates (S, B, 4H) the activated gates i, f, g, o of
              each step (zero past a sequence's length), c (S, B, H) the cell
@@ -111,7 +111,7 @@ def forward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
     """
     c_n[:, :] = c0
     _engine_forward(x2d, W_ih, W_hh, bias, h0, lengths, num_threads, &gates[0, 0, 0],
-                    gates.shape[0], &out[0, 0, 0], &c_n[0, 0], &c[0, 0, 0], NULL, 0, h_n)
+                    gates.shape[0], &out[0, 0, 0], &c_n[0, 0], &c[0, 0, 0], NULL, 0, h_n, bf16)
 
 
 def backward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,

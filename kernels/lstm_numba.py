@@ -14,7 +14,7 @@ from ._numba_util import (backward_product, fast_tanh, jit, project_inputs, recu
 
 
 @jit
-def forward(x2d, W_ih, bias, W_hh, h0, c0, lengths, use_blas, num_threads,
+def forward(x2d, W_ih, bias, W_hh, h0, c0, lengths, bf16, use_blas, num_threads,
             gates, work, c, out, h_n, c_n):
     """LSTM forward over a whole sequence.
 

@@ -77,7 +77,7 @@ include "_engine.pxi"
 def forward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
             const floating[::1] bias, const floating[:, ::1] W_hh,
             const floating[:, ::1] h0, const int64_t[::1] lengths,
-            bint relu, bint use_blas, int num_threads,
+            bint relu, bint bf16, bint use_blas, int num_threads,
             floating[:, ::1] work, floating[:, :, ::1] out, floating[:, ::1] h_n):
     """Elman forward over a whole sequence.
 
@@ -93,7 +93,7 @@ def forward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
     """
     # The input terms go straight into out, which then holds the states.
     _engine_forward(x2d, W_ih, W_hh, bias, h0, lengths, num_threads, &out[0, 0, 0],
-                    out.shape[0], &out[0, 0, 0], NULL, NULL, NULL, relu, h_n)
+                    out.shape[0], &out[0, 0, 0], NULL, NULL, NULL, relu, h_n, bf16)
 
 
 def backward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,

@@ -32,7 +32,7 @@ def _act_grad(h, relu, zero, one):
 
 
 @jit
-def forward(x2d, W_ih, bias, W_hh, h0, lengths, relu, use_blas, num_threads, work, out, h_n):
+def forward(x2d, W_ih, bias, W_hh, h0, lengths, relu, bf16, use_blas, num_threads, work, out, h_n):
     """Elman forward over a whole sequence.
 
     Inputs:  x2d (T*B, I), W_ih (H, I), bias (H,) = b_ih + b_hh (zeros if none),

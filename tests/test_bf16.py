@@ -1,0 +1,138 @@
+"""bfloat16 compute (``compute_dtype="bfloat16"``): the rounding, the kernels at
+every instruction-set level against the bf16 reference (tight) and against
+float64 (the documented bound), and the argument checks."""
+import numpy as np
+import pytest
+
+import fastrnn
+from fastrnn import reference as R
+from fastrnn._spec import CELLS
+from fastrnn._testing import as_float64, forward, random_problem, scaled_error
+from test_isa import BUILT, CPU, restore_level  # noqa: F401  (a fixture)
+
+# Kernel against the bf16 reference, one step from the same states: the same
+# bf16 operands, so only the float32 order of the sums differs (1e-7
+# measured).  Over a whole sequence an h_t that the two sums put on either
+# side of a bf16 rounding boundary rounds one bf16 ulp apart, and the steps
+# after carry that (up to 3e-5 measured at H = 257): SEQUENCE.  Against
+# float64: bf16's 8 bits, accumulated over the steps.
+BF16_STEP_VS_REFERENCE = 1e-5
+BF16_SEQUENCE_VS_REFERENCE = 5e-4
+BF16_VS_FLOAT64 = 3e-2
+
+SHAPES = [(9, 1, 5, 1), (7, 3, 4, 7), (6, 17, 9, 33), (5, 3, 31, 257), (40, 2, 3, 9), (3, 5, 8, 16)]
+
+
+def test_round_bf16_is_round_to_nearest_even():
+    one = np.float32(1)
+    ulp = np.float32(2.0 ** -7)  # bf16's spacing at 1
+    a = np.array([one + ulp / 2, one + 3 * ulp / 2, one + ulp / 2 + np.float32(2.0 ** -20),
+                  -(one + ulp / 2), np.finfo(np.float32).max, np.inf, -np.inf, 0.0, -0.0, np.nan],
+                 np.float32)
+    r = R.round_bf16(a)
+    assert r.dtype == np.float32
+    np.testing.assert_array_equal(r[:8], [1, 1 + 2 * ulp, 1 + ulp, -1, np.inf, np.inf, -np.inf, 0])
+    assert np.signbit(r[8]) and np.isnan(r[9])
+    assert (R.round_bf16(a).view(np.uint32) & 0xFFFF == 0).all()
+
+
+def test_round_bf16_matches_ml_dtypes():
+    ml_dtypes = pytest.importorskip("ml_dtypes", reason="ml_dtypes is not installed")
+    a = np.random.default_rng(0).standard_normal(10000).astype(np.float32) * 100
+    np.testing.assert_array_equal(R.round_bf16(a), a.astype(ml_dtypes.bfloat16).astype(np.float32))
+
+
+@pytest.fixture(params=BUILT or ["not built"])
+def level(request, restore_level):  # noqa: F811
+    if not BUILT:
+        pytest.skip("the Cython kernels are not built")
+    if request.param not in CPU:
+        pytest.skip(f"this CPU lacks {request.param} (it has {', '.join(CPU)})")
+    fastrnn.set_isa_level(request.param)
+    return request.param
+
+
+def _check(got, want, bound, what):
+    for name in want:
+        assert got[name].dtype == np.float32
+        err, scale = scaled_error(got[name], np.asarray(want[name], np.float64))
+        assert err <= bound * scale, f"{name}: {err:.3g} from {what}"
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "T{}-B{}-I{}-H{}".format(*s))
+@pytest.mark.parametrize("cell", CELLS)
+def test_kernels_match_the_bf16_reference(level, cell, shape, kernel_path):
+    T, B, I, H = shape
+    lengths = np.array([T, 0, T - 1][:B] + [T] * max(0, B - 3))
+    problem = random_problem(T, B, I, H, np.float32, cell=cell, seed=H, lengths=lengths)
+    kw = dict(training=False, compute_dtype="bfloat16")
+    # Step by step from the kernel's own states: tight.
+    states = {name: problem[name] for name in CELLS[cell].initial}
+    for t in range(T):
+        step = {**problem, **states, "x": problem["x"][t:t + 1],
+                "lengths": (t < lengths).astype(np.int64)}
+        got, _ = forward(cell, step, "cython", **kw)
+        want, _ = forward(cell, step, **kw)
+        _check(got, want, BF16_STEP_VS_REFERENCE, f"the bf16 reference at step {t}")
+        states = {s0: got[s_n] for s0, s_n in zip(CELLS[cell].initial, CELLS[cell].finals)}
+    # The whole sequence, against the bf16 reference and against float64.
+    got, _ = forward(cell, problem, "cython", **kw)
+    _check(got, forward(cell, problem, **kw)[0], BF16_SEQUENCE_VS_REFERENCE, "the bf16 reference")
+    exact, _ = forward(cell, as_float64(problem), training=False)
+    _check(got, exact, BF16_VS_FLOAT64, "float64")
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_bf16_differs_from_float32_by_the_rounding(cell):
+    """The mode is on: its result is not float32's, and the reference's bf16
+    and float32 results differ by as much (a check that cannot pass by
+    ignoring the keyword)."""
+    problem = random_problem(20, 4, 16, 32, np.float32, cell=cell, seed=3)
+    bf16, _ = forward(cell, problem, training=False, compute_dtype="bfloat16")
+    f32, _ = forward(cell, problem, training=False)
+    assert np.abs(bf16["out"] - f32["out"]).max() > 1e-4
+
+
+@pytest.mark.parametrize("backend", ["numpy", "cython"])
+def test_inputs_are_not_modified(backend):
+    if backend not in fastrnn.available_backends():
+        pytest.skip(f"{backend} unavailable")
+    problem = random_problem(6, 3, 5, 7, np.float32, cell="lstm")
+    copies = {k: v.copy() for k, v in problem.items() if isinstance(v, np.ndarray)}
+    forward("lstm", problem, backend, training=False, compute_dtype="bfloat16")
+    for k, v in copies.items():
+        np.testing.assert_array_equal(problem[k], v)
+
+
+def test_ml_dtypes_bfloat16_names_the_mode():
+    ml_dtypes = pytest.importorskip("ml_dtypes", reason="ml_dtypes is not installed")
+    problem = random_problem(5, 2, 3, 4, np.float32)
+    a, _ = forward("rnn", problem, training=False, compute_dtype=ml_dtypes.bfloat16)
+    b, _ = forward("rnn", problem, training=False, compute_dtype="bfloat16")
+    np.testing.assert_array_equal(a["out"], b["out"])
+
+
+@pytest.mark.parametrize("kwargs, error, says", [
+    (dict(compute_dtype="bfloat16", dtype=np.float64), ValueError, "needs float32 arrays"),
+    (dict(compute_dtype="bfloat16", training=True), ValueError, "training=False"),
+    (dict(compute_dtype="float16"), ValueError, "compute_dtype must be None, 'bfloat16'"),
+    (dict(compute_dtype="float64"), ValueError, "compute_dtype must be None, 'bfloat16'"),
+    (dict(compute_dtype=3), TypeError, "compute_dtype must be None"),
+    (dict(compute_dtype="bfloat16", backend="numba"), ValueError, "runs on the cython backend"),
+])
+def test_bad_compute_dtype_is_refused(kwargs, error, says):
+    kwargs = dict(kwargs)
+    dtype = kwargs.pop("dtype", np.float32)
+    kwargs.setdefault("training", False)
+    problem = random_problem(4, 2, 3, 5, dtype, cell="gru")
+    if kwargs.get("backend") == "numba" and "numba" not in fastrnn.available_backends():
+        pytest.skip("numba unavailable")
+    with pytest.raises(error, match=says):
+        fastrnn.gru_forward(**problem, **kwargs)
+
+
+def test_naming_the_arrays_own_dtype_is_the_plain_computation():
+    problem = random_problem(4, 2, 3, 5, np.float32, cell="gru")
+    a, _ = forward("gru", problem, training=False, compute_dtype="float32")
+    b, _ = forward("gru", problem, training=False)
+    np.testing.assert_array_equal(a["out"], b["out"])
