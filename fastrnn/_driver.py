@@ -104,6 +104,7 @@ def forward(p, training, backend, copy_x, bf16):
         return out, {finals}, None
     cache = ForwardCache("{cell}", backend, lengths=lengths, has_b_ih=b_ih is not None,
                          has_b_hh=b_hh is not None, options=options,
+                         compute="bfloat16" if bf16 else None,
                          arrays={cached})
     return cache.read_only_out(), {finals}, cache
 '''
@@ -122,6 +123,7 @@ def backward(upstream, cache):
 {read_upstream}
 {option_args}
     GH = {G} * H
+    bf16 = cache.compute == "bfloat16"
     use_blas = _tuning.use_blas(cache.backend, B, GH, H)
     num_threads = _tuning.engine_threads(cache.backend, B, I, H, GH, get_num_threads())
     TS = _tuning.workspace_steps(cache.backend, T, B)

@@ -125,7 +125,7 @@ CELLS = {cell.name: cell for cell in (
             {"work": ("B", "GH")}),
         backward=Kernel(
             "backward",
-            "x2d W_ih W_hh h0 out d_out d_h_n lengths relu use_blas num_threads"
+            "x2d W_ih W_hh h0 out d_out d_h_n lengths relu bf16 use_blas num_threads"
             "  da work dx2d dh0 dW_ih dW_hh db",
             {"da": ("TS", "B", "GH"), "work": ("B", "H"), "db": ("GH",)}),
         bias_grads=("db", "db"),
@@ -141,7 +141,7 @@ CELLS = {cell.name: cell for cell in (
             {"gates": ("T", "B", "GH"), "work": ("B", "GH"), "c": ("T", "B", "H")}),
         backward=Kernel(
             "backward",
-            "x2d W_ih W_hh h0 c0 out c gates d_out d_h_n d_c_n lengths use_blas num_threads"
+            "x2d W_ih W_hh h0 c0 out c gates d_out d_h_n d_c_n lengths bf16 use_blas num_threads"
             "  da work dx2d dh0 dc0 dW_ih dW_hh db",
             {"da": ("TS", "B", "GH"), "work": ("B", "H"), "db": ("GH",)}),
         bias_grads=("db", "db"),
@@ -158,7 +158,7 @@ CELLS = {cell.name: cell for cell in (
             {"gates": ("T", "B", "GH"), "work": ("B", "GH"), "hn": ("T", "B", "H")}),
         backward=Kernel(
             "backward",
-            "x2d W_ih W_hh h0 out gates hn d_out d_h_n lengths use_blas num_threads"
+            "x2d W_ih W_hh h0 out gates hn d_out d_h_n lengths bf16 use_blas num_threads"
             "  da_x da_h work dx2d dh0 dW_ih dW_hh db_ih db_hh",
             {"da_x": ("TS", "B", "GH"), "da_h": ("TS", "B", "GH"), "work": ("B", "H"),
              "db_ih": ("GH",), "db_hh": ("GH",)}),

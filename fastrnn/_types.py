@@ -44,7 +44,8 @@ class ForwardCache:
     saved: out (T, B, H), and for the gated cells the activated gates
     (T, B, G*H) and the LSTM's c_t or the GRU's W_hn h_{t-1} + b_hn, each
     (T, B, H).  Options and arrays also read as attributes (``cache.out``,
-    ``cache.nonlinearity``).
+    ``cache.nonlinearity``).  ``compute``: None, or "bfloat16" when the
+    forward's products ran in bfloat16 (its backward's do too).
 
     Every array in it is owned by the cache (copied from the caller's inputs,
     or produced by the forward), so changing an input after the forward
@@ -55,16 +56,18 @@ class ForwardCache:
     backward accepts any backend's cache.
     """
 
-    __slots__ = ("cell", "backend", "lengths", "has_b_ih", "has_b_hh", "options", "arrays")
+    __slots__ = ("cell", "backend", "lengths", "has_b_ih", "has_b_hh", "options", "arrays",
+                 "compute")
 
-    def __init__(self, cell, backend, *, lengths, has_b_ih, has_b_hh, options, arrays):
+    def __init__(self, cell, backend, *, lengths, has_b_ih, has_b_hh, options, arrays,
+                 compute=None):
         # Read-only once made (its mappings too): a backward trusts what it
         # holds, so an edited cache is refused rather than read out of bounds
         # (and _validation.check_backward checks it again before any kernel).
         for name, value in (("cell", cell), ("backend", backend), ("lengths", lengths),
                             ("has_b_ih", has_b_ih), ("has_b_hh", has_b_hh),
                             ("options", MappingProxyType(dict(options))),
-                            ("arrays", MappingProxyType(dict(arrays)))):
+                            ("arrays", MappingProxyType(dict(arrays))), ("compute", compute)):
             object.__setattr__(self, name, value)
 
     def __setattr__(self, name, value):
@@ -76,7 +79,7 @@ class ForwardCache:
 
     def __reduce__(self):  # pickle and copy: the mappings as plain dicts
         return (_rebuild, (self.cell, self.backend, self.lengths, self.has_b_ih, self.has_b_hh,
-                           dict(self.options), dict(self.arrays)))
+                           dict(self.options), dict(self.arrays), self.compute))
 
     def read_only_out(self):
         """``out`` as handed to the caller: a read-only view, since the cache holds it."""
@@ -90,9 +93,9 @@ class ForwardCache:
                 f"H={self.W_hh.shape[1]}, dtype={self.x.dtype})")
 
 
-def _rebuild(cell, backend, lengths, has_b_ih, has_b_hh, options, arrays):
+def _rebuild(cell, backend, lengths, has_b_ih, has_b_hh, options, arrays, compute=None):
     return ForwardCache(cell, backend, lengths=lengths, has_b_ih=has_b_ih, has_b_hh=has_b_hh,
-                        options=options, arrays=arrays)
+                        options=options, arrays=arrays, compute=compute)
 
 
 def _field(name):

@@ -131,7 +131,7 @@ def check_dtype(dtype):
     return dtype
 
 
-def check_compute_dtype(compute_dtype, dtype, training):
+def check_compute_dtype(compute_dtype, dtype):
     """The forward's ``compute_dtype``: True for bfloat16 products, False for
     the products in x's own dtype (None, or that dtype named)."""
     if compute_dtype is None:
@@ -146,9 +146,6 @@ def check_compute_dtype(compute_dtype, dtype, training):
         if dtype != np.float32:
             raise ValueError(f"compute_dtype='bfloat16' needs float32 arrays (bf16 products, "
                              f"float32 accumulation, state and outputs), got {dtype}")
-        if training:
-            raise ValueError("compute_dtype='bfloat16' runs inference only so far: pass "
-                             "training=False (bf16 BPTT is not built yet)")
         return True
     if name == dtype.name:
         return False
@@ -306,6 +303,8 @@ def _check_cache(cell, cache):
         check_options(cell, cache.options)
     if cache.backend not in BACKENDS:
         raise ValueError(f"cache is damaged: backend {cache.backend!r}")
+    if cache.compute is not None and (cache.compute != "bfloat16" or dtype != np.float32):
+        raise ValueError(f"cache is damaged: compute {cache.compute!r} with {dtype} arrays")
     return T, B, H, dtype
 
 

@@ -44,10 +44,11 @@ def rnn_forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, *, nonlinearity="tanh",
         None uses the default (``fastrnn.get_default_backend()``).
     compute_dtype : None or "bfloat16"
         The precision of the products.  None: x's dtype.  ``"bfloat16"``
-        (float32 arrays, ``training=False``; the Cython backend and the
-        reference): the products read x, the weights and h_{t-1} rounded to
-        bfloat16 (nearest even) and accumulate in float32; the bias, the
-        gates, the states and every result stay float32.  On CPUs with
+        (float32 arrays; the Cython backend and the reference): the products
+        read x, the weights and h_{t-1} rounded to bfloat16 (nearest even) and
+        accumulate in float32; the bias, the gates, the states and every
+        result stay float32.  The backward of such a forward does the same
+        for its products (the gradients of the pre-activations rounded).  On CPUs with
         AVX512_BF16 the products run on its units; elsewhere the bf16 values
         are widened to float32 (half the weight traffic).  The error this
         adds is documented in docs/precision.md.
@@ -81,7 +82,7 @@ def rnn_forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, *, nonlinearity="tanh",
     """
     p = check_forward("rnn", x, (h0,), W_ih, W_hh, b_ih, b_hh, lengths,
                       {"nonlinearity": nonlinearity})
-    bf16 = compute_dtype is not None and check_compute_dtype(compute_dtype, p.dtype, training)
+    bf16 = compute_dtype is not None and check_compute_dtype(compute_dtype, p.dtype)
     return _driver.forward(p, training, backend, bf16=bf16)
 
 
@@ -173,7 +174,7 @@ def lstm_forward(x, h0, c0, W_ih, W_hh, b_ih=None, b_hh=None, *, lengths=None, t
     ValueError naming the argument and the expected shape).
     """
     p = check_forward("lstm", x, (h0, c0), W_ih, W_hh, b_ih, b_hh, lengths, {})
-    bf16 = compute_dtype is not None and check_compute_dtype(compute_dtype, p.dtype, training)
+    bf16 = compute_dtype is not None and check_compute_dtype(compute_dtype, p.dtype)
     return _driver.forward(p, training, backend, bf16=bf16)
 
 
@@ -237,7 +238,7 @@ def gru_forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, *, lengths=None, traini
     Raises as :func:`fastrnn.rnn_forward` does.
     """
     p = check_forward("gru", x, (h0,), W_ih, W_hh, b_ih, b_hh, lengths, {})
-    bf16 = compute_dtype is not None and check_compute_dtype(compute_dtype, p.dtype, training)
+    bf16 = compute_dtype is not None and check_compute_dtype(compute_dtype, p.dtype)
     return _driver.forward(p, training, backend, bf16=bf16)
 
 

@@ -29,8 +29,11 @@ by gate, two bias vectors):
 bfloat16 compute (``compute_dtype="bfloat16"``, float32 arrays): every
 product reads its operands rounded to bfloat16 (round to nearest even:
 ``round_bf16``), x_t, h_{t-1} and the weights, and accumulates in float32;
-the bias, the gates, c and every result stay float32.  The kernels round at
-exactly these places.
+the bias, the gates, c and every result stay float32.  Its backward rounds
+the same way for its products (da_t W_hh, da_t W_ih, da_t^T x_t,
+da_t^T h_{t-1}: da_t, x_t, h_{t-1} and the weights rounded) and sums the
+bias gradients from da_t as it is.  The kernels round at exactly these
+places.
 
 The fast backends have the same signatures: ``from fastrnn import rnn_forward``
 replaces ``from fastrnn.reference import rnn_forward``.
@@ -60,11 +63,18 @@ def round_bf16(a):
     return rounded.astype(np.uint32).view(np.float32).reshape(a.shape)
 
 
-def _operands(compute_dtype, dtype, training):
+def _same(a):
+    return a
+
+
+def _operands(compute_dtype, dtype):
     """What a product does to its operands: round them to bfloat16, or nothing."""
-    if check_compute_dtype(compute_dtype, dtype, training):
-        return round_bf16
-    return lambda a: a
+    return round_bf16 if check_compute_dtype(compute_dtype, dtype) else _same
+
+
+def _compute(op):
+    """The cache's ``compute`` for the rounding ``op``."""
+    return "bfloat16" if op is round_bf16 else None
 
 
 def sigmoid(x):
@@ -97,7 +107,7 @@ def rnn_forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, *, nonlinearity="tanh",
     T, B, H, dtype = p.T, p.B, p.H, p.dtype
     x, W_ih, W_hh, lengths = p.x, p.W_ih, p.W_hh, p.lengths
     b = _zeros_if_none(p.b_ih, H, dtype) + _zeros_if_none(p.b_hh, H, dtype)
-    op = _operands(compute_dtype, dtype, training)  # the products' operands
+    op = _operands(compute_dtype, dtype)  # the products' operands
     Wi, Wh = op(W_ih), op(W_hh)
 
     h = _zeros_if_none(p.states[0], (B, H), dtype).copy()
@@ -118,7 +128,7 @@ def rnn_forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, *, nonlinearity="tanh",
     if training:
         cache = ForwardCache(
             "rnn", "numpy", lengths=lengths, has_b_ih=p.b_ih is not None,
-            has_b_hh=p.b_hh is not None, options={"nonlinearity": nonlinearity},
+            has_b_hh=p.b_hh is not None, options={"nonlinearity": nonlinearity}, compute=_compute(op),
             arrays=dict(x=_own(x), h0=h0, W_ih=_own(W_ih), W_hh=_own(W_hh), out=out))
         out = cache.read_only_out()
     return out, h, cache
@@ -133,6 +143,8 @@ def rnn_backward(d_out, d_h_n, cache):
     T, B, H = out.shape
     dtype = x.dtype
     d_out = _zeros_if_none(d_out, (T, B, H), dtype)
+    op = round_bf16 if cache.compute else _same  # the products' operands
+    Wi, Wh = op(W_ih), op(W_hh)
 
     dx = np.zeros_like(x)
     dW_ih = np.zeros_like(W_ih)
@@ -147,11 +159,11 @@ def rnn_backward(d_out, d_h_n, cache):
         if lengths is not None:
             running = (t < lengths)[:, None]
             da = np.where(running, da, 0)
-        dW_ih += da.T @ x[t]
-        dW_hh += da.T @ h_prev
+        dW_ih += op(da).T @ op(x[t])
+        dW_hh += op(da).T @ op(h_prev)
         db += da.sum(axis=0)
-        dx[t] = da @ W_ih
-        dh_prev = da @ W_hh
+        dx[t] = op(da) @ Wi
+        dh_prev = op(da) @ Wh
         dh = dh_prev if lengths is None else np.where(running, dh_prev, dh)
 
     return make_grads(cache, dx, dh, dW_ih, dW_hh, db_ih=db, db_hh=db)  # dh is now dL/dh0
@@ -172,7 +184,7 @@ def lstm_forward(x, h0, c0, W_ih, W_hh, b_ih=None, b_hh=None, *, lengths=None, t
     T, B, H, dtype = p.T, p.B, p.H, p.dtype
     x, W_ih, W_hh, lengths = p.x, p.W_ih, p.W_hh, p.lengths
     b = _zeros_if_none(p.b_ih, 4 * H, dtype) + _zeros_if_none(p.b_hh, 4 * H, dtype)
-    op = _operands(compute_dtype, dtype, training)
+    op = _operands(compute_dtype, dtype)
     Wi, Wh = op(W_ih), op(W_hh)
 
     h = _zeros_if_none(p.states[0], (B, H), dtype).copy()
@@ -197,7 +209,7 @@ def lstm_forward(x, h0, c0, W_ih, W_hh, b_ih=None, b_hh=None, *, lengths=None, t
     if training:
         cache = ForwardCache(
             "lstm", "numpy", lengths=lengths, has_b_ih=p.b_ih is not None,
-            has_b_hh=p.b_hh is not None, options={},
+            has_b_hh=p.b_hh is not None, options={}, compute=_compute(op),
             arrays=dict(x=_own(x), h0=h0, c0=c0, W_ih=_own(W_ih), W_hh=_own(W_hh), out=out,
                         gates=gates, c=cs))
         out = cache.read_only_out()
@@ -218,6 +230,8 @@ def lstm_backward(d_out, d_h_n, d_c_n, cache):
     T, B, H = out.shape
     dtype = x.dtype
     d_out = _zeros_if_none(d_out, (T, B, H), dtype)
+    op = round_bf16 if cache.compute else _same
+    Wi, Wh = op(W_ih), op(W_hh)
 
     dx = np.zeros_like(x)
     dW_ih = np.zeros_like(W_ih)
@@ -236,11 +250,11 @@ def lstm_backward(d_out, d_h_n, d_c_n, cache):
                              dc_total * i * (1 - g * g), dh_total * tc * o * (1 - o)], axis=1)
         running = _running(t, lengths, B)
         da = np.where(running, da, 0)
-        dW_ih += da.T @ x[t]
-        dW_hh += da.T @ h_prev
+        dW_ih += op(da).T @ op(x[t])
+        dW_hh += op(da).T @ op(h_prev)
         db += da.sum(axis=0)
-        dx[t] = da @ W_ih
-        dh = np.where(running, da @ W_hh, dh)
+        dx[t] = op(da) @ Wi
+        dh = np.where(running, op(da) @ Wh, dh)
         dc = np.where(running, dc_total * f, dc)
 
     return make_grads(cache, dx, dh, dc, dW_ih, dW_hh, db_ih=db, db_hh=db)
@@ -257,7 +271,7 @@ def gru_forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, *, lengths=None, traini
     x, W_ih, W_hh, lengths = p.x, p.W_ih, p.W_hh, p.lengths
     b_ih = _zeros_if_none(p.b_ih, 3 * H, dtype)
     b_hh = _zeros_if_none(p.b_hh, 3 * H, dtype)
-    op = _operands(compute_dtype, dtype, training)
+    op = _operands(compute_dtype, dtype)
     Wi, Wh = op(W_ih), op(W_hh)
 
     h = _zeros_if_none(p.states[0], (B, H), dtype).copy()
@@ -281,7 +295,7 @@ def gru_forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, *, lengths=None, traini
     if training:
         cache = ForwardCache(
             "gru", "numpy", lengths=lengths, has_b_ih=p.b_ih is not None,
-            has_b_hh=p.b_hh is not None, options={},
+            has_b_hh=p.b_hh is not None, options={}, compute=_compute(op),
             arrays=dict(x=_own(x), h0=h0, W_ih=_own(W_ih), W_hh=_own(W_hh), out=out,
                         gates=gates, hn=hns))
         out = cache.read_only_out()
@@ -303,6 +317,8 @@ def gru_backward(d_out, d_h_n, cache):
     T, B, H = out.shape
     dtype = x.dtype
     d_out = _zeros_if_none(d_out, (T, B, H), dtype)
+    op = round_bf16 if cache.compute else _same
+    Wi, Wh = op(W_ih), op(W_hh)
 
     dx = np.zeros_like(x)
     dW_ih = np.zeros_like(W_ih)
@@ -320,11 +336,11 @@ def gru_backward(d_out, d_h_n, cache):
         running = _running(t, lengths, B)
         da_x = np.where(running, np.concatenate([dr, dz, dn], axis=1), 0)
         da_h = np.where(running, np.concatenate([dr, dz, dn * r], axis=1), 0)
-        dW_ih += da_x.T @ x[t]
-        dW_hh += da_h.T @ h_prev
+        dW_ih += op(da_x).T @ op(x[t])
+        dW_hh += op(da_h).T @ op(h_prev)
         db_ih += da_x.sum(axis=0)
         db_hh += da_h.sum(axis=0)
-        dx[t] = da_x @ W_ih
-        dh = np.where(running, dh_total * z + da_h @ W_hh, dh)
+        dx[t] = op(da_x) @ Wi
+        dh = np.where(running, dh_total * z + op(da_h) @ Wh, dh)
 
     return make_grads(cache, dx, dh, dW_ih, dW_hh, db_ih=db_ih, db_hh=db_hh)

@@ -52,11 +52,14 @@ cdef void _weight_gradients_part(const floating[:, ::1] x2d, const floating[:, :
                                  Py_ssize_t t0, Py_ssize_t t1, bint add,
                                  floating[:, ::1] dx2d, floating[:, ::1] dW_ih,
                                  floating[:, ::1] dW_hh, floating* db_ih,
-                                 floating* db_hh, int part, int parts) noexcept nogil:
+                                 floating* db_hh, int part, int parts,
+                                 const floating* sum_x, const floating* sum_h) noexcept nogil:
     """Share ``part`` of ``parts`` of the products below for steps t0..t1-1,
     whose da_x, da_h rows are the first (t1 - t0) * B of theirs: rows of dx2d,
     and rows of dW_ih, dW_hh and entries of the bias gradients, added to what
-    they hold when ``add``."""
+    they hold when ``add``.  The bias gradients sum sum_x, sum_h (da_x, da_h
+    but in bf16 compute, whose products read da rounded and whose sums read
+    it as it is)."""
     cdef Py_ssize_t B = out.shape[1], H = out.shape[2], I = x2d.shape[1]
     cdef Py_ssize_t GH = dW_ih.shape[0], rows = (t1 - t0) * B
     cdef Py_ssize_t r0 = rows * part // parts, r1 = rows * (part + 1) // parts
@@ -86,9 +89,9 @@ cdef void _weight_gradients_part(const floating[:, ::1] x2d, const floating[:, :
         _gemm(True, False, <int>(m1 - m0), <int>H, <int>rows,
               1, da_h + m0, <int>GH, &out[t0 - 1, 0, 0], <int>H,
               beta, &dW_hh[m0, 0], <int>H)
-    _column_sums(da_x, rows, GH, db_ih, m0, m1, add)
+    _column_sums(sum_x, rows, GH, db_ih, m0, m1, add)
     if db_hh != db_ih:
-        _column_sums(da_h, rows, GH, db_hh, m0, m1, add)
+        _column_sums(sum_h, rows, GH, db_hh, m0, m1, add)
 
 
 cdef void _weight_gradients(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
@@ -131,10 +134,10 @@ cdef void _weight_gradients(const floating[:, ::1] x2d, const floating[:, ::1] W
     """
     if num_threads == 1 or _blas_local == NULL:
         _weight_gradients_part(x2d, W_ih, h0, out, da_x, da_h, t0, t1, add, dx2d, dW_ih, dW_hh,
-                               db_ih, db_hh, 0, 1)
+                               db_ih, db_hh, 0, 1, da_x, da_h)
         return
     with parallel(num_threads=num_threads):
         _blas_local(1)
         _weight_gradients_part(x2d, W_ih, h0, out, da_x, da_h, t0, t1, add, dx2d, dW_ih, dW_hh,
-                               db_ih, db_hh, threadid(), fastrnn_team_size())
+                               db_ih, db_hh, threadid(), fastrnn_team_size(), da_x, da_h)
     _blas_local(pool)

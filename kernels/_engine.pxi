@@ -33,6 +33,7 @@
 # first): each chunk's steps, then a phase in which the same threads share
 # dW_ih, dW_hh, dx and the bias sums of its rows as BLAS GEMMs (_common.pxi's
 # _weight_gradients_part), so that it keeps only a chunk of da.
+from cython.view cimport array as cvarray
 from libc.stdint cimport uint16_t
 from libc.stdlib cimport calloc
 from libc.string cimport memcpy
@@ -64,6 +65,8 @@ cdef extern from "engine.h" nogil:
     void fastrnn_tile_f64(const double* A, long lda, int mr, const double* P, long K, int nv,
                           double* C, int add)
     void fastrnn_to_bf16(const float* src, long n, uint16_t* dst)
+    void fastrnn_round_bf16(const float* src, long n, float* dst)
+    int fastrnn_has_dpbf16()
     void fastrnn_pack_panel_bf16(const float* src, long sk, long sn, long K, long G, long H,
                                  long u, long p, uint16_t* P)
     void fastrnn_tile_bf16(const uint16_t* A, long lda, int mr, const uint16_t* P, long K,
@@ -332,17 +335,21 @@ cdef void _forward_worker(fastrnn_steps* steps, int tid, Py_ssize_t n_phases,
                           floating* P_ih, floating* P_hh, floating* gates, floating* hbuf,
                           floating* out, floating* state, floating* saved,
                           const floating* extra, int flag, uint16_t* xb, uint16_t* hb,
-                          Py_ssize_t I2, Py_ssize_t H2) noexcept nogil:
+                          Py_ssize_t I2, Py_ssize_t H2, floating* xr,
+                          floating* hr) noexcept nogil:
     """One thread's share of a forward: items until the counter runs out.
 
     Phase 0 packs the panels; then each chunk of ``chunk`` steps is a phase
     projecting the chunk's inputs into ``gates``, followed by one phase per step.
     Step t's gates and saved values are row t % ring of theirs.
 
-    bf16 compute when ``hb`` is not NULL: P_ih and P_hh then hold bf16 pair
-    panels (cast to uint16_t*), phase 0 also rounds x into xb (T*B, I2), and
-    each step rounds its h_t into hb's other half (two (B, H2) halves), the
-    A operands of the products; I2, H2 are I, H rounded up to even.
+    bf16 compute on the pair tiles (vdpbf16ps) when ``hb`` is not NULL: P_ih
+    and P_hh then hold bf16 pair panels (cast to uint16_t*), phase 0 also
+    rounds x into xb (T*B, I2), and each step rounds its h_t into hb's other
+    half (two (B, H2) halves), the A operands of the products; I2, H2 are I,
+    H rounded up to even.  bf16 compute on float32 tiles when ``hr`` is not
+    NULL (a level without vdpbf16ps): the panels' values are rounded in
+    place, x into xr (T*B, I), each h_t into hr's other half (two (B, H)).
     """
     cdef Py_ssize_t GH = G * H, NR = G * u, n_panels = (H + u - 1) // u
     cdef Py_ssize_t n_items = (n_panels + per_item - 1) // per_item
@@ -355,7 +362,8 @@ cdef void _forward_worker(fastrnn_steps* steps, int tid, Py_ssize_t n_phases,
     cdef floating* h_next
     cdef const floating* panel
     cdef _SignalClock clock = [0, 1, 1]
-    cdef bint bf16 = hb != NULL
+    cdef bint bf16 = hb != NULL, rounded = hr != NULL
+    cdef const floating* x_op = xr if rounded else x2d  # what the input products read
     cdef uint16_t* Pb_ih = <uint16_t*>P_ih
     cdef uint16_t* Pb_hh = <uint16_t*>P_hh
     for phase in range(n_phases):
@@ -381,6 +389,12 @@ cdef void _forward_worker(fastrnn_steps* steps, int tid, Py_ssize_t n_phases,
                     # W_ih^T (I, G*H) and W_hh^T (H, G*H), this panel of each.
                     _pack_panel(W_ih, 1, I, I, G, H, u, p, P_ih + p * I * NR)
                     _pack_panel(W_hh, 1, H, H, G, H, u, p, P_hh + p * H * NR)
+                    if floating is float:
+                        if rounded:
+                            fastrnn_round_bf16(P_ih + p * I * NR, I * NR, P_ih + p * I * NR)
+                            fastrnn_round_bf16(P_hh + p * H * NR, H * NR, P_hh + p * H * NR)
+                            for row in range(p * T * B // n_panels, (p + 1) * T * B // n_panels):
+                                fastrnn_round_bf16(x2d + row * I, I, xr + row * I)
                 elif (phase - 1) % (chunk + 1) == 0:
                     # The input term of the chunk's steps, for this panel's units.
                     first = ((phase - 1) // (chunk + 1)) * chunk
@@ -394,7 +408,7 @@ cdef void _forward_worker(fastrnn_steps* steps, int tid, Py_ssize_t n_phases,
                                 _product_bf16(xb + (first * B + r0) * I2, I2, mr,
                                               Pb_ih + p * I2 * NR, I2 // 2, nv, NR, acc)
                             else:
-                                _product(x2d + (first * B + r0) * I, I, mr, panel, I, nv, NR, acc)
+                                _product(x_op + (first * B + r0) * I, I, mr, panel, I, nv, NR, acc)
                         else:
                             _product(x2d + (first * B + r0) * I, I, mr, panel, I, nv, NR, acc)
                         for r in range(mr):
@@ -417,6 +431,9 @@ cdef void _forward_worker(fastrnn_steps* steps, int tid, Py_ssize_t n_phases,
                                 if bf16:
                                     _product_bf16(hb + (t % 2) * B * H2 + r0 * H2, H2, mr,
                                                   Pb_hh + p * H2 * NR, H2 // 2, nv, NR, acc)
+                                elif rounded:
+                                    _product(hr + (t % 2) * B * H + r0 * H, H, mr, panel, H, nv,
+                                             NR, acc)
                                 else:
                                     _product(h_prev + r0 * H, H, mr, panel, H, nv, NR, acc)
                             else:
@@ -433,6 +450,9 @@ cdef void _forward_worker(fastrnn_steps* steps, int tid, Py_ssize_t n_phases,
                                     if bf16:
                                         fastrnn_to_bf16(h_next + b * H + j0, nu,
                                                         hb + ((t + 1) % 2) * B * H2 + b * H2 + j0)
+                                    elif rounded:
+                                        fastrnn_round_bf16(h_next + b * H + j0, nu,
+                                                           hr + ((t + 1) % 2) * B * H + b * H + j0)
                             r0 += mr
             fastrnn_steps_done(steps)
         if main_thread and _check_now(&clock) and _interrupted():
@@ -477,13 +497,18 @@ cdef int _engine_forward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih
     cdef Py_ssize_t I2 = I + I % 2, H2 = H + H % 2
     cdef uint16_t* xb = NULL
     cdef uint16_t* hb = NULL
+    cdef floating* xr = NULL
+    cdef floating* hr = NULL
+    # bf16 on the pair tiles where the level has vdpbf16ps, else on float32
+    # tiles of rounded values (engine.h, "bfloat16 products").
+    cdef bint pairs = bf16 and fastrnn_has_dpbf16()
     cdef Py_ssize_t b
     if floating is double:
-        bf16 = False
+        bf16 = pairs = False
     if not bf16 and (T <= _UNPACKED_MAX_STEPS or T * B <= _UNPACKED_MAX_ROWS):
         return _forward_unpacked(x2d, W_ih, W_hh, bias, h0, lengths, gates, ring, out, state,
                                  saved, extra, flag, h_n, num_threads, _pool_threads())
-    if bf16:
+    if pairs:
         P_ih = <floating*>malloc(n_panels * I2 * G * u * sizeof(uint16_t))
         P_hh = <floating*>malloc(n_panels * H2 * G * u * sizeof(uint16_t))
         xb = <uint16_t*>calloc(T * B * I2, sizeof(uint16_t))
@@ -491,25 +516,31 @@ cdef int _engine_forward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih
     else:
         P_ih = <floating*>malloc(n_panels * I * G * u * sizeof(floating))
         P_hh = <floating*>malloc(n_panels * H * G * u * sizeof(floating))
+        if bf16:
+            xr = <floating*>malloc(T * B * I * sizeof(floating))
+            hr = <floating*>malloc(2 * B * H * sizeof(floating))
     hbuf = <floating*>malloc(2 * B * H * sizeof(floating))
     claims = <long*>malloc(n_items * sizeof(long))
     try:
         if (P_ih == NULL or P_hh == NULL or hbuf == NULL or claims == NULL
-                or bf16 and (xb == NULL or hb == NULL)):
+                or pairs and (xb == NULL or hb == NULL)
+                or bf16 and not pairs and (xr == NULL or hr == NULL)):
             raise MemoryError()
         with nogil:
             memcpy(hbuf, &h0[0, 0], B * H * sizeof(floating))
             if floating is float:
-                if bf16:
+                if pairs:
                     for b in range(B):
                         fastrnn_to_bf16(&h0[b, 0], H, hb + b * H2)
+                elif bf16:
+                    fastrnn_round_bf16(&h0[0, 0], B * H, hr)
             fastrnn_steps_init(&steps, n_items, claims)
             with parallel(num_threads=num_threads):
                 _forward_worker(&steps, threadid(), 1 + n_chunks * (chunk + 1),
                                 T, B, I, H, G, u, nv, per_item, chunk, ring,
                                 &x2d[0, 0], &W_ih[0, 0], &W_hh[0, 0], &bias[0], &lengths[0],
                                 P_ih, P_hh, gates, hbuf, out, state, saved, extra, flag,
-                                xb, hb, I2, H2)
+                                xb, hb, I2, H2, xr, hr)
             memcpy(&h_n[0, 0], hbuf + (T % 2) * B * H, B * H * sizeof(floating))
         if steps.abort:
             _raise_pending()
@@ -520,10 +551,21 @@ cdef int _engine_forward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih
         free(claims)
         free(xb)
         free(hb)
+        free(xr)
+        free(hr)
     return 0
 
 
 # ---- backward ----------------------------------------------------------------
+
+cdef struct _Bf16Backward:
+    # The backward's bf16 operands (_engine_backward): rounded copies of the
+    # da workspace (ring, B, G*H) as float32, and where the level has
+    # vdpbf16ps the same da_h as bf16 rows of even length (else NULL).
+    float* da_xr
+    float* da_hr
+    uint16_t* da_hb
+
 
 cdef void _backward_worker(fastrnn_steps* steps, int tid, Py_ssize_t ring, bint share_blas,
                            Py_ssize_t T, Py_ssize_t B, Py_ssize_t H, Py_ssize_t G,
@@ -537,7 +579,7 @@ cdef void _backward_worker(fastrnn_steps* steps, int tid, Py_ssize_t ring, bint 
                            const floating[:, ::1] h0, const floating[:, :, ::1] out,
                            floating[:, ::1] dx2d, floating[:, ::1] dW_ih,
                            floating[:, ::1] dW_hh, floating* db_ih,
-                           floating* db_hh) noexcept nogil:
+                           floating* db_hh, _Bf16Backward* q) noexcept nogil:
     """One thread's share of a backward.  Phase 0 packs W_hh's panels; then
     for each chunk of ``ring`` steps, the last chunk first, a phase per step
     t from the chunk's last step down to its first (and in chunk 0 on to
@@ -547,7 +589,14 @@ cdef void _backward_worker(fastrnn_steps* steps, int tid, Py_ssize_t ring, bint 
     which threads 0..parts-1 each run their share of the GEMMs (and count
     their own items done): every thread of the team when ``share_blas``
     (each with OpenBLAS kept to its own thread, as in _weight_gradients; a
-    team of one too), else thread 0 with BLAS's own threads."""
+    team of one too), else thread 0 with BLAS's own threads.
+
+    bf16 compute when ``q`` is not NULL (_Bf16Backward): the products read
+    bf16 operands, as in _forward_worker (pair panels of W_hh and a bf16 copy
+    of each step's da_h where the level has vdpbf16ps, else a float32 panel
+    and copies of rounded values); the weight gradients' GEMMs read the
+    rounded da and the rounded x2d, W_ih, h0, out that the caller passes
+    (those four are read by nothing else here), the bias sums the float32 da."""
     cdef Py_ssize_t GH = G * H, n_panels = (H + u - 1) // u
     cdef Py_ssize_t n_items = (n_panels + per_item - 1) // per_item
     cdef Py_ssize_t n_chunks = (T + ring - 1) // ring, chunk, t0, t1, t_stop
@@ -560,6 +609,14 @@ cdef void _backward_worker(fastrnn_steps* steps, int tid, Py_ssize_t ring, bint 
     cdef const floating* prev
     cdef _SignalClock clock = [0, 1, 1]
     cdef int parts = <int>min(team, n_items) if share_blas else 1
+    cdef bint bf16 = q != NULL, pairs = bf16 and q.da_hb != NULL
+    cdef Py_ssize_t GH2 = GH + GH % 2, kk
+    cdef uint16_t* Pb = <uint16_t*>P
+    cdef floating* da_xr = da_x
+    cdef floating* da_hr = da_h
+    if floating is float:
+        if bf16:
+            da_xr, da_hr = q.da_xr, q.da_hr
     if share_blas:
         _blas_local(1)
     # Phase 0: W_hh (G*H, H) as it is, one block of H columns, into panels.
@@ -568,7 +625,14 @@ cdef void _backward_worker(fastrnn_steps* steps, int tid, Py_ssize_t ring, bint 
     for item in range(n_items):
         if fastrnn_steps_claim(steps, item, phase):
             for p in range(item * per_item, min((item + 1) * per_item, n_panels)):
+                if floating is float:
+                    if pairs:
+                        fastrnn_pack_panel_bf16(W_hh, H, 1, GH, 1, H, u, p, Pb + p * GH2 * u)
+                        continue
                 _pack_panel(W_hh, H, 1, GH, 1, H, u, p, P + p * GH * u)
+                if floating is float:
+                    if bf16:
+                        fastrnn_round_bf16(P + p * GH * u, GH * u, P + p * GH * u)
             fastrnn_steps_done(steps)
     for chunk in range(n_chunks - 1, -1, -1):
         t0 = chunk * ring
@@ -594,8 +658,17 @@ cdef void _backward_worker(fastrnn_steps* steps, int tid, Py_ssize_t ring, bint 
                         r0 = 0
                         while r0 < B:
                             mr = min(ROW_BLOCK, B - r0)
-                            _product(da_h + (((t + 1) % ring) * B + r0) * GH, GH, mr, panel,
-                                     GH, nv, u, acc)
+                            if floating is float:
+                                if pairs:
+                                    _product_bf16(q.da_hb + (((t + 1) % ring) * B + r0) * GH2,
+                                                  GH2, mr, Pb + p * GH2 * u, GH2 // 2, nv, u,
+                                                  acc)
+                                else:
+                                    _product(da_hr + (((t + 1) % ring) * B + r0) * GH, GH, mr,
+                                             panel, GH, nv, u, acc)
+                            else:
+                                _product(da_h + (((t + 1) % ring) * B + r0) * GH, GH, mr, panel,
+                                         GH, nv, u, acc)
                             for r in range(mr):
                                 b = r0 + r
                                 if t + 1 < lengths[b]:
@@ -613,6 +686,17 @@ cdef void _backward_worker(fastrnn_steps* steps, int tid, Py_ssize_t ring, bint 
                                            d_out + tb * H + j0, dh + b * H + j0,
                                            _offset(dc, b * H + j0), da_x + sb * GH + j0,
                                            da_h + sb * GH + j0, flag)
+                            if floating is float:
+                                if bf16:
+                                    # the products' operands: this step's da, rounded
+                                    for kk in range(G):
+                                        k = sb * GH + kk * H + j0
+                                        fastrnn_round_bf16(da_h + k, nu, da_hr + k)
+                                        if da_x != da_h:
+                                            fastrnn_round_bf16(da_x + k, nu, da_xr + k)
+                                        if pairs:
+                                            fastrnn_to_bf16(da_h + k, nu,
+                                                            q.da_hb + sb * GH2 + kk * H + j0)
                 fastrnn_steps_done(steps)
             if main_thread and _check_now(&clock) and _interrupted():
                 fastrnn_steps_abort(steps)
@@ -623,8 +707,9 @@ cdef void _backward_worker(fastrnn_steps* steps, int tid, Py_ssize_t ring, bint 
         if not fastrnn_steps_wait(steps, phase):
             return
         if tid < parts:
-            _weight_gradients_part(x2d, W_ih, h0, out, da_x, da_h, t0, t1, chunk < n_chunks - 1,
-                                   dx2d, dW_ih, dW_hh, db_ih, db_hh, tid, parts)
+            # (in bf16, x2d, W_ih, h0 and out are the caller's rounded copies)
+            _weight_gradients_part(x2d, W_ih, h0, out, da_xr, da_hr, t0, t1, chunk < n_chunks - 1,
+                                   dx2d, dW_ih, dW_hh, db_ih, db_hh, tid, parts, da_x, da_h)
             for k in range(tid * n_items // parts, (tid + 1) * n_items // parts):
                 fastrnn_steps_done(steps)
         if main_thread and _check_now(&clock) and _interrupted():
@@ -641,7 +726,7 @@ cdef int _engine_backward(const floating[:, ::1] W_hh, const int64_t[::1] length
                           const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
                           const floating[:, ::1] h0, const floating[:, :, ::1] out,
                           floating[:, ::1] dx2d, floating[:, ::1] dW_ih, floating[:, ::1] dW_hh,
-                          floating* db_ih, floating* db_hh) except -1:
+                          floating* db_ih, floating* db_hh, bint bf16=False) except -1:
     """One BPTT.  On entry dh (B, H) holds dL/dh_n and dc (or NULL) dL/dc_n;
     on exit dL/dh0, dL/dc0, and dx2d, dW_ih, dW_hh, db_ih, db_hh (see
     _weight_gradients; db_hh is db_ih for the single-bias cells).
@@ -666,7 +751,12 @@ cdef int _engine_backward(const floating[:, ::1] W_hh, const int64_t[::1] length
     their own) the engine's threads parted and met again twice a chunk, and
     with another process keeping one core busy 2 threads took 1.26-1.40x
     the time of 1 thread (LSTM (16, 256) training, benches/busy_machine.py,
-    medians); in one region, 1.05-1.09x."""
+    medians); in one region, 1.05-1.09x.
+
+    bf16 (float32 only): every product reads bf16 operands (da, W_hh, W_ih,
+    x and h_{t-1} rounded to nearest even) and accumulates in float32; the
+    elementwise BPTT and the bias sums stay float32 (fastrnn.reference's
+    bf16 mode).  Always on the packed path, as the forward."""
     cdef Py_ssize_t T = d_out.shape[0], B = d_out.shape[1], H = d_out.shape[2]
     cdef Py_ssize_t G = W_hh.shape[0] // H, ring = da_x.shape[0]
     cdef int nv = 2
@@ -682,7 +772,13 @@ cdef int _engine_backward(const floating[:, ::1] W_hh, const int64_t[::1] length
     cdef fastrnn_steps steps
     cdef floating* P = NULL
     cdef long* claims = NULL
-    if T <= _UNPACKED_MAX_STEPS or T * B <= _UNPACKED_MAX_ROWS:
+    cdef _Bf16Backward q
+    cdef _Bf16Backward* bf = NULL
+    cdef bint pairs = False
+    cdef Py_ssize_t GH2 = G * H + (G * H) % 2, n_da = ring * B * G * H
+    if floating is double:
+        bf16 = False
+    if not bf16 and (T <= _UNPACKED_MAX_STEPS or T * B <= _UNPACKED_MAX_ROWS):
         solo = _solo(B, G * H, max(x2d.shape[1], H), num_threads, pool)
         if solo:
             _blas_local(1)
@@ -700,10 +796,25 @@ cdef int _engine_backward(const floating[:, ::1] W_hh, const int64_t[::1] length
             if solo:
                 _blas_local(pool)
         return 0
-    P = <floating*>malloc(n_panels * G * H * u * sizeof(floating))
+    if floating is float:
+        if bf16:
+            # The weight gradients' operands, rounded (the worker reads these
+            # four only there), and the rounded (and bf16) copies of da.
+            x2d, W_ih, h0, out = _rounded2(x2d), _rounded2(W_ih), _rounded2(h0), _rounded3(out)
+            pairs = fastrnn_has_dpbf16()
+            q.da_hr = <float*>malloc(n_da * sizeof(float))
+            q.da_xr = (q.da_hr if &da_x[0, 0, 0] == &da_h[0, 0, 0]
+                       else <float*>malloc(n_da * sizeof(float)))
+            q.da_hb = <uint16_t*>calloc(ring * B * GH2, sizeof(uint16_t)) if pairs else NULL
+            bf = &q
+    if pairs:
+        P = <floating*>malloc(n_panels * GH2 * u * sizeof(uint16_t))
+    else:
+        P = <floating*>malloc(n_panels * G * H * u * sizeof(floating))
     claims = <long*>malloc(n_items * sizeof(long))
     try:
-        if P == NULL or claims == NULL:
+        if (P == NULL or claims == NULL
+                or bf16 and (q.da_hr == NULL or q.da_xr == NULL or pairs and q.da_hb == NULL)):
             raise MemoryError()
         with nogil:
             fastrnn_steps_init(&steps, n_items, claims)
@@ -712,7 +823,7 @@ cdef int _engine_backward(const floating[:, ::1] W_hh, const int64_t[::1] length
                                  &W_hh[0, 0], &lengths[0], P, g_seq, saved, prev_seq, prev0,
                                  &d_out[0, 0, 0], &dh[0, 0], dc, &da_x[0, 0, 0],
                                  &da_h[0, 0, 0], flag, x2d, W_ih, h0, out, dx2d, dW_ih, dW_hh,
-                                 db_ih, db_hh)
+                                 db_ih, db_hh, bf)
             if share_blas:
                 _blas_local(pool)  # fastrnn's count, as in _weight_gradients
         if steps.abort:
@@ -720,4 +831,26 @@ cdef int _engine_backward(const floating[:, ::1] W_hh, const int64_t[::1] length
     finally:
         free(P)
         free(claims)
+        if bf16:
+            if q.da_xr != q.da_hr:
+                free(q.da_xr)
+            free(q.da_hr)
+            free(q.da_hb)
     return 0
+
+
+cdef float[:, ::1] _rounded2(const float[:, ::1] a):
+    """A new array of a's values rounded to bfloat16 (nearest even)."""
+    cdef float[:, ::1] r = cvarray(shape=(a.shape[0], a.shape[1]), itemsize=sizeof(float),
+                                   format="f")
+    with nogil:
+        fastrnn_round_bf16(&a[0, 0], a.shape[0] * a.shape[1], &r[0, 0])
+    return r
+
+
+cdef float[:, :, ::1] _rounded3(const float[:, :, ::1] a):
+    cdef float[:, :, ::1] r = cvarray(shape=(a.shape[0], a.shape[1], a.shape[2]),
+                                      itemsize=sizeof(float), format="f")
+    with nogil:
+        fastrnn_round_bf16(&a[0, 0, 0], a.shape[0] * a.shape[1] * a.shape[2], &r[0, 0, 0])
+    return r

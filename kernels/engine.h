@@ -250,11 +250,16 @@ FASTRNN_DEFINE_TILES(fastrnn_tile_f64, double)
  * vdpbf16ps reads (each 32-bit lane: a pair of one column).  The A operand is
  * bf16 rows with an even row stride (an odd K padded with a zero).
  *
- * With AVX512_BF16 the tile is vdpbf16ps (a pair of products a lane);
- * without it the same pairs are widened to float32 (a shift and a mask) and
- * multiplied by two FMAs: the same products of the same bf16 values, half
- * the weight traffic of float32.  The two differ only in float32 rounding
- * of the sums (and vdpbf16ps reads bf16 subnormals, below 1.2e-38, as zero).
+ * With AVX512_BF16 the tile is vdpbf16ps (a pair of products a lane).
+ * Without it the engine does not use these tiles: it runs float32 panels
+ * and operands holding the rounded values (fastrnn_round_bf16), the same
+ * products of the same bf16 values, at float32's speed.  Widening the pairs
+ * instead (a shift and a mask, two FMAs: the form below, which completes the
+ * one source at those levels) halves the weight traffic but measured
+ * 0.78-1.05x float32's speed with AVX-512 and 0.61-0.91x with AVX2, whose
+ * 16 registers then spill.  The two routes differ only in the float32
+ * rounding of the sums (and vdpbf16ps reads bf16 subnormals, below 1.2e-38,
+ * as zero).
  */
 
 /* float32 -> bfloat16 bits, rounded to nearest even; NaN stays a (quiet) NaN. */
@@ -284,19 +289,30 @@ static inline void fastrnn_round_bf16(const float *src, long n, float *dst)
     }
 }
 
-/* fastrnn_pack_panel's panel p, as bf16 pairs of k: P (ceil(K/2) * G*u * 2). */
+/* fastrnn_pack_panel's panel p, as bf16 pairs of k: P (ceil(K/2) * G*u * 2),
+   reading src along its contiguous axis as fastrnn_pack_panel does. */
 static inline void fastrnn_pack_panel_bf16(const float *src, long sk, long sn, long K, long G,
                                            long H, long u, long p, uint16_t *P)
 {
     long k, g, jj, j, NR = G * u, K2 = (K + 1) / 2;
-    for (g = 0; g < G; g++)
-        for (jj = 0; jj < u; jj++) {
-            uint16_t *q = P + 2 * (g * u + jj);
-            j = p * u + jj;
-            for (k = 0; k < 2 * K2; k++)
-                q[(k / 2) * 2 * NR + (k & 1)] =
+    if (sk < sn) {
+        for (g = 0; g < G; g++)
+            for (jj = 0; jj < u; jj++) {
+                uint16_t *q = P + 2 * (g * u + jj);
+                j = p * u + jj;
+                for (k = 0; k < 2 * K2; k++)
+                    q[(k / 2) * 2 * NR + (k & 1)] =
+                        (j < H && k < K) ? fastrnn_bf16(src[k * sk + (g * H + j) * sn]) : 0;
+            }
+        return;
+    }
+    for (k = 0; k < 2 * K2; k++)
+        for (g = 0; g < G; g++)
+            for (jj = 0; jj < u; jj++) {
+                j = p * u + jj;
+                P[(k / 2) * 2 * NR + 2 * (g * u + jj) + (k & 1)] =
                     (j < H && k < K) ? fastrnn_bf16(src[k * sk + (g * H + j) * sn]) : 0;
-        }
+            }
 }
 
 /* One bf16 tile shape: C (MR, NV*L) float32 (+)= A (MR rows of K2 bf16 pairs,

@@ -116,7 +116,7 @@ def backward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
              const floating[:, :, ::1] out, const floating[:, :, ::1] gates,
              const floating[:, :, ::1] hn, const floating[:, :, ::1] d_out,
              const floating[:, ::1] d_h_n, const int64_t[::1] lengths,
-             bint use_blas, int num_threads,
+             bint bf16, bint use_blas, int num_threads,
              floating[:, :, ::1] da_x, floating[:, :, ::1] da_h, floating[:, ::1] work,
              floating[:, ::1] dx2d, floating[:, ::1] dh0, floating[:, ::1] dW_ih,
              floating[:, ::1] dW_hh, floating[::1] db_ih, floating[::1] db_hh):
@@ -137,4 +137,4 @@ def backward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
     dh0[:, :] = d_h_n
     _engine_backward(W_hh, lengths, num_threads, &gates[0, 0, 0], &hn[0, 0, 0], &out[0, 0, 0],
                      &h0[0, 0], d_out, dh0, NULL, da_x, da_h, 0,
-                     x2d, W_ih, h0, out, dx2d, dW_ih, dW_hh, &db_ih[0], &db_hh[0])
+                     x2d, W_ih, h0, out, dx2d, dW_ih, dW_hh, &db_ih[0], &db_hh[0], bf16)

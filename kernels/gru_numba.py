@@ -9,6 +9,10 @@ reset product: n = tanh(x W_in^T + b_in + r * (h W_hn^T + b_hn)).
 
 Read side by side with ``fastrnn/reference.py`` (the specification) and
 ``kernels/gru_cython.pyx`` (the same loops in Cython).
+
+The kernels take ``bf16`` (bfloat16 products) to match the Cython kernels'
+signatures; it is always False here: the driver sends bf16 compute to the
+Cython engine only.
 """
 from ._numba_util import (backward_product, fast_tanh, jit, project_inputs, recurrent_product,
                           sigmoid, transposed_for_loops, weight_gradients)
@@ -59,7 +63,7 @@ def forward(x2d, W_ih, bias, b_hn, W_hh, h0, lengths, bf16, use_blas, num_thread
 
 
 @jit
-def backward(x2d, W_ih, W_hh, h0, out, gates, hn, d_out, d_h_n, lengths, use_blas, num_threads,
+def backward(x2d, W_ih, W_hh, h0, out, gates, hn, d_out, d_h_n, lengths, bf16, use_blas, num_threads,
              da_x, da_h, work, dx2d, dh0, dW_ih, dW_hh, db_ih, db_hh):
     """GRU BPTT over a whole sequence.
 

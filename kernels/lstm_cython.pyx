@@ -120,7 +120,7 @@ def backward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
              const floating[:, :, ::1] c, const floating[:, :, ::1] gates,
              const floating[:, :, ::1] d_out, const floating[:, ::1] d_h_n,
              const floating[:, ::1] d_c_n, const int64_t[::1] lengths,
-             bint use_blas, int num_threads,
+             bint bf16, bint use_blas, int num_threads,
              floating[:, :, ::1] da, floating[:, ::1] work,
              floating[:, ::1] dx2d, floating[:, ::1] dh0, floating[:, ::1] dc0,
              floating[:, ::1] dW_ih, floating[:, ::1] dW_hh, floating[::1] db):
@@ -142,4 +142,4 @@ def backward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
     dc0[:, :] = d_c_n
     _engine_backward(W_hh, lengths, num_threads, &gates[0, 0, 0], &c[0, 0, 0], &c[0, 0, 0],
                      &c0[0, 0], d_out, dh0, &dc0[0, 0], da, da, 0,
-                     x2d, W_ih, h0, out, dx2d, dW_ih, dW_hh, &db[0], &db[0])
+                     x2d, W_ih, h0, out, dx2d, dW_ih, dW_hh, &db[0], &db[0], bf16)

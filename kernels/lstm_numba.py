@@ -8,6 +8,10 @@ blocks of width H are i, f, g, o (PyTorch's order).
 
 Read side by side with ``fastrnn/reference.py`` (the specification) and
 ``kernels/lstm_cython.pyx`` (the same loops in Cython).
+
+The kernels take ``bf16`` (bfloat16 products) to match the Cython kernels'
+signatures; it is always False here: the driver sends bf16 compute to the
+Cython engine only.
 """
 from ._numba_util import (backward_product, fast_tanh, jit, project_inputs, recurrent_product,
                           sigmoid, transposed_for_loops, weight_gradients)
@@ -64,8 +68,8 @@ def forward(x2d, W_ih, bias, W_hh, h0, c0, lengths, bf16, use_blas, num_threads,
 
 
 @jit
-def backward(x2d, W_ih, W_hh, h0, c0, out, c, gates, d_out, d_h_n, d_c_n, lengths, use_blas,
-             num_threads, da, work, dx2d, dh0, dc0, dW_ih, dW_hh, db):
+def backward(x2d, W_ih, W_hh, h0, c0, out, c, gates, d_out, d_h_n, d_c_n, lengths, bf16,
+             use_blas, num_threads, da, work, dx2d, dh0, dc0, dW_ih, dW_hh, db):
     """LSTM BPTT over a whole sequence.
 
     Inputs:  x2d (T*B, I), W_ih (4H, I), W_hh (4H, H), h0, c0 (B, H), and from

@@ -100,7 +100,7 @@ def backward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
              const floating[:, ::1] W_hh, const floating[:, ::1] h0,
              const floating[:, :, ::1] out, const floating[:, :, ::1] d_out,
              const floating[:, ::1] d_h_n, const int64_t[::1] lengths,
-             bint relu, bint use_blas, int num_threads,
+             bint relu, bint bf16, bint use_blas, int num_threads,
              floating[:, :, ::1] da, floating[:, ::1] work,
              floating[:, ::1] dx2d, floating[:, ::1] dh0,
              floating[:, ::1] dW_ih, floating[:, ::1] dW_hh, floating[::1] db):
@@ -118,4 +118,4 @@ def backward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
     """
     dh0[:, :] = d_h_n
     _engine_backward(W_hh, lengths, num_threads, &out[0, 0, 0], NULL, NULL, NULL, d_out, dh0,
-                     NULL, da, da, relu, x2d, W_ih, h0, out, dx2d, dW_ih, dW_hh, &db[0], &db[0])
+                     NULL, da, da, relu, x2d, W_ih, h0, out, dx2d, dW_ih, dW_hh, &db[0], &db[0], bf16)

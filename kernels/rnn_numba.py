@@ -9,6 +9,10 @@ Read side by side with ``fastrnn/reference.py`` (the specification) and
 ``kernels/rnn_cython.pyx`` (the same loops in Cython).  The steps every
 cell shares (input projection, recurrent product, weight gradients) are in
 ``_numba_util``.
+
+The kernels take ``bf16`` (bfloat16 products) to match the Cython kernels'
+signatures; it is always False here: the driver sends bf16 compute to the
+Cython engine only.
 """
 from ._numba_util import (backward_product, fast_tanh, jit, project_inputs, recurrent_product,
                           transposed_for_loops, weight_gradients)
@@ -63,7 +67,7 @@ def forward(x2d, W_ih, bias, W_hh, h0, lengths, relu, bf16, use_blas, num_thread
 
 
 @jit
-def backward(x2d, W_ih, W_hh, h0, out, d_out, d_h_n, lengths, relu, use_blas, num_threads,
+def backward(x2d, W_ih, W_hh, h0, out, d_out, d_h_n, lengths, relu, bf16, use_blas, num_threads,
              da, work, dx2d, dh0, dW_ih, dW_hh, db):
     """Elman BPTT over a whole sequence.
 
