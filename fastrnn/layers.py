@@ -24,8 +24,9 @@ import numpy as np
 
 from . import _backends, _driver
 from ._spec import CELLS
-from ._validation import (Checked, as_generator, check_bool, check_dtype, check_lengths,
-                          check_options, check_positive_int, convert, given, is_number)
+from ._validation import (Checked, as_generator, check_bool, check_compute_dtype, check_dtype,
+                          check_lengths, check_options, check_positive_int, convert, given,
+                          is_number)
 
 __all__ = ["RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell"]
 
@@ -91,17 +92,18 @@ def reverse_within_lengths(a, lengths):
 
 
 def direction_forward(cell, x, states, weights, lengths, options, training, backend, *,
-                      reverse=False, copy_x=True):
+                      reverse=False, copy_x=True, bf16=False):
     """Run ``cell`` over x (T, B, I) from ``states`` (a tuple of (B, H) or None).
 
     ``weights`` is (W_ih, W_hh, b_ih, b_hh) (biases may be None); every
-    argument has been checked and ``backend`` resolved.  Returns
-    ``(out (T, B, H), finals (tuple of (B, H)), cache)``.
+    argument has been checked and ``backend`` resolved; ``bf16``: bfloat16
+    products (``compute_dtype``).  Returns ``(out (T, B, H), finals (tuple
+    of (B, H)), cache)``.
     """
     if reverse:
         x = reverse_within_lengths(x, lengths)
     p = Checked.trusted(cell, x, states, *weights, lengths, options)
-    out, *finals, cache = _driver.forward(p, training, backend, copy_x=copy_x)
+    out, *finals, cache = _driver.forward(p, training, backend, copy_x=copy_x, bf16=bf16)
     return (reverse_within_lengths(out, lengths) if reverse else out), finals, cache
 
 
@@ -126,7 +128,7 @@ class _Module:
     nonlinearity = "tanh"
     input_size, hidden_size, bias, dtype = _Fixed(), _Fixed(), _Fixed(), _Fixed()
 
-    def _init_module(self, hidden_size, *, options, dtype, backend, seed):
+    def _init_module(self, hidden_size, *, options, dtype, backend, seed, compute_dtype):
         self._spec = CELLS[self._cell]
         self.hidden_size = check_positive_int(hidden_size, "hidden_size")
         self._options = check_options(self._cell, options)
@@ -135,6 +137,7 @@ class _Module:
         if backend is not None:
             _backends.resolve(backend)  # a ValueError naming the choices
         self.dtype = check_dtype(dtype)
+        self.compute_dtype = compute_dtype
         self.backend = backend
         self.training = True
         self.grads = {}
@@ -143,6 +146,17 @@ class _Module:
         k = 1.0 / np.sqrt(self.hidden_size)
         self._params = {name: self._rng.uniform(-k, k, shape).astype(self.dtype)
                         for name, shape in self._shapes().items()}
+
+    @property
+    def compute_dtype(self):
+        """The precision of the products: None (the module's dtype) or
+        "bfloat16" (float32 modules: bf16 operands, float32 accumulation, as
+        ``fastrnn.lstm_forward``'s ``compute_dtype``).  May be changed."""
+        return self._compute_dtype
+
+    @compute_dtype.setter
+    def compute_dtype(self, value):
+        self._compute_dtype = "bfloat16" if check_compute_dtype(value, self.dtype) else None
 
     def _weight_shapes(self, I):  # noqa: E741
         """The shapes of one layer's (W_ih, W_hh, b_ih, b_hh) for input size I."""
@@ -217,7 +231,8 @@ class _Module:
     def _config(self):
         """The constructor arguments that rebuild this module (``save`` writes them)."""
         config = {name: getattr(self, name) for name in self._CONFIG}
-        return {**config, **self._options, "dtype": self.dtype.name}
+        return {**config, **self._options, "dtype": self.dtype.name,
+                "compute_dtype": self.compute_dtype}
 
     def __repr__(self):
         """As PyTorch writes a module: the sizes, then what differs from the
@@ -318,6 +333,7 @@ class _Module:
             raise ValueError(f"{path} holds a {name}, not a {cls.__name__}")
         for key in _OPTION_KEYS - set(CELLS[cls._cell].options):
             config.pop(key, None)
+        config.setdefault("compute_dtype", None)  # files saved before it existed
         expected = cls._config_keys()
         if set(config) != expected:
             raise ValueError(f"{path}: __config__ has {sorted(config)}, but a {cls.__name__} "
@@ -349,11 +365,11 @@ class _Recurrent(_Module):
 
     _kind = "layer"
     _CONFIG = ("input_size", "hidden_size", "num_layers", "bias", "batch_first", "dropout",
-               "bidirectional", "dtype")
+               "bidirectional", "dtype", "compute_dtype")
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, *, options, dtype=np.float32,
-                 backend=None, seed=None):
+                 backend=None, seed=None, compute_dtype=None):
         self.input_size = check_positive_int(input_size, "input_size")
         self.num_layers = check_positive_int(num_layers, "num_layers")
         if self.num_layers > MAX_LAYERS:
@@ -370,7 +386,8 @@ class _Recurrent(_Module):
         # The parameter names of each (layer, direction), in the order of h_n's rows.
         self._slots = [self._names(layer, sfx)
                        for layer in range(self.num_layers) for sfx in self._suffixes()]
-        self._init_module(hidden_size, options=options, dtype=dtype, backend=backend, seed=seed)
+        self._init_module(hidden_size, options=options, dtype=dtype, backend=backend, seed=seed,
+                          compute_dtype=compute_dtype)
 
     num_layers, batch_first, bidirectional = _Fixed(), _Fixed(), _Fixed()
 
@@ -486,7 +503,8 @@ class _Recurrent(_Module):
                 weights = self._weights(i)
                 out, fin, cache = direction_forward(
                     self._cell, inp, states[i], weights, lengths, self._options, self.training,
-                    backend, reverse=d == 1, copy_x=layer == 0)
+                    backend, reverse=d == 1, copy_x=layer == 0,
+                    bf16=self.compute_dtype is not None)
                 outs.append(out)
                 finals.append(fin)
                 tape["caches"].append(cache)
@@ -571,18 +589,20 @@ class RNN(_Recurrent):
 
     ``RNN(input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
     batch_first=False, dropout=0.0, bidirectional=False, *, dtype=np.float32,
-    backend=None, seed=None)``; ``seed`` is an int, None or a
-    ``numpy.random.Generator`` (initialisation and dropout masks).
+    backend=None, seed=None, compute_dtype=None)``; ``seed`` is an int, None or
+    a ``numpy.random.Generator`` (initialisation and dropout masks);
+    ``compute_dtype="bfloat16"`` runs the products in bfloat16 (float32
+    layers; see ``fastrnn.rnn_forward``), forward and backward.
     """
 
     _cell = "rnn"
 
     def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
                  batch_first=False, dropout=0.0, bidirectional=False, *, dtype=np.float32,
-                 backend=None, seed=None):
+                 backend=None, seed=None, compute_dtype=None):
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
                          bidirectional, options={"nonlinearity": nonlinearity}, dtype=dtype,
-                         backend=backend, seed=seed)
+                         backend=backend, seed=seed, compute_dtype=compute_dtype)
 
 
 class LSTM(_Recurrent):
@@ -594,9 +614,11 @@ class LSTM(_Recurrent):
     _cell = "lstm"
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
-                 dropout=0.0, bidirectional=False, *, dtype=np.float32, backend=None, seed=None):
+                 dropout=0.0, bidirectional=False, *, dtype=np.float32, backend=None, seed=None,
+                 compute_dtype=None):
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, options={}, dtype=dtype, backend=backend, seed=seed)
+                         bidirectional, options={}, dtype=dtype, backend=backend, seed=seed,
+                         compute_dtype=compute_dtype)
 
 
 class GRU(_Recurrent):
@@ -605,9 +627,11 @@ class GRU(_Recurrent):
     _cell = "gru"
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
-                 dropout=0.0, bidirectional=False, *, dtype=np.float32, backend=None, seed=None):
+                 dropout=0.0, bidirectional=False, *, dtype=np.float32, backend=None, seed=None,
+                 compute_dtype=None):
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, options={}, dtype=dtype, backend=backend, seed=seed)
+                         bidirectional, options={}, dtype=dtype, backend=backend, seed=seed,
+                         compute_dtype=compute_dtype)
 
 
 class _Cell(_Module):
@@ -623,14 +647,15 @@ class _Cell(_Module):
 
     _kind = "cell"
     _slot = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")  # PyTorch's names
-    _CONFIG = ("input_size", "hidden_size", "bias", "dtype")
+    _CONFIG = ("input_size", "hidden_size", "bias", "dtype", "compute_dtype")
 
     def __init__(self, input_size, hidden_size, bias=True, *, options, dtype=np.float32,
-                 backend=None, seed=None):
+                 backend=None, seed=None, compute_dtype=None):
         self.input_size = check_positive_int(input_size, "input_size")
         self.bias = bool(bias)
         self._steps = []
-        self._init_module(hidden_size, options=options, dtype=dtype, backend=backend, seed=seed)
+        self._init_module(hidden_size, options=options, dtype=dtype, backend=backend, seed=seed,
+                          compute_dtype=compute_dtype)
         self.zero_grad()
 
     def _shapes(self):
@@ -664,7 +689,8 @@ class _Cell(_Module):
                        for s, name in zip(self._from_hx(hx, names), names))
         weights = [self._params.get(name) for name in self._slot]
         p = Checked.trusted(self._cell, x[None], states, *weights, None, self._options)
-        _, *finals, cache = _driver.forward(p, self.training, self.backend)
+        _, *finals, cache = _driver.forward(p, self.training, self.backend,
+                                            bf16=self.compute_dtype is not None)
         if self.training:
             self._steps.append((cache, unbatched))
         return self._as_hx(tuple(f[0] for f in finals) if unbatched else tuple(finals))
@@ -702,15 +728,15 @@ class RNNCell(_Cell):
     """One Elman step with ``torch.nn.RNNCell``'s arguments and parameter names.
 
     ``RNNCell(input_size, hidden_size, bias=True, nonlinearity="tanh", *,
-    dtype=np.float32, backend=None, seed=None)``.
+    dtype=np.float32, backend=None, seed=None, compute_dtype=None)``.
     """
 
     _cell = "rnn"
 
     def __init__(self, input_size, hidden_size, bias=True, nonlinearity="tanh", *,
-                 dtype=np.float32, backend=None, seed=None):
+                 dtype=np.float32, backend=None, seed=None, compute_dtype=None):
         super().__init__(input_size, hidden_size, bias, options={"nonlinearity": nonlinearity},
-                         dtype=dtype, backend=backend, seed=seed)
+                         dtype=dtype, backend=backend, seed=seed, compute_dtype=compute_dtype)
 
 
 class LSTMCell(_Cell):
@@ -719,9 +745,9 @@ class LSTMCell(_Cell):
     _cell = "lstm"
 
     def __init__(self, input_size, hidden_size, bias=True, *, dtype=np.float32, backend=None,
-                 seed=None):
+                 seed=None, compute_dtype=None):
         super().__init__(input_size, hidden_size, bias, options={}, dtype=dtype, backend=backend,
-                         seed=seed)
+                         seed=seed, compute_dtype=compute_dtype)
 
 
 class GRUCell(_Cell):
@@ -730,6 +756,6 @@ class GRUCell(_Cell):
     _cell = "gru"
 
     def __init__(self, input_size, hidden_size, bias=True, *, dtype=np.float32, backend=None,
-                 seed=None):
+                 seed=None, compute_dtype=None):
         super().__init__(input_size, hidden_size, bias, options={}, dtype=dtype, backend=backend,
-                         seed=seed)
+                         seed=seed, compute_dtype=compute_dtype)

@@ -164,3 +164,42 @@ def test_naming_the_arrays_own_dtype_is_the_plain_computation():
     a, _ = forward("gru", problem, training=False, compute_dtype="float32")
     b, _ = forward("gru", problem, training=False)
     np.testing.assert_array_equal(a["out"], b["out"])
+
+
+@pytest.mark.parametrize("cls", [fastrnn.RNN, fastrnn.LSTM, fastrnn.GRU])
+def test_layers_run_the_functions_bf16_mode(cls, tmp_path):
+    """A layer's compute_dtype reaches the kernels, forward and backward, and
+    is saved with the layer (a file saved without it loads as None)."""
+    if "cython" not in fastrnn.available_backends():
+        pytest.skip("the cython backend is unavailable")
+    layer = cls(5, 7, compute_dtype="bfloat16", seed=1)
+    assert layer.compute_dtype == "bfloat16" and "compute_dtype='bfloat16'" in repr(layer)
+    x = np.random.default_rng(2).standard_normal((6, 3, 5)).astype(np.float32)
+    out, _ = layer(x)
+    cell = layer._cell
+    params = dict(layer.named_parameters())
+    weights = [params[n + "_l0"] for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+    states = (None, None) if cell == "lstm" else (None,)
+    want = getattr(fastrnn, cell + "_forward")(x, *states, *weights, compute_dtype="bfloat16")
+    np.testing.assert_array_equal(out, want[0])
+    layer.backward(np.ones_like(out))
+    grads = getattr(fastrnn, cell + "_backward")(np.ones_like(out), *states, want[-1])
+    np.testing.assert_array_equal(layer.grads["weight_hh_l0"], grads.dW_hh)
+    layer.save(tmp_path / "m.npz")
+    assert cls.load(tmp_path / "m.npz").compute_dtype == "bfloat16"
+    layer.compute_dtype = None
+    np.testing.assert_array_equal(layer(x)[0], getattr(fastrnn, cell + "_forward")(
+        x, *states, *weights)[0])
+    with pytest.raises(ValueError, match="needs float32"):
+        cls(5, 7, dtype=np.float64, compute_dtype="bfloat16")
+
+
+def test_a_cell_runs_bf16():
+    if "cython" not in fastrnn.available_backends():
+        pytest.skip("the cython backend is unavailable")
+    cell = fastrnn.GRUCell(4, 6, compute_dtype="bfloat16", seed=0)
+    x = np.random.default_rng(0).standard_normal((2, 4)).astype(np.float32)
+    p = dict(cell.named_parameters())
+    want = fastrnn.gru_forward(x[None], None, p["weight_ih"], p["weight_hh"], p["bias_ih"],
+                               p["bias_hh"], compute_dtype="bfloat16")[1]
+    np.testing.assert_array_equal(cell(x), want)
