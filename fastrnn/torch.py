@@ -12,9 +12,18 @@ the input, the initial states and every parameter).  Tensors and NumPy
 arrays share memory both ways; nothing is saved for the backward under
 ``torch.no_grad()``/``inference_mode`` or when nothing requires a gradient.
 
+bfloat16, as torch's modules: under ``torch.autocast("cpu",
+dtype=torch.bfloat16)`` the modules run fastrnn's bf16 compute (bf16
+products, float32 accumulation, gates and state) and return the dtypes
+torch's modules return there (``_AUTOCAST_OUT``); modules whose parameters
+are bfloat16 (``model.to(torch.bfloat16)``) run the same way on their
+values, taking and returning bfloat16 tensors, with their gradients in
+bfloat16.
+
 What fastrnn cannot run raises ``ValueError`` naming it: tensors on another
-device than the CPU, dtypes other than float32 and float64, ``proj_size``.
-Double backward (a gradient of a gradient) is not supported and says so.
+device than the CPU, dtypes other than float32, float64 and bfloat16,
+``proj_size``.  Double backward (a gradient of a gradient) is not supported
+and says so.
 
 Needs PyTorch (``pip install torch``, or the extra: ``pip install -e ".[torch]"``
 from a clone); ``import fastrnn`` never
@@ -37,12 +46,35 @@ from .layers import reverse_within_lengths
 
 __all__ = ["RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell", "convert"]
 
-_DTYPES = (torch.float32, torch.float64)
+_DTYPES = (torch.float32, torch.float64, torch.bfloat16)
+# What torch's modules return under torch.autocast("cpu", dtype=torch.bfloat16)
+# (torch 2.13; tests/test_fastrnn_torch.py holds the table to torch): the
+# modules autocast reaches return bfloat16, the others float32.
+_AUTOCAST_OUT = {nn.RNN: torch.bfloat16, nn.LSTM: torch.bfloat16, nn.GRU: torch.float32,
+                 nn.RNNCell: torch.bfloat16, nn.LSTMCell: torch.float32,
+                 nn.GRUCell: torch.float32}
 
 
 def _array(t):
-    """The NumPy view of a CPU tensor (no copy), or None."""
-    return None if t is None else t.detach().numpy()
+    """The NumPy view of a CPU tensor (no copy; a float32 copy of a bfloat16
+    one, whose values float32 holds exactly), or None."""
+    if t is None:
+        return None
+    t = t.detach()
+    return (t.float() if t.dtype == torch.bfloat16 else t).numpy()
+
+
+def _precision(module):
+    """(bf16, out_dtype): whether ``module`` runs fastrnn's bf16 compute now,
+    and the dtype its results are returned in (None: the dtype fastrnn
+    computes in)."""
+    weight = getattr(module, "weight_ih_l0", None)  # a layer's; a cell's is weight_ih
+    if (module.weight_ih if weight is None else weight).dtype == torch.bfloat16:
+        return True, torch.bfloat16
+    if torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16:
+        kind = next(c for c in type(module).__mro__ if c in _AUTOCAST_OUT)
+        return True, _AUTOCAST_OUT[kind]
+    return False, None
 
 
 def _tensor(a):
@@ -66,7 +98,7 @@ def _unsupported(module):
         if p.device.type != "cpu":
             return f"{name} is on {p.device} (fastrnn runs on the CPU)"
         if p.dtype not in _DTYPES:
-            return f"{name} is {p.dtype} (fastrnn runs float32 and float64)"
+            return f"{name} is {p.dtype} (fastrnn runs float32, float64 and bfloat16)"
     return None
 
 
@@ -98,6 +130,7 @@ class _Direction(torch.autograd.Function):
     def forward(ctx, cell, options, reverse, lengths, x, h0, c0, W_ih, W_hh, b_ih, b_hh):
         out, finals, cache = _run(cell, options, reverse, lengths, x, h0, c0,
                                   (W_ih, W_hh, b_ih, b_hh), training=True)
+        # (gradients come back float32 for bfloat16 tensors; autograd casts them)
         ctx.fastrnn = (cell, reverse, lengths, cache,
                        tuple(t is None for t in (h0, c0, b_ih, b_hh)))
         return (_tensor(out), *map(_tensor, finals))
@@ -132,7 +165,7 @@ def _run(cell, options, reverse, lengths, x, h0, c0, weights, training):
     states = (h0, c0) if cell == "lstm" else (h0,)
     out, *finals, cache = getattr(functional, f"{cell}_forward")(
         xa, *map(_array, states), *map(_array, weights), lengths=lengths, training=training,
-        **options)
+        **options)  # options: the cell's, and compute_dtype
     if reverse:
         out = reverse_within_lengths(out, lengths)
     return out, finals, cache
@@ -144,7 +177,9 @@ def _direction(cell, options, reverse, lengths, x, states, weights):
     h0, c0 = (states + (None,))[:2]
     inputs = (x, h0, c0, *weights)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs):
-        out, *finals = _Direction.apply(cell, options, reverse, lengths, *inputs)
+        # autocast off inside: the Function's tensors are its own business
+        with torch.autocast("cpu", enabled=False):
+            out, *finals = _Direction.apply(cell, options, reverse, lengths, *inputs)
         return out, finals
     out, finals, _ = _run(cell, options, reverse, lengths, x, h0, c0, weights, training=False)
     return _tensor(out), [_tensor(f) for f in finals]
@@ -220,7 +255,11 @@ class _Recurrent:
                 _check_tensor(self, h, "hx")
         states = None if hx is None else (tuple(hx) if k == 2 else (hx,))
         D = 2 if self.bidirectional else 1
-        options = _options(self)
+        bf16, out_dtype = _precision(self)
+        options = {**_options(self), **({"compute_dtype": "bfloat16"} if bf16 else {})}
+        if bf16:
+            x = x.float()
+            states = None if states is None else tuple(s.float() for s in states)
         inp, finals = x, []
         for layer in range(self.num_layers):
             outs = []
@@ -235,6 +274,8 @@ class _Recurrent:
             if self.dropout and self.training and layer < self.num_layers - 1:
                 inp = nn.functional.dropout(inp, self.dropout, True)
         h_n = tuple(torch.stack([f[j] for f in finals]) for j in range(k))
+        if out_dtype is not None:
+            inp, h_n = inp.to(out_dtype), tuple(h.to(out_dtype) for h in h_n)
         if packed:
             out = PackedSequence(pack_padded_sequence(inp, lengths_t).data, batch_sizes,
                                  sorted_indices, unsorted_indices)
@@ -293,7 +334,8 @@ class _Cell:
         batched = input.dim() == 2
         if not batched:
             input, states = input.unsqueeze(0), tuple(h.unsqueeze(0) for h in states)
-        if input.dtype != self.weight_ih.dtype:
+        bf16, out_dtype = _precision(self)
+        if input.dtype != self.weight_ih.dtype and not torch.is_autocast_enabled("cpu"):
             raise RuntimeError(f"{name}: input dtype ({input.dtype}) does not match weight "
                                f"dtype ({self.weight_ih.dtype})")
         if input.size(1) != self.input_size:
@@ -310,8 +352,13 @@ class _Cell:
                 raise RuntimeError(f"{name}: hx must be (batch, hidden_size) = "
                                    f"({input.size(0)}, {self.hidden_size}), got {tuple(h.shape)}")
         weights = (self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
-        _, finals = _direction(self._cell, _options(self), False, None, input[None],
+        options = {**_options(self), **({"compute_dtype": "bfloat16"} if bf16 else {})}
+        if bf16:
+            input, states = input.float(), tuple(h.float() for h in states)
+        _, finals = _direction(self._cell, options, False, None, input[None],
                                states or (None,) * k, weights)
+        if out_dtype is not None:
+            finals = [f.to(out_dtype) for f in finals]
         if not batched:
             finals = [f.squeeze(0) for f in finals]
         return tuple(finals) if k == 2 else finals[0]
