@@ -1,5 +1,8 @@
 """ONNX Runtime and OpenVINO (oneDNN's RNN primitives) as peers of fastrnn's
-inference: one ONNX RNN / LSTM / GRU node built from PyTorch-layout weights.
+inference: one ONNX RNN / LSTM / GRU node built from PyTorch-layout weights,
+in float32 and at the lower precisions each offers (``low_precision_runners``:
+OpenVINO in bf16, its own choice on CPUs with AVX512_BF16; ONNX Runtime's
+dynamically quantized LSTM, int8 weights and activations).
 
 ONNX orders the gates differently (LSTM i, o, f, c against PyTorch's
 i, f, g, o; GRU z, r, h against r, z, n), and its GRU matches PyTorch's
@@ -54,15 +57,33 @@ def onnxruntime_runner(onnx_bytes, threads):
     return lambda x: session.run(None, {"X": x})[0][:, 0]
 
 
-def openvino_runner(onnx_bytes, threads):
+def openvino_runner(onnx_bytes, threads, precision="f32"):
     import openvino as ov
 
     core = ov.Core()
     compiled = core.compile_model(core.read_model(onnx_bytes, b""), "CPU",
                                   {"INFERENCE_NUM_THREADS": threads,
-                                   "INFERENCE_PRECISION_HINT": "f32"})
+                                   "INFERENCE_PRECISION_HINT": precision})
     request = compiled.create_infer_request()
     return lambda x: request.infer({0: x})[0][:, 0]
+
+
+def onnxruntime_int8_runner(onnx_bytes, threads):
+    """ONNX Runtime's dynamic quantization (quantize_dynamic: int8 weights,
+    activations quantized per call), which turns an LSTM node into its
+    DynamicQuantizeLSTM."""
+    import os
+    import tempfile
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    folder = tempfile.mkdtemp()
+    src, dst = os.path.join(folder, "f32.onnx"), os.path.join(folder, "int8.onnx")
+    with open(src, "wb") as f:
+        f.write(onnx_bytes)
+    quantize_dynamic(src, dst, weight_type=QuantType.QInt8, op_types_to_quantize=["LSTM"])
+    with open(dst, "rb") as f:
+        return onnxruntime_runner(f.read(), threads)
 
 
 def runners(cell, W_ih, W_hh, b_ih, b_hh, threads):
@@ -75,6 +96,26 @@ def runners(cell, W_ih, W_hh, b_ih, b_hh, threads):
     for name, make in (("onnxruntime", onnxruntime_runner), ("openvino", openvino_runner)):
         try:
             found[name] = make(onnx_bytes, threads)
+        except ImportError:
+            pass
+    return found
+
+
+def low_precision_runners(cell, W_ih, W_hh, b_ih, b_hh, threads):
+    """{peer name: run(x)} below float32, for the peers installed here:
+    "openvino bf16" (every cell) and "onnxruntime int8" (the LSTM)."""
+    try:
+        onnx_bytes = model(cell, W_ih, W_hh, b_ih, b_hh)
+    except ImportError:
+        return {}
+    found = {}
+    try:
+        found["openvino bf16"] = openvino_runner(onnx_bytes, threads, "bf16")
+    except ImportError:
+        pass
+    if cell == "lstm":
+        try:
+            found["onnxruntime int8"] = onnxruntime_int8_runner(onnx_bytes, threads)
         except ImportError:
             pass
     return found

@@ -1,8 +1,13 @@
 """fastrnn's default backend (the Cython engine) against its peers at the
-sizes people train, float32, I = H: PyTorch's nn.RNN / nn.LSTM / nn.GRU
-(inference and training), ONNX Runtime and OpenVINO (oneDNN's RNN
-primitives; inference), each where it is installed
-(``pip install torch==2.13.0 onnx onnxruntime openvino``).
+sizes people train, I = H: PyTorch's nn.RNN / nn.LSTM / nn.GRU (inference
+and training), ONNX Runtime and OpenVINO (oneDNN's RNN primitives;
+inference), each where it is installed (``pip install torch==2.13.0 onnx
+onnxruntime openvino``); in float32 and at every lower precision each
+offers: fastrnn's ``compute_dtype="bfloat16"``, PyTorch under
+``torch.autocast("cpu", dtype=torch.bfloat16)``, OpenVINO with
+``INFERENCE_PRECISION_HINT=bf16`` and ONNX Runtime's dynamically quantized
+LSTM (int8), each with its output's worst error against a float64 run of the
+same weights beside its speed.
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benches/versus_peers.py [cells] [shapes] [--out FILE]
 
@@ -60,58 +65,99 @@ def sgemm():
         return time.perf_counter() - t0
 
 
-def contenders(cell, B, H, T):
+# The contenders below float32, and the float32 contender of the same
+# implementation (their speed ratio is the low-precision table's last column).
+LOW = {"fastrnn bf16": "fastrnn", "torch autocast bf16": "torch",
+       "openvino bf16": "openvino", "onnxruntime int8": "onnxruntime"}
+
+
+def problem(cell, B, H, T):
+    """x (T, B, H) and PyTorch-initialised weights (I = H), zero biases."""
     G, I = GATES[cell], H
     rng = np.random.default_rng(0)
     x = rng.standard_normal((T, B, I)).astype(np.float32)
     W_ih = (rng.uniform(-1, 1, (G * H, I)) / np.sqrt(H)).astype(np.float32)
     W_hh = (rng.uniform(-1, 1, (G * H, H)) / np.sqrt(H)).astype(np.float32)
-    b = np.zeros(G * H, np.float32)
+    return cell, x, W_ih, W_hh, np.zeros(G * H, np.float32)
+
+
+def implementations(p, threads):
+    """{name: (infer(x) -> out, train(x) or None)} of every implementation
+    installed here on ``threads`` threads (each call sets its thread count)."""
+    cell, x, W_ih, W_hh, b = p
+    I, H = x.shape[2], W_hh.shape[1]
     forward = getattr(fastrnn, cell + "_forward")
     backward = getattr(fastrnn, cell + "_backward")
     states = [None] * (2 if cell == "lstm" else 1)
-    # Each run sets its thread count, then returns the seconds of the call alone.
-    def ours(threads, training):
-        def run():
-            fastrnn.set_num_threads(threads)
-            t0 = time.perf_counter()
-            out = forward(x, *states, W_ih, W_hh, b, b, training=training)
-            if training:
-                backward(np.ones_like(out[0]), *states, out[-1])
-            return time.perf_counter() - t0
-        return run
+    found = {}
 
-    runs = {("fastrnn", pass_, n): ours(n, pass_ == "training")
-            for pass_ in ("inference", "training") for n in (1, 2)}
+    def ours(compute):
+        def infer(x):
+            fastrnn.set_num_threads(threads)
+            return forward(x, *states, W_ih, W_hh, b, b, training=False, compute_dtype=compute)[0]
+
+        def train(x):
+            fastrnn.set_num_threads(threads)
+            out = forward(x, *states, W_ih, W_hh, b, b, compute_dtype=compute)
+            backward(np.ones_like(out[0]), *states, out[-1])
+        return infer, train
+
+    found["fastrnn"], found["fastrnn bf16"] = ours(None), ours("bfloat16")
     if torch is not None:
         module = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell](I, H)
-        xt = torch.from_numpy(x)
+        with torch.no_grad():
+            for name, value in (("weight_ih_l0", W_ih), ("weight_hh_l0", W_hh),
+                                ("bias_ih_l0", b), ("bias_hh_l0", b)):
+                getattr(module, name).copy_(torch.from_numpy(value))
 
-        def theirs(threads, training):
-            def run():
+        def theirs(autocast):
+            def infer(x):
                 torch.set_num_threads(threads)
-                t0 = time.perf_counter()
-                if training:
-                    xx = xt.clone().requires_grad_(True)
+                with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16,
+                                                            enabled=autocast):
+                    return module(torch.from_numpy(x))[0].float().numpy()
+
+            def train(x):
+                torch.set_num_threads(threads)
+                xx = torch.from_numpy(x).requires_grad_(True)
+                with torch.autocast("cpu", torch.bfloat16, enabled=autocast):
                     out, _ = module(xx)
-                    out.sum().backward()
-                else:
-                    with torch.inference_mode():
-                        module(xt)
-                return time.perf_counter() - t0
-            return run
+                out.float().sum().backward()
+            return infer, train
 
-        runs.update({("torch", pass_, n): theirs(n, pass_ == "training")
-                     for pass_ in ("inference", "training") for n in (1, 2)})
+        found["torch"], found["torch autocast bf16"] = theirs(False), theirs(True)
+    for name, peer in onnx_peers.runners(cell, W_ih, W_hh, b, b, threads).items():
+        onnx_peers.check(peer, cell, W_ih, W_hh, b, b)
+        found[name] = (peer, None)
+    for name, peer in onnx_peers.low_precision_runners(cell, W_ih, W_hh, b, b, threads).items():
+        found[name] = (peer, None)
+    return found
+
+
+def errors(p):
+    """{implementation: worst |out - out in float64|} on the problem's x."""
+    cell, x, W_ih, W_hh, b = p
+    states = [None] * (2 if cell == "lstm" else 1)
+    exact = getattr(fastrnn.reference, cell + "_forward")(
+        x.astype(np.float64), *states, W_ih.astype(np.float64),
+        W_hh.astype(np.float64), b.astype(np.float64), b.astype(np.float64), training=False)[0]
+    return {name: float(np.max(np.abs(infer(x) - exact)))
+            for name, (infer, _) in implementations(p, 2).items()}
+
+
+def contenders(p):
+    """{(implementation, pass, threads): run() -> seconds of the call alone}."""
+    x = p[1]
+    runs = {}
     for n in (1, 2):
-        for name, peer in onnx_peers.runners(cell, W_ih, W_hh, b, b, n).items():
-            onnx_peers.check(peer, cell, W_ih, W_hh, b, b)
-
-            def timed(peer=peer):
-                t0 = time.perf_counter()
-                peer(x)
-                return time.perf_counter() - t0
-            runs[(name, "inference", n)] = timed
+        for name, (infer, train) in implementations(p, n).items():
+            for pass_, fn in (("inference", infer), ("training", train)):
+                if fn is not None:
+                    def run(fn=fn):
+                        t0 = time.perf_counter()
+                        fn(x)
+                        return time.perf_counter() - t0
+                    runs[(name, pass_, n)] = run
     return runs
 
 
@@ -125,8 +171,9 @@ def main(cells, shapes):
     rows = []
     for cell in cells:
         for B, H, T in shapes:
-            best = interleaved_best(contenders(cell, B, H, T), ROUNDS, PAUSE, measure_gemm)
-            rows.append((cell, B, H, T, best))
+            p = problem(cell, B, H, T)
+            best = interleaved_best(contenders(p), ROUNDS, PAUSE, measure_gemm)
+            rows.append((cell, B, H, T, best, errors(p)))
             print(".", end="", flush=True, file=sys.stderr)
     print(file=sys.stderr)
     return rows, 2 * 2048 ** 3 / gemm[0]
@@ -137,14 +184,14 @@ def _rate(x):
 
 
 def table(rows, rate):
-    """The Markdown table of a run: steps x batch per second."""
-    peers = sorted({who for row in rows for who, _, _ in row[4]} - {"fastrnn"})
+    """The float32 Markdown table of a run: steps x batch per second."""
+    peers = sorted({who for row in rows for who, _, _ in row[4]} - {"fastrnn"} - set(LOW))
     names = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO (oneDNN)"}
     lines = ["| cell | B, H | T | pass | fastrnn 1 thread | fastrnn 2 threads | "
              + " | ".join(names.get(p, p) for p in peers) + " | fastrnn 2 threads vs best peer | "
              "forward's share of the sgemm rate |",
              "|---" * (8 + len(peers)) + "|"]
-    for cell, B, H, T, best in rows:
+    for cell, B, H, T, best, _ in rows:
         flops = 2 * (2 * H) * GATES[cell] * H * T * B  # the forward's products, I = H
         for pass_ in ("inference", "training"):
             ours = {n: T * B / best[("fastrnn", pass_, n)] for n in (1, 2)}
@@ -160,6 +207,33 @@ def table(rows, rate):
                          f"| {cell} | {B}, {H} | {T} | {pass_} | {_rate(ours[1])} | "
                          f"{_rate(ours[2])} | " + " | ".join("-" for _ in peers)
                          + f" | - | {share} |")
+    return "\n".join(lines)
+
+
+def low_precision_table(rows):
+    """Every implementation at every precision it offers: steps x batch per
+    second at its better thread count, with its output's worst error
+    against float64 in brackets; then fastrnn bf16 against the best bf16
+    peer and against its own float32 (the share of the bf16 peak is the
+    note's, from a profile)."""
+    names = [n for n in ("fastrnn", "fastrnn bf16", "torch", "torch autocast bf16", "openvino",
+                         "openvino bf16", "onnxruntime", "onnxruntime int8")
+             if any(n == who for row in rows for who, _, _ in row[4])]
+    lines = ["| cell | B, H | T | pass | " + " | ".join(names)
+             + " | fastrnn bf16 vs best bf16 peer | fastrnn bf16 vs fastrnn float32 |",
+             "|---" * (6 + len(names)) + "|"]
+    for cell, B, H, T, best, err in rows:
+        for pass_ in ("inference", "training"):
+            rate = {n: T * B / min(best.get((n, pass_, k), float("inf")) for k in (1, 2))
+                    for n in names}
+            cells = [f"{_rate(rate[n])} ({err[n]:.1e})" if rate[n] else "-" for n in names]
+            bf16_peers = [rate[n] for n in ("torch autocast bf16", "openvino bf16") if n in rate
+                          and rate[n]]
+            ours = rate.get("fastrnn bf16", 0)
+            vs_peer = f"{ours / max(bf16_peers):.2f}x" if bf16_peers and ours else "-"
+            vs_f32 = f"{ours / rate['fastrnn']:.2f}x" if ours and rate.get("fastrnn") else "-"
+            lines.append(f"| {cell} | {B}, {H} | {T} | {pass_} | " + " | ".join(cells)
+                         + f" | {vs_peer} | {vs_f32} |")
     return "\n".join(lines)
 
 
@@ -183,7 +257,12 @@ def facts(rate, wall, other_cores):
                     break
     except OSError:
         pass
-    simd = "AVX-512" if "avx512f" in flags else "AVX2/FMA" if "avx2" in flags else "no AVX2"
+    simd = ("AVX-512 with BF16" if "avx512_bf16" in flags else "AVX-512" if "avx512f" in flags
+            else "AVX2/FMA" if "avx2" in flags else "no AVX2")
+    try:
+        simd += f"; fastrnn's kernels at the {fastrnn.get_isa_level()} level"
+    except (ImportError, ValueError):
+        pass
     versions = ", ".join(f"{d} {v}" for d in ("fastrnn", "numpy", "scipy", "torch", "onnxruntime",
                                               "openvino") if (v := _version(d)))
     env = [k for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if k in os.environ]
@@ -220,9 +299,13 @@ if __name__ == "__main__":
     wall, other = load.wall_seconds(), load.other_cores()
     other = float("nan") if other is None else other
     lines = facts(rate, wall, other)
-    print("\n".join(lines[1:3]) + "\n\n" + table(rows, rate))
+    low = low_precision_table(rows)
+    print("\n".join(lines[1:4]) + "\n\n" + table(rows, rate) + "\n\n" + low)
     if out:
         with open(out, "w") as f:
-            f.write("# fastrnn against its peers\n\n" + "\n".join(lines) + "\n\n"
-                    + table(rows, rate) + "\n")
+            f.write("# fastrnn against its peers\n\n" + "\n".join(lines) + "\n\n## float32\n\n"
+                    + table(rows, rate) + "\n\n## Every precision\n\n"
+                    "Steps x batch per second at each one's better thread count (fastrnn at "
+                    "its default, 2), and in brackets the worst error of its output against "
+                    "a float64 run of the same weights.\n\n" + low + "\n")
         print(f"wrote {out}")
