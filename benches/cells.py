@@ -45,9 +45,11 @@ class Cell:
 
 
 def runner(cell, impl, problem, training):
-    if impl == "torch":
-        return cell.torch_runner(problem, training)
-    return cell.fastrnn_runner(problem, impl, training)
+    """``impl``: a backend or "torch", with "-bf16" for bfloat16 products."""
+    base, bf16 = impl.removesuffix("-bf16"), impl.endswith("-bf16")
+    if base == "torch":
+        return cell.torch_runner(problem, training, bf16)
+    return cell.fastrnn_runner(problem, base, training, bf16)
 
 
 def compare(got, ref):
@@ -117,12 +119,12 @@ def _arrays(cell, problem):
     return tuple(problem[n] for n in SPECS[cell].inputs)
 
 
-def fastrnn_runner(cell, problem, backend, training):
+def fastrnn_runner(cell, problem, backend, training, bf16=False):
     forward = getattr(fastrnn, f"{cell}_forward")
     backward = getattr(fastrnn, f"{cell}_backward")
     args = _arrays(cell, problem)
     finals = SPECS[cell].finals
-    kwargs = SPECS[cell].defaults
+    kwargs = {**SPECS[cell].defaults, **({"compute_dtype": "bfloat16"} if bf16 else {})}
     if not training:
         run = functools.partial(forward, *args, training=False, backend=backend, **kwargs)
 
@@ -145,8 +147,9 @@ def fastrnn_runner(cell, problem, backend, training):
     return run, collect
 
 
-def torch_runner(cell, problem, training):
-    """torch.nn.RNN(nonlinearity="tanh") / LSTM / GRU with the same weights, time-major input.
+def torch_runner(cell, problem, training, bf16=False):
+    """torch.nn.RNN(nonlinearity="tanh") / LSTM / GRU with the same weights, time-major input;
+    under torch.autocast("cpu", dtype=torch.bfloat16) when ``bf16``.
 
     Training is forward + backward of (out * d_out).sum() with d_out = ones,
     asking for the same gradients fastrnn returns (x, initial states, weights, biases).
@@ -168,12 +171,13 @@ def torch_runner(cell, problem, training):
     several = len(states) > 1  # torch passes several states as a tuple, one as itself
 
     def call():
-        out, state = module(x, tuple(states) if several else states[0])
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out, state = module(x, tuple(states) if several else states[0])
         return out, (state if several else (state,))
 
     def numpy_outs(out, state):
-        return {"out": out.detach().numpy(),
-                **{k: s[0].detach().numpy() for k, s in zip(finals, state)}}
+        return {"out": out.detach().float().numpy(),
+                **{k: s[0].detach().float().numpy() for k, s in zip(finals, state)}}
 
     if not training:
         def run():
@@ -194,11 +198,11 @@ def torch_runner(cell, problem, training):
 
     def run():
         out, state = call()
-        return out, state, torch.autograd.grad((out * d_out).sum(), wrt)
+        return out, state, torch.autograd.grad((out.float() * d_out).sum(), wrt)
 
     def collect(result):
         out, state, grads = result
-        g = {n: v.numpy() for n, v in zip(names, grads)}
+        g = {n: v.float().numpy() for n, v in zip(names, grads)}
         for name in spec.state_grads:
             g[name] = g[name][0]
         return {**numpy_outs(out, state), **g}

@@ -15,9 +15,12 @@ from fastrnn._spec import CELLS
 T_GRID = {"quick": (16, 256), "full": (16, 64, 256, 1024, 4096)}
 BH_GRID = {"quick": ((1, 64), (16, 256)), "full": ((1, 64), (16, 256), (64, 1024))}
 PASSES = ("inference", "training")
-# The reference first: it is the baseline of every speed-up.
-IMPLEMENTATIONS = ("numpy", "numba", "cython", "torch")
+# The reference first: it is the baseline of every speed-up.  "-bf16": the
+# same implementation with bfloat16 products (fastrnn's compute_dtype, torch
+# under torch.autocast("cpu", dtype=torch.bfloat16)), float32 cases only.
+IMPLEMENTATIONS = ("numpy", "numba", "cython", "cython-bf16", "torch", "torch-bf16")
 REFERENCE = "numpy"
+BF16 = "-bf16"
 DTYPES = {"float32": ("float32",), "float64": ("float64",), "both": ("float32", "float64")}
 
 # Seconds each case aims to spend in timed rounds (at least one round).
@@ -47,8 +50,9 @@ MEMORY_SHARE = 0.7
 
 # Relative error (max |got - ref| / max |ref|, worst array) above which a
 # case fails after recording its numbers: a wrong kernel should not go
-# unnoticed in a speed table.  Loose: float32 accuracy, not bit equality.
-TOLERANCE = {"float32": 1e-3, "float64": 1e-9}
+# unnoticed in a speed table.  Loose: float32 accuracy, not bit equality;
+# bf16 products: bf16's 8 bits accumulated (docs/precision.md).
+TOLERANCE = {"float32": 1e-3, "float64": 1e-9, "bfloat16": 3e-2}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,7 +64,7 @@ class Case:
     B: int
     I: int  # noqa: E741 (the shape letter)
     H: int
-    impl: str  # "numpy" (the reference), "numba", "cython" or "torch"
+    impl: str  # "numpy" (the reference), "numba", "cython", "torch", or one of those + "-bf16"
     threads: int
 
     @property
@@ -75,6 +79,19 @@ class Case:
     def id(self, several_thread_counts):
         suffix = f"-t{self.threads}" if several_thread_counts else ""
         return f"{self.group}-{self.impl}{suffix}"
+
+    @property
+    def base(self):
+        """The implementation without its precision: "cython" for "cython-bf16"."""
+        return self.impl.removesuffix(BF16)
+
+    @property
+    def bf16(self):
+        return self.impl.endswith(BF16)
+
+    @property
+    def tolerance(self):
+        return TOLERANCE["bfloat16" if self.bf16 else self.dtype]
 
     @property
     def recurrent_macs(self):
@@ -130,7 +147,9 @@ def cases(options, cell_names):
 
 
 def skip_reason(case, options, torch_missing):
-    if case.impl == "torch" and torch_missing:
+    if case.bf16 and case.dtype != "float32":
+        return "bfloat16 products take float32 arrays"
+    if case.base == "torch" and torch_missing:
         return "torch is not installed: no nn.RNN to compare with (pip install torch)"
     if case.impl == REFERENCE and case.recurrent_macs > options.reference_max_macs:
         return (f"numpy reference capped to keep a full run near ten minutes: T*B*G*H*H = "

@@ -34,7 +34,7 @@ from fastrnn._timing import BUSY_CORES, SLOW_PROBE
 DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 REFERENCE = "numpy"
 TORCH = "torch"
-IMPL_ORDER = ("numpy", "numba", "cython", "torch")
+IMPL_ORDER = ("numpy", "numba", "cython", "cython-bf16", "torch", "torch-bf16")
 TORCH_MODULES = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}  # PyTorch's module of each cell
 FLAT_WITHIN = 0.10  # flat: at T=4096 within 10% of the best T
 NOISE = "noise"  # in a table, where a value is impossible (a negative fit, over 100% of GEMM)

@@ -188,7 +188,10 @@ def test_real_run_end_to_end(tmp_path):
             e = b["extra_info"]
             assert b["group"] == f"rnn-{e['pass_']}-float32-T16-B1-H64"
             assert e["steps_per_s"] == pytest.approx(16 / b["stats"]["min"])
-            assert e["max_abs_err"] < 1e-4 and e["err_T"] == 16
+            if e["compute_dtype"] == "bfloat16":  # cython-bf16 too
+                assert e["max_rel_err"] < 3e-2 and e["err_T"] == 16
+            else:
+                assert e["max_abs_err"] < 1e-4 and e["err_T"] == 16
     markdown, _ = report.make_report(run, str(out), str(tmp_path / "report"), want_plot=False)
     assert "### rnn, inference, float32" in markdown and "GFLOP/s" in markdown
 

@@ -36,15 +36,15 @@ def _available_memory():
 
 def _require(case):
     """Skip, with the reason, a case that cannot run here."""
-    if case.impl == "torch":
+    if case.base == "torch":
         try:
             import torch  # noqa: F401
         except ImportError as exc:
             pytest.skip(f"torch is not importable: {exc}")
     else:
-        reason = fastrnn.unavailable_backends().get(case.impl)
+        reason = fastrnn.unavailable_backends().get(case.base)
         if reason is not None:
-            pytest.skip(f"backend {case.impl} unavailable: {reason}")
+            pytest.skip(f"backend {case.base} unavailable: {reason}")
     cell = CELLS[case.cell]
     need = cell.memory_bytes(case.T, case.B, case.I, case.H, np.dtype(case.dtype).itemsize,
                              case.training)
@@ -75,8 +75,9 @@ def test_throughput(case, benchmark, bench):
     info = benchmark.extra_info
     info.update(kind="throughput", cell=case.cell, pass_=case.pass_, backend=case.impl,
                 reference=case.impl == grid.REFERENCE, threads=case.threads, dtype=case.dtype,
-                T=case.T, B=case.B, I=case.I, H=case.H, nonlinearity="tanh")
-    if case.impl == "torch":
+                T=case.T, B=case.B, I=case.I, H=case.H, nonlinearity="tanh",
+                compute_dtype="bfloat16" if case.bf16 else case.dtype)
+    if case.base == "torch":
         import torch
 
         info.update(torch_version=torch.__version__, torch_threads=torch.get_num_threads(),
@@ -113,7 +114,9 @@ def test_throughput(case, benchmark, bench):
                     flop=flops, gflop_per_s=flops / stats.min / 1e9,
                     gflop_per_s_mean=flops / stats.mean / 1e9)
 
-    tolerance = grid.TOLERANCE[case.dtype]
+    if case.impl == "torch-bf16":
+        return  # a peer's own precision, recorded above, is not ours to hold to a bound
+    tolerance = case.tolerance
     assert rel_err <= tolerance, (
         f"{case.impl} differs from the float64 reference by {rel_err:.3g} (relative, worst of "
         f"{names}; max abs {abs_err:.3g}) on T={err_T}, tolerance {tolerance:g}")
