@@ -160,6 +160,10 @@ cdef inline floating* _offset(floating* p, Py_ssize_t i) noexcept nogil:
     return NULL if p == NULL else p + i
 
 
+cdef inline uint16_t* _offset16(uint16_t* p, Py_ssize_t i) noexcept nogil:
+    return NULL if p == NULL else p + i
+
+
 cdef struct _SignalClock:
     double next_check  # when to run the signal handlers next
     int stride         # phases between two readings of the clock
@@ -326,6 +330,21 @@ cdef int _backward_unpacked(const floating[:, ::1] W_hh, const int64_t[::1] leng
 
 # ---- forward -----------------------------------------------------------------
 
+cdef inline void _operand_product(const floating* A, const uint16_t* Ab, Py_ssize_t lda,
+                                  Py_ssize_t rows, const floating* panel,
+                                  const uint16_t* panel_b, Py_ssize_t K, int nv, Py_ssize_t NR,
+                                  floating* C) noexcept nogil:
+    """C (rows, NR) = A (rows, K) @ panel (K, NR) in the forward's precision:
+    bf16 pairs when ``Ab`` is not NULL (Ab, panel_b; lda and K counted in bf16
+    values, even), else ``A`` and ``panel`` (float32 or float64, or float32
+    holding rounded values)."""
+    if floating is float:
+        if Ab != NULL:
+            _product_bf16(Ab, lda, rows, panel_b, K // 2, nv, NR, C)
+            return
+    _product(A, lda, rows, panel, K, nv, NR, C)
+
+
 cdef void _forward_worker(fastrnn_steps* steps, int tid, Py_ssize_t n_phases,
                           Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, Py_ssize_t G,
                           Py_ssize_t u, int nv, Py_ssize_t per_item, Py_ssize_t chunk,
@@ -340,8 +359,15 @@ cdef void _forward_worker(fastrnn_steps* steps, int tid, Py_ssize_t n_phases,
     """One thread's share of a forward: items until the counter runs out.
 
     Phase 0 packs the panels; then each chunk of ``chunk`` steps is a phase
-    projecting the chunk's inputs into ``gates``, followed by one phase per step.
-    Step t's gates and saved values are row t % ring of theirs.
+    projecting the chunk's inputs into ``gates``, followed by one phase per
+    step.  Step t's gates and saved values are row t % ring of theirs.
+
+    Tried: each step computing its own input term right before its
+    recurrent product, into a tile still in L1, so that the input terms
+    never go through memory (the profile of a bf16 LSTM (16, 256) step
+    showed the gate loop waiting on their loads): 0.95-1.05x the chunked
+    projection at B >= 8 and 0.77-0.86x at B = 1 (2 threads, float32 and
+    bf16, interleaved), so not kept.
 
     bf16 compute on the pair tiles (vdpbf16ps) when ``hb`` is not NULL: P_ih
     and P_hh then hold bf16 pair panels (cast to uint16_t*), phase 0 also
@@ -360,12 +386,16 @@ cdef void _forward_worker(fastrnn_steps* steps, int tid, Py_ssize_t n_phases,
     cdef floating acc[ROW_BLOCK * 64]  # rows of up to 4 vectors of 16 lanes
     cdef floating* h_prev
     cdef floating* h_next
-    cdef const floating* panel
+    cdef floating* g
     cdef _SignalClock clock = [0, 1, 1]
-    cdef bint bf16 = hb != NULL, rounded = hr != NULL
-    cdef const floating* x_op = xr if rounded else x2d  # what the input products read
-    cdef uint16_t* Pb_ih = <uint16_t*>P_ih
-    cdef uint16_t* Pb_hh = <uint16_t*>P_hh
+    cdef bint pairs = hb != NULL, rounded = hr != NULL
+    # The products' operands and panels in the forward's precision (the
+    # NULL/float ones unused): x rows of lda_x values, K_x of them read.
+    cdef const floating* x_op = xr if rounded else x2d
+    cdef Py_ssize_t lda_x = I2 if pairs else I, lda_h = H2 if pairs else H
+    cdef floating* h_ops = hr if rounded else hbuf  # two (B, lda_h) halves
+    cdef uint16_t* Pb_ih = <uint16_t*>P_ih if pairs else NULL
+    cdef uint16_t* Pb_hh = <uint16_t*>P_hh if pairs else NULL
     for phase in range(n_phases):
         if not fastrnn_steps_wait(steps, phase):
             break
@@ -378,15 +408,16 @@ cdef void _forward_worker(fastrnn_steps* steps, int tid, Py_ssize_t n_phases,
             for p in range(item * per_item, min((item + 1) * per_item, n_panels)):
                 j0 = p * u
                 nu = min(u, H - j0)
-                if phase == 0 and bf16:
+                if phase == 0:
+                    # W_ih^T (I, G*H) and W_hh^T (H, G*H), this panel of each,
+                    # and in bf16 this panel's share of x's rows, rounded.
                     if floating is float:
-                        fastrnn_pack_panel_bf16(W_ih, 1, I, I, G, H, u, p, Pb_ih + p * I2 * NR)
-                        fastrnn_pack_panel_bf16(W_hh, 1, H, H, G, H, u, p, Pb_hh + p * H2 * NR)
-                        # and this panel's share of x's rows, rounded
-                        for row in range(p * T * B // n_panels, (p + 1) * T * B // n_panels):
-                            fastrnn_to_bf16(x2d + row * I, I, xb + row * I2)
-                elif phase == 0:
-                    # W_ih^T (I, G*H) and W_hh^T (H, G*H), this panel of each.
+                        if pairs:
+                            fastrnn_pack_panel_bf16(W_ih, 1, I, I, G, H, u, p, Pb_ih + p * I2 * NR)
+                            fastrnn_pack_panel_bf16(W_hh, 1, H, H, G, H, u, p, Pb_hh + p * H2 * NR)
+                            for row in range(p * T * B // n_panels, (p + 1) * T * B // n_panels):
+                                fastrnn_to_bf16(x2d + row * I, I, xb + row * I2)
+                            continue
                     _pack_panel(W_ih, 1, I, I, G, H, u, p, P_ih + p * I * NR)
                     _pack_panel(W_hh, 1, H, H, G, H, u, p, P_hh + p * H * NR)
                     if floating is float:
@@ -399,18 +430,13 @@ cdef void _forward_worker(fastrnn_steps* steps, int tid, Py_ssize_t n_phases,
                     # The input term of the chunk's steps, for this panel's units.
                     first = ((phase - 1) // (chunk + 1)) * chunk
                     rows = (min(first + chunk, T) - first) * B
-                    panel = P_ih + p * I * NR
                     r0 = 0
                     while r0 < rows:
                         mr = min(ROW_BLOCK, rows - r0)
-                        if floating is float:
-                            if bf16:
-                                _product_bf16(xb + (first * B + r0) * I2, I2, mr,
-                                              Pb_ih + p * I2 * NR, I2 // 2, nv, NR, acc)
-                            else:
-                                _product(x_op + (first * B + r0) * I, I, mr, panel, I, nv, NR, acc)
-                        else:
-                            _product(x2d + (first * B + r0) * I, I, mr, panel, I, nv, NR, acc)
+                        _operand_product(x_op + (first * B + r0) * lda_x,
+                                         _offset16(xb, (first * B + r0) * lda_x), lda_x, mr,
+                                         P_ih + p * I * NR, _offset16(Pb_ih, p * I2 * NR), lda_x,
+                                         nv, NR, acc)
                         for r in range(mr):
                             row = (first % ring) * B + r0 + r
                             for k in range(G):
@@ -420,40 +446,33 @@ cdef void _forward_worker(fastrnn_steps* steps, int tid, Py_ssize_t n_phases,
                         r0 += mr
                 else:
                     t = ((phase - 1) // (chunk + 1)) * chunk + (phase - 1) % (chunk + 1) - 1
-                    if t < T:
-                        h_prev = hbuf + (t % 2) * B * H
-                        h_next = hbuf + ((t + 1) % 2) * B * H
-                        panel = P_hh + p * H * NR
-                        r0 = 0
-                        while r0 < B:
-                            mr = min(ROW_BLOCK, B - r0)
+                    if t >= T:
+                        continue
+                    h_prev = hbuf + (t % 2) * B * H
+                    h_next = hbuf + ((t + 1) % 2) * B * H
+                    r0 = 0
+                    while r0 < B:
+                        mr = min(ROW_BLOCK, B - r0)
+                        _operand_product(h_ops + (t % 2) * B * lda_h + r0 * lda_h,
+                                         _offset16(hb, (t % 2) * B * lda_h + r0 * lda_h), lda_h,
+                                         mr, P_hh + p * H * NR, _offset16(Pb_hh, p * H2 * NR),
+                                         lda_h, nv, NR, acc)
+                        for r in range(mr):
+                            b = r0 + r
+                            g = gates + ((t % ring) * B + b) * GH + j0
+                            _cell_forward(t < lengths[b], nu, H, u, acc + r * NR, g,
+                                          h_prev + b * H + j0, h_next + b * H + j0,
+                                          out + (t * B + b) * H + j0, _offset(state, b * H + j0),
+                                          _offset(saved, ((t % ring) * B + b) * H + j0),
+                                          _offset(<floating*>extra, j0), flag)
                             if floating is float:
-                                if bf16:
-                                    _product_bf16(hb + (t % 2) * B * H2 + r0 * H2, H2, mr,
-                                                  Pb_hh + p * H2 * NR, H2 // 2, nv, NR, acc)
+                                if pairs:
+                                    fastrnn_to_bf16(h_next + b * H + j0, nu,
+                                                    hb + ((t + 1) % 2) * B * H2 + b * H2 + j0)
                                 elif rounded:
-                                    _product(hr + (t % 2) * B * H + r0 * H, H, mr, panel, H, nv,
-                                             NR, acc)
-                                else:
-                                    _product(h_prev + r0 * H, H, mr, panel, H, nv, NR, acc)
-                            else:
-                                _product(h_prev + r0 * H, H, mr, panel, H, nv, NR, acc)
-                            for r in range(mr):
-                                b = r0 + r
-                                _cell_forward(t < lengths[b], nu, H, u, acc + r * NR,
-                                              gates + ((t % ring) * B + b) * GH + j0,
-                                              h_prev + b * H + j0, h_next + b * H + j0,
-                                              out + (t * B + b) * H + j0, _offset(state, b * H + j0),
-                                              _offset(saved, ((t % ring) * B + b) * H + j0),
-                                              _offset(<floating*>extra, j0), flag)
-                                if floating is float:
-                                    if bf16:
-                                        fastrnn_to_bf16(h_next + b * H + j0, nu,
-                                                        hb + ((t + 1) % 2) * B * H2 + b * H2 + j0)
-                                    elif rounded:
-                                        fastrnn_round_bf16(h_next + b * H + j0, nu,
-                                                           hr + ((t + 1) % 2) * B * H + b * H + j0)
-                            r0 += mr
+                                    fastrnn_round_bf16(h_next + b * H + j0, nu,
+                                                       hr + ((t + 1) % 2) * B * H + b * H + j0)
+                        r0 += mr
             fastrnn_steps_done(steps)
         if main_thread and _check_now(&clock) and _interrupted():
             fastrnn_steps_abort(steps)
