@@ -72,6 +72,7 @@ def onnxruntime_int8_runner(onnx_bytes, threads):
     """ONNX Runtime's dynamic quantization (quantize_dynamic: int8 weights,
     activations quantized per call), which turns an LSTM node into its
     DynamicQuantizeLSTM."""
+    import logging
     import os
     import tempfile
 
@@ -81,7 +82,12 @@ def onnxruntime_int8_runner(onnx_bytes, threads):
     src, dst = os.path.join(folder, "f32.onnx"), os.path.join(folder, "int8.onnx")
     with open(src, "wb") as f:
         f.write(onnx_bytes)
-    quantize_dynamic(src, dst, weight_type=QuantType.QInt8, op_types_to_quantize=["LSTM"])
+    root = logging.getLogger()
+    level, _ = root.level, root.setLevel(logging.ERROR)  # its advice on pre-processing, per call
+    try:
+        quantize_dynamic(src, dst, weight_type=QuantType.QInt8, op_types_to_quantize=["LSTM"])
+    finally:
+        root.setLevel(level)
     with open(dst, "rb") as f:
         return onnxruntime_runner(f.read(), threads)
 

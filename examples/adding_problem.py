@@ -6,8 +6,11 @@ the sum of the two marked values.  Predicting the mean sum (1.0) scores an
 MSE of 1/6 = 0.167; a model has learned the task when it goes well below
 that, which needs a gradient that survives the whole sequence.  The LSTM and
 the GRU get there at T=100; the tanh Elman RNN stays at the baseline.
+``--compute-dtype bfloat16`` trains with bf16 products (forward and
+backward; the layer's ``compute_dtype``).
 
     python examples/adding_problem.py [--T 100] [--steps 1500] [--cells rnn,lstm,gru]
+                                      [--compute-dtype bfloat16]
 """
 import argparse
 import time
@@ -33,10 +36,10 @@ def batch(rng, T, B):
     return x, targets
 
 
-def train(cell, T=100, steps=1500, H=32, B=64, seed=0, verbose=True):
+def train(cell, T=100, steps=1500, H=32, B=64, seed=0, verbose=True, compute_dtype=None):
     """Train one model; returns the test MSE on 1000 new sequences."""
     rng = np.random.default_rng(seed)
-    layer = LAYERS[cell](2, H, seed=rng)
+    layer = LAYERS[cell](2, H, seed=rng, compute_dtype=compute_dtype)
     head = Linear(H, 1, seed=rng)
     opt = Adam({**prefixed("rnn", layer.named_parameters()),
                 **prefixed("head", head.named_parameters())}, lr=0.01)
@@ -56,12 +59,15 @@ def train(cell, T=100, steps=1500, H=32, B=64, seed=0, verbose=True):
     test, _ = mse(head(layer(x)[0]), targets, last_only=True)
     if verbose:
         print(f"{cell:5s} T={T}: test MSE {test:.4f} (baseline 0.167) "
-              f"in {time.perf_counter() - start:.0f} s")
+              f"in {time.perf_counter() - start:.0f} s"
+              + (f", {compute_dtype} products" if compute_dtype else ""))
     return test
 
 
-def main(T=100, steps=1500, cells=("rnn", "lstm", "gru"), seed=0, verbose=True):
-    return {cell: train(cell, T, steps, seed=seed, verbose=verbose) for cell in cells}
+def main(T=100, steps=1500, cells=("rnn", "lstm", "gru"), seed=0, verbose=True,
+         compute_dtype=None):
+    return {cell: train(cell, T, steps, seed=seed, verbose=verbose, compute_dtype=compute_dtype)
+            for cell in cells}
 
 
 if __name__ == "__main__":
@@ -71,7 +77,9 @@ if __name__ == "__main__":
     parser.add_argument("--cells", default="rnn,lstm,gru")
     parser.add_argument("--threads", type=int, help="fastrnn.set_num_threads (default: all "
                         "cores; 1 is faster for small batches, see the README)")
+    parser.add_argument("--compute-dtype", choices=["bfloat16"],
+                        help="bf16 products (default: float32's)")
     args = parser.parse_args()
     if args.threads:
         fastrnn.set_num_threads(args.threads)
-    main(args.T, args.steps, args.cells.split(","))
+    main(args.T, args.steps, args.cells.split(","), compute_dtype=args.compute_dtype)

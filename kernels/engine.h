@@ -350,6 +350,10 @@ static void NAME##_##MR##x##NV(const uint16_t *A, long lda, const uint16_t *P, l
 }
 
 #if FASTRNN_DPBF16 && FASTRNN_VBYTES == 64
+/* A register broadcast of each row's pair, shared by the row's NV products.
+   Tried: the pair as vdpbf16ps's broadcast memory operand ({1to16}, inline
+   asm), no broadcast instructions: 0.47-0.61x this tile's speed at
+   (B, H) = (16, 256) and (64, 1024) (AMD Zen 4, interleaved A/B). */
 #define FASTRNN_BF16_FMA                                                            \
     for (r = 0; r < ROWS; r++)                                                        \
         acc[r][v] = (vec)_mm512_dpbf16_ps((__m512)acc[r][v],                        \

@@ -24,6 +24,20 @@ def test_adding_problem_gru_learns_what_the_baseline_cannot(example):
     assert result["gru"] < 0.05  # predicting the mean scores 0.167
 
 
+def test_adding_problem_trains_in_bf16_as_in_float32(example):
+    """bf16 products, forward and backward: the same task learned, to a test
+    error within a few percent of the float32 run's scale (both far below
+    the 0.167 baseline)."""
+    import fastrnn
+
+    if "cython" not in fastrnn.available_backends():
+        pytest.skip("bf16 compute runs on the cython backend, unavailable here")
+    run = example("adding_problem").main
+    f32 = run(T=20, steps=300, cells=("gru",), verbose=False)["gru"]
+    bf16 = run(T=20, steps=300, cells=("gru",), verbose=False, compute_dtype="bfloat16")["gru"]
+    assert bf16 < 0.05 and abs(bf16 - f32) < 0.03 * 0.167
+
+
 def test_gradient_norms_vanish_and_explode(example, tmp_path):
     norms = example("gradient_norms").main(out=str(tmp_path / "g.png"), T=40, verbose=False)
     tanh_small = norms[("tanh RNN", 0.5)]
