@@ -82,8 +82,11 @@ def problem(cell, B, H, T):
 
 
 def implementations(p, threads):
-    """{name: (infer(x) -> out, train(x) or None)} of every implementation
-    installed here on ``threads`` threads (each call sets its thread count)."""
+    """{name: (prepare(), infer(x) -> out, train(x) or None)} of every
+    implementation installed here on ``threads`` threads: ``prepare`` sets
+    its thread count, before the clock starts (fastrnn.set_num_threads goes
+    through every loaded library's pools: 2 ms of a 1.4 ms LSTM (1, 64) call
+    with torch, ONNX Runtime and OpenVINO loaded)."""
     cell, x, W_ih, W_hh, b = p
     I, H = x.shape[2], W_hh.shape[1]
     forward = getattr(fastrnn, cell + "_forward")
@@ -92,15 +95,16 @@ def implementations(p, threads):
     found = {}
 
     def ours(compute):
-        def infer(x):
+        def prepare():
             fastrnn.set_num_threads(threads)
+
+        def infer(x):
             return forward(x, *states, W_ih, W_hh, b, b, training=False, compute_dtype=compute)[0]
 
         def train(x):
-            fastrnn.set_num_threads(threads)
             out = forward(x, *states, W_ih, W_hh, b, b, compute_dtype=compute)
             backward(np.ones_like(out[0]), *states, out[-1])
-        return infer, train
+        return prepare, infer, train
 
     found["fastrnn"], found["fastrnn bf16"] = ours(None), ours("bfloat16")
     if torch is not None:
@@ -111,27 +115,32 @@ def implementations(p, threads):
                 getattr(module, name).copy_(torch.from_numpy(value))
 
         def theirs(autocast):
-            def infer(x):
+            def prepare():
                 torch.set_num_threads(threads)
+
+            def infer(x):
                 with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16,
                                                             enabled=autocast):
                     return module(torch.from_numpy(x))[0].float().numpy()
 
             def train(x):
-                torch.set_num_threads(threads)
                 xx = torch.from_numpy(x).requires_grad_(True)
                 with torch.autocast("cpu", torch.bfloat16, enabled=autocast):
                     out, _ = module(xx)
                 out.float().sum().backward()
-            return infer, train
+            return prepare, infer, train
 
         found["torch"], found["torch autocast bf16"] = theirs(False), theirs(True)
     for name, peer in onnx_peers.runners(cell, W_ih, W_hh, b, b, threads).items():
         onnx_peers.check(peer, cell, W_ih, W_hh, b, b)
-        found[name] = (peer, None)
+        found[name] = (_nothing, peer, None)  # a session's threads are set when it is made
     for name, peer in onnx_peers.low_precision_runners(cell, W_ih, W_hh, b, b, threads).items():
-        found[name] = (peer, None)
+        found[name] = (_nothing, peer, None)
     return found
+
+
+def _nothing():
+    pass
 
 
 def errors(p):
@@ -141,8 +150,11 @@ def errors(p):
     exact = getattr(fastrnn.reference, cell + "_forward")(
         x.astype(np.float64), *states, W_ih.astype(np.float64),
         W_hh.astype(np.float64), b.astype(np.float64), b.astype(np.float64), training=False)[0]
-    return {name: float(np.max(np.abs(infer(x) - exact)))
-            for name, (infer, _) in implementations(p, 2).items()}
+    errors = {}
+    for name, (prepare, infer, _) in implementations(p, 2).items():
+        prepare()
+        errors[name] = float(np.max(np.abs(infer(x) - exact)))
+    return errors
 
 
 def contenders(p):
@@ -150,10 +162,11 @@ def contenders(p):
     x = p[1]
     runs = {}
     for n in (1, 2):
-        for name, (infer, train) in implementations(p, n).items():
+        for name, (prepare, infer, train) in implementations(p, n).items():
             for pass_, fn in (("inference", infer), ("training", train)):
                 if fn is not None:
-                    def run(fn=fn):
+                    def run(prepare=prepare, fn=fn):
+                        prepare()
                         t0 = time.perf_counter()
                         fn(x)
                         return time.perf_counter() - t0
