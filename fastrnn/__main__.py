@@ -113,6 +113,45 @@ def check_backends(backends):
     return ok
 
 
+# The kernels' bf16 mode against the reference's (the same rounding: only the
+# order of float32 sums differs), and against float64: bf16's 2^-8 per
+# rounding, accumulated (2.5e-2 seen here, relative to the largest gradient).
+BF16_VS_REFERENCE = 1e-5
+BF16_VS_FLOAT64 = 5e-2
+
+
+def check_bf16(backends):
+    """compute_dtype="bfloat16" (the Cython engine at the running level),
+    forward and backward, against the reference's bf16 mode and against
+    float64; True when both are within bounds (or the backend is absent)."""
+    if "cython" not in backends:
+        return True
+    print()
+    print(f"bfloat16 compute (compute_dtype='bfloat16'; {_isa_in_use()}), same problem:")
+    print(f"  {'cell':9s} {'vs bf16 reference':>18s} {'vs float64':>11s}")
+    ok = True
+    for cell in CELLS:
+        problem = random_problem(7, 5, 6, 9, np.float32, cell=cell, lengths=[7, 0, 3, 7, 1])
+        ups = random_upstream(cell, 7, 5, 9, np.float32)
+        outs, cache = forward(cell, problem, "cython", compute_dtype="bfloat16")
+        grads = backward(cell, ups, cache)
+        r_outs, r_cache = forward(cell, problem, compute_dtype="bfloat16")
+        r_grads = backward(cell, ups, cache, reference)  # the reference's backward, same cache
+        as64 = as_float64({**problem, **ups})
+        e_outs, e_cache = forward(cell, {k: as64[k] for k in problem})
+        e_grads = backward(cell, {k: as64[k] for k in ups}, e_cache, reference)
+        row = ""
+        for wants, bound in (((r_outs, r_grads), BF16_VS_REFERENCE),
+                             ((e_outs, e_grads), BF16_VS_FLOAT64)):
+            errors = [scaled_error(got[k], want[k]) for got, want in zip((outs, grads), wants)
+                      for k in want if want[k] is not None]
+            good = all(e <= bound * scale for e, scale in errors)
+            ok &= good
+            row += f"{max(e for e, _ in errors):>13.1e} {'ok' if good else 'FAIL':>4s}"
+        print(f"  {cell:9s}{row}")
+    return ok
+
+
 def _owner(path):
     """The package that shipped a pool's library (numpy's and SciPy's OpenBLAS
     are two libraries; SciPy's does the Cython kernels' BLAS), else "system"."""
@@ -282,6 +321,7 @@ def main(argv=None):
     start = time.perf_counter()
     backends = print_environment()
     ok = check_backends(backends)
+    ok &= check_bf16(backends)
     print_pools()
     timings = ""
     if not args.no_speed:

@@ -16,6 +16,8 @@ def test_lists_every_pool_the_kernels_use_and_agrees():
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "all backends agree with the reference" in out
+    if "cython" in fastrnn.available_backends():
+        assert "bfloat16 compute" in out and "FAIL" not in out
     pools = out[out.index("threads:"):]
     assert "numpy  blas" in pools  # numpy's own OpenBLAS
     if "cython" in fastrnn.available_backends():
