@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import fastrnn
-from fastrnn import _backends, _tuning
+from fastrnn import _backends, _isa, _tuning
 
 DTYPES = [np.float32, np.float64]
 
@@ -52,3 +52,29 @@ def fresh_backends(monkeypatch):
     monkeypatch.setattr(_backends, "_warned_fallback", False)
     monkeypatch.setattr(_backends, "_default", None)
     return _backends
+
+
+try:
+    BUILT_LEVELS, CPU_LEVELS = fastrnn.built_isa_levels(), fastrnn.cpu_isa_levels()
+except ImportError:  # the Cython kernels are not built
+    BUILT_LEVELS = CPU_LEVELS = ()
+
+
+@pytest.fixture
+def restore_level():
+    """The instruction-set level in use, restored after the test."""
+    saved = _isa._chosen
+    yield
+    _isa._chosen = saved
+
+
+@pytest.fixture(params=BUILT_LEVELS or ["not built"])
+def level(request, restore_level):
+    """Every instruction-set level this build compiled, forced; one this CPU
+    lacks skips, naming it."""
+    if not BUILT_LEVELS:
+        pytest.skip("the Cython kernels are not built")
+    if request.param not in CPU_LEVELS:
+        pytest.skip(f"this CPU lacks {request.param} (it has {', '.join(CPU_LEVELS)})")
+    fastrnn.set_isa_level(request.param)
+    return request.param

@@ -10,7 +10,6 @@ from fastrnn import reference as R
 from fastrnn._spec import CELLS
 from fastrnn._testing import (as_float64, backward, forward, random_problem, random_upstream,
                               scaled_error)
-from test_isa import BUILT, CPU, restore_level  # noqa: F401  (a fixture)
 
 # Kernel against the bf16 reference, one step from the same states: the same
 # bf16 operands, so only the float32 order of the sums differs (1e-7
@@ -46,16 +45,6 @@ def test_round_bf16_matches_ml_dtypes():
     ml_dtypes = pytest.importorskip("ml_dtypes", reason="ml_dtypes is not installed")
     a = np.random.default_rng(0).standard_normal(10000).astype(np.float32) * 100
     np.testing.assert_array_equal(R.round_bf16(a), a.astype(ml_dtypes.bfloat16).astype(np.float32))
-
-
-@pytest.fixture(params=BUILT or ["not built"])
-def level(request, restore_level):  # noqa: F811
-    if not BUILT:
-        pytest.skip("the Cython kernels are not built")
-    if request.param not in CPU:
-        pytest.skip(f"this CPU lacks {request.param} (it has {', '.join(CPU)})")
-    fastrnn.set_isa_level(request.param)
-    return request.param
 
 
 def _check(got, want, bound, what):

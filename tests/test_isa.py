@@ -8,33 +8,10 @@ import numpy as np
 import pytest
 
 import fastrnn
+from conftest import BUILT_LEVELS as BUILT, CPU_LEVELS as CPU
 from fastrnn import _isa
 from fastrnn._testing import random_problem, random_upstream
 from test_backends import check_against_reference
-
-try:
-    BUILT = fastrnn.built_isa_levels()
-    CPU = fastrnn.cpu_isa_levels()
-except ImportError:
-    BUILT = CPU = ()
-
-
-@pytest.fixture
-def restore_level():
-    saved = _isa._chosen
-    yield
-    _isa._chosen = saved
-
-
-@pytest.fixture(params=BUILT or ["not built"])
-def level(request, restore_level):
-    """Every level this build compiled; one this CPU lacks skips, naming it."""
-    if not BUILT:
-        pytest.skip("the Cython kernels are not built")
-    if request.param not in CPU:
-        pytest.skip(f"this CPU lacks {request.param} (it has {', '.join(CPU)})")
-    fastrnn.set_isa_level(request.param)
-    return request.param
 
 
 # Shapes that stress the panels (H = 1, 7, 33, 257 against 8/16 lanes; B = 1,
