@@ -249,6 +249,33 @@ def check_forward(cell, x, states, W_ih, W_hh, b_ih, b_hh, lengths, options):
         T, B, I, H, G, dtype))
 
 
+def _is_bfloat16(value):
+    return isinstance(value, np.ndarray) and value.dtype.name == "bfloat16"
+
+
+def check_forward_bf16(cell, x, states, W_ih, W_hh, b_ih, b_hh, lengths, options,
+                       compute_dtype):
+    """check_forward, and the products' precision: ``(Checked, bf16)``.
+
+    Arrays of ``ml_dtypes.bfloat16`` (the type JAX and TensorFlow use) are
+    taken too: they widen to float32, which holds their values exactly, and
+    then the products run in bfloat16 unless ``compute_dtype`` says
+    otherwise.  Looked for only once check_forward has refused a dtype, so
+    a float call pays nothing for it."""
+    try:
+        p = check_forward(cell, x, states, W_ih, W_hh, b_ih, b_hh, lengths, options)
+    except TypeError:
+        values = (x, *states, W_ih, W_hh, b_ih, b_hh)
+        if not any(_is_bfloat16(v) for v in values):
+            raise
+        x, *states, W_ih, W_hh, b_ih, b_hh = (v.astype(np.float32) if _is_bfloat16(v) else v
+                                              for v in values)
+        p = check_forward(cell, x, tuple(states), W_ih, W_hh, b_ih, b_hh, lengths, options)
+        if compute_dtype is None:
+            compute_dtype = "bfloat16"
+    return p, compute_dtype is not None and check_compute_dtype(compute_dtype, p.dtype)
+
+
 def _cache_layout(spec):
     """(name, shape template) of every array a cell's cache holds, in letters
     T, B, I, H, GH; made once per cell."""

@@ -8,7 +8,7 @@ The NumPy specification of each function is in ``fastrnn.reference``, with
 the same signature less ``backend``.
 """
 from . import _driver
-from ._validation import check_backward, check_compute_dtype, check_forward
+from ._validation import check_backward, check_forward_bf16
 
 __all__ = [
     "rnn_forward", "rnn_backward", "lstm_forward", "lstm_backward", "gru_forward",
@@ -51,7 +51,9 @@ def rnn_forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, *, nonlinearity="tanh",
         for its products (the gradients of the pre-activations rounded).  On CPUs with
         AVX512_BF16 the products run on its units; elsewhere the bf16 values
         are widened to float32 (half the weight traffic).  The error this
-        adds is documented in docs/precision.md.
+        adds is documented in docs/precision.md.  Arrays of
+        ``ml_dtypes.bfloat16`` are taken too (widened to float32, exactly),
+        and then the products run in bfloat16 unless this says otherwise.
 
     Returns
     -------
@@ -80,9 +82,8 @@ def rnn_forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, *, nonlinearity="tanh",
     --------
     fastrnn.reference.rnn_forward : the NumPy specification of this function.
     """
-    p = check_forward("rnn", x, (h0,), W_ih, W_hh, b_ih, b_hh, lengths,
-                      {"nonlinearity": nonlinearity})
-    bf16 = compute_dtype is not None and check_compute_dtype(compute_dtype, p.dtype)
+    p, bf16 = check_forward_bf16("rnn", x, (h0,), W_ih, W_hh, b_ih, b_hh, lengths,
+                                 {"nonlinearity": nonlinearity}, compute_dtype)
     return _driver.forward(p, training, backend, bf16=bf16)
 
 
@@ -173,8 +174,8 @@ def lstm_forward(x, h0, c0, W_ih, W_hh, b_ih=None, b_hh=None, *, lengths=None, t
     Raises as :func:`fastrnn.rnn_forward` does (TypeError for dtypes,
     ValueError naming the argument and the expected shape).
     """
-    p = check_forward("lstm", x, (h0, c0), W_ih, W_hh, b_ih, b_hh, lengths, {})
-    bf16 = compute_dtype is not None and check_compute_dtype(compute_dtype, p.dtype)
+    p, bf16 = check_forward_bf16("lstm", x, (h0, c0), W_ih, W_hh, b_ih, b_hh, lengths, {},
+                                 compute_dtype)
     return _driver.forward(p, training, backend, bf16=bf16)
 
 
@@ -237,8 +238,8 @@ def gru_forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, *, lengths=None, traini
 
     Raises as :func:`fastrnn.rnn_forward` does.
     """
-    p = check_forward("gru", x, (h0,), W_ih, W_hh, b_ih, b_hh, lengths, {})
-    bf16 = compute_dtype is not None and check_compute_dtype(compute_dtype, p.dtype)
+    p, bf16 = check_forward_bf16("gru", x, (h0,), W_ih, W_hh, b_ih, b_hh, lengths, {},
+                                 compute_dtype)
     return _driver.forward(p, training, backend, bf16=bf16)
 
 

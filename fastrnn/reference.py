@@ -41,7 +41,7 @@ replaces ``from fastrnn.reference import rnn_forward``.
 import numpy as np
 
 from ._types import ForwardCache, make_grads
-from ._validation import check_backward, check_compute_dtype, check_forward
+from ._validation import check_backward, check_forward_bf16
 
 __all__ = [
     "rnn_forward", "rnn_backward", "lstm_forward", "lstm_backward", "gru_forward",
@@ -67,9 +67,9 @@ def _same(a):
     return a
 
 
-def _operands(compute_dtype, dtype):
+def _operands(bf16):
     """What a product does to its operands: round them to bfloat16, or nothing."""
-    return round_bf16 if check_compute_dtype(compute_dtype, dtype) else _same
+    return round_bf16 if bf16 else _same
 
 
 def _compute(op):
@@ -101,13 +101,13 @@ def rnn_forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, *, nonlinearity="tanh",
 
     Same parameters and results as :func:`fastrnn.rnn_forward`, without ``backend``.
     """
-    p = check_forward("rnn", x, (h0,), W_ih, W_hh, b_ih, b_hh, lengths,
-                      {"nonlinearity": nonlinearity})
+    p, bf16 = check_forward_bf16("rnn", x, (h0,), W_ih, W_hh, b_ih, b_hh, lengths,
+                                 {"nonlinearity": nonlinearity}, compute_dtype)
     relu = nonlinearity == "relu"
     T, B, H, dtype = p.T, p.B, p.H, p.dtype
     x, W_ih, W_hh, lengths = p.x, p.W_ih, p.W_hh, p.lengths
     b = _zeros_if_none(p.b_ih, H, dtype) + _zeros_if_none(p.b_hh, H, dtype)
-    op = _operands(compute_dtype, dtype)  # the products' operands
+    op = _operands(bf16)  # the products' operands
     Wi, Wh = op(W_ih), op(W_hh)
 
     h = _zeros_if_none(p.states[0], (B, H), dtype).copy()
@@ -180,11 +180,12 @@ def lstm_forward(x, h0, c0, W_ih, W_hh, b_ih=None, b_hh=None, *, lengths=None, t
 
     Returns ``out (T, B, H), h_n (B, H), c_n (B, H), cache``.
     """
-    p = check_forward("lstm", x, (h0, c0), W_ih, W_hh, b_ih, b_hh, lengths, {})
+    p, bf16 = check_forward_bf16("lstm", x, (h0, c0), W_ih, W_hh, b_ih, b_hh, lengths, {},
+                                 compute_dtype)
     T, B, H, dtype = p.T, p.B, p.H, p.dtype
     x, W_ih, W_hh, lengths = p.x, p.W_ih, p.W_hh, p.lengths
     b = _zeros_if_none(p.b_ih, 4 * H, dtype) + _zeros_if_none(p.b_hh, 4 * H, dtype)
-    op = _operands(compute_dtype, dtype)
+    op = _operands(bf16)
     Wi, Wh = op(W_ih), op(W_hh)
 
     h = _zeros_if_none(p.states[0], (B, H), dtype).copy()
@@ -266,12 +267,13 @@ def gru_forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, *, lengths=None, traini
 
     Returns ``out (T, B, H), h_n (B, H), cache``.
     """
-    p = check_forward("gru", x, (h0,), W_ih, W_hh, b_ih, b_hh, lengths, {})
+    p, bf16 = check_forward_bf16("gru", x, (h0,), W_ih, W_hh, b_ih, b_hh, lengths, {},
+                                 compute_dtype)
     T, B, H, dtype = p.T, p.B, p.H, p.dtype
     x, W_ih, W_hh, lengths = p.x, p.W_ih, p.W_hh, p.lengths
     b_ih = _zeros_if_none(p.b_ih, 3 * H, dtype)
     b_hh = _zeros_if_none(p.b_hh, 3 * H, dtype)
-    op = _operands(compute_dtype, dtype)
+    op = _operands(bf16)
     Wi, Wh = op(W_ih), op(W_hh)
 
     h = _zeros_if_none(p.states[0], (B, H), dtype).copy()

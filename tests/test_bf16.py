@@ -192,3 +192,24 @@ def test_a_cell_runs_bf16():
     want = fastrnn.gru_forward(x[None], None, p["weight_ih"], p["weight_hh"], p["bias_ih"],
                                p["bias_hh"], compute_dtype="bfloat16")[1]
     np.testing.assert_array_equal(cell(x), want)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "cython"])
+def test_bfloat16_arrays_are_taken(backend):
+    """ml_dtypes.bfloat16 arrays widen to float32 (exactly) and select bf16
+    products; compute_dtype may still ask for float32's."""
+    ml_dtypes = pytest.importorskip("ml_dtypes", reason="ml_dtypes is not installed")
+    if backend not in fastrnn.available_backends():
+        pytest.skip(f"{backend} unavailable")
+    problem = random_problem(6, 3, 5, 7, np.float32, cell="gru")
+    as_bf16 = {k: (v.astype(ml_dtypes.bfloat16) if k in ("x", "W_hh") else v)
+               for k, v in problem.items()}
+    widened = {k: (v.astype(np.float32) if k in ("x", "W_hh") else v) for k, v in as_bf16.items()}
+    got, cache = forward("gru", as_bf16, backend)
+    want, _ = forward("gru", widened, backend, compute_dtype="bfloat16")
+    assert got["out"].dtype == np.float32 and cache.compute == "bfloat16"
+    np.testing.assert_array_equal(got["out"], want["out"])
+    plain, _ = forward("gru", as_bf16, backend, compute_dtype="float32", training=False)
+    np.testing.assert_array_equal(plain["out"], forward("gru", widened, backend,
+                                                        training=False)[0]["out"])
+    assert as_bf16["x"].dtype == ml_dtypes.bfloat16  # not modified
