@@ -318,7 +318,7 @@ if __name__ == "__main__":
         with open(out, "w") as f:
             f.write("# fastrnn against its peers\n\n" + "\n".join(lines) + "\n\n## float32\n\n"
                     + table(rows, rate) + "\n\n## Every precision\n\n"
-                    "Steps x batch per second at each one's better thread count (fastrnn at "
-                    "its default, 2), and in brackets the worst error of its output against "
-                    "a float64 run of the same weights.\n\n" + low + "\n")
+                    "Steps x batch per second, each implementation (fastrnn too) at its "
+                    "better thread count, and in brackets the worst error of its output "
+                    "against a float64 run of the same weights.\n\n" + low + "\n")
         print(f"wrote {out}")
