@@ -143,26 +143,28 @@ def _nothing():
     pass
 
 
-def errors(p):
-    """{implementation: worst |out - out in float64|} on the problem's x."""
+def errors(p, found):
+    """{implementation: worst |out - out in float64|} on the problem's x, for
+    the implementations ``found`` (implementations(p, n))."""
     cell, x, W_ih, W_hh, b = p
     states = [None] * (2 if cell == "lstm" else 1)
     exact = getattr(fastrnn.reference, cell + "_forward")(
         x.astype(np.float64), *states, W_ih.astype(np.float64),
         W_hh.astype(np.float64), b.astype(np.float64), b.astype(np.float64), training=False)[0]
-    errors = {}
-    for name, (prepare, infer, _) in implementations(p, 2).items():
+    result = {}
+    for name, (prepare, infer, _) in found.items():
         prepare()
-        errors[name] = float(np.max(np.abs(infer(x) - exact)))
-    return errors
+        result[name] = float(np.max(np.abs(infer(x) - exact)))
+    return result
 
 
-def contenders(p):
-    """{(implementation, pass, threads): run() -> seconds of the call alone}."""
+def contenders(p, found):
+    """{(implementation, pass, threads): run() -> seconds of the call alone},
+    from ``found``: {threads: implementations(p, threads)}."""
     x = p[1]
     runs = {}
-    for n in (1, 2):
-        for name, (prepare, infer, train) in implementations(p, n).items():
+    for n, impls in found.items():
+        for name, (prepare, infer, train) in impls.items():
             for pass_, fn in (("inference", infer), ("training", train)):
                 if fn is not None:
                     def run(prepare=prepare, fn=fn):
@@ -185,8 +187,9 @@ def main(cells, shapes):
     for cell in cells:
         for B, H, T in shapes:
             p = problem(cell, B, H, T)
-            best = interleaved_best(contenders(p), ROUNDS, PAUSE, measure_gemm)
-            rows.append((cell, B, H, T, best, errors(p)))
+            found = {n: implementations(p, n) for n in (1, 2)}
+            best = interleaved_best(contenders(p, found), ROUNDS, PAUSE, measure_gemm)
+            rows.append((cell, B, H, T, best, errors(p, found[2])))
             print(".", end="", flush=True, file=sys.stderr)
     print(file=sys.stderr)
     return rows, 2 * 2048 ** 3 / gemm[0]

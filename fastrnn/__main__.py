@@ -82,6 +82,15 @@ def print_environment():
     return [b for b in fastrnn.BACKENDS if b not in unavailable]
 
 
+def _compare(gots, wants, bound):
+    """(every array within ``bound`` of its own scale, as the tests hold them;
+    the table cell: the worst error and ok/FAIL)."""
+    errors = [scaled_error(got[k], want[k]) for got, want in zip(gots, wants)
+              for k in want if want[k] is not None]
+    good = all(e <= bound * scale for e, scale in errors)
+    return good, f"{max(e for e, _ in errors):>13.1e} {'ok' if good else 'FAIL':>4s}"
+
+
 def check_backends(backends):
     """Forward and backward of every cell in every backend against the float64
     reference; returns True when all agree.  (This also loads every thread pool
@@ -102,12 +111,9 @@ def check_backends(backends):
             for backend in backends:
                 outs, cache = forward(cell, problem, backend, **kwargs)
                 grads = backward(cell, ups, cache)
-                # Every array within the tolerance for its own scale (as the tests hold them).
-                errors = [scaled_error(got[k], want[k]) for got, want in
-                          ((outs, r_outs), (grads, r_grads)) for k in want if want[k] is not None]
-                good = all(e <= TOLERANCE[np.dtype(dtype)] * scale for e, scale in errors)
+                good, text = _compare((outs, grads), (r_outs, r_grads), TOLERANCE[np.dtype(dtype)])
                 ok &= good
-                row += f"{max(e for e, _ in errors):>13.1e} {'ok' if good else 'FAIL':>4s}"
+                row += text
             label = " ".join((cell, *kwargs.values()))
             print(f"  {label:9s} {np.dtype(dtype).name:8s}{row}")
     return ok
@@ -143,11 +149,9 @@ def check_bf16(backends):
         row = ""
         for wants, bound in (((r_outs, r_grads), BF16_VS_REFERENCE),
                              ((e_outs, e_grads), BF16_VS_FLOAT64)):
-            errors = [scaled_error(got[k], want[k]) for got, want in zip((outs, grads), wants)
-                      for k in want if want[k] is not None]
-            good = all(e <= bound * scale for e, scale in errors)
+            good, text = _compare((outs, grads), wants, bound)
             ok &= good
-            row += f"{max(e for e, _ in errors):>13.1e} {'ok' if good else 'FAIL':>4s}"
+            row += text
         print(f"  {cell:9s}{row}")
     return ok
 

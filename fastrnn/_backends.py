@@ -37,6 +37,7 @@ def _check_name(backend):
 
 def kernels(backend, cell):
     """The kernel module of ``cell`` in ``backend`` (the reference for "numpy")."""
+    # (_isa._chosen is None only before the first Cython call, which misses anyway)
     key = (backend, cell, _isa._chosen) if backend == "cython" else (backend, cell)
     module = _loaded.get(key)
     if module is not None:
@@ -46,8 +47,9 @@ def kernels(backend, cell):
     if backend == "numpy":
         name = "fastrnn.reference"
     elif backend == "cython":
-        name = f"fastrnn.kernels.{cell}_cython_{_cython_level()}"
-        key = (backend, cell, _isa._chosen)
+        level = _cython_level()
+        name = f"fastrnn.kernels.{cell}_cython_{level}"
+        key = (backend, cell, level)
     else:
         name = f"fastrnn.kernels.{cell}_{backend}"
     try:

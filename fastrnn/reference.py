@@ -72,11 +72,6 @@ def _operands(bf16):
     return round_bf16 if bf16 else _same
 
 
-def _compute(op):
-    """The cache's ``compute`` for the rounding ``op``."""
-    return "bfloat16" if op is round_bf16 else None
-
-
 def sigmoid(x):
     """1 / (1 + exp(-x)) without overflow for large |x|: scipy.special.expit,
     imported on first use (importing scipy.special with fastrnn took 0.36 s,
@@ -128,7 +123,8 @@ def rnn_forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, *, nonlinearity="tanh",
     if training:
         cache = ForwardCache(
             "rnn", "numpy", lengths=lengths, has_b_ih=p.b_ih is not None,
-            has_b_hh=p.b_hh is not None, options={"nonlinearity": nonlinearity}, compute=_compute(op),
+            has_b_hh=p.b_hh is not None, options={"nonlinearity": nonlinearity},
+            compute="bfloat16" if bf16 else None,
             arrays=dict(x=_own(x), h0=h0, W_ih=_own(W_ih), W_hh=_own(W_hh), out=out))
         out = cache.read_only_out()
     return out, h, cache
@@ -143,7 +139,7 @@ def rnn_backward(d_out, d_h_n, cache):
     T, B, H = out.shape
     dtype = x.dtype
     d_out = _zeros_if_none(d_out, (T, B, H), dtype)
-    op = round_bf16 if cache.compute else _same  # the products' operands
+    op = _operands(cache.compute is not None)  # the products' operands
     Wi, Wh = op(W_ih), op(W_hh)
 
     dx = np.zeros_like(x)
@@ -159,11 +155,12 @@ def rnn_backward(d_out, d_h_n, cache):
         if lengths is not None:
             running = (t < lengths)[:, None]
             da = np.where(running, da, 0)
-        dW_ih += op(da).T @ op(x[t])
-        dW_hh += op(da).T @ op(h_prev)
+        da_op = op(da)  # the products' da; the bias sums read da as it is
+        dW_ih += da_op.T @ op(x[t])
+        dW_hh += da_op.T @ op(h_prev)
         db += da.sum(axis=0)
-        dx[t] = op(da) @ Wi
-        dh_prev = op(da) @ Wh
+        dx[t] = da_op @ Wi
+        dh_prev = da_op @ Wh
         dh = dh_prev if lengths is None else np.where(running, dh_prev, dh)
 
     return make_grads(cache, dx, dh, dW_ih, dW_hh, db_ih=db, db_hh=db)  # dh is now dL/dh0
@@ -210,7 +207,7 @@ def lstm_forward(x, h0, c0, W_ih, W_hh, b_ih=None, b_hh=None, *, lengths=None, t
     if training:
         cache = ForwardCache(
             "lstm", "numpy", lengths=lengths, has_b_ih=p.b_ih is not None,
-            has_b_hh=p.b_hh is not None, options={}, compute=_compute(op),
+            has_b_hh=p.b_hh is not None, options={}, compute="bfloat16" if bf16 else None,
             arrays=dict(x=_own(x), h0=h0, c0=c0, W_ih=_own(W_ih), W_hh=_own(W_hh), out=out,
                         gates=gates, c=cs))
         out = cache.read_only_out()
@@ -231,7 +228,7 @@ def lstm_backward(d_out, d_h_n, d_c_n, cache):
     T, B, H = out.shape
     dtype = x.dtype
     d_out = _zeros_if_none(d_out, (T, B, H), dtype)
-    op = round_bf16 if cache.compute else _same
+    op = _operands(cache.compute is not None)
     Wi, Wh = op(W_ih), op(W_hh)
 
     dx = np.zeros_like(x)
@@ -251,11 +248,12 @@ def lstm_backward(d_out, d_h_n, d_c_n, cache):
                              dc_total * i * (1 - g * g), dh_total * tc * o * (1 - o)], axis=1)
         running = _running(t, lengths, B)
         da = np.where(running, da, 0)
-        dW_ih += op(da).T @ op(x[t])
-        dW_hh += op(da).T @ op(h_prev)
+        da_op = op(da)  # the products' da; the bias sums read da as it is
+        dW_ih += da_op.T @ op(x[t])
+        dW_hh += da_op.T @ op(h_prev)
         db += da.sum(axis=0)
-        dx[t] = op(da) @ Wi
-        dh = np.where(running, op(da) @ Wh, dh)
+        dx[t] = da_op @ Wi
+        dh = np.where(running, da_op @ Wh, dh)
         dc = np.where(running, dc_total * f, dc)
 
     return make_grads(cache, dx, dh, dc, dW_ih, dW_hh, db_ih=db, db_hh=db)
@@ -297,7 +295,7 @@ def gru_forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, *, lengths=None, traini
     if training:
         cache = ForwardCache(
             "gru", "numpy", lengths=lengths, has_b_ih=p.b_ih is not None,
-            has_b_hh=p.b_hh is not None, options={}, compute=_compute(op),
+            has_b_hh=p.b_hh is not None, options={}, compute="bfloat16" if bf16 else None,
             arrays=dict(x=_own(x), h0=h0, W_ih=_own(W_ih), W_hh=_own(W_hh), out=out,
                         gates=gates, hn=hns))
         out = cache.read_only_out()
@@ -319,7 +317,7 @@ def gru_backward(d_out, d_h_n, cache):
     T, B, H = out.shape
     dtype = x.dtype
     d_out = _zeros_if_none(d_out, (T, B, H), dtype)
-    op = round_bf16 if cache.compute else _same
+    op = _operands(cache.compute is not None)
     Wi, Wh = op(W_ih), op(W_hh)
 
     dx = np.zeros_like(x)
@@ -338,11 +336,12 @@ def gru_backward(d_out, d_h_n, cache):
         running = _running(t, lengths, B)
         da_x = np.where(running, np.concatenate([dr, dz, dn], axis=1), 0)
         da_h = np.where(running, np.concatenate([dr, dz, dn * r], axis=1), 0)
-        dW_ih += op(da_x).T @ op(x[t])
-        dW_hh += op(da_h).T @ op(h_prev)
+        da_x_op, da_h_op = op(da_x), op(da_h)  # the products'; the bias sums read them as they are
+        dW_ih += da_x_op.T @ op(x[t])
+        dW_hh += da_h_op.T @ op(h_prev)
         db_ih += da_x.sum(axis=0)
         db_hh += da_h.sum(axis=0)
-        dx[t] = op(da_x) @ Wi
-        dh = np.where(running, dh_total * z + op(da_h) @ Wh, dh)
+        dx[t] = da_x_op @ Wi
+        dh = np.where(running, dh_total * z + da_h_op @ Wh, dh)
 
     return make_grads(cache, dx, dh, dW_ih, dW_hh, db_ih=db_ih, db_hh=db_hh)

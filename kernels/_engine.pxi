@@ -156,6 +156,21 @@ cdef inline void _product_bf16(const uint16_t* A, Py_ssize_t lda, Py_ssize_t row
         kb += k_len
 
 
+cdef inline void _operand_product(const floating* A, const uint16_t* Ab, Py_ssize_t lda,
+                                  Py_ssize_t rows, const floating* panel,
+                                  const uint16_t* panel_b, Py_ssize_t K, int nv, Py_ssize_t NR,
+                                  floating* C) noexcept nogil:
+    """C (rows, NR) = A (rows, K) @ panel (K, NR) in the pass's precision:
+    bf16 pairs when ``Ab`` is not NULL (Ab, panel_b; lda and K counted in bf16
+    values, even), else ``A`` and ``panel`` (float32 or float64, or float32
+    holding rounded values)."""
+    if floating is float:
+        if Ab != NULL:
+            _product_bf16(Ab, lda, rows, panel_b, K // 2, nv, NR, C)
+            return
+    _product(A, lda, rows, panel, K, nv, NR, C)
+
+
 cdef inline floating* _offset(floating* p, Py_ssize_t i) noexcept nogil:
     return NULL if p == NULL else p + i
 
@@ -329,21 +344,6 @@ cdef int _backward_unpacked(const floating[:, ::1] W_hh, const int64_t[::1] leng
 
 
 # ---- forward -----------------------------------------------------------------
-
-cdef inline void _operand_product(const floating* A, const uint16_t* Ab, Py_ssize_t lda,
-                                  Py_ssize_t rows, const floating* panel,
-                                  const uint16_t* panel_b, Py_ssize_t K, int nv, Py_ssize_t NR,
-                                  floating* C) noexcept nogil:
-    """C (rows, NR) = A (rows, K) @ panel (K, NR) in the forward's precision:
-    bf16 pairs when ``Ab`` is not NULL (Ab, panel_b; lda and K counted in bf16
-    values, even), else ``A`` and ``panel`` (float32 or float64, or float32
-    holding rounded values)."""
-    if floating is float:
-        if Ab != NULL:
-            _product_bf16(Ab, lda, rows, panel_b, K // 2, nv, NR, C)
-            return
-    _product(A, lda, rows, panel, K, nv, NR, C)
-
 
 cdef void _forward_worker(fastrnn_steps* steps, int tid, Py_ssize_t n_phases,
                           Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, Py_ssize_t G,
@@ -622,7 +622,7 @@ cdef void _backward_worker(fastrnn_steps* steps, int tid, Py_ssize_t ring, bint 
     cdef int team = fastrnn_team_size()
     cdef bint main_thread = tid == 0
     cdef Py_ssize_t own = tid * n_items // team, mine = (tid + 1) * n_items // team - own
-    cdef Py_ssize_t k_item, phase = 0, item, p, j0, nu, t, b, r0, r, jj, tb, sb, mr, k
+    cdef Py_ssize_t k_item, phase = 0, item, p, j0, nu, t, b, r0, r, jj, tb, sb, mr, k, row
     cdef floating acc[ROW_BLOCK * 64]
     cdef const floating* panel
     cdef const floating* prev
@@ -630,7 +630,9 @@ cdef void _backward_worker(fastrnn_steps* steps, int tid, Py_ssize_t ring, bint 
     cdef int parts = <int>min(team, n_items) if share_blas else 1
     cdef bint bf16 = q != NULL, pairs = bf16 and q.da_hb != NULL
     cdef Py_ssize_t GH2 = GH + GH % 2, kk
-    cdef uint16_t* Pb = <uint16_t*>P
+    cdef Py_ssize_t lda = GH2 if pairs else GH  # of da's rows as the products read them
+    cdef uint16_t* Pb = <uint16_t*>P if pairs else NULL
+    cdef uint16_t* da_hb = q.da_hb if pairs else NULL
     cdef floating* da_xr = da_x
     cdef floating* da_hr = da_h
     if floating is float:
@@ -677,17 +679,10 @@ cdef void _backward_worker(fastrnn_steps* steps, int tid, Py_ssize_t ring, bint 
                         r0 = 0
                         while r0 < B:
                             mr = min(ROW_BLOCK, B - r0)
-                            if floating is float:
-                                if pairs:
-                                    _product_bf16(q.da_hb + (((t + 1) % ring) * B + r0) * GH2,
-                                                  GH2, mr, Pb + p * GH2 * u, GH2 // 2, nv, u,
-                                                  acc)
-                                else:
-                                    _product(da_hr + (((t + 1) % ring) * B + r0) * GH, GH, mr,
-                                             panel, GH, nv, u, acc)
-                            else:
-                                _product(da_h + (((t + 1) % ring) * B + r0) * GH, GH, mr, panel,
-                                         GH, nv, u, acc)
+                            row = ((t + 1) % ring) * B + r0
+                            _operand_product(da_hr + row * lda, _offset16(da_hb, row * lda), lda,
+                                             mr, panel, _offset16(Pb, p * GH2 * u), lda, nv, u,
+                                             acc)
                             for r in range(mr):
                                 b = r0 + r
                                 if t + 1 < lengths[b]:
@@ -715,7 +710,7 @@ cdef void _backward_worker(fastrnn_steps* steps, int tid, Py_ssize_t ring, bint 
                                             fastrnn_round_bf16(da_x + k, nu, da_xr + k)
                                         if pairs:
                                             fastrnn_to_bf16(da_h + k, nu,
-                                                            q.da_hb + sb * GH2 + kk * H + j0)
+                                                            da_hb + sb * GH2 + kk * H + j0)
                 fastrnn_steps_done(steps)
             if main_thread and _check_now(&clock) and _interrupted():
                 fastrnn_steps_abort(steps)
@@ -819,7 +814,10 @@ cdef int _engine_backward(const floating[:, ::1] W_hh, const int64_t[::1] length
         if bf16:
             # The weight gradients' operands, rounded (the worker reads these
             # four only there), and the rounded (and bf16) copies of da.
-            x2d, W_ih, h0, out = _rounded2(x2d), _rounded2(W_ih), _rounded2(h0), _rounded3(out)
+            x2d = _rounded(&x2d[0, 0], (x2d.shape[0], x2d.shape[1]))
+            W_ih = _rounded(&W_ih[0, 0], (W_ih.shape[0], W_ih.shape[1]))
+            h0 = _rounded(&h0[0, 0], (B, H))
+            out = _rounded(&out[0, 0, 0], (T, B, H))
             pairs = fastrnn_has_dpbf16()
             q.da_hr = <float*>malloc(n_da * sizeof(float))
             q.da_xr = (q.da_hr if &da_x[0, 0, 0] == &da_h[0, 0, 0]
@@ -858,18 +856,13 @@ cdef int _engine_backward(const floating[:, ::1] W_hh, const int64_t[::1] length
     return 0
 
 
-cdef float[:, ::1] _rounded2(const float[:, ::1] a):
-    """A new array of a's values rounded to bfloat16 (nearest even)."""
-    cdef float[:, ::1] r = cvarray(shape=(a.shape[0], a.shape[1]), itemsize=sizeof(float),
-                                   format="f")
+cdef object _rounded(const float* a, tuple shape):
+    """A new array (cython.view.array) of ``shape`` holding a's values rounded
+    to bfloat16 (nearest even)."""
+    cdef cvarray r = cvarray(shape=shape, itemsize=sizeof(float), format="f")
+    cdef Py_ssize_t n = 1, d
+    for d in shape:
+        n *= d
     with nogil:
-        fastrnn_round_bf16(&a[0, 0], a.shape[0] * a.shape[1], &r[0, 0])
-    return r
-
-
-cdef float[:, :, ::1] _rounded3(const float[:, :, ::1] a):
-    cdef float[:, :, ::1] r = cvarray(shape=(a.shape[0], a.shape[1], a.shape[2]),
-                                      itemsize=sizeof(float), format="f")
-    with nogil:
-        fastrnn_round_bf16(&a[0, 0, 0], a.shape[0] * a.shape[1] * a.shape[2], &r[0, 0, 0])
+        fastrnn_round_bf16(a, n, <float*>r.data)
     return r
