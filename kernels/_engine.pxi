@@ -36,7 +36,7 @@
 from cython.view cimport array as cvarray
 from libc.stdint cimport uint16_t
 from libc.stdlib cimport calloc
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memset
 
 cdef extern from "Python.h":
     # Declared without an exception value: the exception it sets stays
@@ -71,6 +71,14 @@ cdef extern from "engine.h" nogil:
                                  long u, long p, uint16_t* P)
     void fastrnn_tile_bf16(const uint16_t* A, long lda, int mr, const uint16_t* P, long K,
                            int nv, float* C, int add)
+    void fastrnn_pack_rows_bf16(const float* src, long ld, long K, long N, long n0, long NR,
+                                uint16_t* P)
+    void fastrnn_transpose_bf16(const float* src, long ld, long rows, long cols, uint16_t* dst,
+                                long ldd)
+    void fastrnn_transpose_f32(const float* src, long ld, long rows, long cols, float* dst,
+                               long ldd)
+    void fastrnn_gemm_bf16(long M, long N, long K2, const uint16_t* A, long lda,
+                           const uint16_t* Bp, int nv, float* C, long ldc, int add)
 
 # How often the calling thread looks for Ctrl-C (and other signals) while the
 # engine runs.
@@ -578,12 +586,108 @@ cdef int _engine_forward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih
 # ---- backward ----------------------------------------------------------------
 
 cdef struct _Bf16Backward:
-    # The backward's bf16 operands (_engine_backward): rounded copies of the
-    # da workspace (ring, B, G*H) as float32, and where the level has
-    # vdpbf16ps the same da_h as bf16 rows of even length (else NULL).
+    # The backward's bf16 operands (_engine_backward).  Below the avx512_bf16
+    # level (float32 products of rounded values): da_xr, da_hr, rounded copies
+    # of the da workspace (ring, B, G*H) for OpenBLAS's GEMMs.  At it (pairs,
+    # vdpbf16ps): da_hb, da_xb, the same da as bf16 rows of even length GH2
+    # (one array when da is one), and the operands of the weight gradients'
+    # own bf16 GEMMs (_weight_gradients_bf16): aT, X^T above H_prev^T as bf16
+    # rows (I + H, ld_aT), chunk c's rows of the sequence at columns c * R2
+    # (R2: a chunk's rows rounded up to even, so that pairs stay in a chunk);
+    # w_ih, W_ih's pair panels over k = G*H; panels, a chunk's panels of da_x
+    # (then of da_h); dWt (I + H, G*H), dW_ih^T above dW_hh^T.
     float* da_xr
     float* da_hr
     uint16_t* da_hb
+    uint16_t* da_xb
+    uint16_t* aT
+    Py_ssize_t R2
+    Py_ssize_t ld_aT
+    uint16_t* w_ih
+    uint16_t* panels
+    float* dWt
+
+
+# Vectors of columns per panel of the backward's bf16 GEMMs (6 x 4 tiles).
+cdef int _GEMM_NV = 4
+
+
+cdef void _bf16_operands_part(_Bf16Backward* q, const float* x2d, const float* W_ih,
+                              const float* h0, const float* out, Py_ssize_t T, Py_ssize_t B,
+                              Py_ssize_t I, Py_ssize_t H, Py_ssize_t GH, Py_ssize_t ring,
+                              int part, int parts) noexcept nogil:
+    """Share ``part`` of ``parts`` of the operands of _weight_gradients_bf16
+    that stay for the whole backward: rows of aT (X^T, then H_prev^T, whose
+    row r is h0's for r < B and out's row r - B after) and W_ih's panels."""
+    cdef Py_ssize_t R = ring * B, n_chunks = (T + ring - 1) // ring, c, r0, nr
+    cdef Py_ssize_t m0 = (I + H) * part // parts, m1 = (I + H) * (part + 1) // parts
+    cdef Py_ssize_t a0 = min(m0, I), a1 = min(m1, I)
+    cdef Py_ssize_t h0_ = max(m0, I) - I, h1 = max(m1, I) - I
+    cdef Py_ssize_t NR = _GEMM_NV * fastrnn_lanes_f32(), n_p = (I + NR - 1) // NR
+    cdef Py_ssize_t K2 = (GH + 1) // 2, p, ld = q.ld_aT
+    cdef uint16_t* dst
+    for c in range(n_chunks):
+        r0 = c * R
+        nr = min(T * B, r0 + R) - r0
+        dst = q.aT + c * q.R2
+        if a1 > a0:
+            fastrnn_transpose_bf16(x2d + r0 * I + a0, I, nr, a1 - a0, dst + a0 * ld, ld)
+        if h1 > h0_:
+            dst += (I + h0_) * ld
+            if c == 0:
+                fastrnn_transpose_bf16(h0 + h0_, H, B, h1 - h0_, dst, ld)
+                if nr > B:
+                    fastrnn_transpose_bf16(out + h0_, H, nr - B, h1 - h0_, dst + B, ld)
+            else:
+                fastrnn_transpose_bf16(out + (r0 - B) * H + h0_, H, nr, h1 - h0_, dst, ld)
+    for p in range(n_p * part // parts, n_p * (part + 1) // parts):
+        fastrnn_pack_rows_bf16(W_ih, I, GH, I, p * NR, NR, q.w_ih + p * K2 * 2 * NR)
+
+
+cdef void _weight_gradients_bf16(_Bf16Backward* q, const float* da_x, const float* da_h,
+                                 Py_ssize_t chunk, Py_ssize_t n_chunks, Py_ssize_t t0,
+                                 Py_ssize_t t1, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H,
+                                 Py_ssize_t GH, float* dx2d, float* dW_ih, float* dW_hh,
+                                 float* db_ih, float* db_hh, int part, int parts) noexcept nogil:
+    """_weight_gradients_part where the level has vdpbf16ps: share ``part``
+    of ``parts`` of chunk ``chunk``'s products as bf16 GEMMs with float32 sums
+    (engine.h's fastrnn_gemm_bf16; OpenBLAS has none).  Turned so that only
+    da is packed per chunk (X and H_prev were transposed once, into aT):
+    dW_ih^T (+)= X^T DX and dW_hh^T (+)= H_prev^T DH, one product of I + H
+    rows when DX is DH, over this share's panels of the G*H columns, into dWt;
+    those columns' bias sums (of the float32 da); in chunk 0, the last, those
+    rows of dW_ih and dW_hh from dWt; and this share's rows of dx2d = DX W_ih."""
+    cdef Py_ssize_t rows = (t1 - t0) * B, K2 = (rows + 1) // 2, GH2 = GH + GH % 2
+    cdef int nv = _GEMM_NV
+    cdef Py_ssize_t NR = nv * fastrnn_lanes_f32(), n_p = (GH + NR - 1) // NR, p
+    cdef Py_ssize_t p0 = n_p * part // parts, p1 = n_p * (part + 1) // parts
+    cdef Py_ssize_t n0 = p0 * NR, n1 = min(p1 * NR, GH), size = K2 * 2 * NR
+    cdef Py_ssize_t r0 = rows * part // parts, r1 = rows * (part + 1) // parts, ld = q.ld_aT
+    cdef bint two = da_x != da_h, add = chunk < n_chunks - 1
+    cdef const uint16_t* A = q.aT + chunk * q.R2
+    cdef uint16_t* px = q.panels
+    cdef uint16_t* ph = q.panels + n_p * size
+    if n1 > n0:
+        for p in range(p0, p1):
+            fastrnn_pack_rows_bf16(da_x, GH, rows, GH, p * NR, NR, px + p * size)
+            if two:
+                fastrnn_pack_rows_bf16(da_h, GH, rows, GH, p * NR, NR, ph + p * size)
+        if two:
+            fastrnn_gemm_bf16(I, n1 - n0, K2, A, ld, px + p0 * size, nv, q.dWt + n0, GH, add)
+            fastrnn_gemm_bf16(H, n1 - n0, K2, A + I * ld, ld, ph + p0 * size, nv,
+                              q.dWt + I * GH + n0, GH, add)
+        else:
+            fastrnn_gemm_bf16(I + H, n1 - n0, K2, A, ld, px + p0 * size, nv, q.dWt + n0, GH,
+                              add)
+        _column_sums(da_x, rows, GH, db_ih, n0, n1, add)
+        if db_hh != db_ih:
+            _column_sums(da_h, rows, GH, db_hh, n0, n1, add)
+        if chunk == 0:
+            fastrnn_transpose_f32(q.dWt + n0, GH, I, n1 - n0, dW_ih + n0 * I, I)
+            fastrnn_transpose_f32(q.dWt + I * GH + n0, GH, H, n1 - n0, dW_hh + n0 * H, H)
+    if r1 > r0:
+        fastrnn_gemm_bf16(r1 - r0, I, GH2 // 2, q.da_xb + r0 * GH2, GH2, q.w_ih, nv,
+                          dx2d + (t0 * B + r0) * I, I, 0)
 
 
 cdef void _backward_worker(fastrnn_steps* steps, int tid, Py_ssize_t ring, bint share_blas,
@@ -636,8 +740,10 @@ cdef void _backward_worker(fastrnn_steps* steps, int tid, Py_ssize_t ring, bint 
     cdef floating* da_xr = da_x
     cdef floating* da_hr = da_h
     if floating is float:
-        if bf16:
+        if bf16 and not pairs:
             da_xr, da_hr = q.da_xr, q.da_hr
+        if pairs:
+            parts = <int>min(team, n_items)  # the bf16 GEMMs are the engine's own
     if share_blas:
         _blas_local(1)
     # Phase 0: W_hh (G*H, H) as it is, one block of H columns, into panels.
@@ -655,6 +761,17 @@ cdef void _backward_worker(fastrnn_steps* steps, int tid, Py_ssize_t ring, bint 
                     if bf16:
                         fastrnn_round_bf16(P + p * GH * u, GH * u, P + p * GH * u)
             fastrnn_steps_done(steps)
+    if pairs:
+        # Then the bf16 GEMMs' fixed operands, threads 0..parts-1 a share each.
+        phase += 1
+        if not fastrnn_steps_wait(steps, phase):
+            return
+        if floating is float:
+            if tid < parts:
+                _bf16_operands_part(q, &x2d[0, 0], &W_ih[0, 0], &h0[0, 0], &out[0, 0, 0], T,
+                                    B, x2d.shape[1], H, GH, ring, tid, parts)
+                for k in range(tid * n_items // parts, (tid + 1) * n_items // parts):
+                    fastrnn_steps_done(steps)
     for chunk in range(n_chunks - 1, -1, -1):
         t0 = chunk * ring
         t1 = min(T, t0 + ring)
@@ -702,15 +819,19 @@ cdef void _backward_worker(fastrnn_steps* steps, int tid, Py_ssize_t ring, bint 
                                            da_h + sb * GH + j0, flag)
                             if floating is float:
                                 if bf16:
-                                    # the products' operands: this step's da, rounded
+                                    # the products' operands: this step's da in bf16
+                                    # (pairs) or rounded
                                     for kk in range(G):
                                         k = sb * GH + kk * H + j0
+                                        jj = sb * GH2 + kk * H + j0
+                                        if pairs:
+                                            fastrnn_to_bf16(da_h + k, nu, da_hb + jj)
+                                            if da_x != da_h:
+                                                fastrnn_to_bf16(da_x + k, nu, q.da_xb + jj)
+                                            continue
                                         fastrnn_round_bf16(da_h + k, nu, da_hr + k)
                                         if da_x != da_h:
                                             fastrnn_round_bf16(da_x + k, nu, da_xr + k)
-                                        if pairs:
-                                            fastrnn_to_bf16(da_h + k, nu,
-                                                            da_hb + sb * GH2 + kk * H + j0)
                 fastrnn_steps_done(steps)
             if main_thread and _check_now(&clock) and _interrupted():
                 fastrnn_steps_abort(steps)
@@ -721,9 +842,16 @@ cdef void _backward_worker(fastrnn_steps* steps, int tid, Py_ssize_t ring, bint 
         if not fastrnn_steps_wait(steps, phase):
             return
         if tid < parts:
-            # (in bf16, x2d, W_ih, h0 and out are the caller's rounded copies)
-            _weight_gradients_part(x2d, W_ih, h0, out, da_xr, da_hr, t0, t1, chunk < n_chunks - 1,
-                                   dx2d, dW_ih, dW_hh, db_ih, db_hh, tid, parts, da_x, da_h)
+            if floating is float:
+                if pairs:
+                    _weight_gradients_bf16(q, da_x, da_h, chunk, n_chunks, t0, t1, B,
+                                           x2d.shape[1], H, GH, &dx2d[0, 0], &dW_ih[0, 0],
+                                           &dW_hh[0, 0], db_ih, db_hh, tid, parts)
+            if not pairs:
+                # (in bf16, x2d, W_ih, h0 and out are the caller's rounded copies)
+                _weight_gradients_part(x2d, W_ih, h0, out, da_xr, da_hr, t0, t1,
+                                       chunk < n_chunks - 1, dx2d, dW_ih, dW_hh, db_ih, db_hh,
+                                       tid, parts, da_x, da_h)
             for k in range(tid * n_items // parts, (tid + 1) * n_items // parts):
                 fastrnn_steps_done(steps)
         if main_thread and _check_now(&clock) and _interrupted():
@@ -788,8 +916,9 @@ cdef int _engine_backward(const floating[:, ::1] W_hh, const int64_t[::1] length
     cdef long* claims = NULL
     cdef _Bf16Backward q
     cdef _Bf16Backward* bf = NULL
-    cdef bint pairs = False
-    cdef Py_ssize_t GH2 = G * H + (G * H) % 2, n_da = ring * B * G * H
+    cdef bint pairs = False, one, failed = False
+    cdef Py_ssize_t GH2 = G * H + (G * H) % 2, n_da = ring * B * G * H, I = x2d.shape[1]
+    cdef Py_ssize_t NRg = _GEMM_NV * _lanes(<floating*>NULL)
     if floating is double:
         bf16 = False
     if not bf16 and (T <= _UNPACKED_MAX_STEPS or T * B <= _UNPACKED_MAX_ROWS):
@@ -810,28 +939,41 @@ cdef int _engine_backward(const floating[:, ::1] W_hh, const int64_t[::1] length
             if solo:
                 _blas_local(pool)
         return 0
+    memset(&q, 0, sizeof(q))
     if floating is float:
         if bf16:
-            # The weight gradients' operands, rounded (the worker reads these
-            # four only there), and the rounded (and bf16) copies of da.
-            x2d = _rounded(&x2d[0, 0], (x2d.shape[0], x2d.shape[1]))
-            W_ih = _rounded(&W_ih[0, 0], (W_ih.shape[0], W_ih.shape[1]))
-            h0 = _rounded(&h0[0, 0], (B, H))
-            out = _rounded(&out[0, 0, 0], (T, B, H))
-            pairs = fastrnn_has_dpbf16()
-            q.da_hr = <float*>malloc(n_da * sizeof(float))
-            q.da_xr = (q.da_hr if &da_x[0, 0, 0] == &da_h[0, 0, 0]
-                       else <float*>malloc(n_da * sizeof(float)))
-            q.da_hb = <uint16_t*>calloc(ring * B * GH2, sizeof(uint16_t)) if pairs else NULL
             bf = &q
+            pairs = fastrnn_has_dpbf16()
+            one = &da_x[0, 0, 0] == &da_h[0, 0, 0]
+            if pairs:
+                q.da_hb = <uint16_t*>calloc(ring * B * GH2, sizeof(uint16_t))
+                q.da_xb = q.da_hb if one else <uint16_t*>calloc(ring * B * GH2, sizeof(uint16_t))
+                q.R2 = ring * B + (ring * B) % 2
+                q.ld_aT = n_chunks * q.R2
+                q.aT = <uint16_t*>calloc((I + H) * q.ld_aT, sizeof(uint16_t))
+                q.w_ih = <uint16_t*>malloc(((I + NRg - 1) // NRg) * GH2 * NRg * sizeof(uint16_t))
+                q.panels = <uint16_t*>malloc(2 * ((G * H + NRg - 1) // NRg) * q.R2 * NRg
+                                             * sizeof(uint16_t))
+                q.dWt = <float*>malloc((I + H) * G * H * sizeof(float))
+                failed = (q.da_hb == NULL or q.da_xb == NULL or q.aT == NULL or q.w_ih == NULL
+                          or q.panels == NULL or q.dWt == NULL)
+            else:
+                # The weight gradients' operands, rounded (the worker reads these
+                # four only there), and rounded copies of da.
+                x2d = _rounded(&x2d[0, 0], (x2d.shape[0], x2d.shape[1]))
+                W_ih = _rounded(&W_ih[0, 0], (W_ih.shape[0], W_ih.shape[1]))
+                h0 = _rounded(&h0[0, 0], (B, H))
+                out = _rounded(&out[0, 0, 0], (T, B, H))
+                q.da_hr = <float*>malloc(n_da * sizeof(float))
+                q.da_xr = q.da_hr if one else <float*>malloc(n_da * sizeof(float))
+                failed = q.da_hr == NULL or q.da_xr == NULL
     if pairs:
         P = <floating*>malloc(n_panels * GH2 * u * sizeof(uint16_t))
     else:
         P = <floating*>malloc(n_panels * G * H * u * sizeof(floating))
     claims = <long*>malloc(n_items * sizeof(long))
     try:
-        if (P == NULL or claims == NULL
-                or bf16 and (q.da_hr == NULL or q.da_xr == NULL or pairs and q.da_hb == NULL)):
+        if P == NULL or claims == NULL or failed:
             raise MemoryError()
         with nogil:
             fastrnn_steps_init(&steps, n_items, claims)
@@ -848,11 +990,16 @@ cdef int _engine_backward(const floating[:, ::1] W_hh, const int64_t[::1] length
     finally:
         free(P)
         free(claims)
-        if bf16:
-            if q.da_xr != q.da_hr:
-                free(q.da_xr)
-            free(q.da_hr)
-            free(q.da_hb)
+        if q.da_xr != q.da_hr:
+            free(q.da_xr)
+        free(q.da_hr)
+        if q.da_xb != q.da_hb:
+            free(q.da_xb)
+        free(q.da_hb)
+        free(q.aT)
+        free(q.w_ih)
+        free(q.panels)
+        free(q.dWt)
     return 0
 
 

@@ -100,6 +100,28 @@ def test_backward_matches_the_bf16_reference(level, cell, shape, kernel_path):
            {k: v for k, v in exact.items() if v is not None}, BF16_VS_FLOAT64, "float64")
 
 
+# Sequences of several of the backward's chunks of rows
+# (_tuning.BACKWARD_CHUNK_ROWS), with a chunk of an odd number of rows (B odd)
+# and an odd G*H: the bf16 weight-gradient GEMMs pair rows inside a chunk and
+# pad the pairs.  Hundreds of steps: the sequence's bound (a da_t rounded one
+# bf16 ulp apart carries on: 6e-4 measured at T = 700, with and without the
+# engine's own GEMMs).
+CHUNKED = [(700, 3, 5, 9), (520, 2, 33, 17), (1100, 1, 2, 40)]
+
+
+@pytest.mark.parametrize("shape", CHUNKED, ids=lambda s: "T{}-B{}-I{}-H{}".format(*s))
+@pytest.mark.parametrize("cell", CELLS)
+def test_backward_in_chunks_matches_the_bf16_reference(level, cell, shape):
+    T, B, I, H = shape
+    lengths = [T, 0, T - 1][:B] + [T] * max(0, B - 3)
+    problem = random_problem(T, B, I, H, np.float32, cell=cell, seed=H, lengths=lengths)
+    ups = random_upstream(cell, T, B, H, np.float32)
+    _, cache = forward(cell, problem, "cython", compute_dtype="bfloat16")
+    got = {k: v for k, v in backward(cell, ups, cache).items() if v is not None}
+    _check(got, backward(cell, ups, cache, R), BF16_SEQUENCE_VS_REFERENCE,
+           "the bf16 reference's backward")
+
+
 @pytest.mark.parametrize("cell", CELLS)
 def test_bf16_differs_from_float32_by_the_rounding(cell):
     """The mode is on: its result is not float32's, and the reference's bf16
