@@ -70,7 +70,7 @@ cdef extern from "engine.h" nogil:
     void fastrnn_pack_panel_bf16(const float* src, long sk, long sn, long K, long G, long H,
                                  long u, long p, uint16_t* P)
     void fastrnn_tile_bf16(const uint16_t* A, long lda, int mr, const uint16_t* P, long K,
-                           int nv, float* C, int add)
+                           int nv, float* C, long ldc, int add)
     void fastrnn_pack_rows_bf16(const float* src, long ld, long K, long N, long n0, long NR,
                                 uint16_t* P)
     void fastrnn_transpose_bf16(const float* src, long ld, long rows, long cols, uint16_t* dst,
@@ -159,7 +159,7 @@ cdef inline void _product_bf16(const uint16_t* A, Py_ssize_t lda, Py_ssize_t row
         while r0 < rows:
             mr = fastrnn_tile_split(rows - r0, mr_max)
             fastrnn_tile_bf16(A + r0 * lda + 2 * kb, lda, mr, panel + 2 * kb * NR, k_len, nv,
-                              C + r0 * NR, kb > 0)
+                              C + r0 * NR, NR, kb > 0)
             r0 += mr
         kb += k_len
 

@@ -315,11 +315,11 @@ static inline void fastrnn_pack_panel_bf16(const float *src, long sk, long sn, l
             }
 }
 
-/* One bf16 tile shape: C (MR, NV*L) float32 (+)= A (MR rows of K2 bf16 pairs,
-   row stride lda bf16 values) @ P (K2 pairs, NV*L columns). */
+/* One bf16 tile shape: C (MR, NV*L) float32, row stride ldc, (+)= A (MR rows
+   of K2 bf16 pairs, row stride lda bf16 values) @ P (K2 pairs, NV*L columns). */
 #define FASTRNN_DEFINE_TILE_BF16(NAME, MR, NV)                                      \
 static void NAME##_##MR##x##NV(const uint16_t *A, long lda, const uint16_t *P, long K2, \
-                               float *C, int add)                                   \
+                               float *C, long ldc, int add)                         \
 {                                                                                   \
     enum { L = FASTRNN_VBYTES / 4, NR = NV * L, ROWS = MR };                        \
     typedef float vec __attribute__((vector_size(FASTRNN_VBYTES)));                 \
@@ -333,7 +333,7 @@ static void NAME##_##MR##x##NV(const uint16_t *A, long lda, const uint16_t *P, l
         for (v = 0; v < NV; v++) {                                                  \
             acc[r][v] = (vec){0};                                                   \
             if (add)                                                                \
-                memcpy(&acc[r][v], C + r * NR + v * L, sizeof acc[r][v]);           \
+                memcpy(&acc[r][v], C + r * ldc + v * L, sizeof acc[r][v]);          \
         }                                                                           \
     for (k = 0; k < K2; k++) {                                                      \
         const uint16_t *p = P + k * 2 * NR;                                         \
@@ -346,7 +346,7 @@ static void NAME##_##MR##x##NV(const uint16_t *A, long lda, const uint16_t *P, l
     }                                                                               \
     for (r = 0; r < MR; r++)                                                        \
         for (v = 0; v < NV; v++)                                                    \
-            memcpy(C + r * NR + v * L, &acc[r][v], sizeof acc[r][v]);               \
+            memcpy(C + r * ldc + v * L, &acc[r][v], sizeof acc[r][v]);              \
 }
 
 #if FASTRNN_DPBF16 && FASTRNN_VBYTES == 64
@@ -389,17 +389,30 @@ FASTRNN_TILES_BF16_FOR_NV(fastrnn_tile_bf16, 2)
 FASTRNN_TILES_BF16_FOR_NV(fastrnn_tile_bf16, 3)
 FASTRNN_TILES_BF16_FOR_NV(fastrnn_tile_bf16, 4)
 
-/* C (mr, nv*L) = A (mr rows of K bf16 pairs) @ P (K pairs, nv*L), plus C's
-   values if add; 1 <= mr <= 8, 1 <= nv <= 4. */
+#define FASTRNN_CASE_ROWS_LDC(NAME, NV)                                             \
+    case NV:                                                                        \
+        switch (mr) {                                                               \
+        case 1: NAME##_1x##NV(A, lda, P, K, C, ldc, add); return;                   \
+        case 2: NAME##_2x##NV(A, lda, P, K, C, ldc, add); return;                   \
+        case 3: NAME##_3x##NV(A, lda, P, K, C, ldc, add); return;                   \
+        case 4: NAME##_4x##NV(A, lda, P, K, C, ldc, add); return;                   \
+        case 5: NAME##_5x##NV(A, lda, P, K, C, ldc, add); return;                   \
+        case 6: NAME##_6x##NV(A, lda, P, K, C, ldc, add); return;                   \
+        case 7: NAME##_7x##NV(A, lda, P, K, C, ldc, add); return;                   \
+        default: NAME##_8x##NV(A, lda, P, K, C, ldc, add); return;                  \
+        }
+
+/* C (mr, nv*L; row stride ldc) = A (mr rows of K bf16 pairs) @ P (K pairs,
+   nv*L), plus C's values if add; 1 <= mr <= 8, 1 <= nv <= 4. */
 static inline void fastrnn_tile_bf16(const uint16_t *A, long lda, int mr, const uint16_t *P,
-                                     long K, int nv, float *C, int add)
+                                     long K, int nv, float *C, long ldc, int add)
 {
     switch (nv) {
-    FASTRNN_CASE_ROWS(fastrnn_tile_bf16, 1)
-    FASTRNN_CASE_ROWS(fastrnn_tile_bf16, 2)
-    FASTRNN_CASE_ROWS(fastrnn_tile_bf16, 3)
+    FASTRNN_CASE_ROWS_LDC(fastrnn_tile_bf16, 1)
+    FASTRNN_CASE_ROWS_LDC(fastrnn_tile_bf16, 2)
+    FASTRNN_CASE_ROWS_LDC(fastrnn_tile_bf16, 3)
     default:
-    FASTRNN_CASE_ROWS(fastrnn_tile_bf16, 4)
+    FASTRNN_CASE_ROWS_LDC(fastrnn_tile_bf16, 4)
     }
 }
 
@@ -514,15 +527,25 @@ static void fastrnn_transpose_f32(const float *src, long ld, long rows, long col
    rows of K2 bf16 pairs (row stride lda values), B panels of NR = nv*L
    columns as fastrnn_pack_panel_bf16 packs them (panel j at Bp + j*K2*2*NR;
    its columns past N zero).  The backward's weight gradients (OpenBLAS has
-   no bf16 GEMM).  Blocked as a GEMM library blocks: k in blocks whose slice
-   of a panel stays in L1 (as _product_bf16), rows in blocks whose slice of A
-   stays in L2; each tile's sums go through `tmp` into C (a tile's C is
-   contiguous; C's edge columns are not). */
+   no bf16 GEMM).  Blocked as a GEMM library blocks: k in blocks of a
+   panel's slice of FASTRNN_GEMM_PANEL_BYTES, rows in blocks of
+   FASTRNN_GEMM_ROWS (their slice of A stays in L2); a tile's sums go into C,
+   through `tmp` where the panel is past C's last column.  Measured on one
+   Zen 4 core (M x N x K = 512 x 512 x 1024, 2048 x 2048 x 1024, 512 x 1024
+   x 512; bf16 peak about 230 GFLOP/s): slices of 24 KB (in L1) 206-214,
+   180-184, 195-211 GFLOP/s; 48 KB 217-223, 191-197, 215; 96 KB 220-225,
+   201-205, 204-220; row blocks of 128-512 within the noise. */
+#ifndef FASTRNN_GEMM_PANEL_BYTES
+#define FASTRNN_GEMM_PANEL_BYTES (48 * 1024)
+#endif
+#ifndef FASTRNN_GEMM_ROWS
+#define FASTRNN_GEMM_ROWS 256
+#endif
 static void fastrnn_gemm_bf16(long M, long N, long K2, const uint16_t *A, long lda,
                               const uint16_t *Bp, int nv, float *C, long ldc, int add)
 {
     enum { L = FASTRNN_VBYTES / 4 };
-    long NR = nv * L, kc = (24 * 1024) / (NR * 4), mc = 256, kb, m0, j, r, i, c;
+    long NR = nv * L, kc = FASTRNN_GEMM_PANEL_BYTES / (NR * 4), mc = FASTRNN_GEMM_ROWS, kb, m0, j, r, i, c;
     int mr_max = fastrnn_tile_rows(nv), mr;
     float tmp[FASTRNN_MAX_ROWS * 4 * L];
     if (kc < 4)
@@ -537,7 +560,13 @@ static void fastrnn_gemm_bf16(long M, long N, long K2, const uint16_t *A, long l
                 long nc = N - j * NR < NR ? N - j * NR : NR;
                 for (r = 0; r < ml; r += mr) {
                     mr = fastrnn_tile_split(ml - r, mr_max);
-                    fastrnn_tile_bf16(A + (m0 + r) * lda + 2 * kb, lda, mr, P, kl, nv, tmp, 0);
+                    if (nc == NR) {
+                        fastrnn_tile_bf16(A + (m0 + r) * lda + 2 * kb, lda, mr, P, kl, nv,
+                                          C + (m0 + r) * ldc + j * NR, ldc, acc);
+                        continue;
+                    }
+                    fastrnn_tile_bf16(A + (m0 + r) * lda + 2 * kb, lda, mr, P, kl, nv, tmp, NR,
+                                      0);
                     for (i = 0; i < mr; i++) {
                         float *d = C + (m0 + r + i) * ldc + j * NR;
                         const float *s = tmp + i * NR;
