@@ -72,7 +72,7 @@ cdef extern from "engine.h" nogil:
     void fastrnn_tile_bf16(const uint16_t* A, long lda, int mr, const uint16_t* P, long K,
                            int nv, float* C, long ldc, int add)
     void fastrnn_pack_rows_bf16(const float* src, long ld, long K, long N, long n0, long NR,
-                                uint16_t* P)
+                                uint16_t* P, float* sums)
     void fastrnn_transpose_bf16(const float* src, long ld, long rows, long cols, uint16_t* dst,
                                 long ldd)
     void fastrnn_transpose_f32(const float* src, long ld, long rows, long cols, float* dst,
@@ -641,7 +641,7 @@ cdef void _bf16_operands_part(_Bf16Backward* q, const float* x2d, const float* W
             else:
                 fastrnn_transpose_bf16(out + (r0 - B) * H + h0_, H, nr, h1 - h0_, dst, ld)
     for p in range(n_p * part // parts, n_p * (part + 1) // parts):
-        fastrnn_pack_rows_bf16(W_ih, I, GH, I, p * NR, NR, q.w_ih + p * K2 * 2 * NR)
+        fastrnn_pack_rows_bf16(W_ih, I, GH, I, p * NR, NR, q.w_ih + p * K2 * 2 * NR, NULL)
 
 
 cdef void _weight_gradients_bf16(_Bf16Backward* q, const float* da_x, const float* da_h,
@@ -655,7 +655,7 @@ cdef void _weight_gradients_bf16(_Bf16Backward* q, const float* da_x, const floa
     da is packed per chunk (X and H_prev were transposed once, into aT):
     dW_ih^T (+)= X^T DX and dW_hh^T (+)= H_prev^T DH, one product of I + H
     rows when DX is DH, over this share's panels of the G*H columns, into dWt;
-    those columns' bias sums (of the float32 da); in chunk 0, the last, those
+    those columns' bias sums (of the float32 da, as it is packed); in chunk 0, the last, those
     rows of dW_ih and dW_hh from dWt; and this share's rows of dx2d = DX W_ih."""
     cdef Py_ssize_t rows = (t1 - t0) * B, K2 = (rows + 1) // 2, GH2 = GH + GH % 2
     cdef int nv = _GEMM_NV
@@ -668,10 +668,16 @@ cdef void _weight_gradients_bf16(_Bf16Backward* q, const float* da_x, const floa
     cdef uint16_t* px = q.panels
     cdef uint16_t* ph = q.panels + n_p * size
     if n1 > n0:
+        if not add:
+            for p in range(n0, n1):
+                db_ih[p] = 0
+                db_hh[p] = 0
         for p in range(p0, p1):
-            fastrnn_pack_rows_bf16(da_x, GH, rows, GH, p * NR, NR, px + p * size)
+            # the bias sums (of the float32 da) in the same pass
+            fastrnn_pack_rows_bf16(da_x, GH, rows, GH, p * NR, NR, px + p * size, db_ih + p * NR)
             if two:
-                fastrnn_pack_rows_bf16(da_h, GH, rows, GH, p * NR, NR, ph + p * size)
+                fastrnn_pack_rows_bf16(da_h, GH, rows, GH, p * NR, NR, ph + p * size,
+                                       db_hh + p * NR if db_hh != db_ih else NULL)
         if two:
             fastrnn_gemm_bf16(I, n1 - n0, K2, A, ld, px + p0 * size, nv, q.dWt + n0, GH, add)
             fastrnn_gemm_bf16(H, n1 - n0, K2, A + I * ld, ld, ph + p0 * size, nv,
@@ -679,9 +685,6 @@ cdef void _weight_gradients_bf16(_Bf16Backward* q, const float* da_x, const floa
         else:
             fastrnn_gemm_bf16(I + H, n1 - n0, K2, A, ld, px + p0 * size, nv, q.dWt + n0, GH,
                               add)
-        _column_sums(da_x, rows, GH, db_ih, n0, n1, add)
-        if db_hh != db_ih:
-            _column_sums(da_h, rows, GH, db_hh, n0, n1, add)
         if chunk == 0:
             fastrnn_transpose_f32(q.dWt + n0, GH, I, n1 - n0, dW_ih + n0 * I, I)
             fastrnn_transpose_f32(q.dWt + I * GH + n0, GH, H, n1 - n0, dW_hh + n0 * H, H)

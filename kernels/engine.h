@@ -421,20 +421,29 @@ static inline int fastrnn_has_dpbf16(void) { return FASTRNN_DPBF16; }
 /* Columns n0 .. n0+NR-1 of the float32 rows src (K rows, row stride ld) as a
    bf16 pair panel (ceil(K/2), NR, 2): what fastrnn_pack_panel_bf16 makes of
    them, as 32-bit words of two rows (a form gcc vectorises).  Columns past N
-   and the row past an odd K are zero. */
+   and the row past an odd K are zero.  When `sums` is not NULL, sums[c] +=
+   the float32 column sums of those columns (c from 0 for column n0, summed
+   over the rows in order), in the same pass over src. */
 static void fastrnn_pack_rows_bf16(const float *src, long ld, long K, long N, long n0, long NR,
-                                   uint16_t *P)
+                                   uint16_t *P, float *sums)
 {
     long k2, c, K2 = (K + 1) / 2, nc = N - n0 < NR ? N - n0 : NR;
     for (k2 = 0; k2 < K2; k2++) {
         const float *r0 = src + 2 * k2 * ld + n0, *r1 = r0 + ld;
         uint32_t *q = (uint32_t *)(P + k2 * 2 * NR);
-        if (2 * k2 + 1 < K)
+        if (2 * k2 + 1 < K) {
             for (c = 0; c < nc; c++)
                 q[c] = (uint32_t)fastrnn_bf16(r0[c]) | (uint32_t)fastrnn_bf16(r1[c]) << 16;
-        else
+            if (sums)
+                for (c = 0; c < nc; c++)
+                    sums[c] = (sums[c] + r0[c]) + r1[c];
+        } else {
             for (c = 0; c < nc; c++)
                 q[c] = fastrnn_bf16(r0[c]);
+            if (sums)
+                for (c = 0; c < nc; c++)
+                    sums[c] += r0[c];
+        }
         for (; c < NR; c++)
             q[c] = 0;
     }
