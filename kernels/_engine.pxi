@@ -591,9 +591,9 @@ cdef struct _Bf16Backward:
     # of the da workspace (ring, B, G*H) for OpenBLAS's GEMMs.  At it (pairs,
     # vdpbf16ps): da_hb, da_xb, the same da as bf16 rows of even length GH2
     # (one array when da is one), and the operands of the weight gradients'
-    # own bf16 GEMMs (_weight_gradients_bf16): aT, X^T above H_prev^T as bf16
-    # rows (I + H, ld_aT), chunk c's rows of the sequence at columns c * R2
-    # (R2: a chunk's rows rounded up to even, so that pairs stay in a chunk);
+    # own bf16 GEMMs (_weight_gradients_bf16): aT, X^T above H_prev^T over a
+    # chunk's rows, as bf16 rows (I + H, R2) (R2: the rows of a chunk rounded
+    # up to even; each chunk's own, so that a chunk's pages are reused);
     # w_ih, W_ih's pair panels over k = G*H; panels, a chunk's panels of da_x
     # (then of da_h); dWt (I + H, G*H), dW_ih^T above dW_hh^T.
     float* da_xr
@@ -602,7 +602,6 @@ cdef struct _Bf16Backward:
     uint16_t* da_xb
     uint16_t* aT
     Py_ssize_t R2
-    Py_ssize_t ld_aT
     uint16_t* w_ih
     uint16_t* panels
     float* dWt
@@ -612,36 +611,31 @@ cdef struct _Bf16Backward:
 cdef int _GEMM_NV = 4
 
 
-cdef void _bf16_operands_part(_Bf16Backward* q, const float* x2d, const float* W_ih,
-                              const float* h0, const float* out, Py_ssize_t T, Py_ssize_t B,
-                              Py_ssize_t I, Py_ssize_t H, Py_ssize_t GH, Py_ssize_t ring,
-                              int part, int parts) noexcept nogil:
-    """Share ``part`` of ``parts`` of the operands of _weight_gradients_bf16
-    that stay for the whole backward: rows of aT (X^T, then H_prev^T, whose
-    row r is h0's for r < B and out's row r - B after) and W_ih's panels."""
-    cdef Py_ssize_t R = ring * B, n_chunks = (T + ring - 1) // ring, c, r0, nr
-    cdef Py_ssize_t m0 = (I + H) * part // parts, m1 = (I + H) * (part + 1) // parts
-    cdef Py_ssize_t a0 = min(m0, I), a1 = min(m1, I)
-    cdef Py_ssize_t h0_ = max(m0, I) - I, h1 = max(m1, I) - I
-    cdef Py_ssize_t NR = _GEMM_NV * fastrnn_lanes_f32(), n_p = (I + NR - 1) // NR
-    cdef Py_ssize_t K2 = (GH + 1) // 2, p, ld = q.ld_aT
-    cdef uint16_t* dst
-    for c in range(n_chunks):
-        r0 = c * R
-        nr = min(T * B, r0 + R) - r0
-        dst = q.aT + c * q.R2
-        if a1 > a0:
-            fastrnn_transpose_bf16(x2d + r0 * I + a0, I, nr, a1 - a0, dst + a0 * ld, ld)
-        if h1 > h0_:
-            dst += (I + h0_) * ld
-            if c == 0:
-                fastrnn_transpose_bf16(h0 + h0_, H, B, h1 - h0_, dst, ld)
-                if nr > B:
-                    fastrnn_transpose_bf16(out + h0_, H, nr - B, h1 - h0_, dst + B, ld)
-            else:
-                fastrnn_transpose_bf16(out + (r0 - B) * H + h0_, H, nr, h1 - h0_, dst, ld)
-    for p in range(n_p * part // parts, n_p * (part + 1) // parts):
-        fastrnn_pack_rows_bf16(W_ih, I, GH, I, p * NR, NR, q.w_ih + p * K2 * 2 * NR, NULL)
+cdef void _bf16_chunk_operands(_Bf16Backward* q, const float* x2d, const float* h0,
+                               const float* out, Py_ssize_t t0, Py_ssize_t t1, Py_ssize_t B,
+                               Py_ssize_t I, Py_ssize_t H, Py_ssize_t j0, Py_ssize_t j1,
+                               Py_ssize_t p, Py_ssize_t n_panels) noexcept nogil:
+    """Panel p's share of the A operand of chunk (t0, t1)'s bf16 GEMMs
+    (_weight_gradients_bf16), done with panel p's item in the chunk's first
+    step: in aT, X^T's rows p*I/n_panels .. (p+1)*I/n_panels - 1 and H_prev^T's
+    rows of units j0..j1-1, over the chunk's rows (H_prev's row r is h0's row
+    r for r < B, out's row r - B after)."""
+    cdef Py_ssize_t r0 = t0 * B, nr = (t1 - t0) * B, ld = q.R2, m
+    cdef Py_ssize_t a0 = I * p // n_panels, a1 = I * (p + 1) // n_panels
+    cdef uint16_t* dst = q.aT + (I + j0) * ld
+    if a1 > a0:
+        fastrnn_transpose_bf16(x2d + r0 * I + a0, I, nr, a1 - a0, q.aT + a0 * ld, ld)
+    if t0 == 0:
+        fastrnn_transpose_bf16(h0 + j0, H, B, j1 - j0, dst, ld)
+        if nr > B:
+            fastrnn_transpose_bf16(out + j0, H, nr - B, j1 - j0, dst + B, ld)
+    else:
+        fastrnn_transpose_bf16(out + (r0 - B) * H + j0, H, nr, j1 - j0, dst, ld)
+    if nr % 2:  # the last pair's second value, which meets a zero: not NaN garbage
+        for m in range(a0, a1):
+            q.aT[m * ld + nr] = 0
+        for m in range(I + j0, I + j1):
+            q.aT[m * ld + nr] = 0
 
 
 cdef void _weight_gradients_bf16(_Bf16Backward* q, const float* da_x, const float* da_h,
@@ -652,7 +646,8 @@ cdef void _weight_gradients_bf16(_Bf16Backward* q, const float* da_x, const floa
     """_weight_gradients_part where the level has vdpbf16ps: share ``part``
     of ``parts`` of chunk ``chunk``'s products as bf16 GEMMs with float32 sums
     (engine.h's fastrnn_gemm_bf16; OpenBLAS has none).  Turned so that only
-    da is packed per chunk (X and H_prev were transposed once, into aT):
+    da is packed here (X and H_prev were transposed in the chunk's first
+    step, into aT: _bf16_chunk_operands):
     dW_ih^T (+)= X^T DX and dW_hh^T (+)= H_prev^T DH, one product of I + H
     rows when DX is DH, over this share's panels of the G*H columns, into dWt;
     those columns' bias sums (of the float32 da, as it is packed); in chunk 0, the last, those
@@ -662,9 +657,9 @@ cdef void _weight_gradients_bf16(_Bf16Backward* q, const float* da_x, const floa
     cdef Py_ssize_t NR = nv * fastrnn_lanes_f32(), n_p = (GH + NR - 1) // NR, p
     cdef Py_ssize_t p0 = n_p * part // parts, p1 = n_p * (part + 1) // parts
     cdef Py_ssize_t n0 = p0 * NR, n1 = min(p1 * NR, GH), size = K2 * 2 * NR
-    cdef Py_ssize_t r0 = rows * part // parts, r1 = rows * (part + 1) // parts, ld = q.ld_aT
+    cdef Py_ssize_t r0 = rows * part // parts, r1 = rows * (part + 1) // parts, ld = q.R2
     cdef bint two = da_x != da_h, add = chunk < n_chunks - 1
-    cdef const uint16_t* A = q.aT + chunk * q.R2
+    cdef const uint16_t* A = q.aT
     cdef uint16_t* px = q.panels
     cdef uint16_t* ph = q.panels + n_p * size
     if n1 > n0:
@@ -706,7 +701,8 @@ cdef void _backward_worker(fastrnn_steps* steps, int tid, Py_ssize_t ring, bint 
                            floating[:, ::1] dx2d, floating[:, ::1] dW_ih,
                            floating[:, ::1] dW_hh, floating* db_ih,
                            floating* db_hh, _Bf16Backward* q) noexcept nogil:
-    """One thread's share of a backward.  Phase 0 packs W_hh's panels; then
+    """One thread's share of a backward.  Phase 0 packs W_hh's panels (and
+    for bf16 GEMMs W_ih's); then
     for each chunk of ``ring`` steps, the last chunk first, a phase per step
     t from the chunk's last step down to its first (and in chunk 0 on to
     t = -1): dh += da_h[t+1] W_hh (t + 1 < T), then the elementwise backward
@@ -738,6 +734,8 @@ cdef void _backward_worker(fastrnn_steps* steps, int tid, Py_ssize_t ring, bint 
     cdef bint bf16 = q != NULL, pairs = bf16 and q.da_hb != NULL
     cdef Py_ssize_t GH2 = GH + GH % 2, kk
     cdef Py_ssize_t lda = GH2 if pairs else GH  # of da's rows as the products read them
+    cdef Py_ssize_t I = x2d.shape[1], NRg = _GEMM_NV * _lanes(<floating*>NULL)
+    cdef Py_ssize_t n_wp = (I + NRg - 1) // NRg  # W_ih's panels (bf16 pairs)
     cdef uint16_t* Pb = <uint16_t*>P if pairs else NULL
     cdef uint16_t* da_hb = q.da_hb if pairs else NULL
     cdef floating* da_xr = da_x
@@ -758,23 +756,16 @@ cdef void _backward_worker(fastrnn_steps* steps, int tid, Py_ssize_t ring, bint 
                 if floating is float:
                     if pairs:
                         fastrnn_pack_panel_bf16(W_hh, H, 1, GH, 1, H, u, p, Pb + p * GH2 * u)
+                        # and a share of W_ih's panels, for dx's GEMM
+                        for k in range(n_wp * p // n_panels, n_wp * (p + 1) // n_panels):
+                            fastrnn_pack_rows_bf16(&W_ih[0, 0], I, GH, I, k * NRg, NRg,
+                                                   q.w_ih + k * GH2 * NRg, NULL)
                         continue
                 _pack_panel(W_hh, H, 1, GH, 1, H, u, p, P + p * GH * u)
                 if floating is float:
                     if bf16:
                         fastrnn_round_bf16(P + p * GH * u, GH * u, P + p * GH * u)
             fastrnn_steps_done(steps)
-    if pairs:
-        # Then the bf16 GEMMs' fixed operands, threads 0..parts-1 a share each.
-        phase += 1
-        if not fastrnn_steps_wait(steps, phase):
-            return
-        if floating is float:
-            if tid < parts:
-                _bf16_operands_part(q, &x2d[0, 0], &W_ih[0, 0], &h0[0, 0], &out[0, 0, 0], T,
-                                    B, x2d.shape[1], H, GH, ring, tid, parts)
-                for k in range(tid * n_items // parts, (tid + 1) * n_items // parts):
-                    fastrnn_steps_done(steps)
     for chunk in range(n_chunks - 1, -1, -1):
         t0 = chunk * ring
         t1 = min(T, t0 + ring)
@@ -809,6 +800,10 @@ cdef void _backward_worker(fastrnn_steps* steps, int tid, Py_ssize_t ring, bint 
                                     for jj in range(nu):
                                         dh[b * H + j0 + jj] += acc[r * u + jj]
                             r0 += mr
+                    if floating is float:
+                        if pairs and t == t1 - 1:
+                            _bf16_chunk_operands(q, &x2d[0, 0], &h0[0, 0], &out[0, 0, 0], t0, t1,
+                                                 B, I, H, j0, j0 + nu, p, n_panels)
                     if t >= 0:
                         for b in range(B):
                             tb = t * B + b
@@ -847,9 +842,9 @@ cdef void _backward_worker(fastrnn_steps* steps, int tid, Py_ssize_t ring, bint 
         if tid < parts:
             if floating is float:
                 if pairs:
-                    _weight_gradients_bf16(q, da_x, da_h, chunk, n_chunks, t0, t1, B,
-                                           x2d.shape[1], H, GH, &dx2d[0, 0], &dW_ih[0, 0],
-                                           &dW_hh[0, 0], db_ih, db_hh, tid, parts)
+                    _weight_gradients_bf16(q, da_x, da_h, chunk, n_chunks, t0, t1, B, I, H, GH,
+                                           &dx2d[0, 0], &dW_ih[0, 0], &dW_hh[0, 0], db_ih,
+                                           db_hh, tid, parts)
             if not pairs:
                 # (in bf16, x2d, W_ih, h0 and out are the caller's rounded copies)
                 _weight_gradients_part(x2d, W_ih, h0, out, da_xr, da_hr, t0, t1,
@@ -952,8 +947,7 @@ cdef int _engine_backward(const floating[:, ::1] W_hh, const int64_t[::1] length
                 q.da_hb = <uint16_t*>calloc(ring * B * GH2, sizeof(uint16_t))
                 q.da_xb = q.da_hb if one else <uint16_t*>calloc(ring * B * GH2, sizeof(uint16_t))
                 q.R2 = ring * B + (ring * B) % 2
-                q.ld_aT = n_chunks * q.R2
-                q.aT = <uint16_t*>calloc((I + H) * q.ld_aT, sizeof(uint16_t))
+                q.aT = <uint16_t*>malloc((I + H) * q.R2 * sizeof(uint16_t))
                 q.w_ih = <uint16_t*>malloc(((I + NRg - 1) // NRg) * GH2 * NRg * sizeof(uint16_t))
                 q.panels = <uint16_t*>malloc(2 * ((G * H + NRg - 1) // NRg) * q.R2 * NRg
                                              * sizeof(uint16_t))
