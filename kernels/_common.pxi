@@ -130,7 +130,10 @@ cdef void _weight_gradients(const floating[:, ::1] x2d, const floating[:, ::1] W
     bias sums as a column of ones), LSTM (16, 256) float32 training took
     1015 ms on 1 thread and 652 on 2 against 725 and 575 with OpenBLAS in
     the same run: every k of dA^T is a new 4 KB page, past the prefetcher.
-    Doing it well means packing blocks of dA^T as a GEMM library does.
+    Doing it well means packing blocks of dA^T as a GEMM library does.  (The
+    bf16 products where the level has vdpbf16ps do not come here: OpenBLAS
+    has no bf16 GEMM, and _engine.pxi's _weight_gradients_bf16 packs da and
+    transposes X and H_prev instead.)
     """
     if num_threads == 1 or _blas_local == NULL:
         _weight_gradients_part(x2d, W_ih, h0, out, da_x, da_h, t0, t1, add, dx2d, dW_ih, dW_hh,
