@@ -650,8 +650,9 @@ cdef void _weight_gradients_bf16(_Bf16Backward* q, const float* da_x, const floa
     step, into aT: _bf16_chunk_operands):
     dW_ih^T (+)= X^T DX and dW_hh^T (+)= H_prev^T DH, one product of I + H
     rows when DX is DH, over this share's panels of the G*H columns, into dWt;
-    those columns' bias sums (of the float32 da, as it is packed); in chunk 0, the last, those
-    rows of dW_ih and dW_hh from dWt; and this share's rows of dx2d = DX W_ih."""
+    those columns' bias sums (of the float32 da, as it is packed); in chunk
+    0, the last, those rows of dW_ih and dW_hh from dWt; and this share's rows
+    of dx2d = DX W_ih."""
     cdef Py_ssize_t rows = (t1 - t0) * B, K2 = (rows + 1) // 2, GH2 = GH + GH % 2
     cdef int nv = _GEMM_NV
     cdef Py_ssize_t NR = nv * fastrnn_lanes_f32(), n_p = (GH + NR - 1) // NR, p
@@ -664,9 +665,8 @@ cdef void _weight_gradients_bf16(_Bf16Backward* q, const float* da_x, const floa
     cdef uint16_t* ph = q.panels + n_p * size
     if n1 > n0:
         if not add:
-            for p in range(n0, n1):
-                db_ih[p] = 0
-                db_hh[p] = 0
+            memset(db_ih + n0, 0, (n1 - n0) * sizeof(float))
+            memset(db_hh + n0, 0, (n1 - n0) * sizeof(float))
         for p in range(p0, p1):
             # the bias sums (of the float32 da) in the same pass
             fastrnn_pack_rows_bf16(da_x, GH, rows, GH, p * NR, NR, px + p * size, db_ih + p * NR)

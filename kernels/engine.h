@@ -206,17 +206,19 @@ FASTRNN_DEFINE_TILE(NAME, T, 6, NV, 0)                                          
 FASTRNN_DEFINE_TILE(NAME, T, 7, NV, 0)                                              \
 FASTRNN_DEFINE_TILE(NAME, T, 8, NV, 0)
 
-#define FASTRNN_CASE_ROWS(NAME, NV)                                                 \
+/* The case of one nv in a tile dispatcher: call NAME's MR x NV tile with
+   ARGS, a parenthesised argument list. */
+#define FASTRNN_CASE_ROWS(NAME, NV, ARGS)                                           \
     case NV:                                                                        \
         switch (mr) {                                                               \
-        case 1: NAME##_1x##NV(A, lda, P, K, C, add); return;                             \
-        case 2: NAME##_2x##NV(A, lda, P, K, C, add); return;                             \
-        case 3: NAME##_3x##NV(A, lda, P, K, C, add); return;                             \
-        case 4: NAME##_4x##NV(A, lda, P, K, C, add); return;                             \
-        case 5: NAME##_5x##NV(A, lda, P, K, C, add); return;                             \
-        case 6: NAME##_6x##NV(A, lda, P, K, C, add); return;                             \
-        case 7: NAME##_7x##NV(A, lda, P, K, C, add); return;                             \
-        default: NAME##_8x##NV(A, lda, P, K, C, add); return;                            \
+        case 1: NAME##_1x##NV ARGS; return;                                         \
+        case 2: NAME##_2x##NV ARGS; return;                                         \
+        case 3: NAME##_3x##NV ARGS; return;                                         \
+        case 4: NAME##_4x##NV ARGS; return;                                         \
+        case 5: NAME##_5x##NV ARGS; return;                                         \
+        case 6: NAME##_6x##NV ARGS; return;                                         \
+        case 7: NAME##_7x##NV ARGS; return;                                         \
+        default: NAME##_8x##NV ARGS; return;                                        \
         }
 
 /* C (mr, nv*L) = A (mr, K; row stride lda) @ P (K, nv*L), plus C's values if add;
@@ -230,11 +232,11 @@ static inline void NAME(const T *A, long lda, int mr, const T *P, long K, int nv
                         int add)                                                   \
 {                                                                                   \
     switch (nv) {                                                                   \
-    FASTRNN_CASE_ROWS(NAME, 1)                                                      \
-    FASTRNN_CASE_ROWS(NAME, 2)                                                      \
-    FASTRNN_CASE_ROWS(NAME, 3)                                                      \
+    FASTRNN_CASE_ROWS(NAME, 1, (A, lda, P, K, C, add))                              \
+    FASTRNN_CASE_ROWS(NAME, 2, (A, lda, P, K, C, add))                              \
+    FASTRNN_CASE_ROWS(NAME, 3, (A, lda, P, K, C, add))                              \
     default:                                                                        \
-    FASTRNN_CASE_ROWS(NAME, 4)                                                      \
+    FASTRNN_CASE_ROWS(NAME, 4, (A, lda, P, K, C, add))                              \
     }                                                                               \
 }
 
@@ -389,30 +391,17 @@ FASTRNN_TILES_BF16_FOR_NV(fastrnn_tile_bf16, 2)
 FASTRNN_TILES_BF16_FOR_NV(fastrnn_tile_bf16, 3)
 FASTRNN_TILES_BF16_FOR_NV(fastrnn_tile_bf16, 4)
 
-#define FASTRNN_CASE_ROWS_LDC(NAME, NV)                                             \
-    case NV:                                                                        \
-        switch (mr) {                                                               \
-        case 1: NAME##_1x##NV(A, lda, P, K, C, ldc, add); return;                   \
-        case 2: NAME##_2x##NV(A, lda, P, K, C, ldc, add); return;                   \
-        case 3: NAME##_3x##NV(A, lda, P, K, C, ldc, add); return;                   \
-        case 4: NAME##_4x##NV(A, lda, P, K, C, ldc, add); return;                   \
-        case 5: NAME##_5x##NV(A, lda, P, K, C, ldc, add); return;                   \
-        case 6: NAME##_6x##NV(A, lda, P, K, C, ldc, add); return;                   \
-        case 7: NAME##_7x##NV(A, lda, P, K, C, ldc, add); return;                   \
-        default: NAME##_8x##NV(A, lda, P, K, C, ldc, add); return;                  \
-        }
-
 /* C (mr, nv*L; row stride ldc) = A (mr rows of K bf16 pairs) @ P (K pairs,
    nv*L), plus C's values if add; 1 <= mr <= 8, 1 <= nv <= 4. */
 static inline void fastrnn_tile_bf16(const uint16_t *A, long lda, int mr, const uint16_t *P,
                                      long K, int nv, float *C, long ldc, int add)
 {
     switch (nv) {
-    FASTRNN_CASE_ROWS_LDC(fastrnn_tile_bf16, 1)
-    FASTRNN_CASE_ROWS_LDC(fastrnn_tile_bf16, 2)
-    FASTRNN_CASE_ROWS_LDC(fastrnn_tile_bf16, 3)
+    FASTRNN_CASE_ROWS(fastrnn_tile_bf16, 1, (A, lda, P, K, C, ldc, add))
+    FASTRNN_CASE_ROWS(fastrnn_tile_bf16, 2, (A, lda, P, K, C, ldc, add))
+    FASTRNN_CASE_ROWS(fastrnn_tile_bf16, 3, (A, lda, P, K, C, ldc, add))
     default:
-    FASTRNN_CASE_ROWS_LDC(fastrnn_tile_bf16, 4)
+    FASTRNN_CASE_ROWS(fastrnn_tile_bf16, 4, (A, lda, P, K, C, ldc, add))
     }
 }
 
