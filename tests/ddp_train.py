@@ -61,6 +61,10 @@ def worker(rank, port, out_dir):
     train(ddp, ddp.parameters(), slice(rank * B, (rank + 1) * B))
     if rank == 0:
         torch.save(m.state_dict(), os.path.join(out_dir, "ddp.pt"))
+    # Both ranks leave together: a rank that tore its group down while the
+    # other still saved once aborted in gloo ("terminate called without an
+    # active exception", seen in CI on a loaded machine).
+    dist.barrier()
     dist.destroy_process_group()
 
 
