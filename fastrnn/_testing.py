@@ -7,6 +7,8 @@ for backend "reference") and returns ``(outputs, cache)`` with outputs a dict
 gradients as a dict.  ``upstream`` is a dict ``d_out, d_h_n[, d_c_n]``.
 What a cell takes and returns is read from its spec (``fastrnn._spec``).
 """
+import contextlib
+import importlib
 import itertools
 
 import numpy as np
@@ -108,3 +110,25 @@ def random_upstream(cell, T, B, H, dtype=np.float64, seed=1):
     for name in CELLS[cell].upstream[1:]:
         ups[name] = rng.standard_normal((B, H)).astype(dtype)
     return ups
+
+
+@contextlib.contextmanager
+def engine_layout(threads, split=-1):
+    """Run the Cython engine on ``threads`` threads whatever the size, at every
+    instruction-set level this CPU runs.  ``split`` 1 forces the forward's
+    batch shares (each thread a share of the rows through every step)
+    wherever B gives each thread a row, 0 its unit shares (each thread a
+    share of every step's units), -1 leaves the choice to the engine."""
+    from . import _isa, _tuning
+    saved = _tuning.engine_threads
+    _tuning.engine_threads = lambda backend, B, I, H, GH, num_threads: threads
+    modules = [importlib.import_module(f"fastrnn.kernels.{cell}_cython_{level}")
+               for level in _isa.cpu_isa_levels() for cell in CELLS]
+    for m in modules:
+        m._set_split(split)
+    try:
+        yield
+    finally:
+        _tuning.engine_threads = saved
+        for m in modules:
+            m._set_split(-1)

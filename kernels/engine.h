@@ -601,6 +601,22 @@ static inline fastrnn_blas_local_fn fastrnn_find_blas_local(const void *symbol)
     return (fastrnn_blas_local_fn)dlsym(handle, "openblas_set_num_threads_local");
 }
 
+/* The L2 cache of one core in bytes (glibc's sysconf; 1 MB where it does not say). */
+static inline long fastrnn_l2_bytes(void)
+{
+    static long bytes = 0;
+    long b = __atomic_load_n(&bytes, __ATOMIC_RELAXED);
+    if (b == 0) {
+#if defined(__linux__) && defined(_SC_LEVEL2_CACHE_SIZE)
+        b = sysconf(_SC_LEVEL2_CACHE_SIZE);
+#endif
+        if (b <= 0)
+            b = 1L << 20;
+        __atomic_store_n(&bytes, b, __ATOMIC_RELAXED);
+    }
+    return b;
+}
+
 /* ---- the step counter ---------------------------------------------------- */
 
 typedef struct {
@@ -698,6 +714,11 @@ static inline void fastrnn_steps_done(fastrnn_steps *s)
     if (__atomic_load_n(&s->sleepers, __ATOMIC_SEQ_CST))
         syscall(SYS_futex, &s->done, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
 #endif
+}
+
+static inline int fastrnn_steps_aborted(fastrnn_steps *s)
+{
+    return __atomic_load_n(&s->abort, __ATOMIC_RELAXED);
 }
 
 static inline void fastrnn_steps_abort(fastrnn_steps *s)

@@ -4,6 +4,7 @@ import pytest
 
 import fastrnn
 from fastrnn import _backends, _isa, _tuning
+from fastrnn._testing import engine_layout
 
 DTYPES = [np.float32, np.float64]
 
@@ -31,17 +32,19 @@ def fast_backend(request):
     return backend_or_skip(request.param)
 
 
-@pytest.fixture(params=["serial", "parallel"])
+@pytest.fixture(params=["serial", "parallel", "batch-shares"])
 def kernel_path(request, monkeypatch):
     """Force every path, whatever the size: "serial" runs the Numba kernels'
     own loops and the Cython engine on one thread; "parallel" sends Numba's
     per-step products to BLAS and runs the engine on three threads (more
-    than this machine's cores, so items change hands between threads)."""
-    parallel = request.param == "parallel"
+    than this machine's cores, so items change hands between threads), each
+    a share of every step's units; "batch-shares" the engine's three threads
+    each a share of the batch's rows through the forward (Numba: as
+    "parallel")."""
+    parallel = request.param != "serial"
     monkeypatch.setattr(_tuning, "use_blas", lambda backend, B, GH, H: parallel)
-    monkeypatch.setattr(_tuning, "engine_threads",
-                        lambda backend, B, I, H, GH, n: 3 if parallel else 1)
-    return request.param
+    with engine_layout(3 if parallel else 1, {"serial": -1, "parallel": 0}.get(request.param, 1)):
+        yield request.param
 
 
 @pytest.fixture

@@ -16,8 +16,8 @@ import fastrnn
 from fastrnn import _tuning
 from fastrnn import reference as R
 from fastrnn._spec import CELLS
-from fastrnn._testing import (as_float64, assert_close, backward, forward, random_problem,
-                              random_upstream)
+from fastrnn._testing import (as_float64, assert_close, backward, engine_layout, forward,
+                              random_problem, random_upstream)
 from conftest import backend_or_skip
 
 
@@ -26,11 +26,14 @@ def cython():
     backend_or_skip("cython")
 
 
-@pytest.fixture(params=[1, 3], ids=["1-thread", "3-threads"])
-def threads(request, monkeypatch):
-    """One engine thread, or three (more than the cores: items change hands)."""
-    monkeypatch.setattr(_tuning, "engine_threads", lambda backend, B, I, H, GH, n: request.param)
-    return request.param
+@pytest.fixture(params=[(1, -1), (3, 0), (3, 1)], ids=["1-thread", "3-threads", "3-batch-shares"])
+def threads(request):
+    """One engine thread, or three (more than the cores: items change hands)
+    sharing each step's units, or three each taking a share of the batch's
+    rows (the forward's split, forced wherever B gives each a row)."""
+    n, split = request.param
+    with engine_layout(n, split):
+        yield n
 
 
 # Sequences of more than 4 steps and more than 64 rows (T*B) run on packed
