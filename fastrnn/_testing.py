@@ -120,10 +120,13 @@ def engine_layout(threads, split=-1):
     wherever B gives each thread a row, 0 its unit shares (each thread a
     share of every step's units), -1 leaves the choice to the engine."""
     from . import _isa, _tuning
+    try:
+        modules = [importlib.import_module(f"fastrnn.kernels.{cell}_cython_{level}")
+                   for level in _isa.cpu_isa_levels() for cell in CELLS]
+    except ImportError:  # the Cython kernels are not built: the Numba ones still run
+        modules = []
     saved = _tuning.engine_threads
     _tuning.engine_threads = lambda backend, B, I, H, GH, num_threads: threads
-    modules = [importlib.import_module(f"fastrnn.kernels.{cell}_cython_{level}")
-               for level in _isa.cpu_isa_levels() for cell in CELLS]
     for m in modules:
         m._set_split(split)
     try:
