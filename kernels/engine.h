@@ -601,20 +601,15 @@ static inline fastrnn_blas_local_fn fastrnn_find_blas_local(const void *symbol)
     return (fastrnn_blas_local_fn)dlsym(handle, "openblas_set_num_threads_local");
 }
 
-/* The L2 cache of one core in bytes (glibc's sysconf; 1 MB where it does not say). */
+/* The L2 cache of one core in bytes (glibc's sysconf, which reads it once
+   from CPUID; 1 MB where it does not say). */
 static inline long fastrnn_l2_bytes(void)
 {
-    static long bytes = 0;
-    long b = __atomic_load_n(&bytes, __ATOMIC_RELAXED);
-    if (b == 0) {
+    long b = 0;
 #if defined(__linux__) && defined(_SC_LEVEL2_CACHE_SIZE)
-        b = sysconf(_SC_LEVEL2_CACHE_SIZE);
+    b = sysconf(_SC_LEVEL2_CACHE_SIZE);
 #endif
-        if (b <= 0)
-            b = 1L << 20;
-        __atomic_store_n(&bytes, b, __ATOMIC_RELAXED);
-    }
-    return b;
+    return b > 0 ? b : 1L << 20;
 }
 
 /* ---- the step counter ---------------------------------------------------- */

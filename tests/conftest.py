@@ -41,9 +41,9 @@ def kernel_path(request, monkeypatch):
     a share of every step's units; "batch-shares" the engine's three threads
     each a share of the batch's rows through the forward (Numba: as
     "parallel")."""
-    parallel = request.param != "serial"
-    monkeypatch.setattr(_tuning, "use_blas", lambda backend, B, GH, H: parallel)
-    with engine_layout(3 if parallel else 1, {"serial": -1, "parallel": 0}.get(request.param, 1)):
+    monkeypatch.setattr(_tuning, "use_blas", lambda backend, B, GH, H: request.param != "serial")
+    threads, split = {"serial": (1, -1), "parallel": (3, 0), "batch-shares": (3, 1)}[request.param]
+    with engine_layout(threads, split):
         yield request.param
 
 
