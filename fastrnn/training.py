@@ -198,25 +198,30 @@ def mse(predictions, targets, *, lengths=None, last_only=False, reduction="mean"
 # --- clipping -------------------------------------------------------------------------
 
 def _arrays(grads, what="grads"):
-    """The gradient arrays of a dict or a sequence (None entries skipped),
-    each checked to be a writable real floating-point NumPy array: the
-    clipping functions change them in place, so they check all first."""
-    if isinstance(grads, dict):
+    """The gradient arrays of a dict, a sequence (None entries skipped) or a
+    single array (as torch takes a single tensor), each checked to be a
+    writable real floating-point NumPy array: the clipping functions change
+    them in place, so they check all first."""
+    if isinstance(grads, np.ndarray):
+        items = [(None, grads)]
+    elif isinstance(grads, dict):
         items = list(grads.items())
     elif isinstance(grads, (list, tuple)):
         items = list(enumerate(grads))
     else:
-        raise TypeError(f"{what} must be a dict or a list of arrays, got {type(grads).__name__}")
+        raise TypeError(f"{what} must be an array, a dict or a list of arrays, "
+                        f"got {type(grads).__name__}")
     out = []
     for name, g in items:
         if g is None:
             continue
+        where = what if name is None else f"{what}[{name!r}]"
         if not isinstance(g, np.ndarray):
-            raise TypeError(f"{what}[{name!r}] must be a NumPy array, got {type(g).__name__}")
+            raise TypeError(f"{where} must be a NumPy array, got {type(g).__name__}")
         if g.dtype.kind != "f":
-            raise TypeError(f"{what}[{name!r}] must be floating point, got dtype {g.dtype}")
+            raise TypeError(f"{where} must be floating point, got dtype {g.dtype}")
         if not g.flags.writeable:
-            raise ValueError(f"{what}[{name!r}] is read-only; it is changed in place")
+            raise ValueError(f"{where} is read-only; it is changed in place")
         out.append(g)
     return out
 
@@ -238,21 +243,33 @@ def clip_grad_value(grads, clip_value):
 
 
 def global_norm(grads, norm_type=2.0):
-    """The norm of all gradients together: ``norm_type`` 2 (L2, the default),
-    1, or ``inf`` (the largest magnitude), as ``torch.nn.utils.clip_grad_norm_``."""
+    """The norm of all gradients together, as ``torch.nn.utils.clip_grad_norm_``
+    computes it: the ``norm_type``-norm of every element of every array, for
+    any positive ``norm_type`` (2, the default, is L2) or ``inf`` (the largest
+    magnitude).  Summed in float64; norm types other than 1 and 2 are
+    scaled by the largest magnitude first, so that a large one neither
+    overflows nor underflows."""
+    if not is_number(norm_type):
+        raise TypeError(f"norm_type must be a number, got {type(norm_type).__name__}")
+    p = float(norm_type)
+    if not p > 0:  # NaN too
+        raise ValueError(f"norm_type must be positive (or inf), got {norm_type!r}")
     arrays = _arrays(grads)
-    if norm_type == np.inf:
-        return max((float(np.abs(g).max()) for g in arrays if g.size), default=0.0)
-    if norm_type == 1:
-        return float(sum(float(np.abs(g).sum()) for g in arrays))
-    if norm_type == 2:
-        return float(np.sqrt(sum(float(np.vdot(g, g)) for g in arrays)))
-    raise ValueError(f"norm_type must be 2, 1 or inf, got {norm_type!r}")
+    if p == 2:
+        wide = [g.astype(np.float64, copy=False) for g in arrays]
+        return float(np.sqrt(sum(float(np.vdot(g, g)) for g in wide)))
+    if p == 1:
+        return float(sum(float(np.abs(g).sum(dtype=np.float64)) for g in arrays))
+    biggest = max((float(np.abs(g).max()) for g in arrays if g.size), default=0.0)
+    if p == np.inf or biggest == 0 or not np.isfinite(biggest):
+        return biggest
+    total = sum(float(((np.abs(g).astype(np.float64) / biggest) ** p).sum()) for g in arrays)
+    return biggest * total ** (1 / p)
 
 
 def clip_grad_norm(grads, max_norm, norm_type=2.0):
     """Scale all gradients together, in place, so their global norm
-    (``norm_type`` 2, 1 or inf, as in :func:`global_norm`) is at most
+    (any positive ``norm_type`` or inf, as in :func:`global_norm`) is at most
     ``max_norm``.  Returns the norm before clipping (to log it)."""
     max_norm = _positive(max_norm, "max_norm")
     norm = global_norm(grads, norm_type)

@@ -119,8 +119,13 @@ BAD_CLIPPING = [
      "floating"),
     (lambda g: clip_grad_value(g, float("nan")), good_grads(), ValueError, "clip_value"),
     (lambda g: clip_grad_norm(g, -1), good_grads(), ValueError, "max_norm"),
-    (lambda g: clip_grad_norm(g, 1.0, norm_type=3), good_grads(), ValueError, "norm_type"),
-    (lambda g: clip_grad_value(g, 0.1), "grads", TypeError, "grads must be a dict"),
+    (lambda g: clip_grad_norm(g, 1.0, norm_type=0), good_grads(), ValueError, "norm_type"),
+    (lambda g: clip_grad_norm(g, 1.0, norm_type=-2), good_grads(), ValueError, "norm_type"),
+    (lambda g: clip_grad_norm(g, 1.0, norm_type=float("nan")), good_grads(), ValueError,
+     "norm_type"),
+    (lambda g: clip_grad_norm(g, 1.0, norm_type="fro"), good_grads(), TypeError, "norm_type"),
+    (lambda g: clip_grad_value(g, 0.1), "grads", TypeError, "grads must be an array, a dict"),
+    (lambda g: clip_grad_norm(g, 0.1), np.ones(3, int), TypeError, "grads must be floating"),
 ]
 
 
@@ -142,7 +147,7 @@ def test_a_read_only_gradient_is_refused_before_any_is_clipped():
     assert (big == 5).all()
 
 
-@pytest.mark.parametrize("norm_type", [1, 2, np.inf])
+@pytest.mark.parametrize("norm_type", [1, 2, np.inf, 0.5, 3, 7.5, 400.0])
 def test_clip_grad_norm_types_match_torch(norm_type):
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(0)
@@ -156,6 +161,37 @@ def test_clip_grad_norm_types_match_torch(norm_type):
     for t, g in zip(tensors, grads.values()):
         np.testing.assert_allclose(g, t.grad.numpy(), rtol=1e-6)
     assert global_norm(grads, norm_type) == pytest.approx(min(norm, 0.5), rel=1e-5)
+
+
+@pytest.mark.parametrize("p", [0.5, 1, 2, 3, 7.5, np.inf])
+def test_global_norm_is_the_p_norm_of_every_element(p):
+    rng = np.random.default_rng(1)
+    grads = [rng.standard_normal((4, 3)).astype(np.float32), None, rng.standard_normal(6)]
+    flat = np.concatenate([grads[0].ravel().astype(np.float64), grads[2]])
+    assert global_norm(grads, p) == pytest.approx(np.linalg.norm(flat, ord=p), rel=1e-12)
+    # A large norm_type neither overflows (1e30 ** 7.5) nor underflows to zero.
+    assert global_norm([flat * 1e30], p) == pytest.approx(1e30 * np.linalg.norm(flat, p), rel=1e-12)
+    assert global_norm([flat * 1e-30], p) == pytest.approx(1e-30 * np.linalg.norm(flat, p),
+                                                          rel=1e-12)
+
+
+def test_clipping_takes_a_single_array_as_torch_takes_a_tensor():
+    torch = pytest.importorskip("torch")
+    g = np.random.default_rng(2).standard_normal((5, 4)) * 3
+    t = torch.zeros(g.shape, dtype=torch.float64, requires_grad=True)
+    t.grad = torch.from_numpy(g.copy())
+    expected = torch.nn.utils.clip_grad_norm_(t, 1.0, norm_type=3.0)
+    assert clip_grad_norm(g, 1.0, norm_type=3.0) == pytest.approx(float(expected), rel=1e-12)
+    np.testing.assert_allclose(g, t.grad.numpy(), rtol=1e-6)
+    g = np.linspace(-2, 2, 20).reshape(5, 4)
+    t.grad = torch.from_numpy(g.copy())
+    torch.nn.utils.clip_grad_value_(t, 0.1)
+    clip_grad_value(g, 0.1)
+    np.testing.assert_array_equal(g, t.grad.numpy())
+    frozen = np.ones(3)
+    frozen.flags.writeable = False
+    with pytest.raises(ValueError, match="grads is read-only"):
+        clip_grad_value(frozen, 0.5)
 
 
 BAD_BPTT = [
