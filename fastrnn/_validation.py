@@ -101,10 +101,14 @@ def check_lengths(lengths, T, B):
     return arr.astype(np.int64, copy=True)
 
 
-def check_positive_int(value, name):
-    """A constructor's size or count: a Python or NumPy integer >= 1 (not a bool)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+def check_positive_int(value, name, least=1):
+    """A constructor's size or count: a Python or NumPy integer (not a bool)
+    of at least ``least`` (PyTorch's words: "greater than zero" for 1)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
+    if value < least:
+        bound = "greater than zero" if least == 1 else f"at least {least}"
+        raise ValueError(f"{name} must be {bound}, got {value!r}")
     return int(value)
 
 

@@ -19,6 +19,7 @@ A call is checked once at the shell; the directions receive checked arrays.
 import inspect
 import json
 import warnings
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -130,7 +131,9 @@ class _Module:
 
     def _init_module(self, hidden_size, *, options, dtype, backend, seed, compute_dtype):
         self._spec = CELLS[self._cell]
-        self.hidden_size = check_positive_int(hidden_size, "hidden_size")
+        # As PyTorch: a layer needs hidden_size >= 1, a cell may have none.
+        self.hidden_size = check_positive_int(hidden_size, "hidden_size",
+                                              least=0 if self._kind == "cell" else 1)
         self._options = check_options(self._cell, options)
         for key, value in self._options.items():
             setattr(self, key, value)  # e.g. RNN.nonlinearity, as PyTorch names it
@@ -143,7 +146,7 @@ class _Module:
         self.grads = {}
         self._rng = as_generator(seed)
         # PyTorch's initialisation: every parameter uniform(-1/sqrt(H), 1/sqrt(H)).
-        k = 1.0 / np.sqrt(self.hidden_size)
+        k = 1.0 / np.sqrt(max(self.hidden_size, 1))
         self._params = {name: self._rng.uniform(-k, k, shape).astype(self.dtype)
                         for name, shape in self._shapes().items()}
 
@@ -687,10 +690,14 @@ class _Cell(_Module):
         B, H = x.shape[0], self.hidden_size
         states = tuple(self._check_array(s, name, (B, H), "(B, H)")
                        for s, name in zip(self._from_hx(hx, names), names))
-        weights = [self._params.get(name) for name in self._slot]
-        p = Checked.trusted(self._cell, x[None], states, *weights, None, self._options)
-        _, *finals, cache = _driver.forward(p, self.training, self.backend,
-                                            bf16=self.compute_dtype is not None)
+        if H == 0:
+            # torch.nn's cells allow this: empty states, and nothing to compute.
+            finals, cache = [np.zeros((B, 0), x.dtype) for _ in names], _NoUnits(x[None])
+        else:
+            weights = [self._params.get(name) for name in self._slot]
+            p = Checked.trusted(self._cell, x[None], states, *weights, None, self._options)
+            _, *finals, cache = _driver.forward(p, self.training, self.backend,
+                                                bf16=self.compute_dtype is not None)
         if self.training:
             self._steps.append((cache, unbatched))
         return self._as_hx(tuple(f[0] for f in finals) if unbatched else tuple(finals))
@@ -712,8 +719,11 @@ class _Cell(_Module):
         d_h, *d_rest = [self._check_array(d, name, (B, H), "(B, H)")
                         for d, name in zip(self._own_states((d_h, d_c), names), names)]
         # The step is a sequence of length 1 whose output is h': d_h is its d_out.
-        g = _driver.backward(
-            self._cell, (None if d_h is None else d_h[None], None, *d_rest), cache)
+        if isinstance(cache, _NoUnits):
+            g = cache.backward(self._spec.state_grads)
+        else:
+            g = _driver.backward(
+                self._cell, (None if d_h is None else d_h[None], None, *d_rest), cache)
         self._steps.pop()
         for name, grad in zip(self._slot, (g.dW_ih, g.dW_hh, g.db_ih, g.db_hh)):
             if name in self.grads:
@@ -722,6 +732,20 @@ class _Cell(_Module):
         if unbatched:
             return g.dx[0, 0], self._as_hx(tuple(d[0] for d in d_states))
         return g.dx[0], self._as_hx(d_states)
+
+
+class _NoUnits:
+    """The saved step of a cell with hidden_size 0: its backward is zeros for
+    x and empty for the states and weights (nothing depends on anything)."""
+
+    def __init__(self, x):
+        self.x = x  # (1, B, I)
+
+    def backward(self, state_grads):
+        B, dtype = self.x.shape[1], self.x.dtype
+        empty = np.zeros((B, 0), dtype)
+        return SimpleNamespace(dx=np.zeros_like(self.x), dW_ih=0, dW_hh=0, db_ih=0, db_hh=0,
+                               **{name: empty for name in state_grads})
 
 
 class RNNCell(_Cell):

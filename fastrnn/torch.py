@@ -123,16 +123,18 @@ def _check_tensor(module, t, name):
 
 
 class _Direction(torch.autograd.Function):
-    """One cell over a sequence in one direction: x (T, B, I), the initial
-    states (B, H) or None, the weights -> out (T, B, H) and the final states."""
+    """One cell over a sequence in one direction: x (T, B, I), the cell's
+    initial states (each (B, H) or None: h0, and c0 for the LSTM), the
+    weights -> out (T, B, H) and the final states."""
 
     @staticmethod
-    def forward(ctx, cell, options, reverse, lengths, x, h0, c0, W_ih, W_hh, b_ih, b_hh):
-        out, finals, cache = _run(cell, options, reverse, lengths, x, h0, c0,
-                                  (W_ih, W_hh, b_ih, b_hh), training=True)
+    def forward(ctx, cell, options, reverse, lengths, x, *tensors):
+        n = len(CELLS[cell].states)
+        states, weights = tensors[:n], tensors[n:]
+        out, finals, cache = _run(cell, options, reverse, lengths, x, states, weights,
+                                  training=True)
         # (gradients come back float32 for bfloat16 tensors; autograd casts them)
-        ctx.fastrnn = (cell, reverse, lengths, cache,
-                       tuple(t is None for t in (h0, c0, b_ih, b_hh)))
+        ctx.fastrnn = (cell, reverse, lengths, cache, tuple(t is None for t in tensors))
         return (_tensor(out), *map(_tensor, finals))
 
     @staticmethod
@@ -148,21 +150,18 @@ class _Direction(torch.autograd.Function):
         g = getattr(functional, f"{cell}_backward")(
             d, *(_array(t.contiguous()) for t in d_finals), cache)
         dx = reverse_within_lengths(g.dx, lengths) if reverse else g.dx
-        dc0 = g.dc0 if cell == "lstm" else None
-        grads = [dx, g.dh0, dc0, g.dW_ih, g.dW_hh, g.db_ih, g.db_hh]
-        for i, gone in zip((1, 2, 5, 6), missing):
-            if gone:
-                grads[i] = None
-        return (None, None, None, None, *(None if a is None else _tensor(a) for a in grads))
+        grads = [getattr(g, name) for name in CELLS[cell].state_grads]
+        grads += [g.dW_ih, g.dW_hh, g.db_ih, g.db_hh]
+        return (None, None, None, None, _tensor(dx),
+                *(None if gone else _tensor(a) for a, gone in zip(grads, missing)))
 
 
-def _run(cell, options, reverse, lengths, x, h0, c0, weights, training):
+def _run(cell, options, reverse, lengths, x, states, weights, training):
     """fastrnn's forward of one direction on the tensors' memory: the arrays
     (out (T, B, H), finals, cache)."""
     xa = _array(x)
     if reverse:
         xa = reverse_within_lengths(xa, lengths)
-    states = (h0, c0) if cell == "lstm" else (h0,)
     out, *finals, cache = getattr(functional, f"{cell}_forward")(
         xa, *map(_array, states), *map(_array, weights), lengths=lengths, training=training,
         **options)  # options: the cell's, and compute_dtype
@@ -174,14 +173,14 @@ def _run(cell, options, reverse, lengths, x, h0, c0, weights, training):
 def _direction(cell, options, reverse, lengths, x, states, weights):
     """out (T, B, H) and the final states of one direction: through autograd
     when anything needs a gradient, else fastrnn's inference path."""
-    h0, c0 = (states + (None,))[:2]
-    inputs = (x, h0, c0, *weights)
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs):
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad
+                                       for t in (x, *states, *weights)):
         # autocast off inside: the Function's tensors are its own business
         with torch.autocast("cpu", enabled=False):
-            out, *finals = _Direction.apply(cell, options, reverse, lengths, *inputs)
+            out, *finals = _Direction.apply(cell, options, reverse, lengths, x, *states,
+                                            *weights)
         return out, finals
-    out, finals, _ = _run(cell, options, reverse, lengths, x, h0, c0, weights, training=False)
+    out, finals, _ = _run(cell, options, reverse, lengths, x, states, weights, training=False)
     return _tensor(out), [_tensor(f) for f in finals]
 
 
@@ -192,6 +191,7 @@ class _Recurrent:
     """The forward that RNN, LSTM and GRU share; mixed in before torch's class."""
 
     _cell = None  # the spec name
+    _dims_word = ""  # torch's message for input of the wrong dimensions: "4D" ...
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -207,7 +207,7 @@ class _Recurrent:
         """torch's messages for an hx of the wrong number of dimensions."""
         want = 3 if batched else 2
         kind = "batched 3-D" if batched else "unbatched 2-D"
-        if self._cell == "lstm":
+        if len(CELLS[self._cell].states) == 2:  # the LSTM's (h, c)
             if hx[0].dim() != want or hx[1].dim() != want:
                 raise RuntimeError(f"For {kind} input, hx and cx should also be {want}-D but got "
                                    f"({hx[0].dim()}-D, {hx[1].dim()}-D) tensors")
@@ -235,7 +235,7 @@ class _Recurrent:
         else:
             _check_tensor(self, input, "input")
             if input.dim() not in (2, 3):  # torch's words, which differ by class
-                what = f"{input.dim()}D tensor" if self._cell == "rnn" else f"{input.dim()}D"
+                what = f"{input.dim()}D{self._dims_word}"
                 raise ValueError(f"{type(self).__name__}: Expected input to be 2D or 3D, got "
                                  f"{what} instead")
             batched = input.dim() == 3
@@ -292,6 +292,7 @@ class RNN(_Recurrent, nn.RNN):
     """``torch.nn.RNN`` on fastrnn's kernels (see the module's docstring)."""
 
     _cell = "rnn"
+    _dims_word = " tensor"  # ... and nn.RNN's: "4D tensor"
 
 
 class LSTM(_Recurrent, nn.LSTM):
@@ -321,6 +322,8 @@ class _Cell:
     def forward(self, input, hx=None):
         """torch's checks in torch's order and words, then one step."""
         _check_module(self)
+        if self.hidden_size == 0:  # torch allows it: empty states, nothing for fastrnn to run
+            return super().forward(input, hx)
         _check_tensor(self, input, "input")
         name, k = type(self).__name__, len(CELLS[self._cell].states)
         if input.dim() not in (1, 2):

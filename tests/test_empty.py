@@ -83,3 +83,52 @@ def test_cells_with_no_sequences(cls, no_kernels):
     assert first.shape == (0, H)
     dx, _ = cell.backward(*([np.zeros((0, H), np.float32)] * (2 if cls == "LSTMCell" else 1)))
     assert dx.shape == (0, I)
+
+
+# --- no units (hidden_size = 0), as torch.nn allows it for cells only ---------------
+
+@pytest.mark.parametrize("cls", ["RNN", "LSTM", "GRU"])
+def test_a_layer_without_units_is_refused_in_torchs_words(cls):
+    with pytest.raises(ValueError, match="hidden_size must be greater than zero"):
+        getattr(fastrnn, cls)(I, 0)
+    torch = pytest.importorskip("torch")
+    with pytest.raises(ValueError, match="hidden_size must be greater than zero"):
+        getattr(torch.nn, cls)(I, 0)
+
+
+@pytest.mark.parametrize("bad, exc", [(-1, ValueError), (2.0, TypeError), (True, TypeError)])
+def test_a_cell_size_must_still_be_an_integer_of_zero_or_more(bad, exc):
+    with pytest.raises(exc, match="hidden_size"):
+        fastrnn.GRUCell(I, bad)
+
+
+@pytest.mark.parametrize("cls", ["RNNCell", "LSTMCell", "GRUCell"])
+def test_cells_without_units(cls, no_kernels, tmp_path):
+    cell = getattr(fastrnn, cls)(I, 0, dtype=np.float64)
+    k = 2 if cls == "LSTMCell" else 1
+    assert all(p.size == 0 for p in cell.state_dict().values())
+    x = np.random.default_rng(0).standard_normal((3, I))
+    before = x.copy()
+    out = cell(x)
+    for state in (out if k == 2 else (out,)):
+        assert state.shape == (3, 0) and state.dtype == np.float64
+    dx, d_states = cell.backward(*([np.zeros((3, 0))] * k))
+    assert np.array_equal(dx, np.zeros((3, I))) and np.array_equal(x, before)
+    for d in (d_states if k == 2 else (d_states,)):
+        assert d.shape == (3, 0)
+    assert all(g.size == 0 for g in cell.grads.values())
+    single = cell(x[0])  # unbatched, as torch
+    assert (single[0] if k == 2 else single).shape == (0,)
+    cell.save(tmp_path / "cell.npz")
+    assert type(cell).load(tmp_path / "cell.npz").hidden_size == 0
+
+
+@pytest.mark.parametrize("cls", ["RNNCell", "LSTMCell", "GRUCell"])
+def test_fastrnn_torch_cells_without_units_match_torch(cls):
+    torch = pytest.importorskip("torch")
+    import fastrnn.torch as ft
+    ours, theirs = getattr(ft, cls)(I, 0), getattr(torch.nn, cls)(I, 0)
+    x = torch.randn(3, I, requires_grad=True)
+    a, b = ours(x), theirs(x)
+    for s, t in zip(a if isinstance(a, tuple) else (a,), b if isinstance(b, tuple) else (b,)):
+        assert s.shape == t.shape == (3, 0)

@@ -278,7 +278,7 @@ def test_bad_layer_input_raises(call, exc, words):
 
 
 @pytest.mark.parametrize("kwargs, exc", [
-    (dict(input_size=0), ValueError), (dict(hidden_size=2.5), ValueError),
+    (dict(input_size=0), ValueError), (dict(hidden_size=2.5), TypeError),
     (dict(num_layers=0), ValueError), (dict(dropout=1.5), ValueError),
     (dict(dtype=np.int32), TypeError), (dict(backend="torch"), ValueError),
     (dict(nonlinearity="sigmoid"), ValueError),
