@@ -1,6 +1,7 @@
-"""What every Numba kernel shares: the decorator, the activations, and the
-steps every cell takes the same way (the input projection before the loop, the
-per-step recurrent product, the weight gradients after it).
+"""What every Numba kernel shares: the decorator, the activations, the steps
+every cell takes the same way (the input projection, the per-step recurrent
+product, the weight gradients after the loop), and the chunks of steps the
+kernels run in so that Ctrl-C lands (``in_chunks``).
 
 Kernels compile on first call for the dtypes actually used (no eager
 signature lists, so importing costs nothing).  ``cache=True`` keeps compiled
@@ -10,13 +11,18 @@ read-only.  When no location is writable Numba refuses ``cache=True`` at
 decoration time, and we fall back to compiling in memory rather than failing
 to import.  A cache file that cannot be read back (truncated, overwritten,
 from a crashed write) is a cache miss, not an error: the kernel compiles
-again and writes a fresh index (``_tolerate_bad_cache_files``).  No kernel here uses ``parallel=True`` (those must not be cached);
+again and writes a fresh index (``_tolerate_bad_cache_files``); an edit of
+this file makes the cells' cached kernels, which inline its helpers, a miss
+too (``_key_on_this_file``).  No kernel here uses ``parallel=True`` (those must not be cached);
 threads come from BLAS.
 
 ``error_model="numpy"``: division follows IEEE (x/0 is inf or NaN) instead of
 raising ZeroDivisionError, which is both the semantics the reference has and
 what lets LLVM vectorise loops that divide (fast_tanh).
 """
+import hashlib
+import time
+
 import numba
 import numpy as np
 from numba import types
@@ -28,8 +34,25 @@ def jit(func):
         dispatcher = numba.njit(cache=True, nogil=True, error_model="numpy")(func)
     except RuntimeError:  # "cannot cache function ...: no locator available"
         return numba.njit(cache=False, nogil=True, error_model="numpy")(func)
+    _key_on_this_file(dispatcher)
     _tolerate_bad_cache_files(dispatcher)
     return dispatcher
+
+
+# The digest of this file's text.  Numba keys a cached kernel on its own
+# source file's time stamp and size only, but a kernel's machine code also
+# holds what it inlined from here (fast_tanh, the products): after an edit
+# of this file the cells' cached kernels would be stale.
+with open(__file__, "rb") as _f:
+    _THIS_FILE = hashlib.sha256(_f.read()).hexdigest()
+
+
+def _key_on_this_file(dispatcher):
+    """Make the dispatcher's cache index carry this file's digest beside
+    its own file's stamp: an index written under another digest is a miss."""
+    cache_file = getattr(getattr(dispatcher, "_cache", None), "_cache_file", None)
+    if cache_file is not None and hasattr(cache_file, "_source_stamp"):
+        cache_file._source_stamp = (cache_file._source_stamp, _THIS_FILE)
 
 
 def _tolerate_bad_cache_files(dispatcher):
@@ -100,11 +123,46 @@ def _sigmoid(x):
     return lambda x: half + half * fast_tanh(half * x)
 
 
+# --- steps in chunks, so that Ctrl-C lands --------------------------------------------
+
+# A compiled call runs to its end before Python looks at signals again, so the
+# kernels run their steps in chunks of about this many seconds each, in a
+# Python loop (in_chunks): Ctrl-C raises KeyboardInterrupt between two chunks.
+CHUNK_SECONDS = 0.05
+# The first chunk's size, before a rate is measured: steps of about this many
+# multiply-adds (5-50 ms where Numba's loops run at 2-20 GFLOP/s).  Most calls
+# fit in one chunk and pay nothing for the chunking.
+FIRST_CHUNK_FLOPS = 1e8
+
+
+def in_chunks(run, x2d, W_hh, out, reverse=False):
+    """Call ``run(t0, t1)`` for consecutive chunks of the steps 0 .. T-1 of a
+    pass (T steps of out (T, B, H)), from the first (or, ``reverse``, from
+    the last), each sized to take about CHUNK_SECONDS at the rate the chunk
+    before it ran."""
+    T, B, H = out.shape
+    step_flops = B * W_hh.shape[0] * (x2d.shape[1] + H)
+    n = max(1, int(FIRST_CHUNK_FLOPS / max(step_flops, 1)))
+    if n >= T:
+        run(0, T)
+        return
+    done = 0
+    while done < T:
+        k = min(n, T - done)
+        t0, t1 = (T - done - k, T - done) if reverse else (done, done + k)
+        start = time.perf_counter()
+        run(t0, t1)
+        took = time.perf_counter() - start
+        done += k
+        n = max(1, min(4 * k, int(k * CHUNK_SECONDS / max(took, 1e-9))))
+
+
 @jit
-def project_inputs(x2d, W_ih, bias, xw2d):
-    """xw2d (T*B, G*H) = x2d (T*B, I) @ W_ih^T + bias: every step's input term in one GEMM."""
-    np.dot(x2d, W_ih.T, xw2d)
-    for r in range(xw2d.shape[0]):
+def project_inputs(x2d, W_ih, bias, xw2d, r0, r1):
+    """Rows r0 .. r1-1 of xw2d (T*B, G*H) = x2d (T*B, I) @ W_ih^T + bias: the
+    input terms of a run of steps in one GEMM."""
+    np.dot(x2d[r0:r1], W_ih.T, xw2d[r0:r1])
+    for r in range(r0, r1):
         for j in range(xw2d.shape[1]):
             xw2d[r, j] += bias[j]
 

@@ -14,11 +14,10 @@ The kernels take ``bf16`` (bfloat16 products) to match the Cython kernels'
 signatures; it is always False here: the driver sends bf16 compute to the
 Cython engine only.
 """
-from ._numba_util import (backward_product, fast_tanh, jit, project_inputs, recurrent_product,
-                          sigmoid, transposed_for_loops, weight_gradients)
+from ._numba_util import (backward_product, fast_tanh, in_chunks, jit, project_inputs,
+                          recurrent_product, sigmoid, transposed_for_loops, weight_gradients)
 
 
-@jit
 def forward(x2d, W_ih, bias, b_hn, W_hh, h0, lengths, bf16, use_blas, num_threads,
             gates, work, hn, out, h_n):
     """GRU forward over a whole sequence.
@@ -32,12 +31,21 @@ def forward(x2d, W_ih, bias, b_hn, W_hh, h0, lengths, bf16, use_blas, num_thread
              h_{t-1} W_hn^T + b_hn that r multiplies, out (T, B, H) h_t (zero
              past the length), h_n (B, H) the state after each sequence's last step.
     """
-    T, B, H = out.shape
-    one = out.dtype.type(1)
-    project_inputs(x2d, W_ih, bias, gates.reshape(T * B, 3 * H))
     W_hhT = transposed_for_loops(W_hh, use_blas)
     h_n[:] = h0
-    for t in range(T):
+    in_chunks(lambda t0, t1: forward_steps(x2d, W_ih, bias, b_hn, W_hh, W_hhT, lengths, use_blas,
+                                           gates, work, hn, out, h_n, t0, t1),
+              x2d, W_hh, out)
+
+
+@jit
+def forward_steps(x2d, W_ih, bias, b_hn, W_hh, W_hhT, lengths, use_blas, gates, work, hn, out,
+                  h_n, t0, t1):
+    """Steps t0 .. t1-1 of the forward, from the state h_n (h_{t0-1})."""
+    T, B, H = out.shape
+    one = out.dtype.type(1)
+    project_inputs(x2d, W_ih, bias, gates.reshape(T * B, 3 * H), t0 * B, t1 * B)
+    for t in range(t0, t1):
         # One product for all three gates: work = h_{t-1} W_hh^T.
         recurrent_product(h_n, W_hh, W_hhT, lengths, t, use_blas, work)
         for b in range(B):
@@ -62,7 +70,6 @@ def forward(x2d, W_ih, bias, b_hn, W_hh, h0, lengths, bf16, use_blas, num_thread
                     out[t, b, j] = 0
 
 
-@jit
 def backward(x2d, W_ih, W_hh, h0, out, gates, hn, d_out, d_h_n, lengths, bf16, use_blas, num_threads,
              da_x, da_h, work, dx2d, dh0, dW_ih, dW_hh, db_ih, db_hh):
     """GRU BPTT over a whole sequence.
@@ -76,11 +83,20 @@ def backward(x2d, W_ih, W_hh, h0, out, gates, hn, d_out, d_h_n, lengths, bf16, u
     Outputs (overwritten): dx2d (T*B, I), dh0 (B, H), dW_ih (3H, I),
              dW_hh (3H, H), db_ih, db_hh (3H,).
     """
+    dh0[:] = d_h_n  # the running dL/dh_t; what is left after step 0 is dL/dh0
+    in_chunks(lambda t0, t1: backward_steps(W_hh, h0, out, gates, hn, d_out, lengths, use_blas,
+                                            da_x, da_h, work, dh0, t0, t1),
+              x2d, W_hh, out, reverse=True)
+    weight_gradients(x2d, W_ih, h0, out, da_x, da_h, dx2d, dW_ih, dW_hh, db_ih, db_hh)
+
+
+@jit
+def backward_steps(W_hh, h0, out, gates, hn, d_out, lengths, use_blas, da_x, da_h, work, dh,
+                   t0, t1):
+    """Steps t1-1 down to t0 of BPTT, from dh = dL/dh_{t1-1} (left as dL/dh_{t0-1})."""
     T, B, H = out.shape
     one = out.dtype.type(1)
-    dh = dh0  # the running dL/dh_t; what is left after step 0 is dL/dh0
-    dh[:] = d_h_n
-    for t in range(T - 1, -1, -1):
+    for t in range(t1 - 1, t0 - 1, -1):
         for b in range(B):
             if t < lengths[b]:
                 for j in range(H):
@@ -110,4 +126,3 @@ def backward(x2d, W_ih, W_hh, h0, out, gates, hn, d_out, d_h_n, lengths, bf16, u
             if t < lengths[b]:
                 for j in range(H):
                     dh[b, j] += work[b, j]
-    weight_gradients(x2d, W_ih, h0, out, da_x, da_h, dx2d, dW_ih, dW_hh, db_ih, db_hh)

@@ -13,11 +13,10 @@ The kernels take ``bf16`` (bfloat16 products) to match the Cython kernels'
 signatures; it is always False here: the driver sends bf16 compute to the
 Cython engine only.
 """
-from ._numba_util import (backward_product, fast_tanh, jit, project_inputs, recurrent_product,
-                          sigmoid, transposed_for_loops, weight_gradients)
+from ._numba_util import (backward_product, fast_tanh, in_chunks, jit, project_inputs,
+                          recurrent_product, sigmoid, transposed_for_loops, weight_gradients)
 
 
-@jit
 def forward(x2d, W_ih, bias, W_hh, h0, c0, lengths, bf16, use_blas, num_threads,
             gates, work, c, out, h_n, c_n):
     """LSTM forward over a whole sequence.
@@ -32,14 +31,23 @@ def forward(x2d, W_ih, bias, W_hh, h0, c0, lengths, bf16, use_blas, num_threads,
              the length), h_n and c_n (B, H) the states after each sequence's
              last step.
     """
-    T, B, H = out.shape
-    # Every step's input term in one GEMM, into gates, which each step then
-    # overwrites with its activated gates.
-    project_inputs(x2d, W_ih, bias, gates.reshape(T * B, 4 * H))
     W_hhT = transposed_for_loops(W_hh, use_blas)
     h_n[:] = h0
     c_n[:] = c0
-    for t in range(T):
+    in_chunks(lambda t0, t1: forward_steps(x2d, W_ih, bias, W_hh, W_hhT, lengths, use_blas,
+                                           gates, work, c, out, h_n, c_n, t0, t1),
+              x2d, W_hh, out)
+
+
+@jit
+def forward_steps(x2d, W_ih, bias, W_hh, W_hhT, lengths, use_blas, gates, work, c, out, h_n, c_n,
+                  t0, t1):
+    """Steps t0 .. t1-1 of the forward, from the states h_n, c_n (those of step t0-1)."""
+    T, B, H = out.shape
+    # The steps' input terms in one GEMM, into gates, which each step then
+    # overwrites with its activated gates.
+    project_inputs(x2d, W_ih, bias, gates.reshape(T * B, 4 * H), t0 * B, t1 * B)
+    for t in range(t0, t1):
         # One product for all four gates: work = h_{t-1} W_hh^T.
         recurrent_product(h_n, W_hh, W_hhT, lengths, t, use_blas, work)
         for b in range(B):
@@ -67,7 +75,6 @@ def forward(x2d, W_ih, bias, W_hh, h0, c0, lengths, bf16, use_blas, num_threads,
                     out[t, b, j] = 0
 
 
-@jit
 def backward(x2d, W_ih, W_hh, h0, c0, out, c, gates, d_out, d_h_n, d_c_n, lengths, bf16,
              use_blas, num_threads, da, work, dx2d, dh0, dc0, dW_ih, dW_hh, db):
     """LSTM BPTT over a whole sequence.
@@ -79,13 +86,22 @@ def backward(x2d, W_ih, W_hh, h0, c0, out, c, gates, d_out, d_h_n, d_c_n, length
     Outputs (overwritten): dx2d (T*B, I), dh0, dc0 (B, H), dW_ih (4H, I),
              dW_hh (4H, H), db (4H,) (the gradient of b_ih and of b_hh alike).
     """
+    # dh0, dc0: the running dL/dh_t and dL/dc_t; after step 0 they are dL/dh0, dL/dc0
+    dh0[:] = d_h_n
+    dc0[:] = d_c_n
+    in_chunks(lambda t0, t1: backward_steps(W_hh, c0, out, c, gates, d_out, lengths, use_blas,
+                                            da, work, dh0, dc0, t0, t1),
+              x2d, W_hh, out, reverse=True)
+    weight_gradients(x2d, W_ih, h0, out, da, da, dx2d, dW_ih, dW_hh, db, db)
+
+
+@jit
+def backward_steps(W_hh, c0, out, c, gates, d_out, lengths, use_blas, da, work, dh, dc, t0, t1):
+    """Steps t1-1 down to t0 of BPTT, from dh, dc = dL/dh_{t1-1}, dL/dc_{t1-1}
+    (left as those of step t0-1)."""
     T, B, H = out.shape
     one = out.dtype.type(1)
-    dh = dh0  # the running dL/dh_t and dL/dc_t; after step 0 they are dL/dh0, dL/dc0
-    dc = dc0
-    dh[:] = d_h_n
-    dc[:] = d_c_n
-    for t in range(T - 1, -1, -1):
+    for t in range(t1 - 1, t0 - 1, -1):
         for b in range(B):
             if t < lengths[b]:
                 for j in range(H):
@@ -112,4 +128,3 @@ def backward(x2d, W_ih, W_hh, h0, c0, out, c, gates, d_out, d_h_n, d_c_n, length
             if t < lengths[b]:
                 for j in range(H):
                     dh[b, j] = work[b, j]
-    weight_gradients(x2d, W_ih, h0, out, da, da, dx2d, dW_ih, dW_hh, db, db)

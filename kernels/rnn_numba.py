@@ -14,8 +14,8 @@ The kernels take ``bf16`` (bfloat16 products) to match the Cython kernels'
 signatures; it is always False here: the driver sends bf16 compute to the
 Cython engine only.
 """
-from ._numba_util import (backward_product, fast_tanh, jit, project_inputs, recurrent_product,
-                          transposed_for_loops, weight_gradients)
+from ._numba_util import (backward_product, fast_tanh, in_chunks, jit, project_inputs,
+                          recurrent_product, transposed_for_loops, weight_gradients)
 
 
 @jit
@@ -35,7 +35,6 @@ def _act_grad(h, relu, zero, one):
     return one - h * h
 
 
-@jit
 def forward(x2d, W_ih, bias, W_hh, h0, lengths, relu, bf16, use_blas, num_threads, work, out, h_n):
     """Elman forward over a whole sequence.
 
@@ -46,14 +45,21 @@ def forward(x2d, W_ih, bias, W_hh, h0, lengths, relu, bf16, use_blas, num_thread
     Outputs (overwritten): out (T, B, H) the states h_t (zero past a sequence's
              length), h_n (B, H) each sequence's state after its last step.
     """
-    T, B, H = out.shape
-    zero = out.dtype.type(0)
-    # Only the recurrence is sequential: every step's input term in one GEMM,
-    # written straight into out, which later holds the states.
-    project_inputs(x2d, W_ih, bias, out.reshape(T * B, H))
     W_hhT = transposed_for_loops(W_hh, use_blas)
     h_n[:] = h0
-    for t in range(T):
+    in_chunks(lambda t0, t1: forward_steps(x2d, W_ih, bias, W_hh, W_hhT, lengths, relu,
+                                           use_blas, work, out, h_n, t0, t1), x2d, W_hh, out)
+
+
+@jit
+def forward_steps(x2d, W_ih, bias, W_hh, W_hhT, lengths, relu, use_blas, work, out, h_n, t0, t1):
+    """Steps t0 .. t1-1 of the forward, from the state h_n (h_{t0-1})."""
+    T, B, H = out.shape
+    zero = out.dtype.type(0)
+    # Only the recurrence is sequential: the steps' input terms in one GEMM,
+    # written straight into out, which later holds the states.
+    project_inputs(x2d, W_ih, bias, out.reshape(T * B, H), t0 * B, t1 * B)
+    for t in range(t0, t1):
         recurrent_product(h_n, W_hh, W_hhT, lengths, t, use_blas, work)
         for b in range(B):
             if t < lengths[b]:
@@ -66,7 +72,6 @@ def forward(x2d, W_ih, bias, W_hh, h0, lengths, relu, bf16, use_blas, num_thread
                     out[t, b, j] = 0
 
 
-@jit
 def backward(x2d, W_ih, W_hh, h0, out, d_out, d_h_n, lengths, relu, bf16, use_blas, num_threads,
              da, work, dx2d, dh0, dW_ih, dW_hh, db):
     """Elman BPTT over a whole sequence.
@@ -78,11 +83,18 @@ def backward(x2d, W_ih, W_hh, h0, out, d_out, d_h_n, lengths, relu, bf16, use_bl
     Outputs (overwritten): dx2d (T*B, I), dh0 (B, H), dW_ih (H, I),
              dW_hh (H, H), db (H,) (the gradient of b_ih and of b_hh alike).
     """
+    dh0[:] = d_h_n  # the running dL/dh_t; what is left after step 0 is dL/dh0
+    in_chunks(lambda t0, t1: backward_steps(W_hh, out, d_out, lengths, relu, use_blas, da, work,
+                                            dh0, t0, t1), x2d, W_hh, out, reverse=True)
+    weight_gradients(x2d, W_ih, h0, out, da, da, dx2d, dW_ih, dW_hh, db, db)
+
+
+@jit
+def backward_steps(W_hh, out, d_out, lengths, relu, use_blas, da, work, dh, t0, t1):
+    """Steps t1-1 down to t0 of BPTT, from dh = dL/dh_{t1-1} (left as dL/dh_{t0-1})."""
     T, B, H = out.shape
     zero, one = out.dtype.type(0), out.dtype.type(1)
-    dh = dh0  # the running dL/dh_t; what is left after step 0 is dL/dh0
-    dh[:] = d_h_n
-    for t in range(T - 1, -1, -1):
+    for t in range(t1 - 1, t0 - 1, -1):
         for b in range(B):
             if t < lengths[b]:
                 for j in range(H):
@@ -97,4 +109,3 @@ def backward(x2d, W_ih, W_hh, h0, out, d_out, d_h_n, lengths, relu, bf16, use_bl
             if t < lengths[b]:
                 for j in range(H):
                     dh[b, j] = work[b, j]
-    weight_gradients(x2d, W_ih, h0, out, da, da, dx2d, dW_ih, dW_hh, db, db)

@@ -1,13 +1,13 @@
 """The cell spec (fastrnn/_spec.py) is the one declaration of each kernel's
 arguments and of what a cache holds: the kernels and the caches agree with it."""
 import copy
-import importlib
 import inspect
 
 import numpy as np
 import pytest
 
 import fastrnn
+from fastrnn import _backends
 from fastrnn._spec import CELLS
 from fastrnn._testing import forward, random_problem
 from conftest import backend_or_skip
@@ -23,7 +23,7 @@ def _parameters(fn):
 @pytest.mark.parametrize("pass_", ["forward", "backward"])
 def test_kernel_signature_is_the_spec(cell, backend, pass_):
     backend_or_skip(backend)
-    module = importlib.import_module(f"fastrnn.kernels.{cell}_{backend}")
+    module = _backends.kernels(backend, cell)  # Cython: the module of the level that runs
     assert _parameters(getattr(module, pass_)) == getattr(CELLS[cell], pass_).args
 
 
