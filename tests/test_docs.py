@@ -13,6 +13,7 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 HAS_TORCH = importlib.util.find_spec("torch") is not None
+HAS_ONNX = importlib.util.find_spec("onnx") is not None
 
 
 def blocks(path, language):
@@ -42,6 +43,8 @@ def run_block(block, name):
 def test_every_python_block_runs_on_its_own(path, i, block):
     if "import torch" in block and not HAS_TORCH:
         pytest.skip("needs torch")
+    if "from onnx import" in block and not HAS_ONNX:
+        pytest.skip("needs onnx")
     try:
         run_block(block, f"{path.name} block {i}")
     finally:
