@@ -14,6 +14,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 HAS_ONNX = importlib.util.find_spec("onnx") is not None
+HAS_KERAS = importlib.util.find_spec("keras") is not None
 
 
 def blocks(path, language):
@@ -45,6 +46,8 @@ def test_every_python_block_runs_on_its_own(path, i, block):
         pytest.skip("needs torch")
     if "from onnx import" in block and not HAS_ONNX:
         pytest.skip("needs onnx")
+    if "import keras" in block and not (HAS_KERAS and HAS_TORCH):
+        pytest.skip("needs keras (on its PyTorch backend)")
     try:
         run_block(block, f"{path.name} block {i}")
     finally:

@@ -11,7 +11,7 @@ from fastrnn import functional, reference
 from fastrnn._testing import random_problem
 
 PUBLIC = ["fastrnn", "fastrnn.functional", "fastrnn.layers", "fastrnn.reference",
-          "fastrnn.training", "fastrnn.torch", "fastrnn.onnx"]
+          "fastrnn.training", "fastrnn.torch", "fastrnn.onnx", "fastrnn.keras"]
 
 
 @pytest.mark.parametrize("name", PUBLIC)
