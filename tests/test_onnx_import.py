@@ -150,3 +150,39 @@ def test_weights_that_are_not_initializers_are_refused():
     m.graph.input.append(helper.make_tensor_value_info("W", TensorProto.FLOAT, [1, H, I]))
     with pytest.raises(ValueError, match="'W'.*not an initializer"):
         layer_from_onnx(m)
+
+
+@pytest.mark.parametrize("layout", [0, 1])
+@pytest.mark.parametrize("D", [1, 2])
+@pytest.mark.parametrize("op", ["RNN", "LSTM", "GRU"])
+def test_a_layer_from_an_onnx_node_matches_onnx_operator_tests(op, D, layout):
+    """The expected outputs of ONNX's own operator tests (the NumPy helpers
+    of onnx/backend/test/case/node/{rnn,lstm,gru}.py, part of the onnx
+    package): no runtime needed, and layout 1 too."""
+    helpers = pytest.importorskip(f"onnx.backend.test.case.node.{op.lower()}")
+    helper_class = getattr(helpers, f"{op}Helper" if op != "RNN" else "RNNHelper")
+    m = make_model(op, D=D, layout=layout)
+    weights = {t.name: numpy_helper.to_array(t).astype(np.float64) for t in m.graph.initializer}
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((B, T, I) if layout else (T, B, I))
+    h0 = rng.standard_normal((B, D, H) if layout else (D, B, H))
+    params = dict(X=x, initial_h=h0, layout=layout,
+                  direction="bidirectional" if D == 2 else "forward", **weights)
+    if op == "GRU":
+        params["linear_before_reset"] = 1
+    if op == "LSTM":
+        params["initial_c"] = np.zeros_like(h0)
+    try:
+        Y, Y_h = helper_class(**params).step()[:2]
+    except (TypeError, KeyError, AssertionError) as exc:  # an older onnx without these options
+        pytest.skip(f"this onnx's {op}Helper does not take {sorted(params)}: {exc}")
+    layer = layer_from_onnx(m, dtype=np.float64).eval()
+    hx = h0.transpose(1, 0, 2) if layout else h0
+    out, h_n = layer(x, (hx, np.zeros_like(hx)) if op == "LSTM" else hx)
+    h_n = h_n[0] if op == "LSTM" else h_n
+    if layout:  # ONNX's Y (B, T, D, H) and Y_h (B, D, H); fastrnn's out (B, T, D*H)
+        expected, Y_h = Y.reshape(B, T, D * H), Y_h.transpose(1, 0, 2)
+    else:  # Y (T, D, B, H)
+        expected = Y.transpose(0, 2, 1, 3).reshape(T, B, D * H)
+    np.testing.assert_allclose(out, expected, atol=1e-12)
+    np.testing.assert_allclose(h_n, Y_h, atol=1e-12)
