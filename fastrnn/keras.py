@@ -80,17 +80,14 @@ def layer_from_keras(keras_layer, *, dtype=np.float32, backend=None):
         w = np.asarray(w, dtype=np.float64)
         return np.concatenate([w[..., k * H:(k + 1) * H] for k in gates], axis=-1).T
 
-    state = {}
-    for d, ws in enumerate(weights):
-        sfx = "_reverse" if d else ""
-        state[f"weight_ih_l0{sfx}"] = ours(ws[0])
-        state[f"weight_hh_l0{sfx}"] = ours(ws[1])
-        if use_bias:
-            bias = np.asarray(ws[2], dtype=np.float64)
-            b_ih, b_hh = (bias[0], bias[1]) if bias.ndim == 2 else (bias, np.zeros_like(bias))
-            state[f"bias_ih_l0{sfx}"] = ours(b_ih)
-            state[f"bias_hh_l0{sfx}"] = ours(b_hh)
-    layer.load_state_dict(state)
+    def biases(ws):  # GRU(reset_after=True): (2, 3H), b_ih and b_hh; else b_ih only
+        if not use_bias:
+            return None, None
+        bias = np.asarray(ws[2], dtype=np.float64)
+        b_ih, b_hh = (bias[0], bias[1]) if bias.ndim == 2 else (bias, np.zeros_like(bias))
+        return ours(b_ih), ours(b_hh)
+
+    layer._load_slots([(ours(ws[0]), ours(ws[1]), *biases(ws)) for ws in weights])
     return layer
 
 

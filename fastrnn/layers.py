@@ -417,6 +417,13 @@ class _Recurrent(_Module):
         return tuple(f"{kind}_l{layer}{sfx}"
                      for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
 
+    def _load_slots(self, weights):
+        """Load (W_ih, W_hh, b_ih, b_hh) for each layer and direction in the
+        order of ``_slots`` (biases None without bias): the importers' way in
+        (fastrnn.onnx, fastrnn.keras), through load_state_dict's checks."""
+        self.load_state_dict({name: value for names, values in zip(self._slots, weights)
+                              for name, value in zip(names, values) if value is not None})
+
     def _weights(self, i):
         """(W_ih, W_hh, b_ih, b_hh) of layer and direction i (biases None without bias)."""
         p = self._params

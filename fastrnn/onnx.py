@@ -131,15 +131,10 @@ def layer_from_onnx(model, node=None, *, dtype=np.float32, backend=None):
     def ours(w):  # ONNX's gate blocks in fastrnn's order
         return np.concatenate([w[k * H:(k + 1) * H] for k in gates])
 
-    state = {}
-    for d in range(D):
-        sfx = "_reverse" if d else ""
-        state[f"weight_ih_l0{sfx}"] = ours(W[d])
-        state[f"weight_hh_l0{sfx}"] = ours(R[d])
-        if Bias is not None:
-            state[f"bias_ih_l0{sfx}"] = ours(Bias[d, :G * H])
-            state[f"bias_hh_l0{sfx}"] = ours(Bias[d, G * H:])
-    layer.load_state_dict(state)
+    def biases(d):  # B (D, 2*G*H): W's biases, then R's
+        return (None, None) if Bias is None else (ours(Bias[d, :G * H]), ours(Bias[d, G * H:]))
+
+    layer._load_slots([(ours(W[d]), ours(R[d]), *biases(d)) for d in range(D)])
     return layer
 
 
