@@ -70,26 +70,29 @@ def _biases(spec, b_ih, b_hh, H, dtype):
 
 _FORWARD = '''
 def forward(p, training, backend, copy_x, bf16):
-    _, x, states, W_ih, W_hh, b_ih, b_hh, lengths, options, T, B, I, H, G, dtype = p
+    _, x, states, W_ih, W_hh, b_ih, b_hh, extras, lengths, options, T, B, I, H, G, dtype = p
     backend = resolve(backend)
     if backend == "numpy":
         return reference_forward(x, *states, W_ih, W_hh, b_ih, b_hh, lengths=lengths,
                                  training=training, compute_dtype="bfloat16" if bf16 else None,
-                                 **options)
+                                 **options{extra_kwargs})
     if bf16 and backend != "cython":
         raise ValueError(f"compute_dtype='bfloat16' runs on the cython backend (and the "
                          f"reference, backend='numpy'), not on {{backend!r}}")
     {initial} = states
+{extras_in}
     if training:  # the cache's own copies
         x = np.array(x, order="C", copy=True) if copy_x else np.ascontiguousarray(x)
         W_ih = np.array(W_ih, order="C", copy=True)
         W_hh = np.array(W_hh, order="C", copy=True)
 {own_states}
+{own_extras}
     else:
         x = np.ascontiguousarray(x)
         W_ih = np.ascontiguousarray(W_ih)
         W_hh = np.ascontiguousarray(W_hh)
 {read_states}
+{read_extras}
     {bias_args} = _biases(spec, b_ih, b_hh, H, dtype)
 {option_args}
     GH = G * H
@@ -102,10 +105,11 @@ def forward(p, training, backend, copy_x, bf16):
     {call}
     if not training:
         return out, {finals}, None
+    arrays = {cached}
+{cache_extras}
     cache = ForwardCache("{cell}", backend, lengths=lengths, has_b_ih=b_ih is not None,
                          has_b_hh=b_hh is not None, options=options,
-                         compute="bfloat16" if bf16 else None,
-                         arrays={cached})
+                         compute="bfloat16" if bf16 else None, arrays=arrays)
     return cache.read_only_out(), {finals}, cache
 '''
 
@@ -119,6 +123,7 @@ def backward(upstream, cache):
     T, B, I = x.shape
     H = W_hh.shape[1]
     dtype = x.dtype
+{extras_from_cache}
     {upstream} = upstream
 {read_upstream}
 {option_args}
@@ -132,10 +137,11 @@ def backward(upstream, cache):
 {buffers}
     {call}
     return make_grads(cache, dx2d.reshape(T, B, I), {grads}, dW_ih, dW_hh,
-                      db_ih={db_ih}, db_hh={db_hh})
+                      db_ih={db_ih}, db_hh={db_hh}, extras=({d_extras}))
 '''
 
-_SIZES = {"T": "T", "B": "B", "I": "I", "H": "H", "GH": "GH", "TB": "T * B", "TS": "TS"}
+_SIZES = {"T": "T", "B": "B", "I": "I", "H": "H", "GH": "GH", "H3": "3 * H", "TB": "T * B",
+          "TS": "TS"}
 
 
 def _lines(lines, indent):
@@ -159,7 +165,8 @@ def _fill(spec, pass_):
     """The source of ``pass_`` ("forward" or "backward") for the cell ``spec``."""
     kernel = getattr(spec, pass_)
     known = {"x2d", "W_ih", "W_hh", *spec.initial, "lengths", "bf16", "use_blas", "num_threads",
-             *(arg for _, arg in spec.options.values()), *kernel.shapes}
+             *(arg for _, arg in spec.options.values()), *kernel.shapes,
+             *spec.extras, *(flag for _, flag in spec.extras.values())}
     known |= ({"bias", *("b_h" + g for g in spec.bias_apart)} if pass_ == "forward"
               else {*spec.saved, *spec.upstream})
     if not known.issuperset(kernel.args):
@@ -182,8 +189,22 @@ def _fill(spec, pass_):
         option_args=_lines([f'{arg} = {choices!r}.index({options}["{key}"])'
                             for key, (choices, arg) in spec.options.items()], 4),
         call=_call(f'kernels({backend}, "{spec.name}").{pass_}', args))
+    extras = spec.extras
+    zeros = {name: f"_constant({_shape(shape)}, 0, dtype)" for name, (shape, _) in extras.items()}
     if pass_ == "forward":
         source = _FORWARD.format(
+            extra_kwargs="".join(f", {name}=extras[{k}]" for k, name in enumerate(extras)),
+            extras_in=_lines([", ".join(extras) + ", = extras"]
+                             + [f"{flag} = {name} is not None"
+                                for name, (_, flag) in extras.items()], 4) if extras else "",
+            own_extras=_lines([f"{name} = {zeros[name]} if {name} is None "
+                               f'else np.array({name}, order="C", copy=True)'
+                               for name in extras], 8),
+            read_extras=_lines([f"{name} = {zeros[name]} if {name} is None "
+                                f"else np.ascontiguousarray({name})" for name in extras], 8),
+            cache_extras=_lines([line for name, (_, flag) in extras.items()
+                                 for line in (f"if {flag}:", f'    arrays["{name}"] = {name}')],
+                                4),
             **common, cell=spec.name, initial=", ".join(spec.initial) + ",",
             own_states=_lines([f"{s} = np.zeros((B, H), dtype) if {s} is None "
                                f'else np.array({s}, order="C", copy=True)'
@@ -192,11 +213,16 @@ def _fill(spec, pass_):
                                 f"else np.ascontiguousarray({s})" for s in spec.initial], 8),
             bias_args=", ".join(("bias", *("b_h" + g for g in spec.bias_apart))) + ",",
             finals=", ".join(spec.finals),
-            cached=_call("dict", [f"{n}={n}" for n in spec.cached], 32))
+            cached=_call("dict", [f"{n}={n}" for n in spec.cached], 13))
     else:
         shapes = ("(T, B, H)",) + ("(B, H)",) * (len(spec.upstream) - 1)
         source = _BACKWARD.format(
             **common, G=spec.G,
+            extras_from_cache=_lines([line for name, (_, flag) in extras.items()
+                                      for line in (f'{flag} = "{name}" in arrays',
+                                                   f'{name} = arrays["{name}"] if {flag} '
+                                                   f"else {zeros[name]}")], 4),
+            d_extras="".join(f"d{name}, " for name in extras),
             from_cache=_lines([f'{name} = arrays["{name}"]'
                                for name in spec.initial + spec.saved], 4),
             upstream=", ".join(spec.upstream) + ",",

@@ -33,6 +33,14 @@ An entry says:
     ``bias = b_ih + b_hh``: the kernels take each as ``b_h{gate}`` (H,) and
     add it where the cell's equations put it (the GRU's b_hn sits inside the
     reset product).
+``extras``
+    Weights a cell may take besides W_ih, W_hh and the biases, each
+    optional: ``{name: (shape, flag)}``.  The forward takes ``name`` as a
+    keyword (None: the cell without it); the kernels take the array (zeros
+    when it is absent, so their signatures do not change) and ``flag``, 1
+    when it is given; the backward's tuple ends with ``d{name}`` (None when
+    it was absent), and the cache holds the array only when it was given.
+    The LSTM's peepholes (``W_ch``, ONNX's P) are one.
 ``saved``
     The forward's outputs that its backward reads (besides the inputs, which
     the cache always keeps: x, the initial states, W_ih, W_hh, the options).
@@ -48,7 +56,7 @@ An entry says:
     gradients (``d_out``, ``d_h_n``...).  The arguments after ``num_threads``
     are the buffers the kernel writes, which the driver allocates: their
     shapes are given here (or in ``COMMON_BUFFERS``) in the letters T, B, I,
-    H, GH = G*H, TB = T*B and TS, the steps a workspace holds (the backward's
+    H, GH = G*H, H3 = 3*H, TB = T*B and TS, the steps a workspace holds (the backward's
     da: ``_tuning.workspace_steps``; the forward's saved arrays in inference
     are given TS rows by the driver: ``_tuning.kept_steps``).  ``dx2d`` is the
     gradient of x as (T*B, I).
@@ -82,7 +90,7 @@ class Cell:
     """One cell's entry; see the module docstring for the fields."""
 
     def __init__(self, *, name, layer, title, gates, states, saved, forward, backward,
-                 bias_grads, options=None, bias_apart=()):
+                 bias_grads, options=None, bias_apart=(), extras=None):
         self.name = name
         self.layer = layer
         self.title = title
@@ -91,6 +99,7 @@ class Cell:
         self.states = states
         self.options = options or {}
         self.bias_apart = bias_apart
+        self.extras = extras or {}
         self.saved = saved
         self.forward = forward
         self.backward = backward
@@ -100,12 +109,14 @@ class Cell:
         self.finals = tuple(s + "_n" for s in states)  # ("h_n", "c_n")
         self.upstream = ("d_out",) + tuple("d_" + f for f in self.finals)  # d_out, d_h_n, d_c_n
         # The arrays the forward takes, in order; the backward returns "d" + each.
-        self.inputs = ("x",) + self.initial + ("W_ih", "W_hh", "b_ih", "b_hh")
+        self.inputs = (("x",) + self.initial + ("W_ih", "W_hh", "b_ih", "b_hh")
+                       + tuple(self.extras))
         self.grads = tuple("d" + name for name in self.inputs)  # dx, dh0, ..., db_hh
         self.state_grads = tuple("d" + s for s in self.initial)  # ("dh0", "dc0")
         self.defaults = {k: choices[0] for k, (choices, _) in self.options.items()}
         # The arrays a training forward's cache holds (besides the lengths): the
-        # inputs it owns copies of, then what the forward saved.
+        # inputs it owns copies of, then what the forward saved (and each
+        # extra weight that was given).
         self.cached = ("x",) + self.initial + ("W_ih", "W_hh") + saved
 
     def __repr__(self):
@@ -134,16 +145,20 @@ CELLS = {cell.name: cell for cell in (
         name="lstm", layer="LSTM", title="LSTM",
         gates=("i", "f", "g", "o"),
         states=("h", "c"),
+        # Peepholes: i and f also see c_{t-1}, o sees c_t, each through a
+        # per-unit weight (blocks i, f, o of W_ch).
+        extras={"W_ch": (("H3",), "peephole")},
         saved=("out", "c", "gates"),
         forward=Kernel(
             "forward",
-            "x2d W_ih bias W_hh h0 c0 lengths bf16 use_blas num_threads  gates work c out h_n c_n",
+            "x2d W_ih bias W_hh W_ch h0 c0 lengths peephole bf16 use_blas num_threads"
+            "  gates work c out h_n c_n",
             {"gates": ("T", "B", "GH"), "work": ("B", "GH"), "c": ("T", "B", "H")}),
         backward=Kernel(
             "backward",
-            "x2d W_ih W_hh h0 c0 out c gates d_out d_h_n d_c_n lengths bf16 use_blas num_threads"
-            "  da work dx2d dh0 dc0 dW_ih dW_hh db",
-            {"da": ("TS", "B", "GH"), "work": ("B", "H"), "db": ("GH",)}),
+            "x2d W_ih W_hh W_ch h0 c0 out c gates d_out d_h_n d_c_n lengths peephole bf16"
+            " use_blas num_threads  da work dx2d dh0 dc0 dW_ih dW_hh db dW_ch",
+            {"da": ("TS", "B", "GH"), "work": ("B", "H"), "db": ("GH",), "dW_ch": ("H3",)}),
         bias_grads=("db", "db"),
     ),
     Cell(

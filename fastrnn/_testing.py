@@ -57,11 +57,12 @@ def variants(cell):
 
 
 def random_problem(T, B, I, H, dtype=np.float64, *, cell="rnn", seed=0,  # noqa: E741
-                   bias=(True, True), h0=True, lengths=None, weight_scale=None):
+                   bias=(True, True), h0=True, lengths=None, weight_scale=None, extras=False):
     """Keyword arguments for ``{cell}_forward``, PyTorch's initialisation scale by default.
 
     Every initial state is random (standard normal, h0 halved), or None when
-    ``h0`` is False.
+    ``h0`` is False.  The cell's extra weights (``_spec``: the LSTM's
+    peepholes W_ch) are None, or random like the weights when ``extras``.
     """
     rng = np.random.default_rng(seed)
     s = 1.0 / np.sqrt(H) if weight_scale is None else weight_scale
@@ -79,6 +80,8 @@ def random_problem(T, B, I, H, dtype=np.float64, *, cell="rnn", seed=0,  # noqa:
     )
     for name in CELLS[cell].initial[1:]:
         problem[name] = rng.standard_normal((B, H)).astype(dtype) if h0 else None
+    for name, (shape, _) in CELLS[cell].extras.items():
+        problem[name] = u(*[{"H": H, "H3": 3 * H}[d] for d in shape]) if extras else None
     return problem
 
 
@@ -96,11 +99,14 @@ def forward(cell, problem, backend="reference", **kwargs):
 
 
 def backward(cell, upstream, cache, module=None):
-    """``module``: fastrnn (the default) or fastrnn.reference."""
+    """``module``: fastrnn (the default) or fastrnn.reference.  The
+    gradient of an extra weight the forward did not have (None: the LSTM's
+    dW_ch without peepholes) is left out."""
     import fastrnn
 
     fn = getattr(module or fastrnn, f"{cell}_backward")
-    return fn(*(upstream.get(n) for n in CELLS[cell].upstream), cache)._asdict()
+    grads = fn(*(upstream.get(n) for n in CELLS[cell].upstream), cache)._asdict()
+    return {k: v for k, v in grads.items() if v is not None or k[1:] not in CELLS[cell].extras}
 
 
 def random_upstream(cell, T, B, H, dtype=np.float64, seed=1):

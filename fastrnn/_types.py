@@ -13,7 +13,8 @@ def _grads_type(spec):
     cls = namedtuple(spec.layer + "Grads", spec.grads, module=__name__)
     cls.__doc__ = (f"Gradients of the {spec.title}, as ``{spec.name}_backward`` returns them: "
                    f"{', '.join(spec.grads)}, each shaped like the array it is the gradient "
-                   "of.  A bias that was None has a None gradient.")
+                   "of.  A bias (or an optional weight, such as the LSTM's W_ch) that was "
+                   "None has a None gradient.")
     return cls
 
 
@@ -22,15 +23,20 @@ GRADS = {name: _grads_type(spec) for name, spec in CELLS.items()}
 RNNGrads, LSTMGrads, GRUGrads = GRADS["rnn"], GRADS["lstm"], GRADS["gru"]
 
 
-def make_grads(cache, *arrays, db_ih, db_hh):
+def make_grads(cache, *arrays, db_ih, db_hh, extras=()):
     """The gradient tuple of ``cache``'s cell: ``arrays`` are its fields up to
     dW_hh, in order; a bias the forward had gets its gradient (its own copy
     when the kernel computed one array for both, as the Elman and LSTM cells
-    do), one it did not have gets None."""
+    do), one it did not have gets None.  ``extras``: the gradients of the
+    spec's extra weights, in order; one the forward did not have (not in the
+    cache) gets None."""
     if cache.has_b_ih and cache.has_b_hh and db_ih is db_hh:
         db_ih = db_ih.copy()
+    extras = extras or [None] * len(CELLS[cache.cell].extras)
     return GRADS[cache.cell](*arrays, db_ih if cache.has_b_ih else None,
-                             db_hh if cache.has_b_hh else None)
+                             db_hh if cache.has_b_hh else None,
+                             *[d if name in cache.arrays else None
+                               for name, d in zip(CELLS[cache.cell].extras, extras)])
 
 
 class ForwardCache:
@@ -108,5 +114,6 @@ def _field(name):
 
 
 # cache.x, cache.out, cache.nonlinearity, ...: every array and option of any cell.
-for _name in sorted({n for spec in CELLS.values() for n in (*spec.cached, *spec.options)}):
+for _name in sorted({n for spec in CELLS.values()
+                     for n in (*spec.cached, *spec.options, *spec.extras)}):
     setattr(ForwardCache, _name, _field(_name))

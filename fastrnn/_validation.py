@@ -185,6 +185,7 @@ class Checked(NamedTuple):
     W_hh: np.ndarray
     b_ih: Optional[np.ndarray]
     b_hh: Optional[np.ndarray]
+    extras: tuple  # the spec's extra weights, each an array or None (absent)
     lengths: Optional[np.ndarray]  # int64 copy
     options: dict  # the cell's options, e.g. {"nonlinearity": "tanh"}
     T: int
@@ -195,19 +196,27 @@ class Checked(NamedTuple):
     dtype: np.dtype
 
     @classmethod
-    def trusted(cls, cell, x, states, W_ih, W_hh, b_ih, b_hh, lengths, options):
+    def trusted(cls, cell, x, states, W_ih, W_hh, b_ih, b_hh, lengths, options, extras=()):
         T, B, I = x.shape  # noqa: E741
         GH, H = W_hh.shape
-        return cls._make((cell, x, states, W_ih, W_hh, b_ih, b_hh, lengths, options, T, B, I,
-                          H, GH // H, x.dtype))
+        extras = extras or (None,) * len(CELLS[cell].extras)
+        return cls._make((cell, x, states, W_ih, W_hh, b_ih, b_hh, extras, lengths, options,
+                          T, B, I, H, GH // H, x.dtype))
 
 
-def check_forward(cell, x, states, W_ih, W_hh, b_ih, b_hh, lengths, options):
+def _extra_shape(shape, H):
+    """An extra weight's shape template (``_spec``: letters H, H3) at H units."""
+    return tuple({"H": H, "H3": 3 * H}[d] for d in shape)
+
+
+def check_forward(cell, x, states, W_ih, W_hh, b_ih, b_hh, lengths, options, extras=()):
     """Check a forward call of ``cell`` (a name in ``_spec.CELLS``).
 
     ``states`` are the initial states in the spec's order, e.g. (h0, c0)
-    (None means zeros); ``options`` the cell's keyword options.  Returns a
-    :class:`Checked` with lengths as a fresh int64 array (or None).
+    (None means zeros); ``options`` the cell's keyword options; ``extras``
+    its extra weights (``_spec``'s ``extras``) in order, each None when
+    absent (an empty tuple: all absent).  Returns a :class:`Checked` with
+    lengths as a fresh int64 array (or None).
     """
     spec = CELLS[cell]
     G = spec.G
@@ -243,11 +252,17 @@ def check_forward(cell, x, states, W_ih, W_hh, b_ih, b_hh, lengths, options):
     checked = []  # a loop, not a comprehension: its frame cost 0.45 us of a 9 us call
     for value, name in zip(states, spec.initial):
         checked.append(_optional(value, name, state, "(B, H)", dtype))
+    if spec.extras:
+        extras = extras or (None,) * len(spec.extras)
+        extras = tuple([_optional(value, name, _extra_shape(shape, H),
+                                  f"({', '.join(shape)},)".replace("H3", "3*H"), dtype)
+                        for value, (name, (shape, _)) in zip(extras, spec.extras.items())])
     return Checked._make((  # _make: a third of the cost of Checked(...) (~0.3 against 0.9 us)
         cell, x, checked,
         _required(W_ih, "W_ih", (G * H, I), spelled_ih, dtype), W_hh,
         _optional(b_ih, "b_ih", gate_vector, spelled_bias, dtype),
         _optional(b_hh, "b_hh", gate_vector, spelled_bias, dtype),
+        extras,
         None if lengths is None else check_lengths(lengths, T, B),
         check_options(cell, options) if spec.options else options,
         T, B, I, H, G, dtype))
@@ -258,7 +273,7 @@ def _is_bfloat16(value):
 
 
 def check_forward_bf16(cell, x, states, W_ih, W_hh, b_ih, b_hh, lengths, options,
-                       compute_dtype):
+                       compute_dtype, extras=()):
     """check_forward, and the products' precision: ``(Checked, bf16)``.
 
     Arrays of ``ml_dtypes.bfloat16`` (the type JAX and TensorFlow use) are
@@ -267,14 +282,16 @@ def check_forward_bf16(cell, x, states, W_ih, W_hh, b_ih, b_hh, lengths, options
     otherwise.  Looked for only once check_forward has refused a dtype, so
     a float call pays nothing for it."""
     try:
-        p = check_forward(cell, x, states, W_ih, W_hh, b_ih, b_hh, lengths, options)
+        p = check_forward(cell, x, states, W_ih, W_hh, b_ih, b_hh, lengths, options, extras)
     except TypeError:
-        values = (x, *states, W_ih, W_hh, b_ih, b_hh)
+        values = (x, *states, W_ih, W_hh, b_ih, b_hh, *extras)
         if not any(_is_bfloat16(v) for v in values):
             raise
-        x, *states, W_ih, W_hh, b_ih, b_hh = (v.astype(np.float32) if _is_bfloat16(v) else v
-                                              for v in values)
-        p = check_forward(cell, x, tuple(states), W_ih, W_hh, b_ih, b_hh, lengths, options)
+        x, *rest = (v.astype(np.float32) if _is_bfloat16(v) else v for v in values)
+        n = len(states)
+        states, (W_ih, W_hh, b_ih, b_hh), extras = rest[:n], rest[n:n + 4], rest[n + 4:]
+        p = check_forward(cell, x, tuple(states), W_ih, W_hh, b_ih, b_hh, lengths, options,
+                          tuple(extras))
         if compute_dtype is None:
             compute_dtype = "bfloat16"
     return p, compute_dtype is not None and check_compute_dtype(compute_dtype, p.dtype)
@@ -286,6 +303,7 @@ def _cache_layout(spec):
     shapes = {"x": ("T", "B", "I"), "W_ih": ("GH", "I"), "W_hh": ("GH", "H"),
               **{s: ("B", "H") for s in spec.initial},
               **{n: spec.forward.shapes.get(n, ("T", "B", "H")) for n in spec.saved}}
+    shapes.update({name: shape for name, (shape, _) in spec.extras.items()})
     return tuple(shapes.items()), frozenset(spec.cached), frozenset(spec.options)
 
 
@@ -301,16 +319,20 @@ def _check_cache(cell, cache):
     Returns (T, B, H, dtype)."""
     layout, names, option_names = _CACHE_LAYOUTS[cell]
     arrays = cache.arrays
-    if arrays.keys() != names:
+    extras = CELLS[cell].extras  # held only when the forward had them
+    if arrays.keys() - extras.keys() != names or not arrays.keys() <= names | extras.keys():
         raise ValueError(f"cache does not hold a {cell} forward's arrays: it has "
-                         f"{sorted(arrays)}, a {cell} cache has {sorted(names)}")
+                         f"{sorted(arrays)}, a {cell} cache has {sorted(names)}"
+                         + (f" and maybe {sorted(extras)}" if extras else ""))
     x, W_hh = arrays["x"], arrays["W_hh"]
     if not (type(x) is np.ndarray and x.ndim == 3 and x.dtype in FLOAT_DTYPES
             and type(W_hh) is np.ndarray and W_hh.ndim == 2):
         raise ValueError("cache is damaged: x must be (T, B, I) and W_hh (G*H, H), float")
     (T, B, I), H, dtype = x.shape, W_hh.shape[1], x.dtype
-    letters = {"T": T, "B": B, "I": I, "H": H, "GH": CELLS[cell].G * H}
+    letters = {"T": T, "B": B, "I": I, "H": H, "GH": CELLS[cell].G * H, "H3": 3 * H}
     for name, shape in layout:
+        if name not in arrays:  # an extra weight the forward did not have
+            continue
         a = arrays[name]
         if (type(a) is not np.ndarray or a.dtype != dtype or not a.flags.c_contiguous
                 or a.shape != tuple([letters[d] for d in shape])):

@@ -131,13 +131,15 @@ def rnn_backward(d_out, d_h_n, cache):
     return _driver.backward("rnn", check_backward("rnn", cache, (d_out, d_h_n)), cache)
 
 
-def lstm_forward(x, h0, c0, W_ih, W_hh, b_ih=None, b_hh=None, *, lengths=None, training=True,
-                 backend=None, compute_dtype=None):
+def lstm_forward(x, h0, c0, W_ih, W_hh, b_ih=None, b_hh=None, *, W_ch=None, lengths=None,
+                 training=True, backend=None, compute_dtype=None):
     """Run an LSTM over a batch of sequences.
 
     ``[i, f, g, o] = x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh`` split into
     four blocks of H; ``i, f, o = sigmoid(.)``, ``g = tanh(.)``;
-    ``c_t = f * c_{t-1} + i * g``; ``h_t = o * tanh(c_t)``.
+    ``c_t = f * c_{t-1} + i * g``; ``h_t = o * tanh(c_t)``.  With peepholes
+    ``W_ch = [p_i, p_f, p_o]``: ``i = sigmoid(. + p_i * c_{t-1})``, f
+    likewise, ``o = sigmoid(. + p_o * c_t)`` (ONNX's LSTM with input P).
 
     Parameters
     ----------
@@ -151,6 +153,10 @@ def lstm_forward(x, h0, c0, W_ih, W_hh, b_ih=None, b_hh=None, *, lengths=None, t
         Recurrent weights (``weight_hh_l0``).
     b_ih, b_hh : ndarray, shape (4*H,), or None
         Biases; None means no bias (and a None gradient).
+    W_ch : ndarray, shape (3*H,), or None
+        Peephole weights, blocks i, f, o (each (H,), one per unit); None
+        means no peepholes (and a None gradient ``dW_ch``).  ONNX's P is
+        this with its blocks in the order i, o, f.
     lengths : array of int, shape (B,), or None
         Steps of each sequence, ``0 <= lengths[b] <= T``.  Past its length a
         sequence's states are frozen and its output rows are zero.  None: all T.
@@ -175,7 +181,7 @@ def lstm_forward(x, h0, c0, W_ih, W_hh, b_ih=None, b_hh=None, *, lengths=None, t
     ValueError naming the argument and the expected shape).
     """
     p, bf16 = check_forward_bf16("lstm", x, (h0, c0), W_ih, W_hh, b_ih, b_hh, lengths, {},
-                                 compute_dtype)
+                                 compute_dtype, (W_ch,))
     return _driver.forward(p, training, backend, bf16=bf16)
 
 
@@ -197,8 +203,8 @@ def lstm_backward(d_out, d_h_n, d_c_n, cache):
     -------
     LSTMGrads
         Named tuple ``(dx (T, B, I), dh0 (B, H), dc0 (B, H), dW_ih (4H, I),
-        dW_hh (4H, H), db_ih (4H,), db_hh (4H,))``; a bias that was None has
-        gradient None.
+        dW_hh (4H, H), db_ih (4H,), db_hh (4H,), dW_ch (3H,))``; a bias
+        that was None has gradient None, and so has W_ch without peepholes.
     """
     return _driver.backward("lstm", check_backward("lstm", cache, (d_out, d_h_n, d_c_n)), cache)
 

@@ -34,6 +34,13 @@ __all__ = ["RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell"]
 # Every option keyword of any cell: a file saved by a layer of another version
 # may list one its cell does not take.
 _OPTION_KEYS = {key for spec in CELLS.values() for key in spec.options}
+
+
+def _param_kind(name):
+    """A weight's PyTorch name from its name in the functions: W_ih ->
+    weight_ih, b_hh -> bias_hh, W_ch (the LSTM's peepholes) -> weight_ch."""
+    return {"W": "weight", "b": "bias"}[name[0]] + name[1:]
+
 class _Fixed:
     """An attribute the constructor sets once: it fixes the parameters'
     shapes (or their dtype), so setting it on a built layer is an error, not
@@ -96,14 +103,15 @@ def direction_forward(cell, x, states, weights, lengths, options, training, back
                       reverse=False, copy_x=True, bf16=False):
     """Run ``cell`` over x (T, B, I) from ``states`` (a tuple of (B, H) or None).
 
-    ``weights`` is (W_ih, W_hh, b_ih, b_hh) (biases may be None); every
-    argument has been checked and ``backend`` resolved; ``bf16``: bfloat16
-    products (``compute_dtype``).  Returns ``(out (T, B, H), finals (tuple
-    of (B, H)), cache)``.
+    ``weights`` is (W_ih, W_hh, b_ih, b_hh, *extras) (biases and the
+    spec's extra weights may be None); every argument has been checked and
+    ``backend`` resolved; ``bf16``: bfloat16 products (``compute_dtype``).
+    Returns ``(out (T, B, H), finals (tuple of (B, H)), cache)``.
     """
     if reverse:
         x = reverse_within_lengths(x, lengths)
-    p = Checked.trusted(cell, x, states, *weights, lengths, options)
+    W_ih, W_hh, b_ih, b_hh, *extras = weights
+    p = Checked.trusted(cell, x, states, W_ih, W_hh, b_ih, b_hh, lengths, options, tuple(extras))
     out, *finals, cache = _driver.forward(p, training, backend, copy_x=copy_x, bf16=bf16)
     return (reverse_within_lengths(out, lengths) if reverse else out), finals, cache
 
@@ -129,8 +137,12 @@ class _Module:
     nonlinearity = "tanh"
     input_size, hidden_size, bias, dtype = _Fixed(), _Fixed(), _Fixed(), _Fixed()
 
-    def _init_module(self, hidden_size, *, options, dtype, backend, seed, compute_dtype):
+    def _init_module(self, hidden_size, *, options, dtype, backend, seed, compute_dtype,
+                     extras=None):
+        """``extras``: {name: bool}, which of the spec's extra weights the
+        module has (e.g. the LSTM's W_ch: ``peepholes``)."""
         self._spec = CELLS[self._cell]
+        self._has = {"b_ih": self.bias, "b_hh": self.bias, **(extras or {})}
         # As PyTorch: a layer needs hidden_size >= 1, a cell may have none.
         self.hidden_size = check_positive_int(hidden_size, "hidden_size",
                                               least=0 if self._kind == "cell" else 1)
@@ -161,10 +173,24 @@ class _Module:
     def compute_dtype(self, value):
         self._compute_dtype = "bfloat16" if check_compute_dtype(value, self.dtype) else None
 
+    @property
+    def _weight_names(self):
+        """One layer's weights as the functions name them: W_ih, W_hh, b_ih,
+        b_hh, then the spec's extra weights (the LSTM's W_ch)."""
+        spec = CELLS[self._cell]
+        return spec.inputs[1 + len(spec.states):]
+
     def _weight_shapes(self, I):  # noqa: E741
-        """The shapes of one layer's (W_ih, W_hh, b_ih, b_hh) for input size I."""
-        GH = self._spec.G * self.hidden_size
-        return (GH, I), (GH, self.hidden_size), (GH,), (GH,)
+        """The shapes of one layer's weights (``_weight_names``) for input
+        size I, None for those the module does not have (biases without
+        bias, peepholes without peepholes)."""
+        H = self.hidden_size
+        GH = self._spec.G * H
+        shapes = {"W_ih": (GH, I), "W_hh": (GH, H), "b_ih": (GH,), "b_hh": (GH,),
+                  **{name: tuple({"H": H, "H3": 3 * H}[d] for d in shape)
+                     for name, (shape, _) in self._spec.extras.items()}}
+        return tuple(shapes[name] if self._has.get(name, True) else None
+                     for name in self._weight_names)
 
     # --- states as PyTorch passes them --------------------------------------------
 
@@ -337,6 +363,8 @@ class _Module:
         for key in _OPTION_KEYS - set(CELLS[cls._cell].options):
             config.pop(key, None)
         config.setdefault("compute_dtype", None)  # files saved before it existed
+        if "peepholes" in cls._CONFIG:
+            config.setdefault("peepholes", False)  # likewise
         expected = cls._config_keys()
         if set(config) != expected:
             raise ValueError(f"{path}: __config__ has {sorted(config)}, but a {cls.__name__} "
@@ -372,7 +400,7 @@ class _Recurrent(_Module):
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, *, options, dtype=np.float32,
-                 backend=None, seed=None, compute_dtype=None):
+                 backend=None, seed=None, compute_dtype=None, extras=None):
         self.input_size = check_positive_int(input_size, "input_size")
         self.num_layers = check_positive_int(num_layers, "num_layers")
         if self.num_layers > MAX_LAYERS:
@@ -390,7 +418,7 @@ class _Recurrent(_Module):
         self._slots = [self._names(layer, sfx)
                        for layer in range(self.num_layers) for sfx in self._suffixes()]
         self._init_module(hidden_size, options=options, dtype=dtype, backend=backend, seed=seed,
-                          compute_dtype=compute_dtype)
+                          compute_dtype=compute_dtype, extras=extras)
 
     num_layers, batch_first, bidirectional = _Fixed(), _Fixed(), _Fixed()
 
@@ -411,24 +439,23 @@ class _Recurrent(_Module):
     def _suffixes(self):
         return ("", "_reverse")[:self.num_directions]
 
-    @staticmethod
-    def _names(layer, sfx):
-        """PyTorch's names of one layer and direction: weight_ih, weight_hh, bias_ih, bias_hh."""
-        return tuple(f"{kind}_l{layer}{sfx}"
-                     for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+    def _names(self, layer, sfx):
+        """PyTorch's names of one layer and direction: weight_ih, weight_hh,
+        bias_ih, bias_hh (then weight_ch for the LSTM's peepholes)."""
+        return tuple(f"{_param_kind(name)}_l{layer}{sfx}" for name in self._weight_names)
 
     def _load_slots(self, weights):
-        """Load (W_ih, W_hh, b_ih, b_hh) for each layer and direction in the
-        order of ``_slots`` (biases None without bias): the importers' way in
-        (fastrnn.onnx, fastrnn.keras), through load_state_dict's checks."""
+        """Load (W_ih, W_hh, b_ih, b_hh[, W_ch]) for each layer and direction
+        in the order of ``_slots`` (None for what the layer does not have):
+        the importers' way in (fastrnn.onnx, fastrnn.keras), through
+        load_state_dict's checks."""
         self.load_state_dict({name: value for names, values in zip(self._slots, weights)
                               for name, value in zip(names, values) if value is not None})
 
     def _weights(self, i):
-        """(W_ih, W_hh, b_ih, b_hh) of layer and direction i (biases None without bias)."""
-        p = self._params
-        w_ih, w_hh, b_ih, b_hh = self._slots[i]
-        return (p[w_ih], p[w_hh], p[b_ih], p[b_hh]) if self.bias else (p[w_ih], p[w_hh], None, None)
+        """(W_ih, W_hh, b_ih, b_hh, *extras) of layer and direction i (None
+        for those it does not have: the biases without bias, ...)."""
+        return tuple(map(self._params.get, self._slots[i]))
 
     def _shapes(self):
         """Parameter name -> shape, in PyTorch's order."""
@@ -436,7 +463,8 @@ class _Recurrent(_Module):
         for i, names in enumerate(self._slots):
             layer = i // self.num_directions
             I = self.input_size if layer == 0 else self.hidden_size * self.num_directions  # noqa
-            shapes.update(zip(names[:4 if self.bias else 2], self._weight_shapes(I)))
+            shapes.update((name, shape) for name, shape in zip(names, self._weight_shapes(I))
+                          if shape is not None)
         return shapes
 
     def _forget(self):
@@ -575,7 +603,6 @@ class _Recurrent(_Module):
         lengths, caches, masks = tape["lengths"], tape["caches"], tape["masks"]
         D, H = self.num_directions, self.hidden_size
         grads = dict.fromkeys(self._params)  # the parameters' order; filled below
-        named = 4 if self.bias else 2  # the slots' names that are parameters
         k = len(self._spec.states)
         d_states = [None] * len(caches)
         for layer in reversed(range(self.num_layers)):
@@ -587,7 +614,9 @@ class _Recurrent(_Module):
                                            reverse=d == 1)
                 dx = gx if dx is None else dx + gx
                 d_states[i] = g[1:1 + k]  # dh0[, dc0]
-                grads.update(zip(self._slots[i][:named], (g.dW_ih, g.dW_hh, g.db_ih, g.db_hh)))
+                # g's fields after dx and the states' are the weights' gradients
+                grads.update((name, grad) for name, grad in zip(self._slots[i], g[1 + k:])
+                             if name in grads)
             if layer > 0:
                 d_inp = dx * masks[layer - 1] if masks else dx
         self.grads = grads
@@ -619,16 +648,24 @@ class LSTM(_Recurrent):
     """An LSTM layer with ``torch.nn.LSTM``'s arguments (no ``proj_size``), names and shapes.
 
     ``forward`` takes and returns the state as a tuple ``(h, c)``.
+    ``peepholes=True`` adds ONNX's peepholes (``fastrnn.lstm_forward``'s
+    ``W_ch``): a parameter ``weight_ch_l{k}[_reverse]`` of shape (3*H,) per
+    layer and direction, blocks i, f, o, initialised like the others.
+    PyTorch has no such LSTM, so such a layer has no ``torch.nn`` twin.
     """
 
     _cell = "lstm"
+    _CONFIG = _Recurrent._CONFIG + ("peepholes",)
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
-                 dropout=0.0, bidirectional=False, *, dtype=np.float32, backend=None, seed=None,
-                 compute_dtype=None):
+                 dropout=0.0, bidirectional=False, *, peepholes=False, dtype=np.float32,
+                 backend=None, seed=None, compute_dtype=None):
+        self.peepholes = check_bool(peepholes, "peepholes")
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
                          bidirectional, options={}, dtype=dtype, backend=backend, seed=seed,
-                         compute_dtype=compute_dtype)
+                         compute_dtype=compute_dtype, extras={"W_ch": self.peepholes})
+
+    peepholes = _Fixed()
 
 
 class GRU(_Recurrent):
@@ -656,20 +693,23 @@ class _Cell(_Module):
     """
 
     _kind = "cell"
-    _slot = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")  # PyTorch's names
     _CONFIG = ("input_size", "hidden_size", "bias", "dtype", "compute_dtype")
 
     def __init__(self, input_size, hidden_size, bias=True, *, options, dtype=np.float32,
-                 backend=None, seed=None, compute_dtype=None):
+                 backend=None, seed=None, compute_dtype=None, extras=None):
         self.input_size = check_positive_int(input_size, "input_size")
         self.bias = bool(bias)
         self._steps = []
+        # PyTorch's names: weight_ih, weight_hh, bias_ih, bias_hh (weight_ch)
+        self._slot = tuple(_param_kind(name) for name in self._weight_names)
         self._init_module(hidden_size, options=options, dtype=dtype, backend=backend, seed=seed,
-                          compute_dtype=compute_dtype)
+                          compute_dtype=compute_dtype, extras=extras)
         self.zero_grad()
 
     def _shapes(self):
-        return dict(zip(self._slot[:4 if self.bias else 2], self._weight_shapes(self.input_size)))
+        return {name: shape for name, shape in zip(self._slot,
+                                                   self._weight_shapes(self.input_size))
+                if shape is not None}
 
     def _forget(self):
         self._steps = []
@@ -701,8 +741,9 @@ class _Cell(_Module):
             # torch.nn's cells allow this: empty states, and nothing to compute.
             finals, cache = [np.zeros((B, 0), x.dtype) for _ in names], _NoUnits(x[None])
         else:
-            weights = [self._params.get(name) for name in self._slot]
-            p = Checked.trusted(self._cell, x[None], states, *weights, None, self._options)
+            W_ih, W_hh, b_ih, b_hh, *extras = map(self._params.get, self._slot)
+            p = Checked.trusted(self._cell, x[None], states, W_ih, W_hh, b_ih, b_hh, None,
+                                self._options, tuple(extras))
             _, *finals, cache = _driver.forward(p, self.training, self.backend,
                                                 bf16=self.compute_dtype is not None)
         if self.training:
@@ -727,14 +768,14 @@ class _Cell(_Module):
                         for d, name in zip(self._own_states((d_h, d_c), names), names)]
         # The step is a sequence of length 1 whose output is h': d_h is its d_out.
         if isinstance(cache, _NoUnits):
-            g = cache.backward(self._spec.state_grads)
+            g = cache.backward(self._spec)
         else:
             g = _driver.backward(
                 self._cell, (None if d_h is None else d_h[None], None, *d_rest), cache)
         self._steps.pop()
-        for name, grad in zip(self._slot, (g.dW_ih, g.dW_hh, g.db_ih, g.db_hh)):
+        for name, weight in zip(self._slot, self._weight_names):
             if name in self.grads:
-                self.grads[name] += grad
+                self.grads[name] += getattr(g, "d" + weight)
         d_states = tuple(getattr(g, name) for name in self._spec.state_grads)
         if unbatched:
             return g.dx[0, 0], self._as_hx(tuple(d[0] for d in d_states))
@@ -748,11 +789,12 @@ class _NoUnits:
     def __init__(self, x):
         self.x = x  # (1, B, I)
 
-    def backward(self, state_grads):
+    def backward(self, spec):
         B, dtype = self.x.shape[1], self.x.dtype
         empty = np.zeros((B, 0), dtype)
-        return SimpleNamespace(dx=np.zeros_like(self.x), dW_ih=0, dW_hh=0, db_ih=0, db_hh=0,
-                               **{name: empty for name in state_grads})
+        return SimpleNamespace(dx=np.zeros_like(self.x),
+                               **{name: 0 for name in spec.grads[1 + len(spec.states):]},
+                               **{name: empty for name in spec.state_grads})
 
 
 class RNNCell(_Cell):
@@ -771,14 +813,19 @@ class RNNCell(_Cell):
 
 
 class LSTMCell(_Cell):
-    """One LSTM step with ``torch.nn.LSTMCell``'s arguments and parameter names."""
+    """One LSTM step with ``torch.nn.LSTMCell``'s arguments and parameter
+    names; ``peepholes=True`` adds ``weight_ch`` (3*H,), as in :class:`LSTM`."""
 
     _cell = "lstm"
+    _CONFIG = _Cell._CONFIG + ("peepholes",)
 
-    def __init__(self, input_size, hidden_size, bias=True, *, dtype=np.float32, backend=None,
-                 seed=None, compute_dtype=None):
+    def __init__(self, input_size, hidden_size, bias=True, *, peepholes=False, dtype=np.float32,
+                 backend=None, seed=None, compute_dtype=None):
+        self.peepholes = check_bool(peepholes, "peepholes")
         super().__init__(input_size, hidden_size, bias, options={}, dtype=dtype, backend=backend,
-                         seed=seed, compute_dtype=compute_dtype)
+                         seed=seed, compute_dtype=compute_dtype, extras={"W_ch": self.peepholes})
+
+    peepholes = _Fixed()
 
 
 class GRUCell(_Cell):

@@ -22,6 +22,9 @@ by gate, two bias vectors):
     LSTM  [i, f, g, o] = x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh   (B, 4H), split in 4
           i, f, o = sigmoid(.), g = tanh(.)
           c_t = f * c_{t-1} + i * g,   h_t = o * tanh(c_t)
+          with peepholes W_ch = [p_i, p_f, p_o] (3H,) (ONNX's P), the gates also
+          see the cell state: i = sigmoid(. + p_i * c_{t-1}), f likewise,
+          o = sigmoid(. + p_o * c_t)
     GRU   [xr, xz, xn] = x_t W_ih^T + b_ih,  [hr, hz, hn] = h_{t-1} W_hh^T + b_hh
           r = sigmoid(xr + hr), z = sigmoid(xz + hz), n = tanh(xn + r * hn)
           h_t = (1 - z) * n + z * h_{t-1}
@@ -171,15 +174,17 @@ def _running(t, lengths, B):
     return np.ones((B, 1), bool) if lengths is None else (t < lengths)[:, None]
 
 
-def lstm_forward(x, h0, c0, W_ih, W_hh, b_ih=None, b_hh=None, *, lengths=None, training=True,
-                 compute_dtype=None):
+def lstm_forward(x, h0, c0, W_ih, W_hh, b_ih=None, b_hh=None, *, W_ch=None, lengths=None,
+                 training=True, compute_dtype=None):
     """LSTM over a sequence: the reference for ``fastrnn.lstm_forward``.
 
     Returns ``out (T, B, H), h_n (B, H), c_n (B, H), cache``.
     """
     p, bf16 = check_forward_bf16("lstm", x, (h0, c0), W_ih, W_hh, b_ih, b_hh, lengths, {},
-                                 compute_dtype)
+                                 compute_dtype, (W_ch,))
     T, B, H, dtype = p.T, p.B, p.H, p.dtype
+    W_ch = p.extras[0]
+    p_i, p_f, p_o = np.split(_zeros_if_none(W_ch, 3 * H, dtype), 3)  # peepholes
     x, W_ih, W_hh, lengths = p.x, p.W_ih, p.W_hh, p.lengths
     b = _zeros_if_none(p.b_ih, 4 * H, dtype) + _zeros_if_none(p.b_hh, 4 * H, dtype)
     op = _operands(bf16)
@@ -193,9 +198,10 @@ def lstm_forward(x, h0, c0, W_ih, W_hh, b_ih=None, b_hh=None, *, lengths=None, t
     cs = np.zeros((T, B, H), dtype)  # c_t
     for t in range(T):
         a = op(x[t]) @ Wi.T + op(h) @ Wh.T + b
-        i, f, g, o = sigmoid(a[:, :H]), sigmoid(a[:, H:2 * H]), np.tanh(a[:, 2 * H:3 * H]), \
-            sigmoid(a[:, 3 * H:])
+        i, f = sigmoid(a[:, :H] + p_i * c), sigmoid(a[:, H:2 * H] + p_f * c)
+        g = np.tanh(a[:, 2 * H:3 * H])
         c_new = f * c + i * g
+        o = sigmoid(a[:, 3 * H:] + p_o * c_new)
         h_new = o * np.tanh(c_new)
         running = _running(t, lengths, B)
         h, c = np.where(running, h_new, h), np.where(running, c_new, c)
@@ -209,7 +215,7 @@ def lstm_forward(x, h0, c0, W_ih, W_hh, b_ih=None, b_hh=None, *, lengths=None, t
             "lstm", "numpy", lengths=lengths, has_b_ih=p.b_ih is not None,
             has_b_hh=p.b_hh is not None, options={}, compute="bfloat16" if bf16 else None,
             arrays=dict(x=_own(x), h0=h0, c0=c0, W_ih=_own(W_ih), W_hh=_own(W_hh), out=out,
-                        gates=gates, c=cs))
+                        gates=gates, c=cs, **({} if W_ch is None else {"W_ch": _own(W_ch)})))
         out = cache.read_only_out()
     return out, h, c, cache
 
@@ -222,6 +228,11 @@ def lstm_backward(d_out, d_h_n, d_c_n, cache):
         do = dh * tanh(c_t)               dc = dL/dc_t + dh * o * (1 - tanh(c_t)^2)
         di = dc * g,  df = dc * c_{t-1},  dg = dc * i,   dL/dc_{t-1} = dc * f
         da = [di i(1-i), df f(1-f), dg (1-g^2), do o(1-o)],   dL/dh_{t-1} = da W_hh
+
+    With peepholes, c_t also reaches o and c_{t-1} reaches i and f:
+    dc += da_o p_o before di, df, dg are formed, dL/dc_{t-1} += da_i p_i +
+    da_f p_f, and dW_ch = sum over steps and rows of [da_i c_{t-1}, da_f
+    c_{t-1}, da_o c_t].
     """
     d_out, d_h_n, d_c_n = check_backward("lstm", cache, (d_out, d_h_n, d_c_n))
     x, W_ih, W_hh, out, lengths = cache.x, cache.W_ih, cache.W_hh, cache.out, cache.lengths
@@ -230,11 +241,14 @@ def lstm_backward(d_out, d_h_n, d_c_n, cache):
     d_out = _zeros_if_none(d_out, (T, B, H), dtype)
     op = _operands(cache.compute is not None)
     Wi, Wh = op(W_ih), op(W_hh)
+    W_ch = cache.arrays.get("W_ch")
+    p_i, p_f, p_o = np.split(_zeros_if_none(W_ch, 3 * H, dtype), 3)
 
     dx = np.zeros_like(x)
     dW_ih = np.zeros_like(W_ih)
     dW_hh = np.zeros_like(W_hh)
     db = np.zeros(4 * H, dtype)
+    dW_ch = np.zeros(3 * H, dtype)
     dh = _zeros_if_none(d_h_n, (B, H), dtype).copy()
     dc = _zeros_if_none(d_c_n, (B, H), dtype).copy()
     for t in reversed(range(T)):
@@ -243,20 +257,24 @@ def lstm_backward(d_out, d_h_n, d_c_n, cache):
         h_prev, c_prev = (out[t - 1], cache.c[t - 1]) if t > 0 else (cache.h0, cache.c0)
         dh_total = dh + d_out[t]
         tc = np.tanh(c)
-        dc_total = dc + dh_total * o * (1 - tc * tc)
-        da = np.concatenate([dc_total * g * i * (1 - i), dc_total * c_prev * f * (1 - f),
-                             dc_total * i * (1 - g * g), dh_total * tc * o * (1 - o)], axis=1)
+        da_o = dh_total * tc * o * (1 - o)
+        dc_total = dc + dh_total * o * (1 - tc * tc) + da_o * p_o
+        da_i, da_f = dc_total * g * i * (1 - i), dc_total * c_prev * f * (1 - f)
+        da = np.concatenate([da_i, da_f, dc_total * i * (1 - g * g), da_o], axis=1)
         running = _running(t, lengths, B)
         da = np.where(running, da, 0)
+        dW_ch += np.concatenate([(da[:, :H] * c_prev).sum(axis=0),
+                                 (da[:, H:2 * H] * c_prev).sum(axis=0),
+                                 (da[:, 3 * H:] * c).sum(axis=0)])
         da_op = op(da)  # the products' da; the bias sums read da as it is
         dW_ih += da_op.T @ op(x[t])
         dW_hh += da_op.T @ op(h_prev)
         db += da.sum(axis=0)
         dx[t] = da_op @ Wi
         dh = np.where(running, da_op @ Wh, dh)
-        dc = np.where(running, dc_total * f, dc)
+        dc = np.where(running, dc_total * f + da_i * p_i + da_f * p_f, dc)
 
-    return make_grads(cache, dx, dh, dc, dW_ih, dW_hh, db_ih=db, db_hh=db)
+    return make_grads(cache, dx, dh, dc, dW_ih, dW_hh, db_ih=db, db_hh=db, extras=(dW_ch,))
 
 
 def gru_forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, *, lengths=None, training=True,

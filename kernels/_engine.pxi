@@ -9,12 +9,17 @@
 #       activated gates back into ``g``, h_t into ``out`` and ``h_next``, and the
 #       cell's own state and saved values.  ``running`` false: a step past the
 #       sequence's length (h passes through).
-#   _cell_backward(running, nu, H, g, saved, prev, d_out, dh, dc, da_x, da_h, flag)
+#   _cell_backward(running, nu, H, g, saved, prev, d_out, dh, dc, da_x, da_h, extra,
+#                  d_extra, flag)
 #       the elementwise BPTT of the same units: the gradients of the gates'
 #       pre-activations (da_x of the input term, da_h of the recurrent term)
 #       from dh = dL/dh_t, which it replaces by the part of dL/dh_{t-1} that
 #       does not go through W_hh (zero but in the GRU); the engine then adds
-#       da_h W_hh.
+#       da_h W_hh.  ``extra`` is the forward's; the cell adds the gradient of
+#       weights of its own that are per unit (the LSTM's peepholes) into
+#       ``d_extra``: a unit's items belong to one thread in a step, and the
+#       steps are ordered, so the sums need no lock and come out the same
+#       whichever thread takes a unit.
 #
 # Pointers passed to them are already offset to unit j0 of their row; NULL
 # for the arrays a cell does not have.
@@ -323,7 +328,8 @@ cdef int _backward_unpacked(const floating[:, ::1] W_hh, const int64_t[::1] leng
                             const floating* prev_seq, const floating* prev0,
                             const floating[:, :, ::1] d_out, floating[:, ::1] dh, floating* dc,
                             floating* da_x, floating* da_h, Py_ssize_t ring,
-                            Py_ssize_t t0, Py_ssize_t t1, int flag) except -1:
+                            Py_ssize_t t0, Py_ssize_t t1, const floating* extra,
+                            floating* d_extra, int flag) except -1:
     """Steps t1-1 down to t0 of _engine_backward, with BLAS's product (see
     _forward_unpacked): a short sequence."""
     cdef Py_ssize_t B = d_out.shape[1], H = d_out.shape[2]
@@ -341,7 +347,7 @@ cdef int _backward_unpacked(const floating[:, ::1] W_hh, const int64_t[::1] leng
                                    (_offset(<floating*>prev_seq, (tb - B) * H) if t > 0
                                     else _offset(<floating*>prev0, b * H)),
                                    &d_out[t, b, 0], &dh[b, 0], _offset(dc, b * H),
-                                   da_x + sb * GH, da_h + sb * GH, flag)
+                                   da_x + sb * GH, da_h + sb * GH, extra, d_extra, flag)
                 # dh_{t-1} += da_h[t] W_hh for the rows still running at t.
                 _gemm(False, False, <int>B, <int>H, <int>GH, 1, da_h + (t % ring) * B * GH, <int>GH,
                       &W_hh[0, 0], <int>H, 0, work, <int>H)
@@ -765,7 +771,8 @@ cdef void _backward_worker(fastrnn_steps* steps, int tid, Py_ssize_t ring, bint 
                            floating* P, const floating* g_seq, const floating* saved,
                            const floating* prev_seq, const floating* prev0,
                            const floating* d_out, floating* dh, floating* dc,
-                           floating* da_x, floating* da_h, int flag,
+                           floating* da_x, floating* da_h, const floating* extra,
+                           floating* d_extra, int flag,
                            const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
                            const floating[:, ::1] h0, const floating[:, :, ::1] out,
                            floating[:, ::1] dx2d, floating[:, ::1] dW_ih,
@@ -884,7 +891,8 @@ cdef void _backward_worker(fastrnn_steps* steps, int tid, Py_ssize_t ring, bint 
                                            _offset(<floating*>saved, tb * H + j0), prev,
                                            d_out + tb * H + j0, dh + b * H + j0,
                                            _offset(dc, b * H + j0), da_x + sb * GH + j0,
-                                           da_h + sb * GH + j0, flag)
+                                           da_h + sb * GH + j0, _offset(<floating*>extra, j0),
+                                           _offset(d_extra, j0), flag)
                             if floating is float:
                                 if bf16:
                                     # the products' operands: this step's da in bf16
@@ -932,14 +940,17 @@ cdef int _engine_backward(const floating[:, ::1] W_hh, const int64_t[::1] length
                           const floating* saved, const floating* prev_seq,
                           const floating* prev0, const floating[:, :, ::1] d_out,
                           floating[:, ::1] dh, floating* dc, floating[:, :, ::1] da_x,
-                          floating[:, :, ::1] da_h, int flag,
+                          floating[:, :, ::1] da_h, const floating* extra, floating* d_extra,
+                          int flag,
                           const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
                           const floating[:, ::1] h0, const floating[:, :, ::1] out,
                           floating[:, ::1] dx2d, floating[:, ::1] dW_ih, floating[:, ::1] dW_hh,
                           floating* db_ih, floating* db_hh, bint bf16=False) except -1:
     """One BPTT.  On entry dh (B, H) holds dL/dh_n and dc (or NULL) dL/dc_n;
     on exit dL/dh0, dL/dc0, and dx2d, dW_ih, dW_hh, db_ih, db_hh (see
-    _weight_gradients; db_hh is db_ih for the single-bias cells).
+    _weight_gradients; db_hh is db_ih for the single-bias cells); extra
+    (the forward's) or NULL, and d_extra, zeroed by the caller, into which
+    the cell's backward adds its gradient (or NULL).
     g_seq (T, B, G*H): the saved gates (the Elman cell passes out); saved
     (T, B, H) or NULL; prev_seq (T, B, H) and prev0 (B, H): the state whose
     previous value the cell's backward reads.  da_x, da_h (S, B, G*H), the
@@ -998,7 +1009,8 @@ cdef int _engine_backward(const floating[:, ::1] W_hh, const int64_t[::1] length
                 t0 = chunk * ring
                 t1 = min(T, t0 + ring)
                 _backward_unpacked(W_hh, lengths, g_seq, saved, prev_seq, prev0, d_out, dh, dc,
-                                   &da_x[0, 0, 0], &da_h[0, 0, 0], ring, t0, t1, flag)
+                                   &da_x[0, 0, 0], &da_h[0, 0, 0], ring, t0, t1, extra, d_extra,
+                                   flag)
                 with nogil:
                     _weight_gradients(x2d, W_ih, h0, out, &da_x[0, 0, 0], &da_h[0, 0, 0],
                                       t0, t1, chunk < n_chunks - 1, dx2d, dW_ih, dW_hh, db_ih,
@@ -1048,7 +1060,8 @@ cdef int _engine_backward(const floating[:, ::1] W_hh, const int64_t[::1] length
                 _backward_worker(&steps, threadid(), ring, share_blas, T, B, H, G, u, nv, per_item,
                                  &W_hh[0, 0], &lengths[0], P, g_seq, saved, prev_seq, prev0,
                                  &d_out[0, 0, 0], &dh[0, 0], dc, &da_x[0, 0, 0],
-                                 &da_h[0, 0, 0], flag, x2d, W_ih, h0, out, dx2d, dW_ih, dW_hh,
+                                 &da_h[0, 0, 0], extra, d_extra, flag, x2d, W_ih, h0, out, dx2d,
+                                 dW_ih, dW_hh,
                                  db_ih, db_hh, bf)
             if share_blas:
                 _blas_local(pool)  # fastrnn's count, as in _weight_gradients

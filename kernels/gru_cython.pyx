@@ -50,7 +50,8 @@ cdef inline void _cell_forward(bint running, Py_ssize_t nu, Py_ssize_t H, Py_ssi
 cdef inline void _cell_backward(bint running, Py_ssize_t nu, Py_ssize_t H, const floating* g,
                                 const floating* hn, const floating* h_prev,
                                 const floating* d_out, floating* dh, floating* dc,
-                                floating* da_x, floating* da_h, int flag) noexcept nogil:
+                                floating* da_x, floating* da_h, const floating* extra,
+                                floating* d_extra, int flag) noexcept nogil:
     """Units 0..nu-1 of one row at step t: da_x, da_h from dh, then
     dh = dL/dh_t z, the direct path (the engine adds da_h W_hh)."""
     cdef Py_ssize_t j
@@ -136,5 +137,5 @@ def backward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
     """
     dh0[:, :] = d_h_n
     _engine_backward(W_hh, lengths, num_threads, &gates[0, 0, 0], &hn[0, 0, 0], &out[0, 0, 0],
-                     &h0[0, 0], d_out, dh0, NULL, da_x, da_h, 0,
+                     &h0[0, 0], d_out, dh0, NULL, da_x, da_h, NULL, NULL, 0,
                      x2d, W_ih, h0, out, dx2d, dW_ih, dW_hh, &db_ih[0], &db_hh[0], bf16)

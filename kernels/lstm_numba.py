@@ -4,7 +4,9 @@ These kernels trust their inputs: ``fastrnn._driver`` has checked shapes and
 dtypes, made every array C-contiguous and of one float dtype, allocated the
 outputs and workspace, and chosen ``use_blas`` (see ``fastrnn._tuning``).
 Shape letters: T steps, B batch, I input features, H hidden units; the gate
-blocks of width H are i, f, g, o (PyTorch's order).
+blocks of width H are i, f, g, o (PyTorch's order); the peephole weights
+W_ch (3H,) have blocks i, f, o (zeros when the cell has none: the same
+loops run either way).
 
 Read side by side with ``fastrnn/reference.py`` (the specification) and
 ``kernels/lstm_cython.pyx`` (the same loops in Cython).
@@ -17,13 +19,14 @@ from ._numba_util import (backward_product, fast_tanh, in_chunks, jit, project_i
                           recurrent_product, sigmoid, transposed_for_loops, weight_gradients)
 
 
-def forward(x2d, W_ih, bias, W_hh, h0, c0, lengths, bf16, use_blas, num_threads,
+def forward(x2d, W_ih, bias, W_hh, W_ch, h0, c0, lengths, peephole, bf16, use_blas, num_threads,
             gates, work, c, out, h_n, c_n):
     """LSTM forward over a whole sequence.
 
     Inputs:  x2d (T*B, I), W_ih (4H, I), bias (4H,) = b_ih + b_hh (zeros if none),
-             W_hh (4H, H), h0 (B, H), c0 (B, H), lengths (B,) int64, use_blas,
-             num_threads (unused, as in the Elman kernels).
+             W_hh (4H, H), W_ch (3H,) the peepholes (zeros if none), h0 (B, H),
+             c0 (B, H), lengths (B,) int64, peephole (unused: zeros cost no
+             branch here), use_blas, num_threads (unused, as in the Elman kernels).
     Work:    work (B, 4H).
     Outputs (overwritten): gates (T, B, 4H) the activated gates i, f, g, o of
              each step (zero past a sequence's length), c (T, B, H) the cell
@@ -34,14 +37,14 @@ def forward(x2d, W_ih, bias, W_hh, h0, c0, lengths, bf16, use_blas, num_threads,
     W_hhT = transposed_for_loops(W_hh, use_blas)
     h_n[:] = h0
     c_n[:] = c0
-    in_chunks(lambda t0, t1: forward_steps(x2d, W_ih, bias, W_hh, W_hhT, lengths, use_blas,
+    in_chunks(lambda t0, t1: forward_steps(x2d, W_ih, bias, W_hh, W_hhT, W_ch, lengths, use_blas,
                                            gates, work, c, out, h_n, c_n, t0, t1),
               x2d, W_hh, out)
 
 
 @jit
-def forward_steps(x2d, W_ih, bias, W_hh, W_hhT, lengths, use_blas, gates, work, c, out, h_n, c_n,
-                  t0, t1):
+def forward_steps(x2d, W_ih, bias, W_hh, W_hhT, W_ch, lengths, use_blas, gates, work, c, out,
+                  h_n, c_n, t0, t1):
     """Steps t0 .. t1-1 of the forward, from the states h_n, c_n (those of step t0-1)."""
     T, B, H = out.shape
     # The steps' input terms in one GEMM, into gates, which each step then
@@ -53,11 +56,12 @@ def forward_steps(x2d, W_ih, bias, W_hh, W_hhT, lengths, use_blas, gates, work, 
         for b in range(B):
             if t < lengths[b]:
                 for j in range(H):
-                    i = sigmoid(gates[t, b, j] + work[b, j])
-                    f = sigmoid(gates[t, b, H + j] + work[b, H + j])
+                    c_prev = c_n[b, j]
+                    i = sigmoid(gates[t, b, j] + work[b, j] + W_ch[j] * c_prev)
+                    f = sigmoid(gates[t, b, H + j] + work[b, H + j] + W_ch[H + j] * c_prev)
                     g = fast_tanh(gates[t, b, 2 * H + j] + work[b, 2 * H + j])
-                    o = sigmoid(gates[t, b, 3 * H + j] + work[b, 3 * H + j])
-                    cj = f * c_n[b, j] + i * g
+                    cj = f * c_prev + i * g
+                    o = sigmoid(gates[t, b, 3 * H + j] + work[b, 3 * H + j] + W_ch[2 * H + j] * cj)
                     hj = o * fast_tanh(cj)
                     gates[t, b, j] = i
                     gates[t, b, H + j] = f
@@ -75,30 +79,35 @@ def forward_steps(x2d, W_ih, bias, W_hh, W_hhT, lengths, use_blas, gates, work, 
                     out[t, b, j] = 0
 
 
-def backward(x2d, W_ih, W_hh, h0, c0, out, c, gates, d_out, d_h_n, d_c_n, lengths, bf16,
-             use_blas, num_threads, da, work, dx2d, dh0, dc0, dW_ih, dW_hh, db):
+def backward(x2d, W_ih, W_hh, W_ch, h0, c0, out, c, gates, d_out, d_h_n, d_c_n, lengths,
+             peephole, bf16, use_blas, num_threads, da, work, dx2d, dh0, dc0, dW_ih, dW_hh, db,
+             dW_ch):
     """LSTM BPTT over a whole sequence.
 
-    Inputs:  x2d (T*B, I), W_ih (4H, I), W_hh (4H, H), h0, c0 (B, H), and from
-             the forward out, c (T, B, H) and gates (T, B, 4H); d_out (T, B, H),
-             d_h_n, d_c_n (B, H), lengths (B,), use_blas, num_threads (unused).
+    Inputs:  x2d (T*B, I), W_ih (4H, I), W_hh (4H, H), W_ch (3H,), h0, c0 (B, H),
+             and from the forward out, c (T, B, H) and gates (T, B, 4H); d_out
+             (T, B, H), d_h_n, d_c_n (B, H), lengths (B,), peephole, use_blas,
+             num_threads (unused).
     Work:    da (T, B, 4H) the gradients of the gates' pre-activations, work (B, H).
     Outputs (overwritten): dx2d (T*B, I), dh0, dc0 (B, H), dW_ih (4H, I),
-             dW_hh (4H, H), db (4H,) (the gradient of b_ih and of b_hh alike).
+             dW_hh (4H, H), db (4H,) (the gradient of b_ih and of b_hh alike),
+             dW_ch (3H,) (zeros without peepholes).
     """
     # dh0, dc0: the running dL/dh_t and dL/dc_t; after step 0 they are dL/dh0, dL/dc0
     dh0[:] = d_h_n
     dc0[:] = d_c_n
-    in_chunks(lambda t0, t1: backward_steps(W_hh, c0, out, c, gates, d_out, lengths, use_blas,
-                                            da, work, dh0, dc0, t0, t1),
+    dW_ch[:] = 0
+    in_chunks(lambda t0, t1: backward_steps(W_hh, W_ch, c0, out, c, gates, d_out, lengths,
+                                            use_blas, da, work, dh0, dc0, dW_ch, t0, t1),
               x2d, W_hh, out, reverse=True)
     weight_gradients(x2d, W_ih, h0, out, da, da, dx2d, dW_ih, dW_hh, db, db)
 
 
 @jit
-def backward_steps(W_hh, c0, out, c, gates, d_out, lengths, use_blas, da, work, dh, dc, t0, t1):
+def backward_steps(W_hh, W_ch, c0, out, c, gates, d_out, lengths, use_blas, da, work, dh, dc,
+                   dW_ch, t0, t1):
     """Steps t1-1 down to t0 of BPTT, from dh, dc = dL/dh_{t1-1}, dL/dc_{t1-1}
-    (left as those of step t0-1)."""
+    (left as those of step t0-1); adds the steps' share of dW_ch."""
     T, B, H = out.shape
     one = out.dtype.type(1)
     for t in range(t1 - 1, t0 - 1, -1):
@@ -112,12 +121,18 @@ def backward_steps(W_hh, c0, out, c, gates, d_out, lengths, use_blas, da, work, 
                     c_prev = c[t - 1, b, j] if t > 0 else c0[b, j]
                     tc = fast_tanh(c[t, b, j])
                     dhj = dh[b, j] + d_out[t, b, j]
-                    dcj = dc[b, j] + dhj * o * (one - tc * tc)
-                    da[t, b, j] = dcj * g * i * (one - i)
-                    da[t, b, H + j] = dcj * c_prev * f * (one - f)
+                    dao = dhj * tc * o * (one - o)
+                    dcj = dc[b, j] + dhj * o * (one - tc * tc) + dao * W_ch[2 * H + j]
+                    dai = dcj * g * i * (one - i)
+                    daf = dcj * c_prev * f * (one - f)
+                    da[t, b, j] = dai
+                    da[t, b, H + j] = daf
                     da[t, b, 2 * H + j] = dcj * i * (one - g * g)
-                    da[t, b, 3 * H + j] = dhj * tc * o * (one - o)
-                    dc[b, j] = dcj * f
+                    da[t, b, 3 * H + j] = dao
+                    dc[b, j] = dcj * f + dai * W_ch[j] + daf * W_ch[H + j]
+                    dW_ch[j] += dai * c_prev
+                    dW_ch[H + j] += daf * c_prev
+                    dW_ch[2 * H + j] += dao * c[t, b, j]
             else:
                 # A frozen step is the identity on (h, c): dh and dc pass through.
                 for j in range(4 * H):

@@ -57,7 +57,8 @@ cdef inline void _cell_forward(bint running, Py_ssize_t nu, Py_ssize_t H, Py_ssi
 cdef inline void _cell_backward(bint running, Py_ssize_t nu, Py_ssize_t H, const floating* h,
                                 const floating* saved, const floating* prev,
                                 const floating* d_out, floating* dh, floating* dc,
-                                floating* da, floating* da_h, int relu) noexcept nogil:
+                                floating* da, floating* da_h, const floating* extra,
+                                floating* d_extra, int relu) noexcept nogil:
     """Units 0..nu-1 of one row at step t: da from dh and h_t (``h``), then
     dh = 0 (all of dL/dh_{t-1} goes through W_hh)."""
     cdef Py_ssize_t j
@@ -118,4 +119,5 @@ def backward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
     """
     dh0[:, :] = d_h_n
     _engine_backward(W_hh, lengths, num_threads, &out[0, 0, 0], NULL, NULL, NULL, d_out, dh0,
-                     NULL, da, da, relu, x2d, W_ih, h0, out, dx2d, dW_ih, dW_hh, &db[0], &db[0], bf16)
+                     NULL, da, da, NULL, NULL, relu, x2d, W_ih, h0, out, dx2d, dW_ih, dW_hh,
+                     &db[0], &db[0], bf16)

@@ -9,13 +9,19 @@ from fastrnn._spec import CELLS
 from fastrnn._testing import backward, forward, random_upstream
 from fastrnn._testing import random_problem
 
-# (cell, nonlinearity): the Elman cell in both activations, the gated cells.
-VARIANTS = [("rnn", "tanh"), ("rnn", "relu"), ("lstm", None), ("gru", None)]
-VARIANT_IDS = ["rnn-tanh", "rnn-relu", "lstm", "gru"]
+# (cell, variant): the Elman cell in both activations, the gated cells, and
+# the LSTM with peepholes (its extra weight W_ch given).
+VARIANTS = [("rnn", "tanh"), ("rnn", "relu"), ("lstm", None), ("lstm", "peephole"),
+            ("gru", None)]
+VARIANT_IDS = ["rnn-tanh", "rnn-relu", "lstm", "lstm-peephole", "gru"]
 
 
-def _kwargs(nonlinearity):
-    return {} if nonlinearity is None else {"nonlinearity": nonlinearity}
+def _kwargs(variant):
+    return {"nonlinearity": variant} if variant in ("tanh", "relu") else {}
+
+
+def _extras(variant):
+    return variant == "peephole"
 
 
 def loss(cell, problem, nonlinearity, ups):
@@ -54,12 +60,12 @@ CASES = [
 def test_gradients_match_finite_differences(cell, nonlinearity, case):
     T, B, I, H = 4, 3, 2, 3
     problem = random_problem(T, B, I, H, cell=cell, lengths=case["lengths"], bias=case["bias"],
-                               seed=3, weight_scale=0.8)
+                             seed=3, weight_scale=0.8, extras=_extras(nonlinearity))
     ups = random_upstream(cell, T, B, H)
     _, cache = forward(cell, problem, **_kwargs(nonlinearity))
     grads = backward(cell, ups, cache, R)
     for name in CELLS[cell].inputs:
-        analytic = grads["d" + name]
+        analytic = grads.get("d" + name)
         if problem[name] is None:
             assert analytic is None
             continue
@@ -71,12 +77,13 @@ def test_gradients_match_finite_differences(cell, nonlinearity, case):
 def test_gradients_along_random_directions(cell, nonlinearity):
     """A medium problem: <grad, v> against the directional central difference."""
     T, B, I, H = 25, 6, 7, 9
-    problem = random_problem(T, B, I, H, cell=cell, lengths=[25, 0, 11, 1, 24, 25], seed=5)
+    problem = random_problem(T, B, I, H, cell=cell, lengths=[25, 0, 11, 1, 24, 25], seed=5,
+                             extras=_extras(nonlinearity))
     ups = random_upstream(cell, T, B, H, seed=6)
     _, cache = forward(cell, problem, **_kwargs(nonlinearity))
     grads = backward(cell, ups, cache, R)
     rng = np.random.default_rng(7)
-    names = CELLS[cell].inputs
+    names = [name for name in CELLS[cell].inputs if problem[name] is not None]
     for _ in range(3):
         v = {name: rng.standard_normal(problem[name].shape) for name in names}
         eps = 1e-5
@@ -110,6 +117,24 @@ def test_one_lstm_step_is_the_equation():
     np.testing.assert_allclose(c_n, c, rtol=1e-14)
     np.testing.assert_allclose(out[0], expit(o) * np.tanh(c), rtol=1e-14)
     np.testing.assert_array_equal(h_n, out[0])
+
+
+def test_one_peephole_lstm_step_is_the_equation():
+    """ONNX's LSTM with P: i and f see c_{t-1}, o sees c_t."""
+    H = 4
+    p = random_problem(1, 2, 3, H, cell="lstm", seed=1, extras=True)
+    out, h_n, c_n, _ = R.lstm_forward(**p)
+    a = p["x"][0] @ p["W_ih"].T + p["b_ih"] + p["h0"] @ p["W_hh"].T + p["b_hh"]
+    i, f, g, o = (a[:, k * H:(k + 1) * H] for k in range(4))
+    p_i, p_f, p_o = p["W_ch"][:H], p["W_ch"][H:2 * H], p["W_ch"][2 * H:]
+    c = expit(f + p_f * p["c0"]) * p["c0"] + expit(i + p_i * p["c0"]) * np.tanh(g)
+    np.testing.assert_allclose(c_n, c, rtol=1e-14)
+    np.testing.assert_allclose(out[0], expit(o + p_o * c) * np.tanh(c), rtol=1e-14)
+    # zero peepholes are the plain cell, bit for bit
+    plain = R.lstm_forward(**{**p, "W_ch": None})
+    zeros = R.lstm_forward(**{**p, "W_ch": np.zeros(3 * H)})
+    for a_, b_ in zip(plain[:3], zeros[:3]):
+        np.testing.assert_array_equal(a_, b_)
 
 
 def test_one_gru_step_is_the_equation():
