@@ -10,7 +10,9 @@ the node computes, with PyTorch's gate order and parameter names::
     out, h_n = layer(x)           # ONNX's Y is out as (T, D, B, H), Y_h is h_n
 
 ONNX orders the gates as LSTM (i, o, f, c) and GRU (z, r, h); fastrnn, like
-PyTorch, as (i, f, g, o) and (r, z, n). ``direction`` "forward" and
+PyTorch, as (i, f, g, o) and (r, z, n). An LSTM's peephole weights ``P``
+(i, o, f), when not all zero, make an ``LSTM(peepholes=True)`` whose
+``weight_ch`` blocks are (i, f, o). ``direction`` "forward" and
 "bidirectional" map to ``bidirectional``, ``layout`` 1 to ``batch_first``,
 an RNN's activation Tanh or Relu to ``nonlinearity``. The node's run-time
 inputs (``sequence_lens``, ``initial_h``, ``initial_c``) are what the layer
@@ -23,7 +25,6 @@ refused with a ValueError that names it:
 - activations other than the defaults;
 - ``clip`` and ``input_forget``;
 - a GRU with ``linear_before_reset=0`` (ONNX's default; PyTorch exports 1);
-- an LSTM with non-zero peephole weights ``P``;
 - weights that are not initializers.
 
 Needs the ``onnx`` package (``pip install onnx``); importing fastrnn does not.
@@ -39,6 +40,8 @@ __all__ = ["layer_from_onnx"]
 _OPS = {"RNN": RNN, "LSTM": LSTM, "GRU": GRU}
 # For each of fastrnn's gate blocks (PyTorch's order), the block of ONNX's weights.
 _FROM_ONNX_GATES = {"RNN": [0], "LSTM": [0, 2, 3, 1], "GRU": [1, 0, 2]}
+# Likewise for the LSTM's peepholes: fastrnn's (i, f, o) are P's blocks (i, o, f) 0, 2, 1.
+_FROM_ONNX_PEEPHOLES = [0, 2, 1]
 _DEFAULT_ACTIVATIONS = {"LSTM": ["Sigmoid", "Tanh", "Tanh"], "GRU": ["Sigmoid", "Tanh"]}
 _RNN_ACTIVATIONS = {"Tanh": "tanh", "Relu": "relu"}
 
@@ -107,11 +110,11 @@ def layer_from_onnx(model, node=None, *, dtype=np.float32, backend=None):
         return numpy_helper.to_array(initial[name]).astype(np.float64)
 
     W, R, Bias = weight(1, "W"), weight(2, "R"), weight(3, "B")
-    if op == "LSTM":
-        P = weight(7, "P")
-        if P is not None and P.any():
-            raise ValueError(f"{what} has peephole weights P, which fastrnn's LSTM does not "
-                             f"have yet")
+    P = weight(7, "P") if op == "LSTM" else None
+    if P is not None and not P.any():
+        P = None  # zero peepholes: the plain LSTM, and its faster loops
+    if P is not None:
+        options["peepholes"] = True
     G = len(_FROM_ONNX_GATES[op])
     if W.ndim != 3 or W.shape[0] != D or W.shape[1] % G:
         raise ValueError(f"{what}'s W must have shape ({D}, {G}*hidden_size, input_size), "
@@ -122,19 +125,23 @@ def layer_from_onnx(model, node=None, *, dtype=np.float32, backend=None):
                          f"{W.shape} and R {R.shape}")
     if Bias is not None and Bias.shape != (D, 2 * G * H):
         raise ValueError(f"{what}'s B must have shape ({D}, {2 * G * H}), got {Bias.shape}")
+    if P is not None and P.shape != (D, 3 * H):
+        raise ValueError(f"{what}'s P must have shape ({D}, {3 * H}), got {P.shape}")
 
     layer = _OPS[op](I, H, bias=Bias is not None, bidirectional=D == 2,
                      batch_first=attrs.get("layout", 0) == 1, dtype=dtype, backend=backend,
                      **options)
-    gates = _FROM_ONNX_GATES[op]
 
-    def ours(w):  # ONNX's gate blocks in fastrnn's order
-        return np.concatenate([w[k * H:(k + 1) * H] for k in gates])
+    def ours(w, blocks=_FROM_ONNX_GATES[op]):  # ONNX's blocks in fastrnn's order
+        return np.concatenate([w[k * H:(k + 1) * H] for k in blocks])
 
     def biases(d):  # B (D, 2*G*H): W's biases, then R's
         return (None, None) if Bias is None else (ours(Bias[d, :G * H]), ours(Bias[d, G * H:]))
 
-    layer._load_slots([(ours(W[d]), ours(R[d]), *biases(d)) for d in range(D)])
+    def peepholes(d):
+        return () if P is None else (ours(P[d], _FROM_ONNX_PEEPHOLES),)
+
+    layer._load_slots([(ours(W[d]), ours(R[d]), *biases(d), *peepholes(d)) for d in range(D)])
     return layer
 
 

@@ -37,14 +37,14 @@ def forward(x2d, W_ih, bias, W_hh, W_ch, h0, c0, lengths, peephole, bf16, use_bl
     W_hhT = transposed_for_loops(W_hh, use_blas)
     h_n[:] = h0
     c_n[:] = c0
-    in_chunks(lambda t0, t1: forward_steps(x2d, W_ih, bias, W_hh, W_hhT, W_ch, lengths, use_blas,
-                                           gates, work, c, out, h_n, c_n, t0, t1),
+    in_chunks(lambda t0, t1: forward_steps(x2d, W_ih, bias, W_hh, W_hhT, W_ch, peephole, lengths,
+                                           use_blas, gates, work, c, out, h_n, c_n, t0, t1),
               x2d, W_hh, out)
 
 
 @jit
-def forward_steps(x2d, W_ih, bias, W_hh, W_hhT, W_ch, lengths, use_blas, gates, work, c, out,
-                  h_n, c_n, t0, t1):
+def forward_steps(x2d, W_ih, bias, W_hh, W_hhT, W_ch, peephole, lengths, use_blas, gates, work,
+                  c, out, h_n, c_n, t0, t1):
     """Steps t0 .. t1-1 of the forward, from the states h_n, c_n (those of step t0-1)."""
     T, B, H = out.shape
     # The steps' input terms in one GEMM, into gates, which each step then
@@ -57,11 +57,19 @@ def forward_steps(x2d, W_ih, bias, W_hh, W_hhT, W_ch, lengths, use_blas, gates, 
             if t < lengths[b]:
                 for j in range(H):
                     c_prev = c_n[b, j]
-                    i = sigmoid(gates[t, b, j] + work[b, j] + W_ch[j] * c_prev)
-                    f = sigmoid(gates[t, b, H + j] + work[b, H + j] + W_ch[H + j] * c_prev)
+                    ai = gates[t, b, j] + work[b, j]
+                    af = gates[t, b, H + j] + work[b, H + j]
+                    ao = gates[t, b, 3 * H + j] + work[b, 3 * H + j]
+                    if peephole:  # loop-invariant: LLVM keeps a plain loop beside this one
+                        ai += W_ch[j] * c_prev
+                        af += W_ch[H + j] * c_prev
+                    i = sigmoid(ai)
+                    f = sigmoid(af)
                     g = fast_tanh(gates[t, b, 2 * H + j] + work[b, 2 * H + j])
                     cj = f * c_prev + i * g
-                    o = sigmoid(gates[t, b, 3 * H + j] + work[b, 3 * H + j] + W_ch[2 * H + j] * cj)
+                    if peephole:
+                        ao += W_ch[2 * H + j] * cj
+                    o = sigmoid(ao)
                     hj = o * fast_tanh(cj)
                     gates[t, b, j] = i
                     gates[t, b, H + j] = f
@@ -97,15 +105,15 @@ def backward(x2d, W_ih, W_hh, W_ch, h0, c0, out, c, gates, d_out, d_h_n, d_c_n, 
     dh0[:] = d_h_n
     dc0[:] = d_c_n
     dW_ch[:] = 0
-    in_chunks(lambda t0, t1: backward_steps(W_hh, W_ch, c0, out, c, gates, d_out, lengths,
-                                            use_blas, da, work, dh0, dc0, dW_ch, t0, t1),
+    in_chunks(lambda t0, t1: backward_steps(W_hh, W_ch, peephole, c0, out, c, gates, d_out,
+                                            lengths, use_blas, da, work, dh0, dc0, dW_ch, t0, t1),
               x2d, W_hh, out, reverse=True)
     weight_gradients(x2d, W_ih, h0, out, da, da, dx2d, dW_ih, dW_hh, db, db)
 
 
 @jit
-def backward_steps(W_hh, W_ch, c0, out, c, gates, d_out, lengths, use_blas, da, work, dh, dc,
-                   dW_ch, t0, t1):
+def backward_steps(W_hh, W_ch, peephole, c0, out, c, gates, d_out, lengths, use_blas, da, work,
+                   dh, dc, dW_ch, t0, t1):
     """Steps t1-1 down to t0 of BPTT, from dh, dc = dL/dh_{t1-1}, dL/dc_{t1-1}
     (left as those of step t0-1); adds the steps' share of dW_ch."""
     T, B, H = out.shape
@@ -122,17 +130,21 @@ def backward_steps(W_hh, W_ch, c0, out, c, gates, d_out, lengths, use_blas, da, 
                     tc = fast_tanh(c[t, b, j])
                     dhj = dh[b, j] + d_out[t, b, j]
                     dao = dhj * tc * o * (one - o)
-                    dcj = dc[b, j] + dhj * o * (one - tc * tc) + dao * W_ch[2 * H + j]
+                    dcj = dc[b, j] + dhj * o * (one - tc * tc)
+                    if peephole:  # loop-invariant, as in the forward
+                        dcj += dao * W_ch[2 * H + j]
                     dai = dcj * g * i * (one - i)
                     daf = dcj * c_prev * f * (one - f)
                     da[t, b, j] = dai
                     da[t, b, H + j] = daf
                     da[t, b, 2 * H + j] = dcj * i * (one - g * g)
                     da[t, b, 3 * H + j] = dao
-                    dc[b, j] = dcj * f + dai * W_ch[j] + daf * W_ch[H + j]
-                    dW_ch[j] += dai * c_prev
-                    dW_ch[H + j] += daf * c_prev
-                    dW_ch[2 * H + j] += dao * c[t, b, j]
+                    dc[b, j] = dcj * f
+                    if peephole:
+                        dc[b, j] += dai * W_ch[j] + daf * W_ch[H + j]
+                        dW_ch[j] += dai * c_prev
+                        dW_ch[H + j] += daf * c_prev
+                        dW_ch[2 * H + j] += dao * c[t, b, j]
             else:
                 # A frozen step is the identity on (h, c): dh and dc pass through.
                 for j in range(4 * H):

@@ -14,14 +14,17 @@ G = {"RNN": 1, "LSTM": 4, "GRU": 3}
 
 
 def make_model(op, *, D=1, layout=0, bias=True, states=False, seed=0, extra_inputs=(),
-               **attrs):
-    """An ONNX model of one node: X -> Y (and Y_h), random weights as initializers."""
+               peepholes=False, **attrs):
+    """An ONNX model of one node: X -> Y (and Y_h), random weights as initializers
+    (with ``peepholes``, an LSTM's P too)."""
     rng = np.random.default_rng(seed)
     g = G[op]
     weights = {"W": rng.uniform(-0.5, 0.5, (D, g * H, I)),
                "R": rng.uniform(-0.5, 0.5, (D, g * H, H))}
     if bias:
         weights["B"] = rng.uniform(-0.5, 0.5, (D, 2 * g * H))
+    if peepholes:
+        weights["P"] = rng.uniform(-1, 1, (D, 3 * H))
     weights.update(dict(extra_inputs))
     inputs = ["X", "W", "R", "B" if bias else "", "", "initial_h" if states else ""]
     if op == "LSTM":
@@ -51,7 +54,8 @@ def make_model(op, *, D=1, layout=0, bias=True, states=False, seed=0, extra_inpu
     return m
 
 
-CASES = [("RNN", {}), ("RNN", {"activations": ["Relu"]}), ("LSTM", {}), ("GRU", {})]
+CASES = [("RNN", {}), ("RNN", {"activations": ["Relu"]}), ("LSTM", {}),
+         ("LSTM", {"peepholes": True}), ("GRU", {})]
 
 
 @pytest.mark.parametrize("layout", [0, 1])
@@ -75,6 +79,7 @@ def test_a_layer_from_an_onnx_node_matches_onnx_runtime(op, attrs, D, layout):
     layer = layer_from_onnx(make_model(op, D=D, layout=layout, states=True, **attrs),
                             dtype=np.float64).eval()
     assert layer.bidirectional == (D == 2) and layer.batch_first == (layout == 1)
+    assert getattr(layer, "peepholes", False) == attrs.get("peepholes", False)
     states = [feeds[k].astype(np.float64) for k in ("initial_h", "initial_c") if k in feeds]
     x64 = x.astype(np.float64)
     out, h_n = layer(x64.transpose(1, 0, 2) if layout else x64,
@@ -114,7 +119,7 @@ REFUSED = [
     (dict(op="LSTM", activations=["Sigmoid", "Tanh", "Relu"]), "activations"),
     (dict(op="RNN", activations=["Sigmoid"]), "activations"),
     (dict(op="RNN", D=2, activations=["Tanh", "Relu"]), "activations"),
-    (dict(op="LSTM", extra_inputs={"P": np.full((1, 3 * H), 0.5)}), "peephole"),
+    (dict(op="LSTM", extra_inputs={"P": np.full((1, 2 * H), 0.5)}), "P must have shape"),
 ]
 
 
@@ -127,7 +132,16 @@ def test_what_fastrnn_has_no_layer_for_is_refused_by_name(kwargs, words):
 
 def test_zero_peepholes_are_no_peepholes():
     m = make_model("LSTM", extra_inputs={"P": np.zeros((1, 3 * H))})
-    assert isinstance(layer_from_onnx(m), type(layer_from_onnx(make_model("LSTM"))))
+    assert not layer_from_onnx(m).peepholes
+
+
+def test_the_peephole_order_is_reordered_to_fastrnns():
+    """P's blocks (i, o, f), told apart by their values, become weight_ch's (i, f, o)."""
+    m = make_model("LSTM", extra_inputs={"P": np.repeat([[1.0, 2, 3]], H, axis=1)})
+    layer = layer_from_onnx(m)
+    assert layer.peepholes
+    np.testing.assert_array_equal(layer.state_dict()["weight_ch_l0"],
+                                  np.repeat([1.0, 3, 2], H).astype(np.float32))
 
 
 def test_finding_the_node():
@@ -154,14 +168,15 @@ def test_weights_that_are_not_initializers_are_refused():
 
 @pytest.mark.parametrize("layout", [0, 1])
 @pytest.mark.parametrize("D", [1, 2])
-@pytest.mark.parametrize("op", ["RNN", "LSTM", "GRU"])
+@pytest.mark.parametrize("op", ["RNN", "LSTM", "LSTM+P", "GRU"])
 def test_a_layer_from_an_onnx_node_matches_onnx_operator_tests(op, D, layout):
     """The expected outputs of ONNX's own operator tests (the NumPy helpers
     of onnx/backend/test/case/node/{rnn,lstm,gru}.py, part of the onnx
-    package): no runtime needed, and layout 1 too."""
+    package): no runtime needed, and layout 1 too.  LSTM+P: with peepholes."""
+    op, peepholes = op.split("+")[0], op.endswith("+P")
     helpers = pytest.importorskip(f"onnx.backend.test.case.node.{op.lower()}")
     helper_class = getattr(helpers, f"{op}Helper" if op != "RNN" else "RNNHelper")
-    m = make_model(op, D=D, layout=layout)
+    m = make_model(op, D=D, layout=layout, peepholes=peepholes)
     weights = {t.name: numpy_helper.to_array(t).astype(np.float64) for t in m.graph.initializer}
     rng = np.random.default_rng(2)
     x = rng.standard_normal((B, T, I) if layout else (T, B, I))
