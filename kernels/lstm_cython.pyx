@@ -28,6 +28,9 @@ cdef inline void _cell_forward(bint running, Py_ssize_t nu, Py_ssize_t H, Py_ssi
     (peepholes) extra is W_ch's blocks i, f, o at these units."""
     cdef Py_ssize_t j
     cdef floating i, f, gj, o, cj, hj
+    # Two loops, not one that tests ``flag`` per unit as the Numba kernel
+    # does: written as one, the plain LSTM ran 5-10% slower (LSTM (1, 64)
+    # and (16, 256) float32, old build against new, 6 alternating runs).
     if running and flag:
         for j in range(nu):
             cj = c_n[j]

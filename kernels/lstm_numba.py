@@ -139,12 +139,13 @@ def backward_steps(W_hh, W_ch, peephole, c0, out, c, gates, d_out, lengths, use_
                     da[t, b, H + j] = daf
                     da[t, b, 2 * H + j] = dcj * i * (one - g * g)
                     da[t, b, 3 * H + j] = dao
-                    dc[b, j] = dcj * f
+                    dcj = dcj * f  # dL/dc_{t-1}
                     if peephole:
-                        dc[b, j] += dai * W_ch[j] + daf * W_ch[H + j]
+                        dcj += dai * W_ch[j] + daf * W_ch[H + j]
                         dW_ch[j] += dai * c_prev
                         dW_ch[H + j] += daf * c_prev
                         dW_ch[2 * H + j] += dao * c[t, b, j]
+                    dc[b, j] = dcj
             else:
                 # A frozen step is the identity on (h, c): dh and dc pass through.
                 for j in range(4 * H):
