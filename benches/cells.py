@@ -79,6 +79,13 @@ def compare(got, ref):
 # (run at their defaults, e.g. the Elman cell's tanh) and its layer's name.
 
 
+def _torch_options(spec):
+    """The options at their defaults that torch's module takes too: the named
+    ones (the Elman cell's nonlinearity).  A flag option (the GRU's
+    reset_after) is fastrnn's own, and its default is torch's only form."""
+    return {k: v for k, v in spec.defaults.items() if isinstance(v, str)}
+
+
 def _rng(*key):
     return np.random.default_rng([20240917, *key])
 
@@ -165,7 +172,7 @@ def torch_runner(cell, problem, training, bf16=False):
     H = p["W_hh"].shape[1]
     x = torch.from_numpy(p["x"])
     spec = SPECS[cell]
-    module = getattr(torch.nn, spec.layer)(I, H, dtype=x.dtype, **spec.defaults)
+    module = getattr(torch.nn, spec.layer)(I, H, dtype=x.dtype, **_torch_options(spec))
     with torch.no_grad():
         for param, key in (("weight_ih_l0", "W_ih"), ("weight_hh_l0", "W_hh"),
                            ("bias_ih_l0", "b_ih"), ("bias_hh_l0", "b_hh")):
@@ -215,7 +222,7 @@ def torch_runner(cell, problem, training, bf16=False):
 
 
 def _cell(spec):
-    options = ", ".join(f'{k}="{v}"' for k, v in spec.defaults.items())
+    options = ", ".join(f'{k}="{v}"' for k, v in _torch_options(spec).items())
     return Cell(name=spec.name, gates=spec.G,
                 make_problem=functools.partial(make_problem, spec.name),
                 fastrnn_runner=functools.partial(fastrnn_runner, spec.name),

@@ -91,17 +91,30 @@ def _compare(gots, wants, bound):
     return good, f"{max(e for e, _ in errors):>13.1e} {'ok' if good else 'FAIL':>4s}"
 
 
+def _label(cell, kwargs):
+    """A check row's name: the cell, each named option's value ("rnn relu"),
+    each flag option that is not its default as key=value."""
+    words = [cell]
+    for key, value in kwargs.items():
+        if isinstance(value, str):
+            words.append(value)
+        elif value != CELLS[cell].defaults[key]:
+            words.append(f"{key}={value}")
+    return " ".join(words)
+
+
 def check_backends(backends):
     """Forward and backward of every cell in every backend against the float64
     reference; returns True when all agree.  (This also loads every thread pool
     the kernels use, so that print_pools lists them all.)"""
     print()
     print("check against the float64 reference (T=7, B=5, I=6, H=9, lengths with 0 and T):")
-    print(f"  {'cell':9s} {'dtype':8s}" + "".join(f"{b:>18s}" for b in backends))
+    cases = [(cell, kwargs, _label(cell, kwargs)) for cell in CELLS for kwargs in variants(cell)]
+    width = max(len(label) for *_, label in cases)
+    print(f"  {'cell':{width}s} {'dtype':8s}" + "".join(f"{b:>18s}" for b in backends))
     ok = True
-    cases = [(cell, kwargs) for cell in CELLS for kwargs in variants(cell)]
     for dtype in (np.float32, np.float64):
-        for cell, kwargs in cases:
+        for cell, kwargs, label in cases:
             problem = random_problem(7, 5, 6, 9, dtype, cell=cell, lengths=[7, 0, 3, 7, 1])
             ups = random_upstream(cell, 7, 5, 9, dtype)
             as64 = as_float64({**problem, **ups})
@@ -114,8 +127,7 @@ def check_backends(backends):
                 good, text = _compare((outs, grads), (r_outs, r_grads), TOLERANCE[np.dtype(dtype)])
                 ok &= good
                 row += text
-            label = " ".join((cell, *kwargs.values()))
-            print(f"  {label:9s} {np.dtype(dtype).name:8s}{row}")
+            print(f"  {label:{width}s} {np.dtype(dtype).name:8s}{row}")
     return ok
 
 

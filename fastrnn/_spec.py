@@ -28,6 +28,9 @@ An entry says:
     Keyword options of the forward: ``{keyword: (choices, kernel_arg)}``;
     the first choice is the default and the kernels take the index of the
     chosen one as ``kernel_arg`` (0 tanh / 1 relu: the kernels' ``relu`` flag).
+    Choices that are True and False make a flag option (checked as one).
+``no_bf16``
+    Option values that bfloat16 compute does not run with: ``{keyword: value}``.
 ``bias_apart``
     Gate blocks of ``b_hh`` that do not fold into the one summed bias
     ``bias = b_ih + b_hh``: the kernels take each as ``b_h{gate}`` (H,) and
@@ -90,7 +93,7 @@ class Cell:
     """One cell's entry; see the module docstring for the fields."""
 
     def __init__(self, *, name, layer, title, gates, states, saved, forward, backward,
-                 bias_grads, options=None, bias_apart=(), extras=None):
+                 bias_grads, options=None, no_bf16=None, bias_apart=(), extras=None):
         self.name = name
         self.layer = layer
         self.title = title
@@ -98,6 +101,7 @@ class Cell:
         self.G = len(gates)
         self.states = states
         self.options = options or {}
+        self.no_bf16 = no_bf16 or {}
         self.bias_apart = bias_apart
         self.extras = extras or {}
         self.saved = saved
@@ -165,15 +169,25 @@ CELLS = {cell.name: cell for cell in (
         name="gru", layer="GRU", title="GRU",
         gates=("r", "z", "n"),
         states=("h",),
-        bias_apart=("n",),  # b_hn: n = tanh(x W_in^T + b_in + r * (h W_hn^T + b_hn))
+        # reset_after (Keras's name; ONNX's linear_before_reset=1, PyTorch's
+        # only form): n = tanh(x W_in^T + b_in + r * (h W_hn^T + b_hn)).
+        # reset_after=False (Keras's reset_after=False, ONNX's default
+        # linear_before_reset=0): n = tanh(x W_in^T + b_in + (r * h) W_hn^T + b_hn),
+        # a second recurrent product per step, after r.
+        options={"reset_after": ((True, False), "reset_before")},
+        no_bf16={"reset_after": False},
+        bias_apart=("n",),  # b_hn: inside the reset product, or added after (reset before)
+        # hn: h W_hn^T + b_hn, what r multiplies; with the reset before, r * h_{t-1}.
         saved=("out", "gates", "hn"),
         forward=Kernel(
             "forward",
-            "x2d W_ih bias b_hn W_hh h0 lengths bf16 use_blas num_threads  gates work hn out h_n",
+            "x2d W_ih bias b_hn W_hh h0 lengths reset_before bf16 use_blas num_threads"
+            "  gates work hn out h_n",
             {"gates": ("T", "B", "GH"), "work": ("B", "GH"), "hn": ("T", "B", "H")}),
         backward=Kernel(
             "backward",
-            "x2d W_ih W_hh h0 out gates hn d_out d_h_n lengths bf16 use_blas num_threads"
+            "x2d W_ih W_hh h0 out gates hn d_out d_h_n lengths reset_before bf16 use_blas"
+            " num_threads"
             "  da_x da_h work dx2d dh0 dW_ih dW_hh db_ih db_hh",
             {"da_x": ("TS", "B", "GH"), "da_h": ("TS", "B", "GH"), "work": ("B", "H"),
              "db_ih": ("GH",), "db_hh": ("GH",)}),

@@ -159,12 +159,17 @@ def check_compute_dtype(compute_dtype, dtype):
 
 def check_options(cell, options):
     """The keyword options of ``cell`` (its spec's ``options``, e.g. the Elman
-    cell's nonlinearity): each one of its choices.  Returns them as a dict."""
+    cell's nonlinearity): each one of its choices, an absent one its default
+    (the first).  Returns them as a new dict."""
+    checked = {}
     for key, (choices, _) in CELLS[cell].options.items():
-        value = options[key]
-        if not isinstance(value, str) or value not in choices:
+        value = options.get(key, choices[0])
+        if choices == (True, False):
+            value = check_bool(value, key)
+        elif not isinstance(value, str) or value not in choices:
             raise ValueError(f"{key} must be one of {choices}, got {value!r}")
-    return options
+        checked[key] = value
+    return checked
 
 
 def as_generator(seed):
@@ -294,7 +299,20 @@ def check_forward_bf16(cell, x, states, W_ih, W_hh, b_ih, b_hh, lengths, options
                           tuple(extras))
         if compute_dtype is None:
             compute_dtype = "bfloat16"
-    return p, compute_dtype is not None and check_compute_dtype(compute_dtype, p.dtype)
+    bf16 = compute_dtype is not None and check_compute_dtype(compute_dtype, p.dtype)
+    if bf16:
+        check_bf16_options(cell, p.options)
+    return p, bf16
+
+
+def check_bf16_options(cell, options):
+    """Refuse bfloat16 compute with an option value it does not run (the
+    spec's ``no_bf16``: the GRU's reset_after=False)."""
+    for key, value in CELLS[cell].no_bf16.items():
+        if options[key] == value:
+            raise ValueError(f"compute_dtype='bfloat16' does not run the {cell} cell with "
+                             f"{key}={value!r} (yet): use float32, or {key}="
+                             f"{CELLS[cell].defaults[key]!r}")
 
 
 def _cache_layout(spec):

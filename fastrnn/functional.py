@@ -209,13 +209,20 @@ def lstm_backward(d_out, d_h_n, d_c_n, cache):
     return _driver.backward("lstm", check_backward("lstm", cache, (d_out, d_h_n, d_c_n)), cache)
 
 
-def gru_forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, *, lengths=None, training=True,
-                backend=None, compute_dtype=None):
+def gru_forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, *, reset_after=True, lengths=None,
+                training=True, backend=None, compute_dtype=None):
     """Run a GRU over a batch of sequences (PyTorch's ``nn.GRU`` equations).
 
     ``r = sigmoid(x_t W_ir^T + b_ir + h_{t-1} W_hr^T + b_hr)``, z likewise,
     ``n = tanh(x_t W_in^T + b_in + r * (h_{t-1} W_hn^T + b_hn))``,
     ``h_t = (1 - z) * n + z * h_{t-1}``.
+
+    ``reset_after=False`` resets before the product instead:
+    ``n = tanh(x_t W_in^T + b_in + (r * h_{t-1}) W_hn^T + b_hn)``, the GRU
+    of Keras's ``GRU(reset_after=False)`` and of ONNX's GRU with its default
+    ``linear_before_reset=0`` (``reset_after=True`` is PyTorch's GRU, Keras's
+    default and ONNX's ``linear_before_reset=1``).  It costs a second
+    recurrent product per step, after r; bfloat16 compute does not run it.
 
     Parameters
     ----------
@@ -229,6 +236,9 @@ def gru_forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, *, lengths=None, traini
         Recurrent weights (``weight_hh_l0``).
     b_ih, b_hh : ndarray, shape (3*H,), or None
         Biases; None means no bias (and a None gradient).
+    reset_after : bool
+        True (the default, PyTorch's GRU): r multiplies h_{t-1} W_hn^T + b_hn;
+        False: r multiplies h_{t-1} before W_hn (see above).
     lengths, training, backend, compute_dtype
         As in :func:`fastrnn.rnn_forward`.
 
@@ -244,8 +254,8 @@ def gru_forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, *, lengths=None, traini
 
     Raises as :func:`fastrnn.rnn_forward` does.
     """
-    p, bf16 = check_forward_bf16("gru", x, (h0,), W_ih, W_hh, b_ih, b_hh, lengths, {},
-                                 compute_dtype)
+    p, bf16 = check_forward_bf16("gru", x, (h0,), W_ih, W_hh, b_ih, b_hh, lengths,
+                                 {"reset_after": reset_after}, compute_dtype)
     return _driver.forward(p, training, backend, bf16=bf16)
 
 
@@ -268,6 +278,7 @@ def gru_backward(d_out, d_h_n, cache):
     GRUGrads
         Named tuple ``(dx (T, B, I), dh0 (B, H), dW_ih (3H, I), dW_hh (3H, H),
         db_ih (3H,), db_hh (3H,))``; a bias that was None has gradient None.
-        db_ih and db_hh differ in the n block (b_hn is multiplied by r).
+        db_ih and db_hh differ in the n block (b_hn is multiplied by r), but
+        with ``reset_after=False``, where b_hn is added as b_in is.
     """
     return _driver.backward("gru", check_backward("gru", cache, (d_out, d_h_n)), cache)

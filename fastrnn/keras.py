@@ -14,12 +14,12 @@ transposes of PyTorch's ``weight_ih`` and ``weight_hh``; its LSTM gates are
 in PyTorch's order (i, f, c, o), its GRU's are (z, r, h) against PyTorch's
 (r, z, n). A GRU with ``reset_after=True`` (Keras's default) is fastrnn's
 GRU, with its bias of shape (2, 3H) split into ``bias_ih`` and ``bias_hh``;
-the one bias of SimpleRNN and LSTM becomes ``bias_ih`` (``bias_hh`` zero).
+one with ``reset_after=False`` is ``GRU(reset_after=False)``, whose one bias
+(3H,), like that of SimpleRNN and LSTM, becomes ``bias_ih`` (``bias_hh`` zero).
 ``Bidirectional`` with ``merge_mode="concat"`` is ``bidirectional=True``.
 The input and recurrent dropout of Keras's layers act in training only and
 are not carried over. Refused with a ValueError that names it:
 
-- ``reset_after=False`` (the ONNX ``linear_before_reset=0`` GRU);
 - activations other than Keras's defaults (SimpleRNN also takes relu);
 - ``go_backwards=True`` outside ``Bidirectional``, and merge modes other
   than concat.
@@ -70,7 +70,9 @@ def layer_from_keras(keras_layer, *, dtype=np.float32, backend=None):
     I, G = kernel.shape[0], len(_FROM_KERAS_GATES[kind])
     H = int(config["units"])
     use_bias = bool(config.get("use_bias", True))
-    options = {"nonlinearity": config["activation"]} if kind == "SimpleRNN" else {}
+    options = ({"nonlinearity": config["activation"]} if kind == "SimpleRNN"
+               else {"reset_after": bool(config.get("reset_after", True))} if kind == "GRU"
+               else {})
     layer = _CELLS[kind](I, H, bias=use_bias, bidirectional=len(halves) == 2,
                          batch_first=not config.get("time_major", False), dtype=dtype,
                          backend=backend, **options)
@@ -81,6 +83,7 @@ def layer_from_keras(keras_layer, *, dtype=np.float32, backend=None):
         return np.concatenate([w[..., k * H:(k + 1) * H] for k in gates], axis=-1).T
 
     def biases(ws):  # GRU(reset_after=True): (2, 3H), b_ih and b_hh; else b_ih only
+        # (with reset_after=False b_hn adds where b_in does, so b_ih holds both)
         if not use_bias:
             return None, None
         bias = np.asarray(ws[2], dtype=np.float64)
@@ -97,10 +100,6 @@ def _check_config(kind, config, backward):
         raise ValueError(f"{what} has go_backwards={config.get('go_backwards')}: fastrnn runs "
                          f"a sequence backwards only as the second direction of a "
                          f"Bidirectional layer")
-    if kind == "GRU" and not config.get("reset_after", False):
-        raise ValueError(f"{what} has reset_after=False (the reset gate applied before the "
-                         f"recurrent product, ONNX's linear_before_reset=0): fastrnn's GRU is "
-                         f"the reset_after=True form (Keras's default, PyTorch's) only")
     activation = config.get("activation")
     allowed = ("tanh", "relu") if kind == "SimpleRNN" else ("tanh",)
     if activation not in allowed:

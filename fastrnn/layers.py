@@ -25,9 +25,9 @@ import numpy as np
 
 from . import _backends, _driver
 from ._spec import CELLS
-from ._validation import (Checked, as_generator, check_bool, check_compute_dtype, check_dtype,
-                          check_lengths, check_options, check_positive_int, convert, given,
-                          is_number)
+from ._validation import (Checked, as_generator, check_bf16_options, check_bool,
+                          check_compute_dtype, check_dtype, check_lengths, check_options,
+                          check_positive_int, convert, given, is_number)
 
 __all__ = ["RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell"]
 
@@ -171,7 +171,10 @@ class _Module:
 
     @compute_dtype.setter
     def compute_dtype(self, value):
-        self._compute_dtype = "bfloat16" if check_compute_dtype(value, self.dtype) else None
+        bf16 = check_compute_dtype(value, self.dtype)
+        if bf16:
+            check_bf16_options(self._cell, self._options)
+        self._compute_dtype = "bfloat16" if bf16 else None
 
     @property
     def _weight_names(self):
@@ -363,6 +366,9 @@ class _Module:
         for key in _OPTION_KEYS - set(CELLS[cls._cell].options):
             config.pop(key, None)
         config.setdefault("compute_dtype", None)  # files saved before it existed
+        if "reset_after" in CELLS[cls._cell].options:
+            config.setdefault("reset_after", True)  # likewise (a file without nonlinearity
+            # is refused: it is as old as the RNN, so the key was lost, not never written)
         if "peepholes" in cls._CONFIG:
             config.setdefault("peepholes", False)  # likewise
         expected = cls._config_keys()
@@ -669,16 +675,26 @@ class LSTM(_Recurrent):
 
 
 class GRU(_Recurrent):
-    """A GRU layer with ``torch.nn.GRU``'s arguments, names and shapes."""
+    """A GRU layer with ``torch.nn.GRU``'s arguments, names and shapes.
+
+    ``reset_after=False`` resets before the n block's product
+    (``n = tanh(x W_in^T + b_in + (r * h) W_hn^T + b_hn)``): the GRU of
+    Keras's ``GRU(reset_after=False)`` and of ONNX's GRU with
+    ``linear_before_reset=0`` (see ``fastrnn.gru_forward``); the parameters
+    are the same.  PyTorch has only the default form, so such a layer has
+    no ``torch.nn`` twin.
+    """
 
     _cell = "gru"
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
-                 dropout=0.0, bidirectional=False, *, dtype=np.float32, backend=None, seed=None,
-                 compute_dtype=None):
+                 dropout=0.0, bidirectional=False, *, reset_after=True, dtype=np.float32,
+                 backend=None, seed=None, compute_dtype=None):
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, options={}, dtype=dtype, backend=backend, seed=seed,
-                         compute_dtype=compute_dtype)
+                         bidirectional, options={"reset_after": reset_after}, dtype=dtype,
+                         backend=backend, seed=seed, compute_dtype=compute_dtype)
+
+    reset_after = _Fixed()
 
 
 class _Cell(_Module):
@@ -829,11 +845,14 @@ class LSTMCell(_Cell):
 
 
 class GRUCell(_Cell):
-    """One GRU step with ``torch.nn.GRUCell``'s arguments and parameter names."""
+    """One GRU step with ``torch.nn.GRUCell``'s arguments and parameter names;
+    ``reset_after=False`` as in :class:`GRU`."""
 
     _cell = "gru"
 
-    def __init__(self, input_size, hidden_size, bias=True, *, dtype=np.float32, backend=None,
-                 seed=None, compute_dtype=None):
-        super().__init__(input_size, hidden_size, bias, options={}, dtype=dtype, backend=backend,
-                         seed=seed, compute_dtype=compute_dtype)
+    def __init__(self, input_size, hidden_size, bias=True, *, reset_after=True, dtype=np.float32,
+                 backend=None, seed=None, compute_dtype=None):
+        super().__init__(input_size, hidden_size, bias, options={"reset_after": reset_after},
+                         dtype=dtype, backend=backend, seed=seed, compute_dtype=compute_dtype)
+
+    reset_after = _Fixed()

@@ -10,7 +10,9 @@ the node computes, with PyTorch's gate order and parameter names::
     out, h_n = layer(x)           # ONNX's Y is out as (T, D, B, H), Y_h is h_n
 
 ONNX orders the gates as LSTM (i, o, f, c) and GRU (z, r, h); fastrnn, like
-PyTorch, as (i, f, g, o) and (r, z, n). An LSTM's peephole weights ``P``
+PyTorch, as (i, f, g, o) and (r, z, n). A GRU's ``linear_before_reset``
+is fastrnn's ``reset_after``: 1 (what PyTorch exports) gives ``GRU()``, 0
+(ONNX's default) ``GRU(reset_after=False)``. An LSTM's peephole weights ``P``
 (i, o, f), when not all zero, make an ``LSTM(peepholes=True)`` whose
 ``weight_ch`` blocks are (i, f, o). ``direction`` "forward" and
 "bidirectional" map to ``bidirectional``, ``layout`` 1 to ``batch_first``,
@@ -24,7 +26,6 @@ refused with a ValueError that names it:
 - ``direction="reverse"``;
 - activations other than the defaults;
 - ``clip`` and ``input_forget``;
-- a GRU with ``linear_before_reset=0`` (ONNX's default; PyTorch exports 1);
 - weights that are not initializers.
 
 Needs the ``onnx`` package (``pip install onnx``); importing fastrnn does not.
@@ -91,11 +92,11 @@ def layer_from_onnx(model, node=None, *, dtype=np.float32, backend=None):
     if attrs.get("input_forget", 0):
         raise ValueError(f"{what} sets input_forget=1 (the input and forget gates coupled), "
                          f"which fastrnn's LSTM does not have")
-    if op == "GRU" and attrs.get("linear_before_reset", 0) != 1:
-        raise ValueError(f"{what} has linear_before_reset=0 (the reset gate applied before "
-                         f"the recurrent product, Keras's reset_after=False): fastrnn's GRU "
-                         f"is the linear_before_reset=1 form (PyTorch's) only")
     options = _activations(what, op, attrs["activations"], D)
+    if op == "GRU":
+        # linear_before_reset=1: r multiplies R_h h + Rb_h (PyTorch's form);
+        # 0, the default: r multiplies h before R_h.
+        options["reset_after"] = attrs.get("linear_before_reset", 0) != 0
 
     inputs = list(n.input) + [""] * (8 - len(n.input))
     initial = {t.name: t for t in graph.initializer}

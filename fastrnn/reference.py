@@ -28,6 +28,9 @@ by gate, two bias vectors):
     GRU   [xr, xz, xn] = x_t W_ih^T + b_ih,  [hr, hz, hn] = h_{t-1} W_hh^T + b_hh
           r = sigmoid(xr + hr), z = sigmoid(xz + hz), n = tanh(xn + r * hn)
           h_t = (1 - z) * n + z * h_{t-1}
+          with reset_after=False (Keras's reset_after=False, ONNX's
+          linear_before_reset=0) the reset comes before the n block's product:
+          n = tanh(xn + (r * h_{t-1}) W_hn^T + b_hn)
 
 bfloat16 compute (``compute_dtype="bfloat16"``, float32 arrays): every
 product reads its operands rounded to bfloat16 (round to nearest even:
@@ -277,14 +280,15 @@ def lstm_backward(d_out, d_h_n, d_c_n, cache):
     return make_grads(cache, dx, dh, dc, dW_ih, dW_hh, db_ih=db, db_hh=db, extras=(dW_ch,))
 
 
-def gru_forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, *, lengths=None, training=True,
-                compute_dtype=None):
+def gru_forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, *, reset_after=True, lengths=None,
+                training=True, compute_dtype=None):
     """GRU over a sequence: the reference for ``fastrnn.gru_forward``.
 
     Returns ``out (T, B, H), h_n (B, H), cache``.
     """
-    p, bf16 = check_forward_bf16("gru", x, (h0,), W_ih, W_hh, b_ih, b_hh, lengths, {},
-                                 compute_dtype)
+    p, bf16 = check_forward_bf16("gru", x, (h0,), W_ih, W_hh, b_ih, b_hh, lengths,
+                                 {"reset_after": reset_after}, compute_dtype)
+    reset_after = p.options["reset_after"]
     T, B, H, dtype = p.T, p.B, p.H, p.dtype
     x, W_ih, W_hh, lengths = p.x, p.W_ih, p.W_hh, p.lengths
     b_ih = _zeros_if_none(p.b_ih, 3 * H, dtype)
@@ -296,12 +300,18 @@ def gru_forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, *, lengths=None, traini
     h0 = h.copy()
     out = np.zeros((T, B, H), dtype)
     gates = np.zeros((T, B, 3 * H), dtype)  # r, z, n after their activations
-    hns = np.zeros((T, B, H), dtype)  # W_hn h_{t-1} + b_hn
+    hns = np.zeros((T, B, H), dtype)  # h_{t-1} W_hn^T + b_hn, or r * h_{t-1} (reset before)
     for t in range(T):
         xr, xz, xn = np.split(op(x[t]) @ Wi.T + b_ih, 3, axis=1)
-        hr, hz, hn = np.split(op(h) @ Wh.T + b_hh, 3, axis=1)
-        r, z = sigmoid(xr + hr), sigmoid(xz + hz)
-        n = np.tanh(xn + r * hn)
+        if reset_after:
+            hr, hz, hn = np.split(op(h) @ Wh.T + b_hh, 3, axis=1)
+            r, z = sigmoid(xr + hr), sigmoid(xz + hz)
+            n = np.tanh(xn + r * hn)
+        else:
+            hr, hz = np.split(op(h) @ Wh[:2 * H].T + b_hh[:2 * H], 2, axis=1)
+            r, z = sigmoid(xr + hr), sigmoid(xz + hz)
+            hn = r * h  # saved for the backward: what W_hn multiplies
+            n = np.tanh(xn + op(hn) @ Wh[2 * H:].T + b_hh[2 * H:])
         h_new = (1 - z) * n + z * h
         running = _running(t, lengths, B)
         h = np.where(running, h_new, h)
@@ -313,7 +323,8 @@ def gru_forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, *, lengths=None, traini
     if training:
         cache = ForwardCache(
             "gru", "numpy", lengths=lengths, has_b_ih=p.b_ih is not None,
-            has_b_hh=p.b_hh is not None, options={}, compute="bfloat16" if bf16 else None,
+            has_b_hh=p.b_hh is not None, options=p.options,
+            compute="bfloat16" if bf16 else None,
             arrays=dict(x=_own(x), h0=h0, W_ih=_own(W_ih), W_hh=_own(W_hh), out=out,
                         gates=gates, hn=hns))
         out = cache.read_only_out()
@@ -329,9 +340,19 @@ def gru_backward(d_out, d_h_n, cache):
         da_x = [dr r(1-r), dz z(1-z), dn]       (the gradient of x_t W_ih^T + b_ih)
         da_h = [dr r(1-r), dz z(1-z), dn * r]   (the gradient of h_{t-1} W_hh^T + b_hh)
         dL/dh_{t-1} = dh * z + da_h W_hh
+
+    With the reset before the product (``reset_after=False``), n's
+    recurrent term is (r * h_{t-1}) W_hn^T + b_hn, so its gradient dn reaches
+    r * h_{t-1} through W_hn first:
+
+        drh = dn W_hn,  dr = drh * h_{t-1}
+        da_x = [dr r(1-r), dz z(1-z), dn],  db_hh's n block sums dn too
+        dW_hh = [dr r(1-r), dz z(1-z)]^T h_{t-1} on the r, z blocks, dn^T (r * h_{t-1}) on n
+        dL/dh_{t-1} = dh * z + drh * r + [dr r(1-r), dz z(1-z)] W_h[rz]
     """
     d_out, d_h_n = check_backward("gru", cache, (d_out, d_h_n))
     x, W_ih, W_hh, out, lengths = cache.x, cache.W_ih, cache.W_hh, cache.out, cache.lengths
+    reset_after = cache.reset_after
     T, B, H = out.shape
     dtype = x.dtype
     d_out = _zeros_if_none(d_out, (T, B, H), dtype)
@@ -346,20 +367,33 @@ def gru_backward(d_out, d_h_n, cache):
     dh = _zeros_if_none(d_h_n, (B, H), dtype).copy()
     for t in reversed(range(T)):
         r, z, n = np.split(cache.gates[t], 3, axis=1)
+        hn = cache.hn[t]
         h_prev = out[t - 1] if t > 0 else cache.h0
         dh_total = dh + d_out[t]
         dn = dh_total * (1 - z) * (1 - n * n)
-        dr = dn * cache.hn[t] * r * (1 - r)
         dz = dh_total * (h_prev - n) * z * (1 - z)
         running = _running(t, lengths, B)
-        da_x = np.where(running, np.concatenate([dr, dz, dn], axis=1), 0)
-        da_h = np.where(running, np.concatenate([dr, dz, dn * r], axis=1), 0)
-        da_x_op, da_h_op = op(da_x), op(da_h)  # the products'; the bias sums read them as they are
+        if reset_after:
+            dr = dn * hn * r * (1 - r)
+            da_x = np.where(running, np.concatenate([dr, dz, dn], axis=1), 0)
+            da_h = np.where(running, np.concatenate([dr, dz, dn * r], axis=1), 0)
+            da_x_op, da_h_op = op(da_x), op(da_h)  # the products'; the bias sums read them as they are
+            dW_hh += da_h_op.T @ op(h_prev)
+            dh_prev = dh_total * z + da_h_op @ Wh
+        else:
+            dn = np.where(running, dn, 0)
+            drh = op(dn) @ Wh[2 * H:]
+            dr = drh * h_prev * r * (1 - r)
+            da_x = np.where(running, np.concatenate([dr, dz, dn], axis=1), 0)
+            da_h = da_x
+            da_x_op = op(da_x)
+            dW_hh[:2 * H] += da_x_op[:, :2 * H].T @ op(h_prev)
+            dW_hh[2 * H:] += op(dn).T @ op(hn)
+            dh_prev = dh_total * z + drh * r + da_x_op[:, :2 * H] @ Wh[:2 * H]
         dW_ih += da_x_op.T @ op(x[t])
-        dW_hh += da_h_op.T @ op(h_prev)
         db_ih += da_x.sum(axis=0)
         db_hh += da_h.sum(axis=0)
         dx[t] = da_x_op @ Wi
-        dh = np.where(running, dh_total * z + da_h_op @ Wh, dh)
+        dh = np.where(running, dh_prev, dh)
 
     return make_grads(cache, dx, dh, dW_ih, dW_hh, db_ih=db_ih, db_hh=db_hh)

@@ -27,6 +27,7 @@ def _keras():
 @pytest.mark.parametrize("kind, kwargs", [
     ("SimpleRNN", {}), ("SimpleRNN", {"activation": "relu"}), ("SimpleRNN", {"use_bias": False}),
     ("LSTM", {}), ("LSTM", {"use_bias": False}), ("GRU", {}), ("GRU", {"use_bias": False}),
+    ("GRU", {"reset_after": False}), ("GRU", {"reset_after": False, "use_bias": False}),
 ])
 def test_a_layer_from_keras_matches_keras(kind, kwargs, bidirectional):
     keras = _keras()
@@ -40,6 +41,7 @@ def test_a_layer_from_keras_matches_keras(kind, kwargs, bidirectional):
 
     ours = layer_from_keras(theirs, dtype=np.float64).eval()
     assert ours.batch_first and ours.bidirectional == bidirectional
+    assert getattr(ours, "reset_after", True) == kwargs.get("reset_after", True)
     out, h_n = ours(x.astype(np.float64))
     np.testing.assert_allclose(out, expected, atol=2e-6)
     # Keras's states: h (LSTM: h, c) per direction, forward first
@@ -52,7 +54,6 @@ def test_keras_refusals_with_keras():
     keras = _keras()
     x = np.zeros((B, T, I), np.float32)
     for layer, words in [
-        (keras.layers.GRU(H, reset_after=False), "reset_after=False"),
         (keras.layers.LSTM(H, go_backwards=True), "go_backwards"),
         (keras.layers.Bidirectional(keras.layers.GRU(H), merge_mode="sum"), "merge_mode='sum'"),
         (keras.layers.Dense(H), "must be a Keras SimpleRNN"),

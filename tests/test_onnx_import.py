@@ -55,7 +55,7 @@ def make_model(op, *, D=1, layout=0, bias=True, states=False, seed=0, extra_inpu
 
 
 CASES = [("RNN", {}), ("RNN", {"activations": ["Relu"]}), ("LSTM", {}),
-         ("LSTM", {"peepholes": True}), ("GRU", {})]
+         ("LSTM", {"peepholes": True}), ("GRU", {}), ("GRU", {"linear_before_reset": 0})]
 
 
 @pytest.mark.parametrize("layout", [0, 1])
@@ -66,7 +66,7 @@ def test_a_layer_from_an_onnx_node_matches_onnx_runtime(op, attrs, D, layout):
     comes from the node in ``layout`` with the same weights."""
     ort = pytest.importorskip("onnxruntime")
     if "activations" in attrs:
-        attrs = {"activations": attrs["activations"] * D}
+        attrs = {**attrs, "activations": attrs["activations"] * D}
     rng = np.random.default_rng(1)
     x = rng.standard_normal((T, B, I)).astype(np.float32)
     feeds = {"X": x, "initial_h": rng.standard_normal((D, B, H)).astype(np.float32)}
@@ -80,6 +80,7 @@ def test_a_layer_from_an_onnx_node_matches_onnx_runtime(op, attrs, D, layout):
                             dtype=np.float64).eval()
     assert layer.bidirectional == (D == 2) and layer.batch_first == (layout == 1)
     assert getattr(layer, "peepholes", False) == attrs.get("peepholes", False)
+    assert getattr(layer, "reset_after", True) == (attrs.get("linear_before_reset", 1) == 1)
     states = [feeds[k].astype(np.float64) for k in ("initial_h", "initial_c") if k in feeds]
     x64 = x.astype(np.float64)
     out, h_n = layer(x64.transpose(1, 0, 2) if layout else x64,
@@ -115,7 +116,6 @@ REFUSED = [
     (dict(op="LSTM", direction="reverse"), "direction='reverse'"),
     (dict(op="LSTM", clip=3.0), "clip"),
     (dict(op="LSTM", input_forget=1), "input_forget"),
-    (dict(op="GRU", linear_before_reset=0), "linear_before_reset=0"),
     (dict(op="LSTM", activations=["Sigmoid", "Tanh", "Relu"]), "activations"),
     (dict(op="RNN", activations=["Sigmoid"]), "activations"),
     (dict(op="RNN", D=2, activations=["Tanh", "Relu"]), "activations"),
@@ -168,23 +168,25 @@ def test_weights_that_are_not_initializers_are_refused():
 
 @pytest.mark.parametrize("layout", [0, 1])
 @pytest.mark.parametrize("D", [1, 2])
-@pytest.mark.parametrize("op", ["RNN", "LSTM", "LSTM+P", "GRU"])
+@pytest.mark.parametrize("op", ["RNN", "LSTM", "LSTM+P", "GRU", "GRU+lbr0"])
 def test_a_layer_from_an_onnx_node_matches_onnx_operator_tests(op, D, layout):
     """The expected outputs of ONNX's own operator tests (the NumPy helpers
     of onnx/backend/test/case/node/{rnn,lstm,gru}.py, part of the onnx
-    package): no runtime needed, and layout 1 too.  LSTM+P: with peepholes."""
-    op, peepholes = op.split("+")[0], op.endswith("+P")
+    package): no runtime needed, and layout 1 too.  LSTM+P: with peepholes;
+    GRU+lbr0: linear_before_reset=0 (ONNX's default, the reset before the product)."""
+    op, variant = (op.split("+") + [""])[:2]
+    peepholes = variant == "P"
+    gru_attrs = {"linear_before_reset": 0 if variant == "lbr0" else 1} if op == "GRU" else {}
     helpers = pytest.importorskip(f"onnx.backend.test.case.node.{op.lower()}")
     helper_class = getattr(helpers, f"{op}Helper" if op != "RNN" else "RNNHelper")
-    m = make_model(op, D=D, layout=layout, peepholes=peepholes)
+    m = make_model(op, D=D, layout=layout, peepholes=peepholes, **gru_attrs)
     weights = {t.name: numpy_helper.to_array(t).astype(np.float64) for t in m.graph.initializer}
     rng = np.random.default_rng(2)
     x = rng.standard_normal((B, T, I) if layout else (T, B, I))
     h0 = rng.standard_normal((B, D, H) if layout else (D, B, H))
     params = dict(X=x, initial_h=h0, layout=layout,
                   direction="bidirectional" if D == 2 else "forward", **weights)
-    if op == "GRU":
-        params["linear_before_reset"] = 1
+    params.update(gru_attrs)
     if op == "LSTM":
         params["initial_c"] = np.zeros_like(h0)
     try:

@@ -9,14 +9,17 @@ from fastrnn._spec import CELLS
 from fastrnn._testing import backward, forward, random_upstream
 from fastrnn._testing import random_problem
 
-# (cell, variant): the Elman cell in both activations, the gated cells, and
-# the LSTM with peepholes (its extra weight W_ch given).
+# (cell, variant): the Elman cell in both activations, the gated cells, the
+# LSTM with peepholes (its extra weight W_ch given) and the GRU with the
+# reset before its product (reset_after=False).
 VARIANTS = [("rnn", "tanh"), ("rnn", "relu"), ("lstm", None), ("lstm", "peephole"),
-            ("gru", None)]
-VARIANT_IDS = ["rnn-tanh", "rnn-relu", "lstm", "lstm-peephole", "gru"]
+            ("gru", None), ("gru", "reset-before")]
+VARIANT_IDS = ["rnn-tanh", "rnn-relu", "lstm", "lstm-peephole", "gru", "gru-reset-before"]
 
 
 def _kwargs(variant):
+    if variant == "reset-before":
+        return {"reset_after": False}
     return {"nonlinearity": variant} if variant in ("tanh", "relu") else {}
 
 
@@ -146,6 +149,21 @@ def test_one_gru_step_is_the_equation():
     r = expit(ax[:, :H] + ah[:, :H])
     z = expit(ax[:, H:2 * H] + ah[:, H:2 * H])
     n = np.tanh(ax[:, 2 * H:] + r * ah[:, 2 * H:])  # b_hn inside the reset product
+    np.testing.assert_allclose(out[0], (1 - z) * n + z * p["h0"], rtol=1e-14)
+    np.testing.assert_array_equal(h_n, out[0])
+
+
+def test_one_reset_before_gru_step_is_the_equation():
+    """Keras's GRU(reset_after=False), ONNX's linear_before_reset=0: r resets
+    h_{t-1} before W_hn, and b_hn adds outside."""
+    H = 4
+    p = random_problem(1, 2, 3, H, cell="gru", seed=1)
+    out, h_n, _ = R.gru_forward(**p, reset_after=False)
+    ax = p["x"][0] @ p["W_ih"].T + p["b_ih"]
+    ah = p["h0"] @ p["W_hh"].T + p["b_hh"]
+    r = expit(ax[:, :H] + ah[:, :H])
+    z = expit(ax[:, H:2 * H] + ah[:, H:2 * H])
+    n = np.tanh(ax[:, 2 * H:] + (r * p["h0"]) @ p["W_hh"][2 * H:].T + p["b_hh"][2 * H:])
     np.testing.assert_allclose(out[0], (1 - z) * n + z * p["h0"], rtol=1e-14)
     np.testing.assert_array_equal(h_n, out[0])
 
