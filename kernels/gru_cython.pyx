@@ -91,11 +91,138 @@ include "_engine.pxi"
 
 # ---- the reset before the product (reset_after=False) ---------------------------
 #
-# Two products a step with an elementwise pass between them (r * h_{t-1}
-# needs every unit's r before the n block's product can start), forward and
-# backward.  They run as BLAS products a step at a time, as the engine's
-# short sequences do (_forward_unpacked), not on the engine's packed panels:
-# the engine's one product per step does not have that second phase yet.
+# Two products a step with an elementwise pass between them: r * h_{t-1}
+# needs every unit's r before the n block's product can start (and in BPTT
+# dr needs all of dn W_hn).  The engine's one product per step has no such
+# second phase, so this form splits the batch instead: each thread runs its
+# own rows through every step, with no barrier between steps (rows do not
+# meet until the weight gradients), reading W_hh from panels packed once for
+# the engine's tile product (_product).  The input term and the weight
+# gradients are GEMMs over many rows, as in the engine.  One thread where
+# the batch has one row.
+
+# Vectors of columns per tile, as the engine's one-gate products.
+DEF _RB_NV = 2
+
+
+cdef floating* _packed(const floating* src, Py_ssize_t sk, Py_ssize_t sn, Py_ssize_t K,
+                       Py_ssize_t N, Py_ssize_t u) noexcept nogil:
+    """M (K, N), element (k, n) at src[k*sk + n*sn], as panels of u columns
+    for _product (K*u values each, the last padded with zeros); NULL when
+    out of memory.  The caller frees it."""
+    cdef Py_ssize_t p, n_panels = (N + u - 1) // u
+    cdef floating* P = <floating*>malloc(n_panels * K * u * sizeof(floating))
+    if P != NULL:
+        for p in range(n_panels):
+            _pack_panel(src, sk, sn, K, 1, N, u, p, P + p * K * u)
+    return P
+
+
+cdef inline void _packed_product(const floating* A, Py_ssize_t lda, Py_ssize_t rows,
+                                 const floating* P, Py_ssize_t K, Py_ssize_t N, Py_ssize_t u,
+                                 floating* C, Py_ssize_t ldc, bint add,
+                                 floating* acc) noexcept nogil:
+    """C (rows, N) (+)= A (rows, K) @ M, M's panels in P (_packed): a block of
+    rows at a time, each panel over it while the block stays in cache.  acc
+    holds ROW_BLOCK * u values."""
+    cdef Py_ssize_t r0 = 0, mr, p, j0, nu, r, jj
+    while r0 < rows:
+        mr = min(ROW_BLOCK, rows - r0)
+        for p in range((N + u - 1) // u):
+            j0 = p * u
+            nu = min(u, N - j0)
+            _product(A + r0 * lda, lda, mr, P + p * K * u, K, _RB_NV, u, acc)
+            for r in range(mr):
+                if add:
+                    for jj in range(nu):
+                        C[(r0 + r) * ldc + j0 + jj] += acc[r * u + jj]
+                else:
+                    for jj in range(nu):
+                        C[(r0 + r) * ldc + j0 + jj] = acc[r * u + jj]
+        r0 += mr
+
+
+cdef void _team_gemm(bint transA, int M, int N, int K, const floating* A, int lda,
+                     const floating* Bm, int ldb, floating beta, floating* C, int ldc,
+                     int team, int pool) noexcept nogil:
+    """_gemm(transA, True-if-not-transA ...): C (M, N) = op(A) op(Bm) + beta C,
+    its M rows shared by the rows' team of threads, each running OpenBLAS on
+    itself alone, so that OpenBLAS's own pool never wakes: its workers spin
+    for a while after a call, and beside the team that took a core from it
+    (measured GRU (16, 256): 64-140 ms an inference against 33 on one thread).
+    One call where the team is one thread or OpenBLAS's per-thread count is
+    missing."""
+    cdef int tid, m0, m1
+    if team == 1 or _blas_local == NULL:
+        _gemm(transA, not transA, M, N, K, 1, A, lda, Bm, ldb, beta, C, ldc)
+        return
+    with parallel(num_threads=team):
+        _blas_local(1)
+        tid = threadid()
+        m0 = M * tid // fastrnn_team_size()
+        m1 = M * (tid + 1) // fastrnn_team_size()
+        if m1 > m0:
+            _gemm(transA, not transA, m1 - m0, N, K, 1, A + (m0 if transA else m0 * lda), lda,
+                  Bm, ldb, beta, C + m0 * ldc, ldc)
+    _blas_local(pool)
+
+
+cdef inline Py_ssize_t _rb_steps(Py_ssize_t B, Py_ssize_t H) noexcept nogil:
+    """Steps per parallel region: about 2**22 multiply-adds (a millisecond or
+    so), so that starting a region costs little beside it and Ctrl-C, looked
+    for between regions, lands soon."""
+    return max(1, (1 << 22) // max(1, B * 3 * H * H))
+
+
+cdef void _forward_rows(Py_ssize_t t0, Py_ssize_t t1, Py_ssize_t b0, Py_ssize_t b1,
+                        Py_ssize_t B, Py_ssize_t H, Py_ssize_t u, Py_ssize_t ring,
+                        const floating* bias, const floating* b_hn, const int64_t* lengths,
+                        const floating* P_rz, const floating* P_n, floating* gates,
+                        floating* hn, floating* out, floating* hbuf, floating* work_rz,
+                        floating* work_n) noexcept nogil:
+    """Steps t0..t1-1 of the forward for rows b0..b1-1: gates and hn hold the
+    input terms of these steps (row t % ring), hbuf's half t % 2 holds h_{t0-1}."""
+    cdef Py_ssize_t GH = 3 * H, rows = b1 - b0, t, b, j
+    cdef floating acc[ROW_BLOCK * 64]
+    cdef floating* g
+    cdef floating* rh
+    cdef floating* h_prev
+    cdef floating* h_next
+    cdef floating r, z, n, hj
+    for t in range(t0, t1):
+        g = gates + (t % ring) * B * GH
+        rh = hn + (t % ring) * B * H
+        h_prev = hbuf + (t % 2) * B * H
+        h_next = hbuf + ((t + 1) % 2) * B * H
+        # The r and z blocks: h_{t-1} W_h[rz]^T, then r * h_{t-1}.
+        _packed_product(h_prev + b0 * H, H, rows, P_rz, H, 2 * H, u, work_rz + b0 * 2 * H,
+                        2 * H, False, acc)
+        for b in range(b0, b1):
+            for j in range(GH):
+                g[b * GH + j] += bias[j]
+            for j in range(H):
+                r = _sigmoid(g[b * GH + j] + work_rz[b * 2 * H + j])
+                g[b * GH + j] = r
+                g[b * GH + H + j] = _sigmoid(g[b * GH + H + j] + work_rz[b * 2 * H + H + j])
+                rh[b * H + j] = r * h_prev[b * H + j]
+        # The n block: (r * h_{t-1}) W_hn^T.
+        _packed_product(rh + b0 * H, H, rows, P_n, H, H, u, work_n + b0 * H, H, False, acc)
+        for b in range(b0, b1):
+            if t < lengths[b]:
+                for j in range(H):
+                    z = g[b * GH + H + j]
+                    n = _tanh(g[b * GH + 2 * H + j] + work_n[b * H + j] + b_hn[j])
+                    hj = (<floating>1 - z) * n + z * h_prev[b * H + j]
+                    g[b * GH + 2 * H + j] = n
+                    out[(t * B + b) * H + j] = hj
+                    h_next[b * H + j] = hj
+            else:
+                for j in range(GH):
+                    g[b * GH + j] = 0
+                for j in range(H):
+                    rh[b * H + j] = 0
+                    out[(t * B + b) * H + j] = 0
+                    h_next[b * H + j] = h_prev[b * H + j]
 
 
 cdef int _forward_reset_before(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
@@ -106,81 +233,110 @@ cdef int _forward_reset_before(const floating[:, ::1] x2d, const floating[:, ::1
                                floating[:, :, ::1] out, floating[:, ::1] h_n) except -1:
     """The forward with the reset before the n block's product.  Step t's
     gates and r * h_{t-1} (the n block's operand, saved for the backward) go
-    to row t % ring of gates and hn (ring = T in training)."""
+    to row t % ring of gates and hn (ring = T in training; in inference a
+    chunk of steps, whose input terms are one GEMM)."""
     cdef Py_ssize_t B = h0.shape[0], H = h0.shape[1], I = x2d.shape[1]
     cdef Py_ssize_t T = x2d.shape[0] // B, GH = 3 * H, ring = gates.shape[0]
-    cdef Py_ssize_t t, b, j, row
-    cdef int pool = _pool_threads()
-    cdef bint solo = _solo(B, GH, max(I, H), num_threads, pool), stopped = False
+    cdef Py_ssize_t u = _lanes(<floating*>NULL) * _RB_NV, t0 = 0, t1, c1
+    cdef Py_ssize_t per_region = _rb_steps(B, H)
+    cdef int team = <int>min(num_threads, B), pool = _pool_threads(), tid
+    cdef bint stopped = False
     cdef floating* work = <floating*>malloc(5 * B * H * sizeof(floating))
-    cdef floating* acc_rz  # (B, 2H) h_{t-1} W_h[rz]^T
-    cdef floating* acc_n  # (B, H) (r * h_{t-1}) W_hn^T
-    cdef floating* h_prev
-    cdef floating* h_next
-    cdef floating* g
-    cdef floating* rh
-    cdef floating r, z, n, hj
-    cdef _SignalClock clock = [0, 1, 1]
-    if work == NULL:
-        raise MemoryError()
+    cdef floating* P_rz = NULL
+    cdef floating* P_n = NULL
     try:
         with nogil:
-            if solo:
-                _blas_local(1)
-            acc_rz, acc_n = work, work + 2 * B * H
-            h_prev, h_next = work + 3 * B * H, work + 4 * B * H
-            memcpy(h_prev, &h0[0, 0], B * H * sizeof(floating))
-            if ring == T:
-                # Every step's input term in one product (W_ih read once).
-                _gemm(False, True, <int>(T * B), <int>GH, <int>I, 1, &x2d[0, 0], <int>I,
-                      &W_ih[0, 0], <int>I, 0, &gates[0, 0, 0], <int>GH)
-            for t in range(T):
-                g = &gates[t % ring, 0, 0]
-                rh = &hn[t % ring, 0, 0]
-                if ring < T:
-                    _gemm(False, True, <int>B, <int>GH, <int>I, 1, &x2d[t * B, 0], <int>I,
-                          &W_ih[0, 0], <int>I, 0, g, <int>GH)
-                for row in range(B):
-                    for j in range(GH):
-                        g[row * GH + j] += bias[j]
-                _gemm(False, True, <int>B, <int>(2 * H), <int>H, 1, h_prev, <int>H,
-                      &W_hh[0, 0], <int>H, 0, acc_rz, <int>(2 * H))
-                for b in range(B):
-                    for j in range(H):
-                        r = _sigmoid(g[b * GH + j] + acc_rz[b * 2 * H + j])
-                        g[b * GH + j] = r
-                        g[b * GH + H + j] = _sigmoid(g[b * GH + H + j] + acc_rz[b * 2 * H + H + j])
-                        rh[b * H + j] = r * h_prev[b * H + j]
-                _gemm(False, True, <int>B, <int>H, <int>H, 1, rh, <int>H, &W_hh[2 * H, 0],
-                      <int>H, 0, acc_n, <int>H)
-                for b in range(B):
-                    if t < lengths[b]:
-                        for j in range(H):
-                            z = g[b * GH + H + j]
-                            n = _tanh(g[b * GH + 2 * H + j] + acc_n[b * H + j] + b_hn[j])
-                            hj = (<floating>1 - z) * n + z * h_prev[b * H + j]
-                            g[b * GH + 2 * H + j] = n
-                            out[t, b, j] = hj
-                            h_next[b * H + j] = hj
+            # W_h[rz]^T (H, 2H) and W_hn^T (H, H) as panels: W_hh's rows are their columns.
+            P_rz = _packed(&W_hh[0, 0], 1, H, H, 2 * H, u)
+            P_n = _packed(&W_hh[2 * H, 0], 1, H, H, H, u)
+        if work == NULL or P_rz == NULL or P_n == NULL:
+            raise MemoryError()
+        with nogil:
+            memcpy(work + 3 * B * H, &h0[0, 0], B * H * sizeof(floating))  # hbuf's half 0
+            while t0 < T and not stopped:
+                # A chunk: the ring's steps (inference) or all T, whose input terms are one GEMM.
+                c1 = min(T, t0 + ring)
+                _team_gemm(False, <int>((c1 - t0) * B), <int>GH, <int>I, &x2d[t0 * B, 0],
+                           <int>I, &W_ih[0, 0], <int>I, 0, &gates[0, 0, 0], <int>GH, team, pool)
+                while t0 < c1:
+                    t1 = min(c1, t0 + per_region)
+                    if team == 1:
+                        _forward_rows(t0, t1, 0, B, B, H, u, ring, &bias[0], &b_hn[0],
+                                      &lengths[0], P_rz, P_n, &gates[0, 0, 0], &hn[0, 0, 0],
+                                      &out[0, 0, 0], work + 3 * B * H, work, work + 2 * B * H)
                     else:
-                        for j in range(GH):
-                            g[b * GH + j] = 0
-                        for j in range(H):
-                            rh[b * H + j] = 0
-                            out[t, b, j] = 0
-                            h_next[b * H + j] = h_prev[b * H + j]
-                h_prev, h_next = h_next, h_prev
-                if _check_now(&clock) and _interrupted():
-                    stopped = True
-                    break
-            memcpy(&h_n[0, 0], h_prev, B * H * sizeof(floating))
+                        with parallel(num_threads=team):
+                            tid = threadid()
+                            _forward_rows(t0, t1, tid * B // fastrnn_team_size(),
+                                          (tid + 1) * B // fastrnn_team_size(), B, H, u, ring,
+                                          &bias[0], &b_hn[0], &lengths[0], P_rz, P_n,
+                                          &gates[0, 0, 0], &hn[0, 0, 0], &out[0, 0, 0],
+                                          work + 3 * B * H, work, work + 2 * B * H)
+                    t0 = t1
+                    if _interrupted():
+                        stopped = True
+                        break
+            memcpy(&h_n[0, 0], work + 3 * B * H + (T % 2) * B * H, B * H * sizeof(floating))
     finally:
-        if solo:
-            _blas_local(pool)
         free(work)
+        free(P_rz)
+        free(P_n)
     if stopped:
         _raise_pending()
     return 0
+
+
+cdef void _backward_rows(Py_ssize_t t0, Py_ssize_t t1, Py_ssize_t c0, Py_ssize_t b0,
+                         Py_ssize_t b1, Py_ssize_t B, Py_ssize_t H, Py_ssize_t u,
+                         const int64_t* lengths, const floating* P_n, const floating* P_rz,
+                         const floating* h0, const floating* out, const floating* gates,
+                         const floating* d_out, floating* da_x, floating* da_h, floating* dh,
+                         floating* dn, floating* drh) noexcept nogil:
+    """Steps t1-1 down to t0 of BPTT for rows b0..b1-1, from dh = dL/dh_{t1-1}
+    (left as dL/dh_{t0-1}); step t's da at row t - c0 of da_x, da_h."""
+    cdef Py_ssize_t GH = 3 * H, rows = b1 - b0, t, b, j
+    cdef floating acc[ROW_BLOCK * 64]
+    cdef floating* ax
+    cdef floating* ah
+    cdef const floating* g
+    cdef const floating* hp
+    cdef floating r, z, n, dhj, dz, dr
+    for t in range(t1 - 1, t0 - 1, -1):
+        ax = da_x + (t - c0) * B * GH
+        ah = da_h + (t - c0) * B * GH
+        g = gates + t * B * GH
+        hp = out + (t - 1) * B * H if t > 0 else h0
+        for b in range(b0, b1):
+            if t < lengths[b]:
+                for j in range(H):
+                    z = g[b * GH + H + j]
+                    n = g[b * GH + 2 * H + j]
+                    dhj = dh[b * H + j] + d_out[(t * B + b) * H + j]
+                    dn[b * H + j] = dhj * (<floating>1 - z) * (<floating>1 - n * n)
+                    dz = dhj * (hp[b * H + j] - n) * z * (<floating>1 - z)
+                    ax[b * GH + H + j] = dz
+                    ax[b * GH + 2 * H + j] = dn[b * H + j]
+                    ah[b * GH + H + j] = dz
+                    ah[b * GH + 2 * H + j] = 0
+                    dh[b * H + j] = dhj * z  # the direct path; the products come next
+            else:
+                for j in range(H):
+                    dn[b * H + j] = 0
+                for j in range(GH):
+                    ax[b * GH + j] = 0
+                    ah[b * GH + j] = 0
+        # drh = dn W_hn, the gradient of r * h_{t-1}
+        _packed_product(dn + b0 * H, H, rows, P_n, H, H, u, drh + b0 * H, H, False, acc)
+        for b in range(b0, b1):
+            if t < lengths[b]:
+                for j in range(H):
+                    r = g[b * GH + j]
+                    dr = drh[b * H + j] * hp[b * H + j] * r * (<floating>1 - r)
+                    ax[b * GH + j] = dr
+                    ah[b * GH + j] = dr
+                    dh[b * H + j] += drh[b * H + j] * r
+        # dh_{t-1} += [dr, dz] W_h[rz]; a frozen row's da is zero, so it adds nothing.
+        _packed_product(ah + b0 * GH, GH, rows, P_rz, 2 * H, H, u, dh + b0 * H, H, True, acc)
 
 
 cdef int _backward_reset_before(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
@@ -193,91 +349,65 @@ cdef int _backward_reset_before(const floating[:, ::1] x2d, const floating[:, ::
                                 floating[:, ::1] dW_ih, floating[:, ::1] dW_hh,
                                 floating[::1] db_ih, floating[::1] db_hh) except -1:
     """BPTT with the reset before the n block's product, in chunks of S steps
-    (S = da_x.shape[0]) from the last: each chunk's steps, then its weight
-    gradients.  Per step: dn and dz; drh = dn W_hn, the gradient of
-    r * h_{t-1}; dr from it; dh_{t-1} = dh z + drh r + [dr, dz] W_h[rz].
+    (S = da_x.shape[0]) from the last: each chunk's steps (_backward_rows),
+    then its weight gradients.  Per step: dn and dz; drh = dn W_hn, the
+    gradient of r * h_{t-1}; dr from it; dh_{t-1} = dh z + drh r + [dr, dz] W_h[rz].
     da_h's n block stays zero, so _weight_gradients leaves dW_hh's and
     db_hh's n blocks to this function: dW_hn = sum dn^T (r * h_{t-1}), db_hn = db_in."""
     cdef Py_ssize_t T = out.shape[0], B = out.shape[1], H = out.shape[2], GH = 3 * H
-    cdef Py_ssize_t S = da_x.shape[0], c0, c1 = T, t, b, j
-    cdef int pool = _pool_threads()
-    cdef bint solo = _solo(B, GH, H, num_threads, pool), stopped = False
-    cdef floating* work = <floating*>malloc(2 * B * H * sizeof(floating))
-    cdef floating* dn  # (B, H)
-    cdef floating* drh  # (B, H)
-    cdef floating* ax
-    cdef floating* ah
-    cdef const floating* g
-    cdef floating r, z, n, h_prev, dhj, dz, dr
-    cdef _SignalClock clock = [0, 1, 1]
-    if work == NULL:
-        raise MemoryError()
+    cdef Py_ssize_t S = da_x.shape[0], c0, c1 = T, t0, t1, j
+    cdef Py_ssize_t u = _lanes(<floating*>NULL) * _RB_NV, per_region = _rb_steps(B, H)
+    cdef int team = <int>min(num_threads, B), pool = _pool_threads(), tid
+    cdef bint stopped = False
+    cdef floating* work = <floating*>malloc(2 * B * H * sizeof(floating))  # dn, drh (B, H)
+    cdef floating* P_n = NULL
+    cdef floating* P_rz = NULL
     try:
         with nogil:
-            dn, drh = work, work + B * H
+            # W_hn (H, H) and W_h[rz] (2H, H) as they are, as panels
+            P_n = _packed(&W_hh[2 * H, 0], H, 1, H, H, u)
+            P_rz = _packed(&W_hh[0, 0], H, 1, 2 * H, H, u)
+        if work == NULL or P_n == NULL or P_rz == NULL:
+            raise MemoryError()
+        with nogil:
             while c1 > 0 and not stopped:
                 c0 = max(0, c1 - S)
-                if solo:
-                    _blas_local(1)
-                for t in range(c1 - 1, c0 - 1, -1):
-                    ax = &da_x[t - c0, 0, 0]
-                    ah = &da_h[t - c0, 0, 0]
-                    g = &gates[t, 0, 0]
-                    for b in range(B):
-                        if t < lengths[b]:
-                            for j in range(H):
-                                z = g[b * GH + H + j]
-                                n = g[b * GH + 2 * H + j]
-                                h_prev = out[t - 1, b, j] if t > 0 else h0[b, j]
-                                dhj = dh[b, j] + d_out[t, b, j]
-                                dn[b * H + j] = dhj * (<floating>1 - z) * (<floating>1 - n * n)
-                                dz = dhj * (h_prev - n) * z * (<floating>1 - z)
-                                ax[b * GH + H + j] = dz
-                                ax[b * GH + 2 * H + j] = dn[b * H + j]
-                                ah[b * GH + H + j] = dz
-                                ah[b * GH + 2 * H + j] = 0
-                                dh[b, j] = dhj * z  # the direct path; the products come next
-                        else:
-                            for j in range(H):
-                                dn[b * H + j] = 0
-                            for j in range(GH):
-                                ax[b * GH + j] = 0
-                                ah[b * GH + j] = 0
-                    # drh = dn W_hn
-                    _gemm(False, False, <int>B, <int>H, <int>H, 1, dn, <int>H, &W_hh[2 * H, 0],
-                          <int>H, 0, drh, <int>H)
-                    for b in range(B):
-                        if t < lengths[b]:
-                            for j in range(H):
-                                r = g[b * GH + j]
-                                h_prev = out[t - 1, b, j] if t > 0 else h0[b, j]
-                                dr = drh[b * H + j] * h_prev * r * (<floating>1 - r)
-                                ax[b * GH + j] = dr
-                                ah[b * GH + j] = dr
-                                dh[b, j] += drh[b * H + j] * r
-                    # dh_{t-1} += [dr, dz] W_h[rz]; a frozen row's da is zero, so it adds nothing.
-                    _gemm(False, False, <int>B, <int>H, <int>(2 * H), 1, ah, <int>GH,
-                          &W_hh[0, 0], <int>H, 1, &dh[0, 0], <int>H)
-                    if _check_now(&clock) and _interrupted():
+                t1 = c1
+                while t1 > c0:
+                    t0 = max(c0, t1 - per_region)
+                    if team == 1:
+                        _backward_rows(t0, t1, c0, 0, B, B, H, u, &lengths[0], P_n, P_rz,
+                                       &h0[0, 0], &out[0, 0, 0], &gates[0, 0, 0],
+                                       &d_out[0, 0, 0], &da_x[0, 0, 0], &da_h[0, 0, 0],
+                                       &dh[0, 0], work, work + B * H)
+                    else:
+                        with parallel(num_threads=team):
+                            tid = threadid()
+                            _backward_rows(t0, t1, c0, tid * B // fastrnn_team_size(),
+                                           (tid + 1) * B // fastrnn_team_size(), B, H, u,
+                                           &lengths[0], P_n, P_rz, &h0[0, 0], &out[0, 0, 0],
+                                           &gates[0, 0, 0], &d_out[0, 0, 0], &da_x[0, 0, 0],
+                                           &da_h[0, 0, 0], &dh[0, 0], work, work + B * H)
+                    t1 = t0
+                    if _interrupted():
                         stopped = True
                         break
-                if solo:
-                    _blas_local(pool)
                 if stopped:
                     break
                 _weight_gradients(x2d, W_ih, h0, out, &da_x[0, 0, 0], &da_h[0, 0, 0], c0, c1,
                                   c1 < T, dx2d, dW_ih, dW_hh, &db_ih[0], &db_hh[0],
                                   num_threads, pool)
                 # dW_hn += DN^T (r * h_{t-1}) over the chunk's rows
-                _gemm(True, False, <int>H, <int>H, <int>((c1 - c0) * B), 1, &da_x[0, 0, 2 * H],
-                      <int>GH, &hn[c0, 0, 0], <int>H, 1, &dW_hh[2 * H, 0], <int>H)
+                _team_gemm(True, <int>H, <int>H, <int>((c1 - c0) * B), &da_x[0, 0, 2 * H],
+                           <int>GH, &hn[c0, 0, 0], <int>H, 1, &dW_hh[2 * H, 0], <int>H, team,
+                           pool)
                 c1 = c0
             for j in range(2 * H, GH):
                 db_hh[j] = db_ih[j]
     finally:
-        if solo:
-            _blas_local(pool)
         free(work)
+        free(P_n)
+        free(P_rz)
     if stopped:
         _raise_pending()
     return 0

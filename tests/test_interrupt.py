@@ -124,3 +124,39 @@ def test_numba_chunks_cover_every_step_once_in_order_and_stay_short(reverse):
     chunks.clear()
     U.in_chunks(run, x2d, W_hh, out[:40], reverse=reverse)
     assert chunks == [(0, 40)]
+
+
+@pytest.mark.parametrize("pass_", ["forward", "backward"])
+@pytest.mark.parametrize("backend", FAST)
+def test_ctrl_c_interrupts_the_gru_that_resets_before(backend, pass_):
+    """reset_after=False runs its own loops in the Cython backend (rows
+    shared between threads, signals looked for between regions of steps)."""
+    backend_or_skip(backend)
+    seconds, whole = interrupted_after(f"""
+        import os, signal, threading, time
+        import numpy as np
+        import fastrnn
+        T, B, I, H = 20000, 4, 64, 256
+        x = np.ones((T, B, I), np.float32)
+        W_ih = np.full((3 * H, I), 0.01, np.float32)
+        W_hh = np.full((3 * H, H), 0.01, np.float32)
+        def forward():
+            return fastrnn.gru_forward(x, None, W_ih, W_hh, reset_after=False,
+                                       backend="{backend}")
+        run = forward
+        if "{pass_}" == "backward":
+            out, _, cache = forward()
+            d_out = np.ones_like(out)
+            run = lambda: fastrnn.gru_backward(d_out, None, cache)
+        t0 = time.perf_counter()
+        run()
+        whole = time.perf_counter() - t0
+        threading.Timer(whole / 4, os.kill, (os.getpid(), signal.SIGINT)).start()
+        t0 = time.perf_counter()
+        try:
+            run()
+            print("finished", time.perf_counter() - t0, whole)
+        except KeyboardInterrupt:
+            print("interrupted", time.perf_counter() - t0, whole)
+    """)
+    assert seconds < whole / 4 + 0.5
