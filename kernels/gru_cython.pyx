@@ -145,9 +145,10 @@ cdef inline void _packed_product(const floating* A, Py_ssize_t lda, Py_ssize_t r
 cdef void _team_gemm(bint transA, int M, int N, int K, const floating* A, int lda,
                      const floating* Bm, int ldb, floating beta, floating* C, int ldc,
                      int team, int pool) noexcept nogil:
-    """_gemm(transA, True-if-not-transA ...): C (M, N) = op(A) op(Bm) + beta C,
-    its M rows shared by the rows' team of threads, each running OpenBLAS on
-    itself alone, so that OpenBLAS's own pool never wakes: its workers spin
+    """C (M, N) = op(A) op(Bm) + beta C, where op transposes A when ``transA``
+    and Bm when not (the two products here: X W_ih^T and DN^T RH), its M rows
+    shared by the rows' team of threads, each running OpenBLAS on itself
+    alone, so that OpenBLAS's own pool never wakes: its workers spin
     for a while after a call, and beside the team that took a core from it
     (measured GRU (16, 256): 64-140 ms an inference against 33 on one thread).
     One call where the team is one thread or OpenBLAS's per-thread count is
