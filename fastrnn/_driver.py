@@ -70,7 +70,7 @@ def _biases(spec, b_ih, b_hh, H, dtype):
 
 _FORWARD = '''
 def forward(p, training, backend, copy_x, bf16):
-    _, x, states, W_ih, W_hh, b_ih, b_hh, extras, lengths, options, T, B, I, H, G, dtype = p
+    _, x, states, W_ih, W_hh, b_ih, b_hh, extras, lengths, options, T, B, I, H, G, dtype, P = p
     backend = resolve(backend)
     if backend == "numpy":
         return reference_forward(x, *states, W_ih, W_hh, b_ih, b_hh, lengths=lengths,
@@ -121,7 +121,7 @@ def backward(upstream, cache):
     x, W_ih, W_hh = arrays["x"], arrays["W_ih"], arrays["W_hh"]
 {from_cache}
     T, B, I = x.shape
-    H = W_hh.shape[1]
+    H, P = W_hh.shape[0] // {G}, W_hh.shape[1]
     dtype = x.dtype
 {extras_from_cache}
     {upstream} = upstream
@@ -140,8 +140,8 @@ def backward(upstream, cache):
                       db_ih={db_ih}, db_hh={db_hh}, extras=({d_extras}))
 '''
 
-_SIZES = {"T": "T", "B": "B", "I": "I", "H": "H", "GH": "GH", "H3": "3 * H", "TB": "T * B",
-          "TS": "TS"}
+_SIZES = {"T": "T", "B": "B", "I": "I", "H": "H", "P": "P", "GH": "GH", "H3": "3 * H",
+          "TB": "T * B", "TS": "TS"}
 
 
 def _lines(lines, indent):
@@ -156,8 +156,8 @@ def _call(fn, args, indent=4):
     return textwrap.indent(text, " " * indent).lstrip()
 
 
-def _shape(shape):
-    dims = [_SIZES[s] for s in shape]
+def _shape(shape, sizes=_SIZES):
+    dims = [sizes[s] for s in shape]
     return f"({dims[0]},)" if len(dims) == 1 else f"({', '.join(dims)})"
 
 
@@ -190,7 +190,11 @@ def _fill(spec, pass_):
                             for key, (choices, arg) in spec.options.items()], 4),
         call=_call(f'kernels({backend}, "{spec.name}").{pass_}', args))
     extras = spec.extras
-    zeros = {name: f"_constant({_shape(shape)}, 0, dtype)" for name, (shape, _) in extras.items()}
+    # An absent extra: zeros of its shape, with no rows in P (nothing to project)
+    zeros = {name: f"_constant({_shape(shape, {**_SIZES, 'P': '0'})}, 0, dtype)"
+             for name, (shape, _) in extras.items()}
+    # The states' shapes: h is (B, P), the others (B, H)
+    states = ["(B, P)"] + ["(B, H)"] * (len(spec.initial) - 1)
     if pass_ == "forward":
         source = _FORWARD.format(
             extra_kwargs="".join(f", {name}=extras[{k}]" for k, name in enumerate(extras)),
@@ -206,16 +210,17 @@ def _fill(spec, pass_):
                                  for line in (f"if {flag}:", f'    arrays["{name}"] = {name}')],
                                 4),
             **common, cell=spec.name, initial=", ".join(spec.initial) + ",",
-            own_states=_lines([f"{s} = np.zeros((B, H), dtype) if {s} is None "
+            own_states=_lines([f"{s} = np.zeros({shape}, dtype) if {s} is None "
                                f'else np.array({s}, order="C", copy=True)'
-                               for s in spec.initial], 8),
-            read_states=_lines([f"{s} = _constant((B, H), 0, dtype) if {s} is None "
-                                f"else np.ascontiguousarray({s})" for s in spec.initial], 8),
+                               for s, shape in zip(spec.initial, states)], 8),
+            read_states=_lines([f"{s} = _constant({shape}, 0, dtype) if {s} is None "
+                                f"else np.ascontiguousarray({s})"
+                                for s, shape in zip(spec.initial, states)], 8),
             bias_args=", ".join(("bias", *("b_h" + g for g in spec.bias_apart))) + ",",
             finals=", ".join(spec.finals),
             cached=_call("dict", [f"{n}={n}" for n in spec.cached], 13))
     else:
-        shapes = ("(T, B, H)",) + ("(B, H)",) * (len(spec.upstream) - 1)
+        shapes = ["(T, B, P)"] + states
         source = _BACKWARD.format(
             **common, G=spec.G,
             extras_from_cache=_lines([line for name, (_, flag) in extras.items()

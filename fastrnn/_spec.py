@@ -23,7 +23,9 @@ An entry says:
 ``states``
     The recurrent states, the output h first.  Each state ``s`` is passed in as ``{s}0`` (B, H),
     comes out as ``{s}_n``, takes the upstream gradient ``d_{s}_n`` and gives
-    back ``d{s}0``.  Layers carry them as a tuple in this order.
+    back ``d{s}0``.  Layers carry them as a tuple in this order.  The output
+    h (and out, h0, h_n) has P columns and W_hh is (G*H, P): P = H, but in
+    a cell with a projection (``proj``).
 ``options``
     Keyword options of the forward: ``{keyword: (choices, kernel_arg)}``;
     the first choice is the default and the kernels take the index of the
@@ -43,7 +45,13 @@ An entry says:
     when it is absent, so their signatures do not change) and ``flag``, 1
     when it is given; the backward's tuple ends with ``d{name}`` (None when
     it was absent), and the cache holds the array only when it was given.
-    The LSTM's peepholes (``W_ch``, ONNX's P) are one.
+    The LSTM's peepholes (``W_ch``, ONNX's P) are one.  An extra whose
+    shape has the letter P is passed, when absent, with no rows there.
+``proj``
+    The extra weight (P, H) that projects the cell's output, if the cell
+    has one: h_t = W_hr (o_t * tanh(c_t)) in the LSTM (PyTorch's
+    ``proj_size``).  With it given, h has P columns (any P >= 1) and W_hh
+    is (G*H, P); without it P = H.
 ``saved``
     The forward's outputs that its backward reads (besides the inputs, which
     the cache always keeps: x, the initial states, W_ih, W_hh, the options).
@@ -59,7 +67,7 @@ An entry says:
     gradients (``d_out``, ``d_h_n``...).  The arguments after ``num_threads``
     are the buffers the kernel writes, which the driver allocates: their
     shapes are given here (or in ``COMMON_BUFFERS``) in the letters T, B, I,
-    H, GH = G*H, H3 = 3*H, TB = T*B and TS, the steps a workspace holds (the backward's
+    H, P (the width of h: see ``states``), GH = G*H, H3 = 3*H, TB = T*B and TS, the steps a workspace holds (the backward's
     da: ``_tuning.workspace_steps``; the forward's saved arrays in inference
     are given TS rows by the driver: ``_tuning.kept_steps``).  ``dx2d`` is the
     gradient of x as (T*B, I).
@@ -70,9 +78,9 @@ An entry says:
 
 # The outputs every cell's kernels write, with the same shapes in every cell.
 COMMON_BUFFERS = {
-    "forward": {"out": ("T", "B", "H"), "h_n": ("B", "H"), "c_n": ("B", "H")},
-    "backward": {"dx2d": ("TB", "I"), "dh0": ("B", "H"), "dc0": ("B", "H"),
-                 "dW_ih": ("GH", "I"), "dW_hh": ("GH", "H")},
+    "forward": {"out": ("T", "B", "P"), "h_n": ("B", "P"), "c_n": ("B", "H")},
+    "backward": {"dx2d": ("TB", "I"), "dh0": ("B", "P"), "dc0": ("B", "H"),
+                 "dW_ih": ("GH", "I"), "dW_hh": ("GH", "P")},
 }
 
 class Kernel:
@@ -93,7 +101,8 @@ class Cell:
     """One cell's entry; see the module docstring for the fields."""
 
     def __init__(self, *, name, layer, title, gates, states, saved, forward, backward,
-                 bias_grads, options=None, no_bf16=None, bias_apart=(), extras=None):
+                 bias_grads, options=None, no_bf16=None, bias_apart=(), extras=None,
+                 proj=None):
         self.name = name
         self.layer = layer
         self.title = title
@@ -104,6 +113,7 @@ class Cell:
         self.no_bf16 = no_bf16 or {}
         self.bias_apart = bias_apart
         self.extras = extras or {}
+        self.proj = proj
         self.saved = saved
         self.forward = forward
         self.backward = backward
@@ -151,18 +161,22 @@ CELLS = {cell.name: cell for cell in (
         states=("h", "c"),
         # Peepholes: i and f also see c_{t-1}, o sees c_t, each through a
         # per-unit weight (blocks i, f, o of W_ch).
-        extras={"W_ch": (("H3",), "peephole")},
+        # Projection (PyTorch's proj_size): h_t = m_t W_hr^T, m_t = o * tanh(c_t).
+        extras={"W_ch": (("H3",), "peephole"), "W_hr": (("P", "H"), "proj")},
+        proj="W_hr",
         saved=("out", "c", "gates"),
         forward=Kernel(
             "forward",
-            "x2d W_ih bias W_hh W_ch h0 c0 lengths peephole bf16 use_blas num_threads"
-            "  gates work c out h_n c_n",
-            {"gates": ("T", "B", "GH"), "work": ("B", "GH"), "c": ("T", "B", "H")}),
+            "x2d W_ih bias W_hh W_ch W_hr h0 c0 lengths peephole proj bf16 use_blas num_threads"
+            "  gates work m c out h_n c_n",
+            {"gates": ("T", "B", "GH"), "work": ("B", "GH"), "m": ("B", "H"),
+             "c": ("T", "B", "H")}),
         backward=Kernel(
             "backward",
-            "x2d W_ih W_hh W_ch h0 c0 out c gates d_out d_h_n d_c_n lengths peephole bf16"
-            " use_blas num_threads  da work dx2d dh0 dc0 dW_ih dW_hh db dW_ch",
-            {"da": ("TS", "B", "GH"), "work": ("B", "H"), "db": ("GH",), "dW_ch": ("H3",)}),
+            "x2d W_ih W_hh W_ch W_hr h0 c0 out c gates d_out d_h_n d_c_n lengths peephole proj"
+            " bf16 use_blas num_threads  da work m dhp dx2d dh0 dc0 dW_ih dW_hh db dW_ch dW_hr",
+            {"da": ("TS", "B", "GH"), "work": ("B", "P"), "m": ("TS", "B", "H"),
+             "dhp": ("TS", "B", "P"), "db": ("GH",), "dW_ch": ("H3",), "dW_hr": ("P", "H")}),
         bias_grads=("db", "db"),
     ),
     Cell(

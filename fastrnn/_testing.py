@@ -57,31 +57,38 @@ def variants(cell):
 
 
 def random_problem(T, B, I, H, dtype=np.float64, *, cell="rnn", seed=0,  # noqa: E741
-                   bias=(True, True), h0=True, lengths=None, weight_scale=None, extras=False):
+                   bias=(True, True), h0=True, lengths=None, weight_scale=None, extras=False,
+                   P=None):
     """Keyword arguments for ``{cell}_forward``, PyTorch's initialisation scale by default.
 
     Every initial state is random (standard normal, h0 halved), or None when
     ``h0`` is False.  The cell's extra weights (``_spec``: the LSTM's
-    peepholes W_ch) are None, or random like the weights when ``extras``.
+    peepholes W_ch and projection W_hr) are None, or random like the weights
+    when ``extras`` (True: all of them; or the names of those to give).
+    ``P``: the width of h where the projection is given (default H).
     """
     rng = np.random.default_rng(seed)
     s = 1.0 / np.sqrt(H) if weight_scale is None else weight_scale
-    GH = CELLS[cell].G * H
+    spec = CELLS[cell]
+    GH = spec.G * H
+    given = set(spec.extras) if extras is True else set(extras or ())
+    P = H if P is None or spec.proj not in given else P
 
     def u(*shape):
         return rng.uniform(-s, s, shape).astype(dtype)
 
     problem = dict(
         x=rng.standard_normal((T, B, I)).astype(dtype),
-        h0=rng.standard_normal((B, H)).astype(dtype) * 0.5 if h0 else None,
-        W_ih=u(GH, I), W_hh=u(GH, H),
+        h0=rng.standard_normal((B, P)).astype(dtype) * 0.5 if h0 else None,
+        W_ih=u(GH, I), W_hh=u(GH, P),
         b_ih=u(GH) if bias[0] else None, b_hh=u(GH) if bias[1] else None,
         lengths=lengths,
     )
     for name in CELLS[cell].initial[1:]:
         problem[name] = rng.standard_normal((B, H)).astype(dtype) if h0 else None
     for name, (shape, _) in CELLS[cell].extras.items():
-        problem[name] = u(*[{"H": H, "H3": 3 * H}[d] for d in shape]) if extras else None
+        problem[name] = (u(*[{"H": H, "H3": 3 * H, "P": P}[d] for d in shape])
+                         if name in given else None)
     return problem
 
 
@@ -109,12 +116,13 @@ def backward(cell, upstream, cache, module=None):
     return {k: v for k, v in grads.items() if v is not None or k[1:] not in CELLS[cell].extras}
 
 
-def random_upstream(cell, T, B, H, dtype=np.float64, seed=1):
-    """Random d_out (T, B, H) and d_h_n[, d_c_n] (B, H)."""
+def random_upstream(cell, T, B, H, dtype=np.float64, seed=1, P=None):
+    """Random d_out (T, B, P) and d_h_n (B, P)[, d_c_n (B, H)]; P = H by default."""
     rng = np.random.default_rng(seed)
-    ups = {"d_out": rng.standard_normal((T, B, H)).astype(dtype)}
-    for name in CELLS[cell].upstream[1:]:
-        ups[name] = rng.standard_normal((B, H)).astype(dtype)
+    P = H if P is None else P
+    ups = {"d_out": rng.standard_normal((T, B, P)).astype(dtype)}
+    for k, name in enumerate(CELLS[cell].upstream[1:]):
+        ups[name] = rng.standard_normal((B, P if k == 0 else H)).astype(dtype)
     return ups
 
 

@@ -199,19 +199,34 @@ class Checked(NamedTuple):
     H: int
     G: int
     dtype: np.dtype
+    P: int  # the width of h: H, or the projection's P
 
     @classmethod
     def trusted(cls, cell, x, states, W_ih, W_hh, b_ih, b_hh, lengths, options, extras=()):
         T, B, I = x.shape  # noqa: E741
-        GH, H = W_hh.shape
+        GH, P = W_hh.shape
+        G = CELLS[cell].G
         extras = extras or (None,) * len(CELLS[cell].extras)
         return cls._make((cell, x, states, W_ih, W_hh, b_ih, b_hh, extras, lengths, options,
-                          T, B, I, H, GH // H, x.dtype))
+                          T, B, I, GH // G, G, x.dtype, P))
 
 
-def _extra_shape(shape, H):
-    """An extra weight's shape template (``_spec``: letters H, H3) at H units."""
-    return tuple({"H": H, "H3": 3 * H}[d] for d in shape)
+def _extra_shape(shape, H, P):
+    """An extra weight's shape template (``_spec``: letters H, H3, P) at H units."""
+    return tuple({"H": H, "H3": 3 * H, "P": P}[d] for d in shape)
+
+
+def _spelled(shape):
+    """A shape template in a message: ("H3",) -> "(3*H,)", ("P", "H") -> "(P, H)"."""
+    dims = [d.replace("H3", "3*H") for d in shape]
+    return f"({dims[0]},)" if len(dims) == 1 else f"({', '.join(dims)})"
+
+
+def _state_shapes(spec, B, H, P):
+    """The shapes of the cell's states in order, with their spellings: h (B, P)
+    where the cell projects (P = H otherwise), the others (B, H)."""
+    h = ((B, P), "(B, P)") if spec.proj and P != H else ((B, H), "(B, H)")
+    return [h] + [((B, H), "(B, H)")] * (len(spec.states) - 1)
 
 
 def check_forward(cell, x, states, W_ih, W_hh, b_ih, b_hh, lengths, options, extras=()):
@@ -249,18 +264,26 @@ def check_forward(cell, x, states, W_ih, W_hh, b_ih, b_hh, lengths, options, ext
                             f"pass {convert(x_given, 'x', W_hh.dtype)}")
         _check_float(W_hh, "W_hh", dtype, W_hh_given)
     spelled_ih, spelled_hh, spelled_bias = _SPELLED[cell]
-    if W_hh.ndim != 2 or W_hh.shape[1] < 1 or W_hh.shape[0] != G * W_hh.shape[1]:
-        raise ValueError(f"W_hh must have shape {spelled_hh} with H >= 1, got {W_hh.shape}")
-    H = W_hh.shape[1]
-    gate_vector = (G * H,)
-    state = (B, H)
-    checked = []  # a loop, not a comprehension: its frame cost 0.45 us of a 9 us call
-    for value, name in zip(states, spec.initial):
-        checked.append(_optional(value, name, state, "(B, H)", dtype))
     if spec.extras:
         extras = extras or (None,) * len(spec.extras)
-        extras = tuple([_optional(value, name, _extra_shape(shape, H),
-                                  f"({', '.join(shape)},)".replace("H3", "3*H"), dtype)
+    projected = spec.proj is not None and extras[list(spec.extras).index(spec.proj)] is not None
+    if W_hh.ndim != 2 or W_hh.shape[1] < 1 or (
+            W_hh.shape[0] != G * W_hh.shape[1] if not projected
+            else W_hh.shape[0] < G or W_hh.shape[0] % G):
+        if projected:
+            spelled_hh = spelled_hh.replace(", H)", ", P)")
+        raise ValueError(f"W_hh must have shape {spelled_hh} with H >= 1"
+                         + (f" (P columns: {spec.proj} is given)" if projected else "")
+                         + f", got {W_hh.shape}")
+    H, P = W_hh.shape[0] // G, W_hh.shape[1]
+    gate_vector = (G * H,)
+    checked = []  # a loop, not a comprehension: its frame cost 0.45 us of a 9 us call
+    for value, name, (shape, spelled) in zip(states, spec.initial,
+                                             _state_shapes(spec, B, H, P)):
+        checked.append(_optional(value, name, shape, spelled, dtype))
+    if spec.extras:
+        extras = tuple([_optional(value, name, _extra_shape(shape, H, P),
+                                  _spelled(shape), dtype)
                         for value, (name, (shape, _)) in zip(extras, spec.extras.items())])
     return Checked._make((  # _make: a third of the cost of Checked(...) (~0.3 against 0.9 us)
         cell, x, checked,
@@ -270,7 +293,7 @@ def check_forward(cell, x, states, W_ih, W_hh, b_ih, b_hh, lengths, options, ext
         extras,
         None if lengths is None else check_lengths(lengths, T, B),
         check_options(cell, options) if spec.options else options,
-        T, B, I, H, G, dtype))
+        T, B, I, H, G, dtype, P))
 
 
 def _is_bfloat16(value):
@@ -302,7 +325,17 @@ def check_forward_bf16(cell, x, states, W_ih, W_hh, b_ih, b_hh, lengths, options
     bf16 = compute_dtype is not None and check_compute_dtype(compute_dtype, p.dtype)
     if bf16:
         check_bf16_options(cell, p.options)
+        spec = CELLS[cell]
+        if spec.proj is not None and p.extras[list(spec.extras).index(spec.proj)] is not None:
+            check_bf16_proj(cell, True)
     return p, bf16
+
+
+def check_bf16_proj(cell, projected):
+    """Refuse bfloat16 compute for a cell with a projection (not run yet)."""
+    if projected:
+        raise ValueError(f"compute_dtype='bfloat16' does not run the {cell} cell with a "
+                         f"projection ({CELLS[cell].proj}, proj_size) (yet): use float32")
 
 
 def check_bf16_options(cell, options):
@@ -318,8 +351,8 @@ def check_bf16_options(cell, options):
 def _cache_layout(spec):
     """(name, shape template) of every array a cell's cache holds, in letters
     T, B, I, H, GH; made once per cell."""
-    shapes = {"x": ("T", "B", "I"), "W_ih": ("GH", "I"), "W_hh": ("GH", "H"),
-              **{s: ("B", "H") for s in spec.initial},
+    shapes = {"x": ("T", "B", "I"), "W_ih": ("GH", "I"), "W_hh": ("GH", "P"),
+              **{s: ("B", "H") for s in spec.initial}, spec.initial[0]: ("B", "P"),
               **{n: spec.forward.shapes.get(n, ("T", "B", "H")) for n in spec.saved}}
     shapes.update({name: shape for name, (shape, _) in spec.extras.items()})
     return tuple(shapes.items()), frozenset(spec.cached), frozenset(spec.options)
@@ -334,7 +367,7 @@ def _check_cache(cell, cache):
     C-contiguous, with the shapes one forward gives; lengths in [0, T]; the
     options and flags of the cell.  A cache is read-only (ForwardCache), so
     this guards against one built by hand or arrays reshaped in place.
-    Returns (T, B, H, dtype)."""
+    Returns (T, B, H, P, dtype)."""
     layout, names, option_names = _CACHE_LAYOUTS[cell]
     arrays = cache.arrays
     extras = CELLS[cell].extras  # held only when the forward had them
@@ -346,8 +379,12 @@ def _check_cache(cell, cache):
     if not (type(x) is np.ndarray and x.ndim == 3 and x.dtype in FLOAT_DTYPES
             and type(W_hh) is np.ndarray and W_hh.ndim == 2):
         raise ValueError("cache is damaged: x must be (T, B, I) and W_hh (G*H, H), float")
-    (T, B, I), H, dtype = x.shape, W_hh.shape[1], x.dtype
-    letters = {"T": T, "B": B, "I": I, "H": H, "GH": CELLS[cell].G * H, "H3": 3 * H}
+    G = CELLS[cell].G
+    (T, B, I), H, P, dtype = x.shape, W_hh.shape[0] // G, W_hh.shape[1], x.dtype
+    proj = CELLS[cell].proj
+    if W_hh.shape[0] != G * H or H < 1 or (P != H and (proj is None or proj not in arrays)):
+        raise ValueError(f"cache is damaged: W_hh has shape {W_hh.shape}")
+    letters = {"T": T, "B": B, "I": I, "H": H, "P": P, "GH": G * H, "H3": 3 * H}
     for name, shape in layout:
         if name not in arrays:  # an extra weight the forward did not have
             continue
@@ -376,7 +413,7 @@ def _check_cache(cell, cache):
         raise ValueError(f"cache is damaged: backend {cache.backend!r}")
     if cache.compute is not None and (cache.compute != "bfloat16" or dtype != np.float32):
         raise ValueError(f"cache is damaged: compute {cache.compute!r} with {dtype} arrays")
-    return T, B, H, dtype
+    return T, B, H, P, dtype
 
 
 def check_backward(cell, cache, upstream):
@@ -391,8 +428,11 @@ def check_backward(cell, cache, upstream):
                         f"got {type(cache).__name__}")
     if cache.cell != cell:
         raise ValueError(f"cache comes from {cache.cell}_forward, not {cell}_forward")
-    T, B, H, dtype = _check_cache(cell, cache)
-    checked = [_optional(upstream[0], "d_out", (T, B, H), "(T, B, H)", dtype)]
-    for value, name in zip(upstream[1:], CELLS[cell].upstream[1:]):
-        checked.append(_optional(value, name, (B, H), "(B, H)", dtype))
+    T, B, H, P, dtype = _check_cache(cell, cache)
+    spec = CELLS[cell]
+    states = _state_shapes(spec, B, H, P)
+    checked = [_optional(upstream[0], "d_out", (T, B, P), states[0][1].replace("(B", "(T, B"),
+                         dtype)]
+    for value, name, (shape, spelled) in zip(upstream[1:], spec.upstream[1:], states):
+        checked.append(_optional(value, name, shape, spelled, dtype))
     return checked

@@ -131,8 +131,8 @@ def rnn_backward(d_out, d_h_n, cache):
     return _driver.backward("rnn", check_backward("rnn", cache, (d_out, d_h_n)), cache)
 
 
-def lstm_forward(x, h0, c0, W_ih, W_hh, b_ih=None, b_hh=None, *, W_ch=None, lengths=None,
-                 training=True, backend=None, compute_dtype=None):
+def lstm_forward(x, h0, c0, W_ih, W_hh, b_ih=None, b_hh=None, *, W_ch=None, W_hr=None,
+                 lengths=None, training=True, backend=None, compute_dtype=None):
     """Run an LSTM over a batch of sequences.
 
     ``[i, f, g, o] = x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh`` split into
@@ -140,16 +140,21 @@ def lstm_forward(x, h0, c0, W_ih, W_hh, b_ih=None, b_hh=None, *, W_ch=None, leng
     ``c_t = f * c_{t-1} + i * g``; ``h_t = o * tanh(c_t)``.  With peepholes
     ``W_ch = [p_i, p_f, p_o]``: ``i = sigmoid(. + p_i * c_{t-1})``, f
     likewise, ``o = sigmoid(. + p_o * c_t)`` (ONNX's LSTM with input P).
+    With a projection ``W_hr`` (P, H) (PyTorch's ``proj_size``),
+    ``h_t = (o * tanh(c_t)) W_hr^T`` has P columns, and so have h0, out,
+    h_n and W_hh; c keeps H.
 
     Parameters
     ----------
     x : ndarray, shape (T, B, I), float32 or float64
         Inputs, time-major.  Any strides; read-only arrays are fine.
-    h0, c0 : ndarray, shape (B, H), or None
-        Initial hidden and cell states; None means zeros.
+    h0 : ndarray, shape (B, H) ((B, P) with W_hr), or None
+        Initial hidden state; None means zeros.
+    c0 : ndarray, shape (B, H), or None
+        Initial cell state; None means zeros.
     W_ih : ndarray, shape (4*H, I)
         Input weights, gate blocks i, f, g, o (PyTorch's ``weight_ih_l0``).
-    W_hh : ndarray, shape (4*H, H)
+    W_hh : ndarray, shape (4*H, H) ((4*H, P) with W_hr)
         Recurrent weights (``weight_hh_l0``).
     b_ih, b_hh : ndarray, shape (4*H,), or None
         Biases; None means no bias (and a None gradient).
@@ -157,6 +162,10 @@ def lstm_forward(x, h0, c0, W_ih, W_hh, b_ih=None, b_hh=None, *, W_ch=None, leng
         Peephole weights, blocks i, f, o (each (H,), one per unit); None
         means no peepholes (and a None gradient ``dW_ch``).  ONNX's P is
         this with its blocks in the order i, o, f.
+    W_hr : ndarray, shape (P, H), or None
+        The projection of h (PyTorch's ``weight_hr_l0``, any P >= 1); None
+        means none (and a None gradient ``dW_hr``).  Not with bfloat16
+        compute (yet).
     lengths : array of int, shape (B,), or None
         Steps of each sequence, ``0 <= lengths[b] <= T``.  Past its length a
         sequence's states are frozen and its output rows are zero.  None: all T.
@@ -169,10 +178,10 @@ def lstm_forward(x, h0, c0, W_ih, W_hh, b_ih=None, b_hh=None, *, W_ch=None, leng
 
     Returns
     -------
-    out : ndarray, shape (T, B, H)
+    out : ndarray, shape (T, B, H) ((T, B, P) with W_hr)
         h_t for every step (zero past a sequence's length); read-only when
         ``training``.
-    h_n, c_n : ndarray, shape (B, H)
+    h_n, c_n : ndarray, shape (B, H) (h_n (B, P) with W_hr)
         Each sequence's states after its last step (h0, c0 if its length is 0).
     cache : ForwardCache or None
         What :func:`lstm_backward` needs.
@@ -181,7 +190,7 @@ def lstm_forward(x, h0, c0, W_ih, W_hh, b_ih=None, b_hh=None, *, W_ch=None, leng
     ValueError naming the argument and the expected shape).
     """
     p, bf16 = check_forward_bf16("lstm", x, (h0, c0), W_ih, W_hh, b_ih, b_hh, lengths, {},
-                                 compute_dtype, (W_ch,))
+                                 compute_dtype, (W_ch, W_hr))
     return _driver.forward(p, training, backend, bf16=bf16)
 
 
@@ -192,9 +201,9 @@ def lstm_backward(d_out, d_h_n, d_c_n, cache):
 
     Parameters
     ----------
-    d_out : ndarray, shape (T, B, H), or None
+    d_out : ndarray, shape (T, B, H) ((T, B, P) with W_hr), or None
         dL/d out; None means zeros.  Rows past a sequence's length are ignored.
-    d_h_n, d_c_n : ndarray, shape (B, H), or None
+    d_h_n, d_c_n : ndarray, shape (B, H) (d_h_n (B, P) with W_hr), or None
         dL/d h_n and dL/d c_n; None means zeros.
     cache : ForwardCache
         From :func:`lstm_forward` with ``training=True``.
@@ -203,8 +212,10 @@ def lstm_backward(d_out, d_h_n, d_c_n, cache):
     -------
     LSTMGrads
         Named tuple ``(dx (T, B, I), dh0 (B, H), dc0 (B, H), dW_ih (4H, I),
-        dW_hh (4H, H), db_ih (4H,), db_hh (4H,), dW_ch (3H,))``; a bias
-        that was None has gradient None, and so has W_ch without peepholes.
+        dW_hh (4H, H), db_ih (4H,), db_hh (4H,), dW_ch (3H,), dW_hr (P, H))``
+        (with W_hr, dh0 is (B, P) and dW_hh (4H, P)); a bias that was None has
+        gradient None, and so have W_ch without peepholes and W_hr without
+        a projection.
     """
     return _driver.backward("lstm", check_backward("lstm", cache, (d_out, d_h_n, d_c_n)), cache)
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from . import _backends, _driver
 from ._spec import CELLS
-from ._validation import (Checked, as_generator, check_bf16_options, check_bool,
+from ._validation import (Checked, as_generator, check_bf16_options, check_bf16_proj, check_bool,
                           check_compute_dtype, check_dtype, check_lengths, check_options,
                           check_positive_int, convert, given, is_number)
 
@@ -174,6 +174,7 @@ class _Module:
         bf16 = check_compute_dtype(value, self.dtype)
         if bf16:
             check_bf16_options(self._cell, self._options)
+            check_bf16_proj(self._cell, self._has.get(self._spec.proj, False))
         self._compute_dtype = "bfloat16" if bf16 else None
 
     @property
@@ -183,17 +184,23 @@ class _Module:
         spec = CELLS[self._cell]
         return spec.inputs[1 + len(spec.states):]
 
+    @property
+    def _out_size(self):
+        """The width of h and of each direction's output: the LSTM's
+        proj_size where it projects, else hidden_size."""
+        return getattr(self, "proj_size", 0) or self.hidden_size
+
     def _weight_shapes(self, I):  # noqa: E741
         """The shapes of one layer's weights (``_weight_names``) for input
         size I, None for those the module does not have (biases without
-        bias, peepholes without peepholes)."""
-        H = self.hidden_size
+        bias, peepholes without peepholes, no projection without proj_size)."""
+        H, P = self.hidden_size, self._out_size
         GH = self._spec.G * H
-        shapes = {"W_ih": (GH, I), "W_hh": (GH, H), "b_ih": (GH,), "b_hh": (GH,),
-                  **{name: tuple({"H": H, "H3": 3 * H}[d] for d in shape)
+        shapes = {"W_ih": (GH, I), "W_hh": (GH, P), "b_ih": (GH,), "b_hh": (GH,),
+                  **{name: tuple({"H": H, "H3": 3 * H, "P": P}[d] for d in shape)
                      for name, (shape, _) in self._spec.extras.items()}}
-        return tuple(shapes[name] if self._has.get(name, True) else None
-                     for name in self._weight_names)
+        return tuple(shapes[name] if self._has.get(name, name not in self._spec.extras)
+                     else None for name in self._weight_names)
 
     # --- states as PyTorch passes them --------------------------------------------
 
@@ -371,6 +378,8 @@ class _Module:
             # is refused: it is as old as the RNN, so the key was lost, not never written)
         if "peepholes" in cls._CONFIG:
             config.setdefault("peepholes", False)  # likewise
+        if "proj_size" in cls._CONFIG:
+            config.setdefault("proj_size", 0)  # likewise
         expected = cls._config_keys()
         if set(config) != expected:
             raise ValueError(f"{path}: __config__ has {sorted(config)}, but a {cls.__name__} "
@@ -447,11 +456,12 @@ class _Recurrent(_Module):
 
     def _names(self, layer, sfx):
         """PyTorch's names of one layer and direction: weight_ih, weight_hh,
-        bias_ih, bias_hh (then weight_ch for the LSTM's peepholes)."""
+        bias_ih, bias_hh (then the LSTM's weight_ch for its peepholes and
+        weight_hr for its projection)."""
         return tuple(f"{_param_kind(name)}_l{layer}{sfx}" for name in self._weight_names)
 
     def _load_slots(self, weights):
-        """Load (W_ih, W_hh, b_ih, b_hh[, W_ch]) for each layer and direction
+        """Load (W_ih, W_hh, b_ih, b_hh[, W_ch, W_hr]) for each layer and direction
         in the order of ``_slots`` (None for what the layer does not have):
         the importers' way in (fastrnn.onnx, fastrnn.keras), through
         load_state_dict's checks."""
@@ -468,7 +478,7 @@ class _Recurrent(_Module):
         shapes = {}
         for i, names in enumerate(self._slots):
             layer = i // self.num_directions
-            I = self.input_size if layer == 0 else self.hidden_size * self.num_directions  # noqa
+            I = self.input_size if layer == 0 else self._out_size * self.num_directions  # noqa
             shapes.update((name, shape) for name, shape in zip(names, self._weight_shapes(I))
                           if shape is not None)
         return shapes
@@ -477,12 +487,15 @@ class _Recurrent(_Module):
         self._tape = None
 
     def _per_slot(self, states, names, B):
-        """The states (each (L*D, B, H) or None), checked -> a tuple of (B, H)
-        states for each layer and direction."""
+        """The states (each (L*D, B, H) or None; h (L*D, B, P) with a
+        projection), checked -> a tuple of (B, H) states for each layer and
+        direction."""
         n = self.num_layers * self.num_directions
-        states = [self._check_array(s, name, (n, B, self.hidden_size),
-                                    "(num_layers * num_directions, B, H)")
-                  for s, name in zip(states, names)]
+        widths = [(self._out_size, "P" if self._out_size != self.hidden_size else "H")]
+        widths += [(self.hidden_size, "H")] * (len(states) - 1)
+        states = [self._check_array(s, name, (n, B, width),
+                                    f"(num_layers * num_directions, B, {letter})")
+                  for s, name, (width, letter) in zip(states, names, widths)]
         return [tuple(None if s is None else s[i] for s in states) for i in range(n)]
 
     # --- forward and backward ---------------------------------------------------
@@ -584,7 +597,7 @@ class _Recurrent(_Module):
             dhx = dhx if isinstance(dhx, tuple) else (dhx,)
             return np.take(dx, 0, axis=axis), self._as_hx(tuple(d[:, 0] for d in dhx))
         T, B, _ = tape["caches"][0].x.shape
-        D, H = self.num_directions, self.hidden_size
+        D, H = self.num_directions, self._out_size
         d_output = np.asarray(d_output)
         expected = (B, T, D * H) if self.batch_first else (T, B, D * H)
         if d_output.dtype != self.dtype:
@@ -607,7 +620,7 @@ class _Recurrent(_Module):
         """Backpropagate through _stack_forward; stores self.grads and returns
         (dx (T, B, I), the initial states' gradients per slot)."""
         lengths, caches, masks = tape["lengths"], tape["caches"], tape["masks"]
-        D, H = self.num_directions, self.hidden_size
+        D, H = self.num_directions, self._out_size  # H: each direction's output width
         grads = dict.fromkeys(self._params)  # the parameters' order; filled below
         k = len(self._spec.states)
         d_states = [None] * len(caches)
@@ -651,9 +664,14 @@ class RNN(_Recurrent):
 
 
 class LSTM(_Recurrent):
-    """An LSTM layer with ``torch.nn.LSTM``'s arguments (no ``proj_size``), names and shapes.
+    """An LSTM layer with ``torch.nn.LSTM``'s arguments, names and shapes.
 
     ``forward`` takes and returns the state as a tuple ``(h, c)``.
+    ``proj_size=P`` (0 < P < hidden_size, as PyTorch's) projects h to P
+    features (``fastrnn.lstm_forward``'s ``W_hr``): a parameter
+    ``weight_hr_l{k}[_reverse]`` of shape (P, H) per layer and direction,
+    ``weight_hh`` (4*H, P), h0 and h_n (L*D, B, P), the output (T, B, D*P),
+    c0 and c_n still (L*D, B, H); exactly PyTorch's LSTM with ``proj_size``.
     ``peepholes=True`` adds ONNX's peepholes (``fastrnn.lstm_forward``'s
     ``W_ch``): a parameter ``weight_ch_l{k}[_reverse]`` of shape (3*H,) per
     layer and direction, blocks i, f, o, initialised like the others.
@@ -661,17 +679,23 @@ class LSTM(_Recurrent):
     """
 
     _cell = "lstm"
-    _CONFIG = _Recurrent._CONFIG + ("peepholes",)
+    _CONFIG = _Recurrent._CONFIG + ("proj_size", "peepholes")
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
-                 dropout=0.0, bidirectional=False, *, peepholes=False, dtype=np.float32,
-                 backend=None, seed=None, compute_dtype=None):
+                 dropout=0.0, bidirectional=False, proj_size=0, *, peepholes=False,
+                 dtype=np.float32, backend=None, seed=None, compute_dtype=None):
         self.peepholes = check_bool(peepholes, "peepholes")
+        # PyTorch's checks and words
+        proj_size = check_positive_int(proj_size, "proj_size", least=0)
+        if proj_size and isinstance(hidden_size, (int, np.integer)) and proj_size >= hidden_size:
+            raise ValueError("proj_size has to be smaller than hidden_size")
+        self.proj_size = proj_size
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
                          bidirectional, options={}, dtype=dtype, backend=backend, seed=seed,
-                         compute_dtype=compute_dtype, extras={"W_ch": self.peepholes})
+                         compute_dtype=compute_dtype,
+                         extras={"W_ch": self.peepholes, "W_hr": proj_size > 0})
 
-    peepholes = _Fixed()
+    peepholes, proj_size = _Fixed(), _Fixed()
 
 
 class GRU(_Recurrent):
@@ -830,7 +854,9 @@ class RNNCell(_Cell):
 
 class LSTMCell(_Cell):
     """One LSTM step with ``torch.nn.LSTMCell``'s arguments and parameter
-    names; ``peepholes=True`` adds ``weight_ch`` (3*H,), as in :class:`LSTM`."""
+    names; ``peepholes=True`` adds ``weight_ch`` (3*H,), as in :class:`LSTM`.
+    No ``proj_size``: ``torch.nn.LSTMCell`` has none (a projected step is
+    ``fastrnn.lstm_forward`` with ``W_hr`` on a sequence of one step)."""
 
     _cell = "lstm"
     _CONFIG = _Cell._CONFIG + ("peepholes",)

@@ -25,6 +25,8 @@ by gate, two bias vectors):
           with peepholes W_ch = [p_i, p_f, p_o] (3H,) (ONNX's P), the gates also
           see the cell state: i = sigmoid(. + p_i * c_{t-1}), f likewise,
           o = sigmoid(. + p_o * c_t)
+          with a projection W_hr (P, H) (PyTorch's proj_size), h has P columns:
+          h_t = (o * tanh(c_t)) W_hr^T, and W_hh is (4H, P)
     GRU   [xr, xz, xn] = x_t W_ih^T + b_ih,  [hr, hz, hn] = h_{t-1} W_hh^T + b_hh
           r = sigmoid(xr + hr), z = sigmoid(xz + hz), n = tanh(xn + r * hn)
           h_t = (1 - z) * n + z * h_{t-1}
@@ -177,26 +179,26 @@ def _running(t, lengths, B):
     return np.ones((B, 1), bool) if lengths is None else (t < lengths)[:, None]
 
 
-def lstm_forward(x, h0, c0, W_ih, W_hh, b_ih=None, b_hh=None, *, W_ch=None, lengths=None,
-                 training=True, compute_dtype=None):
+def lstm_forward(x, h0, c0, W_ih, W_hh, b_ih=None, b_hh=None, *, W_ch=None, W_hr=None,
+                 lengths=None, training=True, compute_dtype=None):
     """LSTM over a sequence: the reference for ``fastrnn.lstm_forward``.
 
-    Returns ``out (T, B, H), h_n (B, H), c_n (B, H), cache``.
+    Returns ``out (T, B, P), h_n (B, P), c_n (B, H), cache`` (P = H without W_hr).
     """
     p, bf16 = check_forward_bf16("lstm", x, (h0, c0), W_ih, W_hh, b_ih, b_hh, lengths, {},
-                                 compute_dtype, (W_ch,))
-    T, B, H, dtype = p.T, p.B, p.H, p.dtype
-    W_ch = p.extras[0]
+                                 compute_dtype, (W_ch, W_hr))
+    T, B, H, P, dtype = p.T, p.B, p.H, p.P, p.dtype
+    W_ch, W_hr = p.extras
     p_i, p_f, p_o = np.split(_zeros_if_none(W_ch, 3 * H, dtype), 3)  # peepholes
     x, W_ih, W_hh, lengths = p.x, p.W_ih, p.W_hh, p.lengths
     b = _zeros_if_none(p.b_ih, 4 * H, dtype) + _zeros_if_none(p.b_hh, 4 * H, dtype)
     op = _operands(bf16)
     Wi, Wh = op(W_ih), op(W_hh)
 
-    h = _zeros_if_none(p.states[0], (B, H), dtype).copy()
+    h = _zeros_if_none(p.states[0], (B, P), dtype).copy()
     c = _zeros_if_none(p.states[1], (B, H), dtype).copy()
     h0, c0 = h.copy(), c.copy()
-    out = np.zeros((T, B, H), dtype)
+    out = np.zeros((T, B, P), dtype)
     gates = np.zeros((T, B, 4 * H), dtype)  # i, f, g, o after their activations
     cs = np.zeros((T, B, H), dtype)  # c_t
     for t in range(T):
@@ -206,6 +208,8 @@ def lstm_forward(x, h0, c0, W_ih, W_hh, b_ih=None, b_hh=None, *, W_ch=None, leng
         c_new = f * c + i * g
         o = sigmoid(a[:, 3 * H:] + p_o * c_new)
         h_new = o * np.tanh(c_new)
+        if W_hr is not None:
+            h_new = h_new @ W_hr.T
         running = _running(t, lengths, B)
         h, c = np.where(running, h_new, h), np.where(running, c_new, c)
         out[t] = np.where(running, h_new, 0)
@@ -218,7 +222,8 @@ def lstm_forward(x, h0, c0, W_ih, W_hh, b_ih=None, b_hh=None, *, W_ch=None, leng
             "lstm", "numpy", lengths=lengths, has_b_ih=p.b_ih is not None,
             has_b_hh=p.b_hh is not None, options={}, compute="bfloat16" if bf16 else None,
             arrays=dict(x=_own(x), h0=h0, c0=c0, W_ih=_own(W_ih), W_hh=_own(W_hh), out=out,
-                        gates=gates, c=cs, **({} if W_ch is None else {"W_ch": _own(W_ch)})))
+                        gates=gates, c=cs, **({} if W_ch is None else {"W_ch": _own(W_ch)}),
+                        **({} if W_hr is None else {"W_hr": _own(W_hr)})))
         out = cache.read_only_out()
     return out, h, c, cache
 
@@ -236,15 +241,20 @@ def lstm_backward(d_out, d_h_n, d_c_n, cache):
     dc += da_o p_o before di, df, dg are formed, dL/dc_{t-1} += da_i p_i +
     da_f p_f, and dW_ch = sum over steps and rows of [da_i c_{t-1}, da_f
     c_{t-1}, da_o c_t].
+
+    With a projection, h_t = m_t W_hr^T (m_t = o * tanh(c_t)): dh (width P)
+    first becomes dm = dh W_hr, which takes dh's place above, and
+    dW_hr = sum over steps of dh^T m_t.
     """
     d_out, d_h_n, d_c_n = check_backward("lstm", cache, (d_out, d_h_n, d_c_n))
     x, W_ih, W_hh, out, lengths = cache.x, cache.W_ih, cache.W_hh, cache.out, cache.lengths
-    T, B, H = out.shape
+    T, B, P = out.shape
+    H = W_hh.shape[0] // 4
     dtype = x.dtype
-    d_out = _zeros_if_none(d_out, (T, B, H), dtype)
+    d_out = _zeros_if_none(d_out, (T, B, P), dtype)
     op = _operands(cache.compute is not None)
     Wi, Wh = op(W_ih), op(W_hh)
-    W_ch = cache.arrays.get("W_ch")
+    W_ch, W_hr = cache.arrays.get("W_ch"), cache.arrays.get("W_hr")
     p_i, p_f, p_o = np.split(_zeros_if_none(W_ch, 3 * H, dtype), 3)
 
     dx = np.zeros_like(x)
@@ -252,7 +262,8 @@ def lstm_backward(d_out, d_h_n, d_c_n, cache):
     dW_hh = np.zeros_like(W_hh)
     db = np.zeros(4 * H, dtype)
     dW_ch = np.zeros(3 * H, dtype)
-    dh = _zeros_if_none(d_h_n, (B, H), dtype).copy()
+    dW_hr = None if W_hr is None else np.zeros_like(W_hr)
+    dh = _zeros_if_none(d_h_n, (B, P), dtype).copy()
     dc = _zeros_if_none(d_c_n, (B, H), dtype).copy()
     for t in reversed(range(T)):
         i, f, g, o = np.split(cache.gates[t], 4, axis=1)
@@ -260,11 +271,14 @@ def lstm_backward(d_out, d_h_n, d_c_n, cache):
         h_prev, c_prev = (out[t - 1], cache.c[t - 1]) if t > 0 else (cache.h0, cache.c0)
         dh_total = dh + d_out[t]
         tc = np.tanh(c)
+        running = _running(t, lengths, B)
+        if W_hr is not None:  # h_t = m_t W_hr^T
+            dW_hr += np.where(running, dh_total, 0).T @ (o * tc)
+            dh_total = dh_total @ W_hr
         da_o = dh_total * tc * o * (1 - o)
         dc_total = dc + dh_total * o * (1 - tc * tc) + da_o * p_o
         da_i, da_f = dc_total * g * i * (1 - i), dc_total * c_prev * f * (1 - f)
         da = np.concatenate([da_i, da_f, dc_total * i * (1 - g * g), da_o], axis=1)
-        running = _running(t, lengths, B)
         da = np.where(running, da, 0)
         dW_ch += np.concatenate([(da[:, :H] * c_prev).sum(axis=0),
                                  (da[:, H:2 * H] * c_prev).sum(axis=0),
@@ -277,7 +291,8 @@ def lstm_backward(d_out, d_h_n, d_c_n, cache):
         dh = np.where(running, da_op @ Wh, dh)
         dc = np.where(running, dc_total * f + da_i * p_i + da_f * p_f, dc)
 
-    return make_grads(cache, dx, dh, dc, dW_ih, dW_hh, db_ih=db, db_hh=db, extras=(dW_ch,))
+    return make_grads(cache, dx, dh, dc, dW_ih, dW_hh, db_ih=db, db_hh=db,
+                      extras=(dW_ch, dW_hr))
 
 
 def gru_forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, *, reset_after=True, lengths=None,

@@ -3,7 +3,7 @@
 ``RNN``, ``LSTM``, ``GRU``, ``RNNCell``, ``LSTMCell`` and ``GRUCell`` are
 subclasses of the ``torch.nn`` modules of the same names: the same
 constructor arguments, parameters, ``state_dict`` keys, initialisation and
-``forward(input, hx=None)``, so replacing ``torch.nn.LSTM(...)`` by
+``forward(input, hx=None)`` (``proj_size`` included), so replacing ``torch.nn.LSTM(...)`` by
 ``fastrnn.torch.LSTM(...)`` is the whole change, and ``convert(model)``
 makes that change in place in an existing model.  Only ``forward`` differs:
 each layer and direction is one call of fastrnn's kernels, wrapped in a
@@ -20,9 +20,12 @@ are bfloat16 (``model.to(torch.bfloat16)``) run the same way on their
 values, taking and returning bfloat16 tensors, with their gradients in
 bfloat16.
 
+An LSTM with ``proj_size`` computes in float32 where the others would run
+bf16 compute (fastrnn's bf16 products have no projection yet), and returns
+the dtypes torch returns.
+
 What fastrnn cannot run raises ``ValueError`` naming it: tensors on another
-device than the CPU, dtypes other than float32, float64 and bfloat16,
-``proj_size``.  Double backward (a gradient of a gradient) is not supported
+device than the CPU, dtypes other than float32, float64 and bfloat16.  Double backward (a gradient of a gradient) is not supported
 and says so.
 
 Needs PyTorch (``pip install torch``, or the extra: ``pip install -e ".[torch]"``
@@ -42,7 +45,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from . import functional
 from ._spec import CELLS
-from .layers import reverse_within_lengths
+from .layers import _param_kind, reverse_within_lengths
 
 __all__ = ["RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell", "convert"]
 
@@ -90,10 +93,14 @@ def _options(module):
     return {"nonlinearity": module.nonlinearity} if isinstance(module, (nn.RNN, nn.RNNCell)) else {}
 
 
+def _compute(module, bf16):
+    """The forward's compute_dtype option: bf16 compute where ``bf16``, but
+    for a projected LSTM (not run in bf16 yet: float32 on the bf16 values)."""
+    return {"compute_dtype": "bfloat16"} if bf16 and not getattr(module, "proj_size", 0) else {}
+
+
 def _unsupported(module):
     """Why fastrnn cannot run ``module`` as it is, or None."""
-    if getattr(module, "proj_size", 0):
-        return "proj_size > 0 (fastrnn's LSTM has no projection)"
     for name, p in module.named_parameters():
         if p.device.type != "cpu":
             return f"{name} is on {p.device} (fastrnn runs on the CPU)"
@@ -125,7 +132,8 @@ def _check_tensor(module, t, name):
 class _Direction(torch.autograd.Function):
     """One cell over a sequence in one direction: x (T, B, I), the cell's
     initial states (each (B, H) or None: h0, and c0 for the LSTM), the
-    weights -> out (T, B, H) and the final states."""
+    weights (W_ih, W_hh, b_ih, b_hh, then the spec's extras, each a tensor
+    or None) -> out (T, B, H) and the final states."""
 
     @staticmethod
     def forward(ctx, cell, options, reverse, lengths, x, *tensors):
@@ -150,8 +158,10 @@ class _Direction(torch.autograd.Function):
         g = getattr(functional, f"{cell}_backward")(
             d, *(_array(t.contiguous()) for t in d_finals), cache)
         dx = reverse_within_lengths(g.dx, lengths) if reverse else g.dx
-        grads = [getattr(g, name) for name in CELLS[cell].state_grads]
-        grads += [g.dW_ih, g.dW_hh, g.db_ih, g.db_hh]
+        spec = CELLS[cell]
+        grads = [getattr(g, name) for name in spec.state_grads]
+        grads += [g.dW_ih, g.dW_hh, g.db_ih, g.db_hh, *(getattr(g, "d" + name)
+                                                       for name in spec.extras)]
         return (None, None, None, None, _tensor(dx),
                 *(None if gone else _tensor(a) for a, gone in zip(grads, missing)))
 
@@ -162,9 +172,10 @@ def _run(cell, options, reverse, lengths, x, states, weights, training):
     xa = _array(x)
     if reverse:
         xa = reverse_within_lengths(xa, lengths)
+    extras = dict(zip(CELLS[cell].extras, map(_array, weights[4:])))  # W_ch, W_hr, by name
     out, *finals, cache = getattr(functional, f"{cell}_forward")(
-        xa, *map(_array, states), *map(_array, weights), lengths=lengths, training=training,
-        **options)  # options: the cell's, and compute_dtype
+        xa, *map(_array, states), *map(_array, weights[:4]), lengths=lengths, training=training,
+        **extras, **options)  # options: the cell's, and compute_dtype
     if reverse:
         out = reverse_within_lengths(out, lengths)
     return out, finals, cache
@@ -198,10 +209,12 @@ class _Recurrent:
         _check_module(self)
 
     def _layer_weights(self, layer, sfx):
-        names = [f"weight_ih_l{layer}{sfx}", f"weight_hh_l{layer}{sfx}"]
-        if self.bias:
-            names += [f"bias_ih_l{layer}{sfx}", f"bias_hh_l{layer}{sfx}"]
-        return tuple(getattr(self, n) for n in names) + (None, None)[:4 - len(names)]
+        """(W_ih, W_hh, b_ih, b_hh, *extras) of one layer and direction, None
+        for what the module does not have (biases, the LSTM's weight_hr
+        without proj_size; torch has no peepholes)."""
+        names = ["weight_ih", "weight_hh", "bias_ih", "bias_hh"]
+        names += [_param_kind(name) for name in CELLS[self._cell].extras]
+        return tuple(getattr(self, f"{n}_l{layer}{sfx}", None) for n in names)
 
     def _check_hx_dims(self, hx, batched):
         """torch's messages for an hx of the wrong number of dimensions."""
@@ -256,7 +269,7 @@ class _Recurrent:
         states = None if hx is None else (tuple(hx) if k == 2 else (hx,))
         D = 2 if self.bidirectional else 1
         bf16, out_dtype = _precision(self)
-        options = {**_options(self), **({"compute_dtype": "bfloat16"} if bf16 else {})}
+        options = {**_options(self), **_compute(self, bf16)}
         if bf16:
             x = x.float()
             states = None if states is None else tuple(s.float() for s in states)
@@ -296,7 +309,7 @@ class RNN(_Recurrent, nn.RNN):
 
 
 class LSTM(_Recurrent, nn.LSTM):
-    """``torch.nn.LSTM`` on fastrnn's kernels (see the module's docstring); no ``proj_size``."""
+    """``torch.nn.LSTM`` on fastrnn's kernels (see the module's docstring), ``proj_size`` included."""
 
     _cell = "lstm"
 
@@ -355,7 +368,7 @@ class _Cell:
                 raise RuntimeError(f"{name}: hx must be (batch, hidden_size) = "
                                    f"({input.size(0)}, {self.hidden_size}), got {tuple(h.shape)}")
         weights = (self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
-        options = {**_options(self), **({"compute_dtype": "bfloat16"} if bf16 else {})}
+        options = {**_options(self), **_compute(self, bf16)}
         if bf16:
             input, states = input.float(), tuple(h.float() for h in states)
         _, finals = _direction(self._cell, options, False, None, input[None],
@@ -397,8 +410,8 @@ def convert(model):
 
     Each module keeps its ``Parameter`` objects (only its class changes), so
     an optimizer made before the swap keeps working, and ``state_dict`` is
-    unchanged.  A module fastrnn cannot run (``proj_size``, another device or
-    dtype) stays as it is, with a warning that names it and says why.
+    unchanged.  A module fastrnn cannot run (another device or dtype) stays
+    as it is, with a warning that names it and says why.
     """
     for name, module in model.named_modules():
         target = _SWAPS.get(type(module))

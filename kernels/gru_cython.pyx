@@ -101,73 +101,6 @@ include "_engine.pxi"
 # gradients are GEMMs over many rows, as in the engine.  One thread where
 # the batch has one row.
 
-# Vectors of columns per tile, as the engine's one-gate products.
-DEF _RB_NV = 2
-
-
-cdef floating* _packed(const floating* src, Py_ssize_t sk, Py_ssize_t sn, Py_ssize_t K,
-                       Py_ssize_t N, Py_ssize_t u) noexcept nogil:
-    """M (K, N), element (k, n) at src[k*sk + n*sn], as panels of u columns
-    for _product (K*u values each, the last padded with zeros); NULL when
-    out of memory.  The caller frees it."""
-    cdef Py_ssize_t p, n_panels = (N + u - 1) // u
-    cdef floating* P = <floating*>malloc(n_panels * K * u * sizeof(floating))
-    if P != NULL:
-        for p in range(n_panels):
-            _pack_panel(src, sk, sn, K, 1, N, u, p, P + p * K * u)
-    return P
-
-
-cdef inline void _packed_product(const floating* A, Py_ssize_t lda, Py_ssize_t rows,
-                                 const floating* P, Py_ssize_t K, Py_ssize_t N, Py_ssize_t u,
-                                 floating* C, Py_ssize_t ldc, bint add,
-                                 floating* acc) noexcept nogil:
-    """C (rows, N) (+)= A (rows, K) @ M, M's panels in P (_packed): a block of
-    rows at a time, each panel over it while the block stays in cache.  acc
-    holds ROW_BLOCK * u values."""
-    cdef Py_ssize_t r0 = 0, mr, p, j0, nu, r, jj
-    while r0 < rows:
-        mr = min(ROW_BLOCK, rows - r0)
-        for p in range((N + u - 1) // u):
-            j0 = p * u
-            nu = min(u, N - j0)
-            _product(A + r0 * lda, lda, mr, P + p * K * u, K, _RB_NV, u, acc)
-            for r in range(mr):
-                if add:
-                    for jj in range(nu):
-                        C[(r0 + r) * ldc + j0 + jj] += acc[r * u + jj]
-                else:
-                    for jj in range(nu):
-                        C[(r0 + r) * ldc + j0 + jj] = acc[r * u + jj]
-        r0 += mr
-
-
-cdef void _team_gemm(bint transA, int M, int N, int K, const floating* A, int lda,
-                     const floating* Bm, int ldb, floating beta, floating* C, int ldc,
-                     int team, int pool) noexcept nogil:
-    """C (M, N) = op(A) op(Bm) + beta C, where op transposes A when ``transA``
-    and Bm when not (the two products here: X W_ih^T and DN^T RH), its M rows
-    shared by the rows' team of threads, each running OpenBLAS on itself
-    alone, so that OpenBLAS's own pool never wakes: its workers spin
-    for a while after a call, and beside the team that took a core from it
-    (measured GRU (16, 256): 64-140 ms an inference against 33 on one thread).
-    One call where the team is one thread or OpenBLAS's per-thread count is
-    missing."""
-    cdef int tid, m0, m1
-    if team == 1 or _blas_local == NULL:
-        _gemm(transA, not transA, M, N, K, 1, A, lda, Bm, ldb, beta, C, ldc)
-        return
-    with parallel(num_threads=team):
-        _blas_local(1)
-        tid = threadid()
-        m0 = M * tid // fastrnn_team_size()
-        m1 = M * (tid + 1) // fastrnn_team_size()
-        if m1 > m0:
-            _gemm(transA, not transA, m1 - m0, N, K, 1, A + (m0 if transA else m0 * lda), lda,
-                  Bm, ldb, beta, C + m0 * ldc, ldc)
-    _blas_local(pool)
-
-
 cdef inline Py_ssize_t _rb_steps(Py_ssize_t B, Py_ssize_t H) noexcept nogil:
     """Steps per parallel region: about 2**26 multiply-adds (a few
     milliseconds), so that starting a region, and looking for Ctrl-C between
@@ -240,7 +173,7 @@ cdef int _forward_reset_before(const floating[:, ::1] x2d, const floating[:, ::1
     chunk of steps, whose input terms are one GEMM)."""
     cdef Py_ssize_t B = h0.shape[0], H = h0.shape[1], I = x2d.shape[1]
     cdef Py_ssize_t T = x2d.shape[0] // B, GH = 3 * H, ring = gates.shape[0]
-    cdef Py_ssize_t u = _lanes(<floating*>NULL) * _RB_NV, t0 = 0, t1, c1
+    cdef Py_ssize_t u = _lanes(<floating*>NULL) * _ROWS_NV, t0 = 0, t1, c1
     cdef Py_ssize_t per_region = _rb_steps(B, H)
     cdef int team = <int>min(num_threads, B), pool = _pool_threads(), tid
     cdef bint stopped = False
@@ -359,7 +292,7 @@ cdef int _backward_reset_before(const floating[:, ::1] x2d, const floating[:, ::
     db_hh's n blocks to this function: dW_hn = sum dn^T (r * h_{t-1}), db_hn = db_in."""
     cdef Py_ssize_t T = out.shape[0], B = out.shape[1], H = out.shape[2], GH = 3 * H
     cdef Py_ssize_t S = da_x.shape[0], c0, c1 = T, t0, t1, j
-    cdef Py_ssize_t u = _lanes(<floating*>NULL) * _RB_NV, per_region = _rb_steps(B, H)
+    cdef Py_ssize_t u = _lanes(<floating*>NULL) * _ROWS_NV, per_region = _rb_steps(B, H)
     cdef int team = <int>min(num_threads, B), pool = _pool_threads(), tid
     cdef bint stopped = False
     cdef floating* work = <floating*>malloc(2 * B * H * sizeof(floating))  # dn, drh (B, H)

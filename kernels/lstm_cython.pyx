@@ -6,7 +6,11 @@ outputs and workspace, and chosen ``num_threads`` (see ``fastrnn._tuning``).
 Shape letters: T steps, B batch, I input features, H hidden units; the gate
 blocks of width H are i, f, g, o (PyTorch's order); the peephole weights
 W_ch (3H,) have blocks i, f, o (``peephole``: the engine's ``flag``; without
-it the loops are the plain LSTM's, which do not read W_ch).
+it the loops are the plain LSTM's, which do not read W_ch).  With a
+projection (``proj``: W_hr (P, H), PyTorch's proj_size) h has P columns and
+a step has a second product after the gates, h_t = (o * tanh(c_t)) W_hr^T:
+``_forward_proj``, ``_backward_proj`` below, which split the batch between
+threads instead of the units.
 
 Read side by side with ``fastrnn/reference.py`` (the specification) and
 ``kernels/lstm_numba.py`` (the same loops in Numba).  The recurrence runs in
@@ -135,63 +139,359 @@ cdef inline void _cell_backward(bint running, Py_ssize_t nu, Py_ssize_t H, const
 include "_engine.pxi"
 
 
+
+# ---- the projection (proj_size) -------------------------------------------------
+#
+# Two products a step with the gate arithmetic between them: the projection
+# needs every unit's m = o * tanh(c_t), and the next step's gates need all of
+# h_t.  As the GRU with the reset before its product, each thread runs its own
+# rows of the batch through every step (no barrier), reading W_hh and W_hr
+# from panels packed once (_packed, _packed_product in _engine.pxi); the input
+# terms and the weight gradients are GEMMs shared by the team (_team_gemm,
+# _weight_gradients).  The peepholes come along: W_ch is zeros without them.
+
+
+cdef inline Py_ssize_t _proj_steps(Py_ssize_t B, Py_ssize_t H, Py_ssize_t P) noexcept nogil:
+    """Steps per parallel region: about 2**26 multiply-adds (as gru_cython's
+    _rb_steps), so that Ctrl-C is looked for every few milliseconds."""
+    return max(1, (1 << 26) // max(1, B * 5 * H * P))
+
+
+cdef void _proj_forward_rows(Py_ssize_t t0, Py_ssize_t t1, Py_ssize_t b0, Py_ssize_t b1,
+                             Py_ssize_t B, Py_ssize_t H, Py_ssize_t P, Py_ssize_t u,
+                             Py_ssize_t ring, const floating* bias, const floating* W_ch,
+                             const int64_t* lengths, const floating* P_hh, const floating* P_hr,
+                             floating* gates, floating* c, floating* out, floating* c_n,
+                             floating* hbuf, floating* work, floating* m) noexcept nogil:
+    """Steps t0..t1-1 of the forward for rows b0..b1-1: gates holds the input
+    terms of these steps (row t % ring, without the bias), hbuf's half t % 2
+    holds h_{t0-1} (B, P), c_n c_{t0-1}."""
+    cdef Py_ssize_t GH = 4 * H, rows = b1 - b0, t, b, j
+    cdef floating acc[ROW_BLOCK * 64]
+    cdef floating* g
+    cdef floating* a
+    cdef floating* cs
+    cdef floating* h_prev
+    cdef floating* h_next
+    cdef floating i, f, gj, o, cj
+    for t in range(t0, t1):
+        g = gates + (t % ring) * B * GH
+        cs = c + (t % ring) * B * H
+        h_prev = hbuf + (t % 2) * B * P
+        h_next = hbuf + ((t + 1) % 2) * B * P
+        # work = h_{t-1} W_hh^T, all four gates
+        _packed_product(h_prev + b0 * P, P, rows, P_hh, P, GH, u, work + b0 * GH, GH, False, acc)
+        for b in range(b0, b1):
+            if t < lengths[b]:
+                a = work + b * GH
+                for j in range(H):
+                    cj = c_n[b * H + j]
+                    i = _sigmoid(g[b * GH + j] + bias[j] + a[j] + W_ch[j] * cj)
+                    f = _sigmoid(g[b * GH + H + j] + bias[H + j] + a[H + j] + W_ch[H + j] * cj)
+                    gj = _tanh(g[b * GH + 2 * H + j] + bias[2 * H + j] + a[2 * H + j])
+                    cj = f * cj + i * gj
+                    o = _sigmoid(g[b * GH + 3 * H + j] + bias[3 * H + j] + a[3 * H + j]
+                                 + W_ch[2 * H + j] * cj)
+                    g[b * GH + j] = i
+                    g[b * GH + H + j] = f
+                    g[b * GH + 2 * H + j] = gj
+                    g[b * GH + 3 * H + j] = o
+                    cs[b * H + j] = cj
+                    c_n[b * H + j] = cj
+                    m[b * H + j] = o * _tanh(cj)
+            else:
+                for j in range(GH):
+                    g[b * GH + j] = 0
+                for j in range(H):
+                    cs[b * H + j] = c_n[b * H + j]
+                    m[b * H + j] = 0
+        # h_t = m W_hr^T, straight into out
+        _packed_product(m + b0 * H, H, rows, P_hr, H, P, u, out + (t * B + b0) * P, P, False,
+                        acc)
+        for b in range(b0, b1):
+            if t < lengths[b]:
+                memcpy(h_next + b * P, out + (t * B + b) * P, P * sizeof(floating))
+            else:
+                memset(out + (t * B + b) * P, 0, P * sizeof(floating))
+                memcpy(h_next + b * P, h_prev + b * P, P * sizeof(floating))
+
+
+cdef int _forward_proj(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
+                       const floating[::1] bias, const floating[:, ::1] W_hh,
+                       const floating[::1] W_ch, const floating[:, ::1] W_hr,
+                       const floating[:, ::1] h0, const int64_t[::1] lengths, int num_threads,
+                       floating[:, :, ::1] gates, floating[:, ::1] work, floating[:, ::1] m,
+                       floating[:, :, ::1] c, floating[:, :, ::1] out, floating[:, ::1] h_n,
+                       floating[:, ::1] c_n) except -1:
+    """The forward with a projection; c_n holds c0.  Step t's gates and c_t go
+    to row t % ring of gates and c (ring = T in training; in inference a
+    chunk of steps, whose input terms are one GEMM)."""
+    cdef Py_ssize_t B = h0.shape[0], P = h0.shape[1], H = c_n.shape[1], I = x2d.shape[1]
+    cdef Py_ssize_t T = x2d.shape[0] // B, GH = 4 * H, ring = gates.shape[0]
+    cdef Py_ssize_t u = _lanes(<floating*>NULL) * _ROWS_NV, t0 = 0, t1, c1
+    cdef Py_ssize_t per_region = _proj_steps(B, H, P)
+    cdef int team = <int>min(num_threads, B), pool = _pool_threads(), tid
+    cdef bint stopped = False
+    cdef floating* hbuf = <floating*>malloc(2 * B * P * sizeof(floating))
+    cdef floating* P_hh = NULL
+    cdef floating* P_hr = NULL
+    try:
+        with nogil:
+            # W_hh^T (P, 4H) and W_hr^T (H, P) as panels: the rows are their columns.
+            P_hh = _packed(&W_hh[0, 0], 1, P, P, GH, u)
+            P_hr = _packed(&W_hr[0, 0], 1, H, H, P, u)
+        if hbuf == NULL or P_hh == NULL or P_hr == NULL:
+            raise MemoryError()
+        with nogil:
+            memcpy(hbuf, &h0[0, 0], B * P * sizeof(floating))
+            while t0 < T and not stopped:
+                c1 = min(T, t0 + ring)
+                _team_gemm(False, <int>((c1 - t0) * B), <int>GH, <int>I, &x2d[t0 * B, 0],
+                           <int>I, &W_ih[0, 0], <int>I, 0, &gates[0, 0, 0], <int>GH, team, pool)
+                while t0 < c1:
+                    t1 = min(c1, t0 + per_region)
+                    if team == 1:
+                        _proj_forward_rows(t0, t1, 0, B, B, H, P, u, ring, &bias[0], &W_ch[0],
+                                           &lengths[0], P_hh, P_hr, &gates[0, 0, 0],
+                                           &c[0, 0, 0], &out[0, 0, 0], &c_n[0, 0], hbuf,
+                                           &work[0, 0], &m[0, 0])
+                    else:
+                        with parallel(num_threads=team):
+                            tid = threadid()
+                            _proj_forward_rows(t0, t1, tid * B // fastrnn_team_size(),
+                                               (tid + 1) * B // fastrnn_team_size(), B, H, P, u,
+                                               ring, &bias[0], &W_ch[0], &lengths[0], P_hh, P_hr,
+                                               &gates[0, 0, 0], &c[0, 0, 0], &out[0, 0, 0],
+                                               &c_n[0, 0], hbuf, &work[0, 0], &m[0, 0])
+                    t0 = t1
+                    if _interrupted():
+                        stopped = True
+                        break
+            memcpy(&h_n[0, 0], hbuf + (T % 2) * B * P, B * P * sizeof(floating))
+    finally:
+        free(hbuf)
+        free(P_hh)
+        free(P_hr)
+    if stopped:
+        _raise_pending()
+    return 0
+
+
+cdef void _proj_backward_rows(Py_ssize_t t0, Py_ssize_t t1, Py_ssize_t s0, Py_ssize_t b0,
+                              Py_ssize_t b1, Py_ssize_t B, Py_ssize_t H, Py_ssize_t P,
+                              Py_ssize_t u, const int64_t* lengths, const floating* P_hr,
+                              const floating* P_hh, const floating* W_ch, const floating* c0,
+                              const floating* c, const floating* gates, const floating* d_out,
+                              floating* da, floating* m, floating* dhp, floating* dh,
+                              floating* dc, floating* work) noexcept nogil:
+    """Steps t1-1 down to t0 of BPTT for rows b0..b1-1, from dh, dc =
+    dL/dh_{t1-1}, dL/dc_{t1-1} (left as those of step t0-1); step t's da,
+    m (dL/dm, then m_t) and dhp (dL/dh_t) at row t - s0 of theirs."""
+    cdef Py_ssize_t GH = 4 * H, rows = b1 - b0, t, b, j
+    cdef floating acc[ROW_BLOCK * 64]
+    cdef floating* ad
+    cdef floating* mt
+    cdef floating* dp
+    cdef const floating* g
+    cdef const floating* ct
+    cdef const floating* cp
+    cdef floating i, f, gj, o, tc, dmj, dcj, dai, daf, dao
+    for t in range(t1 - 1, t0 - 1, -1):
+        ad = da + (t - s0) * B * GH
+        mt = m + (t - s0) * B * H
+        dp = dhp + (t - s0) * B * P
+        g = gates + t * B * GH
+        ct = c + t * B * H
+        cp = c + (t - 1) * B * H if t > 0 else c0
+        for b in range(b0, b1):
+            if t < lengths[b]:
+                for j in range(P):
+                    dp[b * P + j] = dh[b * P + j] + d_out[(t * B + b) * P + j]
+            else:
+                memset(dp + b * P, 0, P * sizeof(floating))
+        # dL/dm_t = dL/dh_t W_hr
+        _packed_product(dp + b0 * P, P, rows, P_hr, P, H, u, mt + b0 * H, H, False, acc)
+        for b in range(b0, b1):
+            if t < lengths[b]:
+                for j in range(H):
+                    i = g[b * GH + j]
+                    f = g[b * GH + H + j]
+                    gj = g[b * GH + 2 * H + j]
+                    o = g[b * GH + 3 * H + j]
+                    tc = _tanh(ct[b * H + j])
+                    dmj = mt[b * H + j]
+                    dao = dmj * tc * o * (<floating>1 - o)
+                    dcj = dc[b * H + j] + dmj * o * (<floating>1 - tc * tc) + dao * W_ch[2 * H + j]
+                    dai = dcj * gj * i * (<floating>1 - i)
+                    daf = dcj * cp[b * H + j] * f * (<floating>1 - f)
+                    ad[b * GH + j] = dai
+                    ad[b * GH + H + j] = daf
+                    ad[b * GH + 2 * H + j] = dcj * i * (<floating>1 - gj * gj)
+                    ad[b * GH + 3 * H + j] = dao
+                    dc[b * H + j] = dcj * f + dai * W_ch[j] + daf * W_ch[H + j]
+                    mt[b * H + j] = o * tc  # m_t, for dW_hr
+            else:
+                # A frozen step is the identity on (h, c): dh and dc pass through.
+                memset(ad + b * GH, 0, GH * sizeof(floating))
+                memset(mt + b * H, 0, H * sizeof(floating))
+        # dL/dh_{t-1} = da W_hh
+        _packed_product(ad + b0 * GH, GH, rows, P_hh, GH, P, u, work + b0 * P, P, False, acc)
+        for b in range(b0, b1):
+            if t < lengths[b]:
+                memcpy(dh + b * P, work + b * P, P * sizeof(floating))
+
+
+cdef int _backward_proj(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
+                        const floating[:, ::1] W_hh, const floating[::1] W_ch,
+                        const floating[:, ::1] W_hr, const floating[:, ::1] h0,
+                        const floating[:, ::1] c0, const floating[:, :, ::1] out,
+                        const floating[:, :, ::1] c, const floating[:, :, ::1] gates,
+                        const floating[:, :, ::1] d_out, const int64_t[::1] lengths,
+                        bint peephole, int num_threads, floating[:, :, ::1] da,
+                        floating[:, ::1] work, floating[:, :, ::1] m, floating[:, :, ::1] dhp,
+                        floating[:, ::1] dx2d, floating[:, ::1] dh, floating[:, ::1] dc,
+                        floating[:, ::1] dW_ih, floating[:, ::1] dW_hh, floating[::1] db,
+                        floating[::1] dW_ch, floating[:, ::1] dW_hr) except -1:
+    """BPTT with a projection, in chunks of S steps (S = da.shape[0]) from the
+    last: each chunk's steps (_proj_backward_rows), then its weight
+    gradients, dW_hr += DHP^T M among them (and dW_ch's sums)."""
+    cdef Py_ssize_t T = out.shape[0], B = out.shape[1], P = out.shape[2], H = c.shape[2]
+    cdef Py_ssize_t GH = 4 * H, S = da.shape[0], s0, c1 = T, t0, t1, t, b, j
+    cdef Py_ssize_t u = _lanes(<floating*>NULL) * _ROWS_NV, per_region = _proj_steps(B, H, P)
+    cdef int team = <int>min(num_threads, B), pool = _pool_threads(), tid
+    cdef bint stopped = False
+    cdef const floating* cp
+    cdef floating* P_hr = NULL
+    cdef floating* P_hh = NULL
+    try:
+        with nogil:
+            # W_hr (P, H) and W_hh (4H, P) as they are, as panels
+            P_hr = _packed(&W_hr[0, 0], H, 1, P, H, u)
+            P_hh = _packed(&W_hh[0, 0], P, 1, GH, P, u)
+        if P_hr == NULL or P_hh == NULL:
+            raise MemoryError()
+        with nogil:
+            while c1 > 0 and not stopped:
+                s0 = max(0, c1 - S)
+                t1 = c1
+                while t1 > s0:
+                    t0 = max(s0, t1 - per_region)
+                    if team == 1:
+                        _proj_backward_rows(t0, t1, s0, 0, B, B, H, P, u, &lengths[0], P_hr,
+                                            P_hh, &W_ch[0], &c0[0, 0], &c[0, 0, 0],
+                                            &gates[0, 0, 0], &d_out[0, 0, 0], &da[0, 0, 0],
+                                            &m[0, 0, 0], &dhp[0, 0, 0], &dh[0, 0], &dc[0, 0],
+                                            &work[0, 0])
+                    else:
+                        with parallel(num_threads=team):
+                            tid = threadid()
+                            _proj_backward_rows(t0, t1, s0, tid * B // fastrnn_team_size(),
+                                                (tid + 1) * B // fastrnn_team_size(), B, H, P,
+                                                u, &lengths[0], P_hr, P_hh, &W_ch[0], &c0[0, 0],
+                                                &c[0, 0, 0], &gates[0, 0, 0], &d_out[0, 0, 0],
+                                                &da[0, 0, 0], &m[0, 0, 0], &dhp[0, 0, 0],
+                                                &dh[0, 0], &dc[0, 0], &work[0, 0])
+                    t1 = t0
+                    if _interrupted():
+                        stopped = True
+                        break
+                if stopped:
+                    break
+                _weight_gradients(x2d, W_ih, h0, out, &da[0, 0, 0], &da[0, 0, 0], s0, c1,
+                                  c1 < T, dx2d, dW_ih, dW_hh, &db[0], &db[0], num_threads, pool)
+                # dW_hr += DHP^T M over the chunk's rows
+                _team_gemm(True, <int>P, <int>H, <int>((c1 - s0) * B), &dhp[0, 0, 0], <int>P,
+                           &m[0, 0, 0], <int>H, 1 if c1 < T else 0, &dW_hr[0, 0], <int>H, team,
+                           pool)
+                if peephole:  # dW_ch += [da_i c_{t-1}, da_f c_{t-1}, da_o c_t], summed
+                    for t in range(s0, c1):
+                        cp = &c[t - 1, 0, 0] if t > 0 else &c0[0, 0]
+                        for b in range(B):
+                            for j in range(H):
+                                dW_ch[j] += da[t - s0, b, j] * cp[b * H + j]
+                                dW_ch[H + j] += da[t - s0, b, H + j] * cp[b * H + j]
+                                dW_ch[2 * H + j] += da[t - s0, b, 3 * H + j] * c[t, b, j]
+                c1 = s0
+    finally:
+        free(P_hr)
+        free(P_hh)
+    if stopped:
+        _raise_pending()
+    return 0
+
+
 def forward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
             const floating[::1] bias, const floating[:, ::1] W_hh, const floating[::1] W_ch,
-            const floating[:, ::1] h0, const floating[:, ::1] c0,
-            const int64_t[::1] lengths, bint peephole, bint bf16, bint use_blas, int num_threads,
-            floating[:, :, ::1] gates, floating[:, ::1] work, floating[:, :, ::1] c,
-            floating[:, :, ::1] out, floating[:, ::1] h_n, floating[:, ::1] c_n):
+            const floating[:, ::1] W_hr, const floating[:, ::1] h0, const floating[:, ::1] c0,
+            const int64_t[::1] lengths, bint peephole, bint proj, bint bf16, bint use_blas,
+            int num_threads, floating[:, :, ::1] gates, floating[:, ::1] work,
+            floating[:, ::1] m, floating[:, :, ::1] c, floating[:, :, ::1] out,
+            floating[:, ::1] h_n, floating[:, ::1] c_n):
     """LSTM forward over a whole sequence.
 
     Inputs:  x2d (T*B, I), W_ih (4H, I), bias (4H,) = b_ih + b_hh (zeros if none),
-             W_hh (4H, H), W_ch (3H,) the peepholes (read when ``peephole``),
-             h0 (B, H), c0 (B, H), lengths (B,) int64, bf16 (bfloat16 products: _engine_forward), use_blas (read by the
-             Numba kernels only: the engine has its own product), num_threads (the engine's threads).
-    Work:    work (B, 4H) (unused here).
+             W_hh (4H, P), W_ch (3H,) the peepholes (read when ``peephole``),
+             W_hr (P, H) the projection (``proj``; without it P = H and W_hr
+             has no rows), h0 (B, P), c0 (B, H), lengths (B,) int64, bf16
+             (bfloat16 products: _engine_forward; never with ``proj``),
+             use_blas (read by the Numba kernels only: the engine has its own
+             product), num_threads (the engine's threads).
+    Work:    work (B, 4H), m (B, H) (``proj``: _forward_proj).
     Outputs (overwritten): gates (S, B, 4H) the activated gates i, f, g, o of
              each step (zero past a sequence's length), c (S, B, H) the cell
              state c_t (frozen past the length), both of the last S steps
-             (S = T in training, fewer in inference: see _engine_forward), out (T, B, H) h_t (zero past
-             the length), h_n and c_n (B, H) the states after each sequence's
-             last step.
+             (S = T in training, fewer in inference: see _engine_forward), out (T, B, P) h_t (zero past
+             the length), h_n (B, P) and c_n (B, H) the states after each
+             sequence's last step.
 
     float32 and float64 (all arrays one dtype).
     """
     c_n[:, :] = c0
+    if proj:
+        _forward_proj(x2d, W_ih, bias, W_hh, W_ch, W_hr, h0, lengths, num_threads, gates, work,
+                      m, c, out, h_n, c_n)
+        return
     _engine_forward(x2d, W_ih, W_hh, bias, h0, lengths, num_threads, &gates[0, 0, 0],
                     gates.shape[0], &out[0, 0, 0], &c_n[0, 0], &c[0, 0, 0], &W_ch[0], peephole,
                     h_n, bf16)
 
 
 def backward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
-             const floating[:, ::1] W_hh, const floating[::1] W_ch, const floating[:, ::1] h0,
+             const floating[:, ::1] W_hh, const floating[::1] W_ch,
+             const floating[:, ::1] W_hr, const floating[:, ::1] h0,
              const floating[:, ::1] c0, const floating[:, :, ::1] out,
              const floating[:, :, ::1] c, const floating[:, :, ::1] gates,
              const floating[:, :, ::1] d_out, const floating[:, ::1] d_h_n,
              const floating[:, ::1] d_c_n, const int64_t[::1] lengths,
-             bint peephole, bint bf16, bint use_blas, int num_threads,
-             floating[:, :, ::1] da, floating[:, ::1] work,
-             floating[:, ::1] dx2d, floating[:, ::1] dh0, floating[:, ::1] dc0,
-             floating[:, ::1] dW_ih, floating[:, ::1] dW_hh, floating[::1] db,
-             floating[::1] dW_ch):
+             bint peephole, bint proj, bint bf16, bint use_blas, int num_threads,
+             floating[:, :, ::1] da, floating[:, ::1] work, floating[:, :, ::1] m,
+             floating[:, :, ::1] dhp, floating[:, ::1] dx2d, floating[:, ::1] dh0,
+             floating[:, ::1] dc0, floating[:, ::1] dW_ih, floating[:, ::1] dW_hh,
+             floating[::1] db, floating[::1] dW_ch, floating[:, ::1] dW_hr):
     """LSTM BPTT over a whole sequence.
 
-    Inputs:  x2d (T*B, I), W_ih (4H, I), W_hh (4H, H), W_ch (3H,), h0, c0 (B, H), and from
-             the forward out, c (T, B, H) and gates (T, B, 4H); d_out (T, B, H),
-             d_h_n, d_c_n (B, H), lengths (B,) int64, use_blas, num_threads
-             (as in forward).
+    Inputs:  x2d (T*B, I), W_ih (4H, I), W_hh (4H, P), W_ch (3H,), W_hr (P, H),
+             h0 (B, P), c0 (B, H), and from the forward out (T, B, P), c (T, B, H)
+             and gates (T, B, 4H); d_out (T, B, P), d_h_n (B, P), d_c_n (B, H),
+             lengths (B,) int64, peephole, proj, use_blas, num_threads (as in forward).
     Work:    da (S, B, 4H) the gradients of the gates' pre-activations of a
-             chunk of S <= T steps (see _engine_backward), work
-             (B, H) (unused here).
-    Outputs (overwritten): dx2d (T*B, I), dh0, dc0 (B, H), dW_ih (4H, I),
-             dW_hh (4H, H), db (4H,) (the gradient of b_ih and of b_hh alike),
-             dW_ch (3H,) (zeros without peepholes).
+             chunk of S <= T steps (see _engine_backward); with ``proj``
+             (_backward_proj) work (B, P), m (S, B, H) dL/dm and then m_t,
+             dhp (S, B, P) dL/dh_t.
+    Outputs (overwritten): dx2d (T*B, I), dh0 (B, P), dc0 (B, H), dW_ih (4H, I),
+             dW_hh (4H, P), db (4H,) (the gradient of b_ih and of b_hh alike),
+             dW_ch (3H,) (zeros without peepholes), dW_hr (P, H) (``proj``).
 
     float32 and float64 (all arrays one dtype).
     """
     dh0[:, :] = d_h_n
     dc0[:, :] = d_c_n
     dW_ch[:] = 0
+    if proj:
+        _backward_proj(x2d, W_ih, W_hh, W_ch, W_hr, h0, c0, out, c, gates, d_out, lengths,
+                       peephole, num_threads, da, work, m, dhp, dx2d, dh0, dc0, dW_ih, dW_hh, db,
+                       dW_ch, dW_hr)
+        return
     _engine_backward(W_hh, lengths, num_threads, &gates[0, 0, 0], &c[0, 0, 0], &c[0, 0, 0],
                      &c0[0, 0], d_out, dh0, &dc0[0, 0], da, da, &W_ch[0], &dW_ch[0], peephole,
                      x2d, W_ih, h0, out, dx2d, dW_ih, dW_hh, &db[0], &db[0], bf16)

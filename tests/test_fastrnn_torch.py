@@ -263,8 +263,8 @@ def test_bad_cell_input_gives_torchs_errors(cls):
 
 
 def test_what_fastrnn_cannot_run_names_it():
-    with pytest.raises(ValueError, match="proj_size.*torch.nn.LSTM"):
-        ft.LSTM(I, H, proj_size=3)
+    with pytest.raises(ValueError, match="float16.*torch.nn.LSTM"):
+        ft.LSTM(I, H, proj_size=3, dtype=torch.float16)
     with pytest.raises(ValueError, match="float16.*torch.nn.GRU"):
         ft.GRU(I, H, dtype=torch.float16)
     fast = ft.GRU(I, H)
@@ -284,7 +284,7 @@ class _Nested(torch.nn.Module):
         self.encoder = torch.nn.Sequential(torch.nn.LSTM(I, H))
         self.decoder = torch.nn.ModuleDict({"cells": torch.nn.ModuleList(
             [torch.nn.GRUCell(H, H), torch.nn.RNNCell(H, H, nonlinearity="relu")])})
-        self.projected = torch.nn.LSTM(I, H, proj_size=2)
+        self.halved = torch.nn.LSTM(I, H, proj_size=2).half()  # not in the forward
 
     def forward(self, tokens):
         out, _ = self.encoder[0](self.emb(tokens))
@@ -301,17 +301,17 @@ def test_convert_swaps_in_place_and_keeps_the_parameters():
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     state = copy.deepcopy(model.state_dict())
     reference = copy.deepcopy(model)
-    with pytest.warns(UserWarning, match="projected.*proj_size"):
+    with pytest.warns(UserWarning, match="halved .LSTM.*float16"):
         assert ft.convert(model) is model
     assert type(model.encoder[0]) is ft.LSTM and isinstance(model.encoder[0], torch.nn.LSTM)
     assert [type(c) for c in model.decoder["cells"]] == [ft.GRUCell, ft.RNNCell]
-    assert type(model.projected) is torch.nn.LSTM
+    assert type(model.halved) is torch.nn.LSTM
     assert all(p is params[n] for n, p in model.named_parameters())
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
     # The state dict goes both ways between converted and unconverted models.
     fresh = _Nested()
     fresh.load_state_dict(model.state_dict())
-    with pytest.warns(UserWarning, match="projected"):
+    with pytest.warns(UserWarning, match="halved"):
         ft.convert(copy.deepcopy(fresh)).load_state_dict(reference.state_dict())
     x = torch.randint(0, 10, (T, B))
     torch.testing.assert_close(model(x), fresh(x), rtol=1e-4, atol=1e-4)

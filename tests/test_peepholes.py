@@ -21,7 +21,7 @@ SHAPES = [  # T, B, I, H, lengths: one unit, odd sizes, a long sequence (the pac
 @pytest.mark.parametrize("T, B, I, H, lengths", SHAPES)
 def test_every_backend_matches_the_reference(fast_backend, kernel_path, T, B, I, H, lengths,
                                              dtype):  # noqa: E741
-    p = random_problem(T, B, I, H, dtype, cell="lstm", lengths=lengths, seed=4, extras=True,
+    p = random_problem(T, B, I, H, dtype, cell="lstm", lengths=lengths, seed=4, extras=["W_ch"],
                        weight_scale=0.7)
     ups = random_upstream("lstm", T, B, H, dtype)
     want, cache = forward("lstm", as_float64(p))
@@ -39,7 +39,7 @@ def test_every_backend_matches_the_reference(fast_backend, kernel_path, T, B, I,
 
 def test_bfloat16_products_match_the_bf16_reference():
     p = random_problem(30, 5, 8, 40, np.float32, cell="lstm", lengths=[30, 0, 7, 29, 30],
-                       seed=2, extras=True)
+                       seed=2, extras=["W_ch"])
     ups = random_upstream("lstm", 30, 5, 40, np.float32)
     outs, cache = forward("lstm", p, "cython", compute_dtype="bfloat16")
     want, ref_cache = forward("lstm", p, compute_dtype="bfloat16")
@@ -82,7 +82,7 @@ def test_bad_peepholes_are_refused_by_name(backend, W_ch, exc, words):
 
 
 def test_the_callers_peepholes_are_not_changed_and_not_read_after_the_forward(backend):
-    p = random_problem(5, 2, 3, 4, cell="lstm", extras=True)
+    p = random_problem(5, 2, 3, 4, cell="lstm", extras=["W_ch"])
     W_ch = p["W_ch"]
     before = W_ch.copy()
     ups = random_upstream("lstm", 5, 2, 4)

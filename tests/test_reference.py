@@ -10,11 +10,14 @@ from fastrnn._testing import backward, forward, random_upstream
 from fastrnn._testing import random_problem
 
 # (cell, variant): the Elman cell in both activations, the gated cells, the
-# LSTM with peepholes (its extra weight W_ch given) and the GRU with the
-# reset before its product (reset_after=False).
+# LSTM with peepholes (its extra weight W_ch given), the LSTM with a
+# projection (W_hr, h of P = H - 1 columns) and with both, and the GRU with
+# the reset before its product (reset_after=False).
 VARIANTS = [("rnn", "tanh"), ("rnn", "relu"), ("lstm", None), ("lstm", "peephole"),
-            ("gru", None), ("gru", "reset-before")]
-VARIANT_IDS = ["rnn-tanh", "rnn-relu", "lstm", "lstm-peephole", "gru", "gru-reset-before"]
+            ("lstm", "projection"), ("lstm", "peephole-projection"), ("gru", None),
+            ("gru", "reset-before")]
+VARIANT_IDS = ["rnn-tanh", "rnn-relu", "lstm", "lstm-peephole", "lstm-projection",
+               "lstm-peephole-projection", "gru", "gru-reset-before"]
 
 
 def _kwargs(variant):
@@ -24,7 +27,14 @@ def _kwargs(variant):
 
 
 def _extras(variant):
-    return variant == "peephole"
+    """The extra weights a variant gives (random_problem's ``extras``)."""
+    return [name for word, name in (("peephole", "W_ch"), ("projection", "W_hr"))
+            if word in (variant or "")]
+
+
+def _P(variant, H):
+    """The width of h: H - 1 with a projection (to hold the shapes apart), else H."""
+    return H - 1 if "projection" in (variant or "") else H
 
 
 def loss(cell, problem, nonlinearity, ups):
@@ -63,8 +73,9 @@ CASES = [
 def test_gradients_match_finite_differences(cell, nonlinearity, case):
     T, B, I, H = 4, 3, 2, 3
     problem = random_problem(T, B, I, H, cell=cell, lengths=case["lengths"], bias=case["bias"],
-                             seed=3, weight_scale=0.8, extras=_extras(nonlinearity))
-    ups = random_upstream(cell, T, B, H)
+                             seed=3, weight_scale=0.8, extras=_extras(nonlinearity),
+                             P=_P(nonlinearity, H))
+    ups = random_upstream(cell, T, B, H, P=_P(nonlinearity, H))
     _, cache = forward(cell, problem, **_kwargs(nonlinearity))
     grads = backward(cell, ups, cache, R)
     for name in CELLS[cell].inputs:
@@ -81,8 +92,8 @@ def test_gradients_along_random_directions(cell, nonlinearity):
     """A medium problem: <grad, v> against the directional central difference."""
     T, B, I, H = 25, 6, 7, 9
     problem = random_problem(T, B, I, H, cell=cell, lengths=[25, 0, 11, 1, 24, 25], seed=5,
-                             extras=_extras(nonlinearity))
-    ups = random_upstream(cell, T, B, H, seed=6)
+                             extras=_extras(nonlinearity), P=_P(nonlinearity, H))
+    ups = random_upstream(cell, T, B, H, seed=6, P=_P(nonlinearity, H))
     _, cache = forward(cell, problem, **_kwargs(nonlinearity))
     grads = backward(cell, ups, cache, R)
     rng = np.random.default_rng(7)
@@ -125,7 +136,7 @@ def test_one_lstm_step_is_the_equation():
 def test_one_peephole_lstm_step_is_the_equation():
     """ONNX's LSTM with P: i and f see c_{t-1}, o sees c_t."""
     H = 4
-    p = random_problem(1, 2, 3, H, cell="lstm", seed=1, extras=True)
+    p = random_problem(1, 2, 3, H, cell="lstm", seed=1, extras=["W_ch"])
     out, h_n, c_n, _ = R.lstm_forward(**p)
     a = p["x"][0] @ p["W_ih"].T + p["b_ih"] + p["h0"] @ p["W_hh"].T + p["b_hh"]
     i, f, g, o = (a[:, k * H:(k + 1) * H] for k in range(4))
