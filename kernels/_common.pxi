@@ -6,7 +6,7 @@
 # Shape letters: T steps, B batch, I input features, H hidden units, G gates
 # (1 Elman, 4 LSTM, 3 GRU); every array is C-contiguous and of one dtype.
 from cython cimport floating
-from cython.parallel cimport parallel, threadid
+from cython.parallel cimport parallel, prange, threadid
 from libc.math cimport tanh
 
 cdef extern from "fast_tanh.h" nogil:

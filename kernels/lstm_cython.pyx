@@ -144,28 +144,51 @@ include "_engine.pxi"
 #
 # Two products a step with the gate arithmetic between them: the projection
 # needs every unit's m = o * tanh(c_t), and the next step's gates need all of
-# h_t.  As the GRU with the reset before its product, each thread runs its own
-# rows of the batch through every step (no barrier), reading W_hh and W_hr
-# from panels packed once (_packed, _packed_product in _engine.pxi); the input
-# terms and the weight gradients are GEMMs shared by the team (_team_gemm,
-# _weight_gradients).  The peepholes come along: W_ch is zeros without them.
+# h_t.  Rows of the batch never meet in a step, so the batch is cut into
+# groups of rows that each run through every step of a chunk on their own,
+# with no barrier (reading W_hh and W_hr from panels packed once: _packed,
+# _packed_product in _engine.pxi), handed to the team's threads as they come
+# free (_row_groups), so that a thread whose core is shared takes fewer; the
+# input terms and the weight gradients are GEMMs shared by the team
+# (_team_gemm, _weight_gradients).  The calling thread looks for Ctrl-C
+# between its steps and stops every group (_keep_going).  The peepholes come
+# along: W_ch is zeros without them.
 
 
-cdef inline Py_ssize_t _proj_steps(Py_ssize_t B, Py_ssize_t H, Py_ssize_t P) noexcept nogil:
-    """Steps per parallel region: about 2**26 multiply-adds (as gru_cython's
-    _rb_steps), so that Ctrl-C is looked for every few milliseconds."""
-    return max(1, (1 << 26) // max(1, B * 5 * H * P))
+cdef inline Py_ssize_t _row_groups(Py_ssize_t B, int team) noexcept nogil:
+    """Groups of rows to share out: one a thread at least, then groups of 8
+    rows or more (a tile's height: fewer rows per group read the panels more
+    often for the same work; measured one thread (16, 1024, 256), 8 rows a
+    group ran at the rate of 64), up to 4 a thread."""
+    return max(min(<Py_ssize_t>team, B), min(B // 8, 4 * <Py_ssize_t>team))
+
+
+cdef inline bint _keep_going(fastrnn_steps* shared, bint main_thread,
+                             _SignalClock* clock) noexcept nogil:
+    """False once the work is aborted; the calling thread (``main_thread``)
+    runs the signal handlers every few milliseconds and aborts it for all
+    when one raised (the exception stays set for _raise_pending)."""
+    if fastrnn_steps_aborted(shared):
+        return False
+    if main_thread and _check_now(clock) and _interrupted():
+        fastrnn_steps_abort(shared)
+        return False
+    return True
 
 
 cdef void _proj_forward_rows(Py_ssize_t t0, Py_ssize_t t1, Py_ssize_t b0, Py_ssize_t b1,
                              Py_ssize_t B, Py_ssize_t H, Py_ssize_t P, Py_ssize_t u,
                              Py_ssize_t ring, const floating* bias, const floating* W_ch,
-                             const int64_t* lengths, const floating* P_hh, const floating* P_hr,
-                             floating* gates, floating* c, floating* out, floating* c_n,
-                             floating* hbuf, floating* work, floating* m) noexcept nogil:
+                             int peephole, const int64_t* lengths, const floating* P_hh,
+                             const floating* P_hr, floating* gates, floating* c, floating* out,
+                             floating* c_n, floating* hbuf, floating* work, floating* m,
+                             fastrnn_steps* shared, bint main_thread) noexcept nogil:
     """Steps t0..t1-1 of the forward for rows b0..b1-1: gates holds the input
     terms of these steps (row t % ring, without the bias), hbuf's half t % 2
-    holds h_{t0-1} (B, P), c_n c_{t0-1}."""
+    holds h_{t0-1} (B, P), c_n c_{t0-1}.  The gate arithmetic is the
+    engine's (_cell_forward, with the row's four gate blocks as one tile of
+    H units), which the compiler vectorises; written out here with its
+    indices it ran scalar, a quarter of the time (perf, (16, 1024, 256))."""
     cdef Py_ssize_t GH = 4 * H, rows = b1 - b0, t, b, j
     cdef floating acc[ROW_BLOCK * 64]
     cdef floating* g
@@ -173,8 +196,10 @@ cdef void _proj_forward_rows(Py_ssize_t t0, Py_ssize_t t1, Py_ssize_t b0, Py_ssi
     cdef floating* cs
     cdef floating* h_prev
     cdef floating* h_next
-    cdef floating i, f, gj, o, cj
+    cdef _SignalClock clock = [0, 1, 1]
     for t in range(t0, t1):
+        if not _keep_going(shared, main_thread, &clock):
+            return
         g = gates + (t % ring) * B * GH
         cs = c + (t % ring) * B * H
         h_prev = hbuf + (t % 2) * B * P
@@ -184,27 +209,15 @@ cdef void _proj_forward_rows(Py_ssize_t t0, Py_ssize_t t1, Py_ssize_t b0, Py_ssi
         for b in range(b0, b1):
             if t < lengths[b]:
                 a = work + b * GH
-                for j in range(H):
-                    cj = c_n[b * H + j]
-                    i = _sigmoid(g[b * GH + j] + bias[j] + a[j] + W_ch[j] * cj)
-                    f = _sigmoid(g[b * GH + H + j] + bias[H + j] + a[H + j] + W_ch[H + j] * cj)
-                    gj = _tanh(g[b * GH + 2 * H + j] + bias[2 * H + j] + a[2 * H + j])
-                    cj = f * cj + i * gj
-                    o = _sigmoid(g[b * GH + 3 * H + j] + bias[3 * H + j] + a[3 * H + j]
-                                 + W_ch[2 * H + j] * cj)
-                    g[b * GH + j] = i
-                    g[b * GH + H + j] = f
-                    g[b * GH + 2 * H + j] = gj
-                    g[b * GH + 3 * H + j] = o
-                    cs[b * H + j] = cj
-                    c_n[b * H + j] = cj
-                    m[b * H + j] = o * _tanh(cj)
-            else:
                 for j in range(GH):
-                    g[b * GH + j] = 0
-                for j in range(H):
-                    cs[b * H + j] = c_n[b * H + j]
-                    m[b * H + j] = 0
+                    a[j] += bias[j]
+                # m (the row's o * tanh(c_t)) as the cell's out and h_next
+                _cell_forward(True, H, H, H, a, g + b * GH, m + b * H, m + b * H, m + b * H,
+                              c_n + b * H, cs + b * H, W_ch, peephole)
+            else:
+                memset(g + b * GH, 0, GH * sizeof(floating))
+                memcpy(cs + b * H, c_n + b * H, H * sizeof(floating))
+                memset(m + b * H, 0, H * sizeof(floating))
         # h_t = m W_hr^T, straight into out
         _packed_product(m + b0 * H, H, rows, P_hr, H, P, u, out + (t * B + b0) * P, P, False,
                         acc)
@@ -219,8 +232,9 @@ cdef void _proj_forward_rows(Py_ssize_t t0, Py_ssize_t t1, Py_ssize_t b0, Py_ssi
 cdef int _forward_proj(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
                        const floating[::1] bias, const floating[:, ::1] W_hh,
                        const floating[::1] W_ch, const floating[:, ::1] W_hr,
-                       const floating[:, ::1] h0, const int64_t[::1] lengths, int num_threads,
-                       floating[:, :, ::1] gates, floating[:, ::1] work, floating[:, ::1] m,
+                       const floating[:, ::1] h0, const int64_t[::1] lengths, bint peephole,
+                       int num_threads, floating[:, :, ::1] gates, floating[:, ::1] work,
+                       floating[:, ::1] m,
                        floating[:, :, ::1] c, floating[:, :, ::1] out, floating[:, ::1] h_n,
                        floating[:, ::1] c_n) except -1:
     """The forward with a projection; c_n holds c0.  Step t's gates and c_t go
@@ -228,9 +242,10 @@ cdef int _forward_proj(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
     chunk of steps, whose input terms are one GEMM)."""
     cdef Py_ssize_t B = h0.shape[0], P = h0.shape[1], H = c_n.shape[1], I = x2d.shape[1]
     cdef Py_ssize_t T = x2d.shape[0] // B, GH = 4 * H, ring = gates.shape[0]
-    cdef Py_ssize_t u = _lanes(<floating*>NULL) * _ROWS_NV, t0 = 0, t1, c1
-    cdef Py_ssize_t per_region = _proj_steps(B, H, P)
-    cdef int team = <int>min(num_threads, B), pool = _pool_threads(), tid
+    cdef Py_ssize_t u = _lanes(<floating*>NULL) * _ROWS_NV, t0 = 0, c1, grp
+    cdef int team = <int>min(num_threads, B), pool = _pool_threads()
+    cdef Py_ssize_t groups = _row_groups(B, team)
+    cdef fastrnn_steps shared
     cdef bint stopped = False
     cdef floating* hbuf = <floating*>malloc(2 * B * P * sizeof(floating))
     cdef floating* P_hh = NULL
@@ -248,25 +263,21 @@ cdef int _forward_proj(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
                 c1 = min(T, t0 + ring)
                 _team_gemm(False, <int>((c1 - t0) * B), <int>GH, <int>I, &x2d[t0 * B, 0],
                            <int>I, &W_ih[0, 0], <int>I, 0, &gates[0, 0, 0], <int>GH, team, pool)
-                while t0 < c1:
-                    t1 = min(c1, t0 + per_region)
-                    if team == 1:
-                        _proj_forward_rows(t0, t1, 0, B, B, H, P, u, ring, &bias[0], &W_ch[0],
+                fastrnn_steps_init(&shared, 0, NULL)
+                if team == 1:
+                    _proj_forward_rows(t0, c1, 0, B, B, H, P, u, ring, &bias[0], &W_ch[0],
+                                       peephole, &lengths[0], P_hh, P_hr, &gates[0, 0, 0],
+                                       &c[0, 0, 0], &out[0, 0, 0], &c_n[0, 0], hbuf,
+                                       &work[0, 0], &m[0, 0], &shared, True)
+                else:
+                    for grp in prange(groups, schedule="dynamic", num_threads=team):
+                        _proj_forward_rows(t0, c1, grp * B // groups, (grp + 1) * B // groups,
+                                           B, H, P, u, ring, &bias[0], &W_ch[0], peephole,
                                            &lengths[0], P_hh, P_hr, &gates[0, 0, 0],
                                            &c[0, 0, 0], &out[0, 0, 0], &c_n[0, 0], hbuf,
-                                           &work[0, 0], &m[0, 0])
-                    else:
-                        with parallel(num_threads=team):
-                            tid = threadid()
-                            _proj_forward_rows(t0, t1, tid * B // fastrnn_team_size(),
-                                               (tid + 1) * B // fastrnn_team_size(), B, H, P, u,
-                                               ring, &bias[0], &W_ch[0], &lengths[0], P_hh, P_hr,
-                                               &gates[0, 0, 0], &c[0, 0, 0], &out[0, 0, 0],
-                                               &c_n[0, 0], hbuf, &work[0, 0], &m[0, 0])
-                    t0 = t1
-                    if _interrupted():
-                        stopped = True
-                        break
+                                           &work[0, 0], &m[0, 0], &shared, threadid() == 0)
+                stopped = fastrnn_steps_aborted(&shared)
+                t0 = c1
             memcpy(&h_n[0, 0], hbuf + (T % 2) * B * P, B * P * sizeof(floating))
     finally:
         free(hbuf)
@@ -280,13 +291,18 @@ cdef int _forward_proj(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
 cdef void _proj_backward_rows(Py_ssize_t t0, Py_ssize_t t1, Py_ssize_t s0, Py_ssize_t b0,
                               Py_ssize_t b1, Py_ssize_t B, Py_ssize_t H, Py_ssize_t P,
                               Py_ssize_t u, const int64_t* lengths, const floating* P_hr,
-                              const floating* P_hh, const floating* W_ch, const floating* c0,
+                              const floating* P_hh, const floating* W_ch, int peephole,
+                              const floating* zeros, floating* scratch, const floating* c0,
                               const floating* c, const floating* gates, const floating* d_out,
                               floating* da, floating* m, floating* dhp, floating* dh,
-                              floating* dc, floating* work) noexcept nogil:
+                              floating* dc, floating* work, fastrnn_steps* shared,
+                              bint main_thread) noexcept nogil:
     """Steps t1-1 down to t0 of BPTT for rows b0..b1-1, from dh, dc =
     dL/dh_{t1-1}, dL/dc_{t1-1} (left as those of step t0-1); step t's da,
-    m (dL/dm, then m_t) and dhp (dL/dh_t) at row t - s0 of theirs."""
+    m (dL/dm, then m_t) and dhp (dL/dh_t) at row t - s0 of theirs.  The gate
+    arithmetic is the engine's (_cell_backward, vectorised, as in the
+    forward): zeros (H,) stands for its d_out, scratch (3H,) takes its
+    dW_ch terms, which _backward_proj sums in one pass instead."""
     cdef Py_ssize_t GH = 4 * H, rows = b1 - b0, t, b, j
     cdef floating acc[ROW_BLOCK * 64]
     cdef floating* ad
@@ -295,8 +311,10 @@ cdef void _proj_backward_rows(Py_ssize_t t0, Py_ssize_t t1, Py_ssize_t s0, Py_ss
     cdef const floating* g
     cdef const floating* ct
     cdef const floating* cp
-    cdef floating i, f, gj, o, tc, dmj, dcj, dai, daf, dao
+    cdef _SignalClock clock = [0, 1, 1]
     for t in range(t1 - 1, t0 - 1, -1):
+        if not _keep_going(shared, main_thread, &clock):
+            return
         ad = da + (t - s0) * B * GH
         mt = m + (t - s0) * B * H
         dp = dhp + (t - s0) * B * P
@@ -313,23 +331,12 @@ cdef void _proj_backward_rows(Py_ssize_t t0, Py_ssize_t t1, Py_ssize_t s0, Py_ss
         _packed_product(dp + b0 * P, P, rows, P_hr, P, H, u, mt + b0 * H, H, False, acc)
         for b in range(b0, b1):
             if t < lengths[b]:
-                for j in range(H):
-                    i = g[b * GH + j]
-                    f = g[b * GH + H + j]
-                    gj = g[b * GH + 2 * H + j]
-                    o = g[b * GH + 3 * H + j]
-                    tc = _tanh(ct[b * H + j])
-                    dmj = mt[b * H + j]
-                    dao = dmj * tc * o * (<floating>1 - o)
-                    dcj = dc[b * H + j] + dmj * o * (<floating>1 - tc * tc) + dao * W_ch[2 * H + j]
-                    dai = dcj * gj * i * (<floating>1 - i)
-                    daf = dcj * cp[b * H + j] * f * (<floating>1 - f)
-                    ad[b * GH + j] = dai
-                    ad[b * GH + H + j] = daf
-                    ad[b * GH + 2 * H + j] = dcj * i * (<floating>1 - gj * gj)
-                    ad[b * GH + 3 * H + j] = dao
-                    dc[b * H + j] = dcj * f + dai * W_ch[j] + daf * W_ch[H + j]
-                    mt[b * H + j] = o * tc  # m_t, for dW_hr
+                # dL/dm_t as the cell's dh (which it leaves zero)
+                _cell_backward(True, H, H, g + b * GH, ct + b * H, cp + b * H, zeros,
+                               mt + b * H, dc + b * H, ad + b * GH, ad + b * GH, W_ch, scratch,
+                               peephole)
+                for j in range(H):  # m_t, for dW_hr
+                    mt[b * H + j] = g[b * GH + 3 * H + j] * _tanh(ct[b * H + j])
             else:
                 # A frozen step is the identity on (h, c): dh and dc pass through.
                 memset(ad + b * GH, 0, GH * sizeof(floating))
@@ -356,45 +363,44 @@ cdef int _backward_proj(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
     last: each chunk's steps (_proj_backward_rows), then its weight
     gradients, dW_hr += DHP^T M among them (and dW_ch's sums)."""
     cdef Py_ssize_t T = out.shape[0], B = out.shape[1], P = out.shape[2], H = c.shape[2]
-    cdef Py_ssize_t GH = 4 * H, S = da.shape[0], s0, c1 = T, t0, t1, t, b, j
-    cdef Py_ssize_t u = _lanes(<floating*>NULL) * _ROWS_NV, per_region = _proj_steps(B, H, P)
-    cdef int team = <int>min(num_threads, B), pool = _pool_threads(), tid
+    cdef Py_ssize_t GH = 4 * H, S = da.shape[0], s0, c1 = T, t, b, j, grp
+    cdef Py_ssize_t u = _lanes(<floating*>NULL) * _ROWS_NV
+    cdef int team = <int>min(num_threads, B), pool = _pool_threads()
+    cdef Py_ssize_t groups = _row_groups(B, team)
+    cdef fastrnn_steps shared
     cdef bint stopped = False
     cdef const floating* cp
     cdef floating* P_hr = NULL
     cdef floating* P_hh = NULL
+    # zeros (H,), then a dW_ch scratch (3H,) per group
+    cdef floating* spare = <floating*>calloc(H + 3 * H * groups, sizeof(floating))
     try:
         with nogil:
             # W_hr (P, H) and W_hh (4H, P) as they are, as panels
             P_hr = _packed(&W_hr[0, 0], H, 1, P, H, u)
             P_hh = _packed(&W_hh[0, 0], P, 1, GH, P, u)
-        if P_hr == NULL or P_hh == NULL:
+        if P_hr == NULL or P_hh == NULL or spare == NULL:
             raise MemoryError()
         with nogil:
             while c1 > 0 and not stopped:
                 s0 = max(0, c1 - S)
-                t1 = c1
-                while t1 > s0:
-                    t0 = max(s0, t1 - per_region)
-                    if team == 1:
-                        _proj_backward_rows(t0, t1, s0, 0, B, B, H, P, u, &lengths[0], P_hr,
-                                            P_hh, &W_ch[0], &c0[0, 0], &c[0, 0, 0],
+                fastrnn_steps_init(&shared, 0, NULL)
+                if team == 1:
+                    _proj_backward_rows(s0, c1, s0, 0, B, B, H, P, u, &lengths[0], P_hr, P_hh,
+                                        &W_ch[0], peephole, spare, spare + H, &c0[0, 0],
+                                        &c[0, 0, 0], &gates[0, 0, 0], &d_out[0, 0, 0],
+                                        &da[0, 0, 0], &m[0, 0, 0], &dhp[0, 0, 0], &dh[0, 0],
+                                        &dc[0, 0], &work[0, 0], &shared, True)
+                else:
+                    for grp in prange(groups, schedule="dynamic", num_threads=team):
+                        _proj_backward_rows(s0, c1, s0, grp * B // groups,
+                                            (grp + 1) * B // groups, B, H, P, u, &lengths[0],
+                                            P_hr, P_hh, &W_ch[0], peephole, spare,
+                                            spare + H + 3 * H * grp, &c0[0, 0], &c[0, 0, 0],
                                             &gates[0, 0, 0], &d_out[0, 0, 0], &da[0, 0, 0],
                                             &m[0, 0, 0], &dhp[0, 0, 0], &dh[0, 0], &dc[0, 0],
-                                            &work[0, 0])
-                    else:
-                        with parallel(num_threads=team):
-                            tid = threadid()
-                            _proj_backward_rows(t0, t1, s0, tid * B // fastrnn_team_size(),
-                                                (tid + 1) * B // fastrnn_team_size(), B, H, P,
-                                                u, &lengths[0], P_hr, P_hh, &W_ch[0], &c0[0, 0],
-                                                &c[0, 0, 0], &gates[0, 0, 0], &d_out[0, 0, 0],
-                                                &da[0, 0, 0], &m[0, 0, 0], &dhp[0, 0, 0],
-                                                &dh[0, 0], &dc[0, 0], &work[0, 0])
-                    t1 = t0
-                    if _interrupted():
-                        stopped = True
-                        break
+                                            &work[0, 0], &shared, threadid() == 0)
+                stopped = fastrnn_steps_aborted(&shared)
                 if stopped:
                     break
                 _weight_gradients(x2d, W_ih, h0, out, &da[0, 0, 0], &da[0, 0, 0], s0, c1,
@@ -415,6 +421,7 @@ cdef int _backward_proj(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
     finally:
         free(P_hr)
         free(P_hh)
+        free(spare)
     if stopped:
         _raise_pending()
     return 0
@@ -448,8 +455,8 @@ def forward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
     """
     c_n[:, :] = c0
     if proj:
-        _forward_proj(x2d, W_ih, bias, W_hh, W_ch, W_hr, h0, lengths, num_threads, gates, work,
-                      m, c, out, h_n, c_n)
+        _forward_proj(x2d, W_ih, bias, W_hh, W_ch, W_hr, h0, lengths, peephole, num_threads,
+                      gates, work, m, c, out, h_n, c_n)
         return
     _engine_forward(x2d, W_ih, W_hh, bias, h0, lengths, num_threads, &gates[0, 0, 0],
                     gates.shape[0], &out[0, 0, 0], &c_n[0, 0], &c[0, 0, 0], &W_ch[0], peephole,
