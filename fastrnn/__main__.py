@@ -109,14 +109,20 @@ def check_backends(backends):
     the kernels use, so that print_pools lists them all.)"""
     print()
     print("check against the float64 reference (T=7, B=5, I=6, H=9, lengths with 0 and T):")
-    cases = [(cell, kwargs, _label(cell, kwargs)) for cell in CELLS for kwargs in variants(cell)]
-    width = max(len(label) for *_, label in cases)
+    # each cell's options, then each of its extra weights alone (a projection to P=4)
+    cases = [(cell, kwargs, _label(cell, kwargs), (), None)
+             for cell in CELLS for kwargs in variants(cell)]
+    cases += [(cell, {}, f"{cell} {name}" + (" (P=4)" if name == spec.proj else ""), (name,),
+               4 if name == spec.proj else None)
+              for cell, spec in CELLS.items() for name in spec.extras]
+    width = max(len(label) for _, _, label, _, _ in cases)
     print(f"  {'cell':{width}s} {'dtype':8s}" + "".join(f"{b:>18s}" for b in backends))
     ok = True
     for dtype in (np.float32, np.float64):
-        for cell, kwargs, label in cases:
-            problem = random_problem(7, 5, 6, 9, dtype, cell=cell, lengths=[7, 0, 3, 7, 1])
-            ups = random_upstream(cell, 7, 5, 9, dtype)
+        for cell, kwargs, label, extras, P in cases:
+            problem = random_problem(7, 5, 6, 9, dtype, cell=cell, lengths=[7, 0, 3, 7, 1],
+                                     extras=extras, P=P)
+            ups = random_upstream(cell, 7, 5, 9, dtype, P=P)
             as64 = as_float64({**problem, **ups})
             r_outs, r_cache = forward(cell, {k: as64[k] for k in problem}, **kwargs)
             r_grads = backward(cell, {k: as64[k] for k in ups}, r_cache, reference)
