@@ -94,28 +94,20 @@ include "_engine.pxi"
 # Two products a step with an elementwise pass between them: r * h_{t-1}
 # needs every unit's r before the n block's product can start (and in BPTT
 # dr needs all of dn W_hn).  The engine's one product per step has no such
-# second phase, so this form splits the batch instead: each thread runs its
-# own rows through every step, with no barrier between steps (rows do not
-# meet until the weight gradients), reading W_hh from panels packed once for
-# the engine's tile product (_product).  The input term and the weight
-# gradients are GEMMs over many rows, as in the engine.  One thread where
-# the batch has one row.
-
-cdef inline Py_ssize_t _rb_steps(Py_ssize_t B, Py_ssize_t H) noexcept nogil:
-    """Steps per parallel region: about 2**26 multiply-adds (a few
-    milliseconds), so that starting a region, and looking for Ctrl-C between
-    regions, costs little beside it while Ctrl-C still lands soon.  Measured
-    (16, 256) T=256 inference, 2 threads: a region per step (2**22) took
-    1.06x the plain GRU's time, 21 steps a region 0.95x (one run each)."""
-    return max(1, (1 << 26) // max(1, B * 3 * H * H))
-
+# second phase, so this form splits the batch instead: groups of rows run
+# every step of a chunk on their own, with no barrier (rows do not meet until
+# the weight gradients), reading W_hh from panels packed once (_engine.pxi's
+# "products for kernels that split the batch").  The input term and the
+# weight gradients are GEMMs over many rows, as in the engine.  One thread
+# where the batch has one row.
 
 cdef void _forward_rows(Py_ssize_t t0, Py_ssize_t t1, Py_ssize_t b0, Py_ssize_t b1,
                         Py_ssize_t B, Py_ssize_t H, Py_ssize_t u, Py_ssize_t ring,
                         const floating* bias, const floating* b_hn, const int64_t* lengths,
                         const floating* P_rz, const floating* P_n, floating* gates,
                         floating* hn, floating* out, floating* hbuf, floating* work_rz,
-                        floating* work_n) noexcept nogil:
+                        floating* work_n, fastrnn_steps* shared,
+                        bint main_thread) noexcept nogil:
     """Steps t0..t1-1 of the forward for rows b0..b1-1: gates and hn hold the
     input terms of these steps (row t % ring), hbuf's half t % 2 holds h_{t0-1}."""
     cdef Py_ssize_t GH = 3 * H, rows = b1 - b0, t, b, j
@@ -125,7 +117,10 @@ cdef void _forward_rows(Py_ssize_t t0, Py_ssize_t t1, Py_ssize_t b0, Py_ssize_t 
     cdef floating* h_prev
     cdef floating* h_next
     cdef floating r, z, n, hj
+    cdef _SignalClock clock = [0, 1, 1]
     for t in range(t0, t1):
+        if not _keep_going(shared, main_thread, &clock):
+            return
         g = gates + (t % ring) * B * GH
         rh = hn + (t % ring) * B * H
         h_prev = hbuf + (t % 2) * B * H
@@ -173,9 +168,10 @@ cdef int _forward_reset_before(const floating[:, ::1] x2d, const floating[:, ::1
     chunk of steps, whose input terms are one GEMM)."""
     cdef Py_ssize_t B = h0.shape[0], H = h0.shape[1], I = x2d.shape[1]
     cdef Py_ssize_t T = x2d.shape[0] // B, GH = 3 * H, ring = gates.shape[0]
-    cdef Py_ssize_t u = _lanes(<floating*>NULL) * _ROWS_NV, t0 = 0, t1, c1
-    cdef Py_ssize_t per_region = _rb_steps(B, H)
-    cdef int team = <int>min(num_threads, B), pool = _pool_threads(), tid
+    cdef Py_ssize_t u = _lanes(<floating*>NULL) * _ROWS_NV, t0 = 0, c1, grp
+    cdef int team = <int>min(num_threads, B), pool = _pool_threads()
+    cdef Py_ssize_t groups = _row_groups(B, team)
+    cdef fastrnn_steps shared
     cdef bint stopped = False
     cdef floating* work = <floating*>malloc(5 * B * H * sizeof(floating))
     cdef floating* P_rz = NULL
@@ -194,24 +190,20 @@ cdef int _forward_reset_before(const floating[:, ::1] x2d, const floating[:, ::1
                 c1 = min(T, t0 + ring)
                 _team_gemm(False, <int>((c1 - t0) * B), <int>GH, <int>I, &x2d[t0 * B, 0],
                            <int>I, &W_ih[0, 0], <int>I, 0, &gates[0, 0, 0], <int>GH, team, pool)
-                while t0 < c1:
-                    t1 = min(c1, t0 + per_region)
-                    if team == 1:
-                        _forward_rows(t0, t1, 0, B, B, H, u, ring, &bias[0], &b_hn[0],
-                                      &lengths[0], P_rz, P_n, &gates[0, 0, 0], &hn[0, 0, 0],
-                                      &out[0, 0, 0], work + 3 * B * H, work, work + 2 * B * H)
-                    else:
-                        with parallel(num_threads=team):
-                            tid = threadid()
-                            _forward_rows(t0, t1, tid * B // fastrnn_team_size(),
-                                          (tid + 1) * B // fastrnn_team_size(), B, H, u, ring,
-                                          &bias[0], &b_hn[0], &lengths[0], P_rz, P_n,
-                                          &gates[0, 0, 0], &hn[0, 0, 0], &out[0, 0, 0],
-                                          work + 3 * B * H, work, work + 2 * B * H)
-                    t0 = t1
-                    if _interrupted():
-                        stopped = True
-                        break
+                fastrnn_steps_init(&shared, 0, NULL)
+                if team == 1:
+                    _forward_rows(t0, c1, 0, B, B, H, u, ring, &bias[0], &b_hn[0], &lengths[0],
+                                  P_rz, P_n, &gates[0, 0, 0], &hn[0, 0, 0], &out[0, 0, 0],
+                                  work + 3 * B * H, work, work + 2 * B * H, &shared, True)
+                else:
+                    for grp in prange(groups, schedule="dynamic", num_threads=team):
+                        _forward_rows(t0, c1, grp * B // groups, (grp + 1) * B // groups, B, H,
+                                      u, ring, &bias[0], &b_hn[0], &lengths[0], P_rz, P_n,
+                                      &gates[0, 0, 0], &hn[0, 0, 0], &out[0, 0, 0],
+                                      work + 3 * B * H, work, work + 2 * B * H, &shared,
+                                      threadid() == 0)
+                stopped = fastrnn_steps_aborted(&shared)
+                t0 = c1
             memcpy(&h_n[0, 0], work + 3 * B * H + (T % 2) * B * H, B * H * sizeof(floating))
     finally:
         free(work)
@@ -227,7 +219,8 @@ cdef void _backward_rows(Py_ssize_t t0, Py_ssize_t t1, Py_ssize_t c0, Py_ssize_t
                          const int64_t* lengths, const floating* P_n, const floating* P_rz,
                          const floating* h0, const floating* out, const floating* gates,
                          const floating* d_out, floating* da_x, floating* da_h, floating* dh,
-                         floating* dn, floating* drh) noexcept nogil:
+                         floating* dn, floating* drh, fastrnn_steps* shared,
+                         bint main_thread) noexcept nogil:
     """Steps t1-1 down to t0 of BPTT for rows b0..b1-1, from dh = dL/dh_{t1-1}
     (left as dL/dh_{t0-1}); step t's da at row t - c0 of da_x, da_h."""
     cdef Py_ssize_t GH = 3 * H, rows = b1 - b0, t, b, j
@@ -237,7 +230,10 @@ cdef void _backward_rows(Py_ssize_t t0, Py_ssize_t t1, Py_ssize_t c0, Py_ssize_t
     cdef const floating* g
     cdef const floating* hp
     cdef floating r, z, n, dhj, dz, dr
+    cdef _SignalClock clock = [0, 1, 1]
     for t in range(t1 - 1, t0 - 1, -1):
+        if not _keep_going(shared, main_thread, &clock):
+            return
         ax = da_x + (t - c0) * B * GH
         ah = da_h + (t - c0) * B * GH
         g = gates + t * B * GH
@@ -291,9 +287,11 @@ cdef int _backward_reset_before(const floating[:, ::1] x2d, const floating[:, ::
     da_h's n block stays zero, so _weight_gradients leaves dW_hh's and
     db_hh's n blocks to this function: dW_hn = sum dn^T (r * h_{t-1}), db_hn = db_in."""
     cdef Py_ssize_t T = out.shape[0], B = out.shape[1], H = out.shape[2], GH = 3 * H
-    cdef Py_ssize_t S = da_x.shape[0], c0, c1 = T, t0, t1, j
-    cdef Py_ssize_t u = _lanes(<floating*>NULL) * _ROWS_NV, per_region = _rb_steps(B, H)
-    cdef int team = <int>min(num_threads, B), pool = _pool_threads(), tid
+    cdef Py_ssize_t S = da_x.shape[0], c0, c1 = T, j, grp
+    cdef Py_ssize_t u = _lanes(<floating*>NULL) * _ROWS_NV
+    cdef int team = <int>min(num_threads, B), pool = _pool_threads()
+    cdef Py_ssize_t groups = _row_groups(B, team)
+    cdef fastrnn_steps shared
     cdef bint stopped = False
     cdef floating* work = <floating*>malloc(2 * B * H * sizeof(floating))  # dn, drh (B, H)
     cdef floating* P_n = NULL
@@ -308,26 +306,20 @@ cdef int _backward_reset_before(const floating[:, ::1] x2d, const floating[:, ::
         with nogil:
             while c1 > 0 and not stopped:
                 c0 = max(0, c1 - S)
-                t1 = c1
-                while t1 > c0:
-                    t0 = max(c0, t1 - per_region)
-                    if team == 1:
-                        _backward_rows(t0, t1, c0, 0, B, B, H, u, &lengths[0], P_n, P_rz,
-                                       &h0[0, 0], &out[0, 0, 0], &gates[0, 0, 0],
-                                       &d_out[0, 0, 0], &da_x[0, 0, 0], &da_h[0, 0, 0],
-                                       &dh[0, 0], work, work + B * H)
-                    else:
-                        with parallel(num_threads=team):
-                            tid = threadid()
-                            _backward_rows(t0, t1, c0, tid * B // fastrnn_team_size(),
-                                           (tid + 1) * B // fastrnn_team_size(), B, H, u,
-                                           &lengths[0], P_n, P_rz, &h0[0, 0], &out[0, 0, 0],
-                                           &gates[0, 0, 0], &d_out[0, 0, 0], &da_x[0, 0, 0],
-                                           &da_h[0, 0, 0], &dh[0, 0], work, work + B * H)
-                    t1 = t0
-                    if _interrupted():
-                        stopped = True
-                        break
+                fastrnn_steps_init(&shared, 0, NULL)
+                if team == 1:
+                    _backward_rows(c0, c1, c0, 0, B, B, H, u, &lengths[0], P_n, P_rz, &h0[0, 0],
+                                   &out[0, 0, 0], &gates[0, 0, 0], &d_out[0, 0, 0],
+                                   &da_x[0, 0, 0], &da_h[0, 0, 0], &dh[0, 0], work, work + B * H,
+                                   &shared, True)
+                else:
+                    for grp in prange(groups, schedule="dynamic", num_threads=team):
+                        _backward_rows(c0, c1, c0, grp * B // groups, (grp + 1) * B // groups, B,
+                                       H, u, &lengths[0], P_n, P_rz, &h0[0, 0], &out[0, 0, 0],
+                                       &gates[0, 0, 0], &d_out[0, 0, 0], &da_x[0, 0, 0],
+                                       &da_h[0, 0, 0], &dh[0, 0], work, work + B * H, &shared,
+                                       threadid() == 0)
+                stopped = fastrnn_steps_aborted(&shared)
                 if stopped:
                     break
                 _weight_gradients(x2d, W_ih, h0, out, &da_x[0, 0, 0], &da_h[0, 0, 0], c0, c1,

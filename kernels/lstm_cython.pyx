@@ -144,36 +144,10 @@ include "_engine.pxi"
 #
 # Two products a step with the gate arithmetic between them: the projection
 # needs every unit's m = o * tanh(c_t), and the next step's gates need all of
-# h_t.  Rows of the batch never meet in a step, so the batch is cut into
-# groups of rows that each run through every step of a chunk on their own,
-# with no barrier (reading W_hh and W_hr from panels packed once: _packed,
-# _packed_product in _engine.pxi), handed to the team's threads as they come
-# free (_row_groups), so that a thread whose core is shared takes fewer; the
-# input terms and the weight gradients are GEMMs shared by the team
-# (_team_gemm, _weight_gradients).  The calling thread looks for Ctrl-C
-# between its steps and stops every group (_keep_going).  The peepholes come
-# along: W_ch is zeros without them.
-
-
-cdef inline Py_ssize_t _row_groups(Py_ssize_t B, int team) noexcept nogil:
-    """Groups of rows to share out: one a thread at least, then groups of 8
-    rows or more (a tile's height: fewer rows per group read the panels more
-    often for the same work; measured one thread (16, 1024, 256), 8 rows a
-    group ran at the rate of 64), up to 4 a thread."""
-    return max(min(<Py_ssize_t>team, B), min(B // 8, 4 * <Py_ssize_t>team))
-
-
-cdef inline bint _keep_going(fastrnn_steps* shared, bint main_thread,
-                             _SignalClock* clock) noexcept nogil:
-    """False once the work is aborted; the calling thread (``main_thread``)
-    runs the signal handlers every few milliseconds and aborts it for all
-    when one raised (the exception stays set for _raise_pending)."""
-    if fastrnn_steps_aborted(shared):
-        return False
-    if main_thread and _check_now(clock) and _interrupted():
-        fastrnn_steps_abort(shared)
-        return False
-    return True
+# h_t.  So the batch is split instead of the units: groups of rows run every
+# step of a chunk on their own (_engine.pxi's "products for kernels that
+# split the batch": _row_groups, _keep_going, _packed_product, _team_gemm).
+# The peepholes come along: W_ch is zeros without them.
 
 
 cdef void _proj_forward_rows(Py_ssize_t t0, Py_ssize_t t1, Py_ssize_t b0, Py_ssize_t b1,
