@@ -67,7 +67,8 @@ An entry says:
     gradients (``d_out``, ``d_h_n``...).  The arguments after ``num_threads``
     are the buffers the kernel writes, which the driver allocates: their
     shapes are given here (or in ``COMMON_BUFFERS``) in the letters T, B, I,
-    H, P (the width of h: see ``states``), GH = G*H, H3 = 3*H, TB = T*B and TS, the steps a workspace holds (the backward's
+    H, P (the width of h: see ``states``), GH = G*H, H3 = 3*H, TB = T*B and
+    TS, the steps a workspace holds (the backward's
     da: ``_tuning.workspace_steps``; the forward's saved arrays in inference
     are given TS rows by the driver: ``_tuning.kept_steps``).  ``dx2d`` is the
     gradient of x as (T*B, I).

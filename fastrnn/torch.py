@@ -25,8 +25,8 @@ bf16 compute (fastrnn's bf16 products have no projection yet), and returns
 the dtypes torch returns.
 
 What fastrnn cannot run raises ``ValueError`` naming it: tensors on another
-device than the CPU, dtypes other than float32, float64 and bfloat16.  Double backward (a gradient of a gradient) is not supported
-and says so.
+device than the CPU, dtypes other than float32, float64 and bfloat16.
+Double backward (a gradient of a gradient) is not supported and says so.
 
 Needs PyTorch (``pip install torch``, or the extra: ``pip install -e ".[torch]"``
 from a clone); ``import fastrnn`` never
@@ -309,7 +309,8 @@ class RNN(_Recurrent, nn.RNN):
 
 
 class LSTM(_Recurrent, nn.LSTM):
-    """``torch.nn.LSTM`` on fastrnn's kernels (see the module's docstring), ``proj_size`` included."""
+    """``torch.nn.LSTM`` on fastrnn's kernels (see the module's docstring), with
+    ``proj_size``."""
 
     _cell = "lstm"
 

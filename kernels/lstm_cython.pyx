@@ -421,9 +421,9 @@ def forward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
     Outputs (overwritten): gates (S, B, 4H) the activated gates i, f, g, o of
              each step (zero past a sequence's length), c (S, B, H) the cell
              state c_t (frozen past the length), both of the last S steps
-             (S = T in training, fewer in inference: see _engine_forward), out (T, B, P) h_t (zero past
-             the length), h_n (B, P) and c_n (B, H) the states after each
-             sequence's last step.
+             (S = T in training, fewer in inference: see _engine_forward),
+             out (T, B, P) h_t (zero past the length), h_n (B, P) and c_n
+             (B, H) the states after each sequence's last step.
 
     float32 and float64 (all arrays one dtype).
     """
