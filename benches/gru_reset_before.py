@@ -8,28 +8,17 @@ Each figure is the median over 5 interleaved rounds (the order alternating)
 of the best call in 0.3 s; the first line of each shape is the largest
 difference between ONNX Runtime's output and fastrnn's.
 """
-import time
 
 import numpy as np
 
 import fastrnn
 from fastrnn._testing import random_problem
+from fastrnn._timing import best_within
 
 SHAPES = [(1024, 1, 64), (256, 16, 256), (64, 64, 512)]  # T, B, H with I = H
 ROUNDS = 5
 # fastrnn's gate blocks (r, z, n) for each of ONNX's (z, r, h)
 _ONNX_ORDER = [1, 0, 2]
-
-
-def best(fn, budget=0.3):
-    """The fastest of repeated calls of fn() within ``budget`` seconds."""
-    fn()
-    start, result = time.perf_counter(), float("inf")
-    while time.perf_counter() - start < budget:
-        t0 = time.perf_counter()
-        fn()
-        result = min(result, time.perf_counter() - t0)
-    return result
 
 
 def onnx_runner(p, linear_before_reset, threads):
@@ -95,7 +84,7 @@ def main():
         times = {name: [] for name in calls}
         for k in range(ROUNDS):
             for name in (list(calls) if k % 2 == 0 else list(calls)[::-1]):
-                times[name].append(best(calls[name]))
+                times[name].append(best_within(calls[name], 0.3))
         print(f"(T, B, H) = {(T, B, H)}: ONNX Runtime (linear_before_reset=0) against "
               f"fastrnn (reset_after=False), largest difference {np.abs(y - ours).max():.1e}")
         for name, ts in times.items():

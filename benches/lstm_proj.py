@@ -37,6 +37,7 @@ from threadpoolctl import threadpool_limits
 import fastrnn
 from fastrnn import reference
 from fastrnn._timing import BUSY_CORES, Load
+from fastrnn._timing import best_within as best
 
 SHAPES, STEPS, INPUT = [(16, 1024, 256), (64, 1024, 256), (1, 256, 64)], 256, 256  # (B, H, P)
 QUICK_SHAPES, QUICK_STEPS, QUICK_INPUT = [(1, 64, 16), (4, 128, 32)], 16, 32
@@ -46,22 +47,6 @@ PAUSE = 0.05  # s before each contender: the previous one's thread pools stop sp
 MODES = ("inference", "training")
 GRADS = ("dx", "dW_ih", "dW_hh", "db_ih", "db_hh", "dW_hr")
 ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
-
-
-def best(fn, budget):
-    """The fastest of repeated calls of fn() within ``budget`` seconds, after a
-    warm-up call, unless that one alone took the budget (then it is the time)."""
-    t0 = time.perf_counter()
-    fn()
-    result = time.perf_counter() - t0
-    if result >= budget:
-        return result
-    start, result = time.perf_counter(), float("inf")
-    while time.perf_counter() - start < budget:
-        t0 = time.perf_counter()
-        fn()
-        result = min(result, time.perf_counter() - t0)
-    return result
 
 
 def problem(B, H, P, T, I):  # noqa: E741

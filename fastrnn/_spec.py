@@ -32,7 +32,8 @@ An entry says:
     chosen one as ``kernel_arg`` (0 tanh / 1 relu: the kernels' ``relu`` flag).
     Choices that are True and False make a flag option (checked as one).
 ``no_bf16``
-    Option values that bfloat16 compute does not run with: ``{keyword: value}``.
+    What bfloat16 compute does not run: option values ``{keyword: value}``,
+    and extra weights ``{name: True}`` (refused when given).
 ``bias_apart``
     Gate blocks of ``b_hh`` that do not fold into the one summed bias
     ``bias = b_ih + b_hh``: the kernels take each as ``b_h{gate}`` (H,) and
@@ -165,6 +166,7 @@ CELLS = {cell.name: cell for cell in (
         # Projection (PyTorch's proj_size): h_t = m_t W_hr^T, m_t = o * tanh(c_t).
         extras={"W_ch": (("H3",), "peephole"), "W_hr": (("P", "H"), "proj")},
         proj="W_hr",
+        no_bf16={"W_hr": True},  # the batch-split kernel has no bf16 products (yet)
         saved=("out", "c", "gates"),
         forward=Kernel(
             "forward",

@@ -324,28 +324,26 @@ def check_forward_bf16(cell, x, states, W_ih, W_hh, b_ih, b_hh, lengths, options
             compute_dtype = "bfloat16"
     bf16 = compute_dtype is not None and check_compute_dtype(compute_dtype, p.dtype)
     if bf16:
-        check_bf16_options(cell, p.options)
-        spec = CELLS[cell]
-        if spec.proj is not None and p.extras[list(spec.extras).index(spec.proj)] is not None:
-            check_bf16_proj(cell, True)
+        given = [name for name, value in zip(CELLS[cell].extras, p.extras) if value is not None]
+        check_bf16_options(cell, p.options, given)
     return p, bf16
 
 
-def check_bf16_proj(cell, projected):
-    """Refuse bfloat16 compute for a cell with a projection (not run yet)."""
-    if projected:
-        raise ValueError(f"compute_dtype='bfloat16' does not run the {cell} cell with a "
-                         f"projection ({CELLS[cell].proj}, proj_size) (yet): use float32")
-
-
-def check_bf16_options(cell, options):
-    """Refuse bfloat16 compute with an option value it does not run (the
-    spec's ``no_bf16``: the GRU's reset_after=False)."""
-    for key, value in CELLS[cell].no_bf16.items():
-        if options[key] == value:
+def check_bf16_options(cell, options, given=()):
+    """Refuse bfloat16 compute with what it does not run (the spec's
+    ``no_bf16``): an option value (the GRU's reset_after=False) or an extra
+    weight among ``given``, those the call has (the LSTM's projection W_hr)."""
+    spec = CELLS[cell]
+    for key, value in spec.no_bf16.items():
+        if key in spec.extras:
+            if key in given:
+                what = " (its projection: proj_size)" if key == spec.proj else ""
+                raise ValueError(f"compute_dtype='bfloat16' does not run the {cell} cell with "
+                                 f"{key}{what} (yet): use float32")
+        elif options[key] == value:
             raise ValueError(f"compute_dtype='bfloat16' does not run the {cell} cell with "
                              f"{key}={value!r} (yet): use float32, or {key}="
-                             f"{CELLS[cell].defaults[key]!r}")
+                             f"{spec.defaults[key]!r}")
 
 
 def _cache_layout(spec):

@@ -25,7 +25,7 @@ import numpy as np
 
 from . import _backends, _driver
 from ._spec import CELLS
-from ._validation import (Checked, as_generator, check_bf16_options, check_bf16_proj, check_bool,
+from ._validation import (Checked, as_generator, check_bf16_options, check_bool,
                           check_compute_dtype, check_dtype, check_lengths, check_options,
                           check_positive_int, convert, given, is_number)
 
@@ -173,8 +173,8 @@ class _Module:
     def compute_dtype(self, value):
         bf16 = check_compute_dtype(value, self.dtype)
         if bf16:
-            check_bf16_options(self._cell, self._options)
-            check_bf16_proj(self._cell, self._has.get(self._spec.proj, False))
+            check_bf16_options(self._cell, self._options,
+                               [name for name, has in self._has.items() if has])
         self._compute_dtype = "bfloat16" if bf16 else None
 
     @property

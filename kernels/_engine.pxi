@@ -1113,7 +1113,9 @@ cdef inline Py_ssize_t _row_groups(Py_ssize_t B, int team) noexcept nogil:
     """Groups of rows to share out: one a thread at least, then groups of 8
     rows or more (a tile's height: fewer rows per group read the panels more
     often for the same work; measured one thread (16, 1024, 256), 8 rows a
-    group ran at the rate of 64), up to 4 a thread."""
+    group ran at the rate of 64), up to 4 a thread; one for a team of one."""
+    if team == 1:
+        return 1
     return max(min(<Py_ssize_t>team, B), min(B // 8, 4 * <Py_ssize_t>team))
 
 

@@ -191,17 +191,11 @@ cdef int _forward_reset_before(const floating[:, ::1] x2d, const floating[:, ::1
                 _team_gemm(False, <int>((c1 - t0) * B), <int>GH, <int>I, &x2d[t0 * B, 0],
                            <int>I, &W_ih[0, 0], <int>I, 0, &gates[0, 0, 0], <int>GH, team, pool)
                 fastrnn_steps_init(&shared, 0, NULL)
-                if team == 1:
-                    _forward_rows(t0, c1, 0, B, B, H, u, ring, &bias[0], &b_hn[0], &lengths[0],
-                                  P_rz, P_n, &gates[0, 0, 0], &hn[0, 0, 0], &out[0, 0, 0],
-                                  work + 3 * B * H, work, work + 2 * B * H, &shared, True)
-                else:
-                    for grp in prange(groups, schedule="dynamic", num_threads=team):
-                        _forward_rows(t0, c1, grp * B // groups, (grp + 1) * B // groups, B, H,
-                                      u, ring, &bias[0], &b_hn[0], &lengths[0], P_rz, P_n,
-                                      &gates[0, 0, 0], &hn[0, 0, 0], &out[0, 0, 0],
-                                      work + 3 * B * H, work, work + 2 * B * H, &shared,
-                                      threadid() == 0)
+                for grp in prange(groups, schedule="dynamic", num_threads=team):
+                    _forward_rows(t0, c1, grp * B // groups, (grp + 1) * B // groups, B, H, u,
+                                  ring, &bias[0], &b_hn[0], &lengths[0], P_rz, P_n,
+                                  &gates[0, 0, 0], &hn[0, 0, 0], &out[0, 0, 0], work + 3 * B * H,
+                                  work, work + 2 * B * H, &shared, threadid() == 0)
                 stopped = fastrnn_steps_aborted(&shared)
                 t0 = c1
             memcpy(&h_n[0, 0], work + 3 * B * H + (T % 2) * B * H, B * H * sizeof(floating))
@@ -307,18 +301,12 @@ cdef int _backward_reset_before(const floating[:, ::1] x2d, const floating[:, ::
             while c1 > 0 and not stopped:
                 c0 = max(0, c1 - S)
                 fastrnn_steps_init(&shared, 0, NULL)
-                if team == 1:
-                    _backward_rows(c0, c1, c0, 0, B, B, H, u, &lengths[0], P_n, P_rz, &h0[0, 0],
-                                   &out[0, 0, 0], &gates[0, 0, 0], &d_out[0, 0, 0],
-                                   &da_x[0, 0, 0], &da_h[0, 0, 0], &dh[0, 0], work, work + B * H,
-                                   &shared, True)
-                else:
-                    for grp in prange(groups, schedule="dynamic", num_threads=team):
-                        _backward_rows(c0, c1, c0, grp * B // groups, (grp + 1) * B // groups, B,
-                                       H, u, &lengths[0], P_n, P_rz, &h0[0, 0], &out[0, 0, 0],
-                                       &gates[0, 0, 0], &d_out[0, 0, 0], &da_x[0, 0, 0],
-                                       &da_h[0, 0, 0], &dh[0, 0], work, work + B * H, &shared,
-                                       threadid() == 0)
+                for grp in prange(groups, schedule="dynamic", num_threads=team):
+                    _backward_rows(c0, c1, c0, grp * B // groups, (grp + 1) * B // groups, B, H,
+                                   u, &lengths[0], P_n, P_rz, &h0[0, 0], &out[0, 0, 0],
+                                   &gates[0, 0, 0], &d_out[0, 0, 0], &da_x[0, 0, 0],
+                                   &da_h[0, 0, 0], &dh[0, 0], work, work + B * H, &shared,
+                                   threadid() == 0)
                 stopped = fastrnn_steps_aborted(&shared)
                 if stopped:
                     break

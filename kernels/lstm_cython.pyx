@@ -238,18 +238,12 @@ cdef int _forward_proj(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
                 _team_gemm(False, <int>((c1 - t0) * B), <int>GH, <int>I, &x2d[t0 * B, 0],
                            <int>I, &W_ih[0, 0], <int>I, 0, &gates[0, 0, 0], <int>GH, team, pool)
                 fastrnn_steps_init(&shared, 0, NULL)
-                if team == 1:
-                    _proj_forward_rows(t0, c1, 0, B, B, H, P, u, ring, &bias[0], &W_ch[0],
-                                       peephole, &lengths[0], P_hh, P_hr, &gates[0, 0, 0],
-                                       &c[0, 0, 0], &out[0, 0, 0], &c_n[0, 0], hbuf,
-                                       &work[0, 0], &m[0, 0], &shared, True)
-                else:
-                    for grp in prange(groups, schedule="dynamic", num_threads=team):
-                        _proj_forward_rows(t0, c1, grp * B // groups, (grp + 1) * B // groups,
-                                           B, H, P, u, ring, &bias[0], &W_ch[0], peephole,
-                                           &lengths[0], P_hh, P_hr, &gates[0, 0, 0],
-                                           &c[0, 0, 0], &out[0, 0, 0], &c_n[0, 0], hbuf,
-                                           &work[0, 0], &m[0, 0], &shared, threadid() == 0)
+                for grp in prange(groups, schedule="dynamic", num_threads=team):
+                    _proj_forward_rows(t0, c1, grp * B // groups, (grp + 1) * B // groups,
+                                       B, H, P, u, ring, &bias[0], &W_ch[0], peephole,
+                                       &lengths[0], P_hh, P_hr, &gates[0, 0, 0], &c[0, 0, 0],
+                                       &out[0, 0, 0], &c_n[0, 0], hbuf, &work[0, 0], &m[0, 0],
+                                       &shared, threadid() == 0)
                 stopped = fastrnn_steps_aborted(&shared)
                 t0 = c1
             memcpy(&h_n[0, 0], hbuf + (T % 2) * B * P, B * P * sizeof(floating))
@@ -359,21 +353,13 @@ cdef int _backward_proj(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
             while c1 > 0 and not stopped:
                 s0 = max(0, c1 - S)
                 fastrnn_steps_init(&shared, 0, NULL)
-                if team == 1:
-                    _proj_backward_rows(s0, c1, s0, 0, B, B, H, P, u, &lengths[0], P_hr, P_hh,
-                                        &W_ch[0], peephole, spare, spare + H, &c0[0, 0],
-                                        &c[0, 0, 0], &gates[0, 0, 0], &d_out[0, 0, 0],
-                                        &da[0, 0, 0], &m[0, 0, 0], &dhp[0, 0, 0], &dh[0, 0],
-                                        &dc[0, 0], &work[0, 0], &shared, True)
-                else:
-                    for grp in prange(groups, schedule="dynamic", num_threads=team):
-                        _proj_backward_rows(s0, c1, s0, grp * B // groups,
-                                            (grp + 1) * B // groups, B, H, P, u, &lengths[0],
-                                            P_hr, P_hh, &W_ch[0], peephole, spare,
-                                            spare + H + 3 * H * grp, &c0[0, 0], &c[0, 0, 0],
-                                            &gates[0, 0, 0], &d_out[0, 0, 0], &da[0, 0, 0],
-                                            &m[0, 0, 0], &dhp[0, 0, 0], &dh[0, 0], &dc[0, 0],
-                                            &work[0, 0], &shared, threadid() == 0)
+                for grp in prange(groups, schedule="dynamic", num_threads=team):
+                    _proj_backward_rows(s0, c1, s0, grp * B // groups, (grp + 1) * B // groups,
+                                        B, H, P, u, &lengths[0], P_hr, P_hh, &W_ch[0], peephole,
+                                        spare, spare + H + 3 * H * grp, &c0[0, 0], &c[0, 0, 0],
+                                        &gates[0, 0, 0], &d_out[0, 0, 0], &da[0, 0, 0],
+                                        &m[0, 0, 0], &dhp[0, 0, 0], &dh[0, 0], &dc[0, 0],
+                                        &work[0, 0], &shared, threadid() == 0)
                 stopped = fastrnn_steps_aborted(&shared)
                 if stopped:
                     break
