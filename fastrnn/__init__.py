@@ -10,6 +10,8 @@ The functional API (same signature in every backend)::
     grads = fastrnn.gru_backward(d_out, d_h_n, cache)
 
 ``fastrnn.reference`` holds the NumPy specification with the same functions.
+int8 inference: ``fastrnn.quantize_dynamic(layer)``, or ``compute_dtype="int8"``
+(``fastrnn.quantization``).
 """
 from ._backends import (BACKENDS, BackendUnavailableError, available_backends,
                         get_default_backend, set_default_backend, unavailable_backends)
@@ -18,7 +20,8 @@ from ._threads import get_num_threads, set_num_threads
 from ._types import ForwardCache, GRUGrads, LSTMGrads, RNNGrads
 from .functional import (gru_backward, gru_forward, lstm_backward, lstm_forward, rnn_backward,
                          rnn_forward)
-from .layers import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
+from .layers import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell, quantize_dynamic
+from .quantization import QuantizedWeight, quantize_weight
 from . import training  # noqa: E402  (fastrnn.training: losses, clipping, TBPTT, optimisers)
 
 __version__ = "0.1.0"
@@ -26,8 +29,9 @@ __version__ = "0.1.0"
 __all__ = [
     "GRU", "LSTM", "RNN", "GRUCell", "LSTMCell", "RNNCell",
     "BACKENDS", "BackendUnavailableError", "ForwardCache", "GRUGrads", "IsaError", "LSTMGrads",
-    "RNNGrads", "available_backends", "built_isa_levels", "cpu_isa_levels",
+    "QuantizedWeight", "RNNGrads", "available_backends", "built_isa_levels", "cpu_isa_levels",
     "get_default_backend", "get_isa_level", "get_num_threads", "gru_backward",
-    "gru_forward", "lstm_backward", "lstm_forward", "rnn_backward", "rnn_forward",
+    "gru_forward", "lstm_backward", "lstm_forward", "quantize_dynamic", "quantize_weight",
+    "rnn_backward", "rnn_forward",
     "set_default_backend", "set_isa_level", "set_num_threads", "unavailable_backends",
 ]

@@ -174,6 +174,46 @@ def check_bf16(backends):
     return ok
 
 
+# The kernels' int8 mode against the reference's (the same integer products;
+# an h_t on a quantization boundary can round one step apart: 2e-2 at most,
+# tests/test_int8.py), and against float64 (docs/precision.md: 2.5e-2 at most).
+INT8_VS_REFERENCE = 2e-2
+INT8_VS_FLOAT64 = 5e-2
+
+
+def _int8_path(cell):
+    """Where the running level's int8 products run."""
+    from fastrnn._backends import kernels
+
+    module = kernels("cython", cell)
+    return "AMX" if module._amx() else "vpdpbusd" if module._has_vnni() else "vpmaddwd"
+
+
+def check_int8(backends):
+    """compute_dtype="int8" (inference; the Cython engine at the running
+    level), against the reference's int8 mode and against float64; True
+    when both are within bounds (or the backend is absent)."""
+    if "cython" not in backends:
+        return True
+    print()
+    print(f"int8 compute (compute_dtype='int8', inference; {_isa_in_use()}, products on "
+          f"{_int8_path('lstm')}), same problem:")
+    print(f"  {'cell':9s} {'vs int8 reference':>18s} {'vs float64':>11s}")
+    ok = True
+    for cell in CELLS:
+        problem = random_problem(7, 5, 6, 9, np.float32, cell=cell, lengths=[7, 0, 3, 7, 1])
+        outs, _ = forward(cell, problem, "cython", compute_dtype="int8", training=False)
+        r_outs, _ = forward(cell, problem, compute_dtype="int8", training=False)
+        e_outs, _ = forward(cell, as_float64(problem), training=False)
+        row = ""
+        for wants, bound in ((r_outs, INT8_VS_REFERENCE), (e_outs, INT8_VS_FLOAT64)):
+            good, text = _compare((outs,), (wants,), bound)
+            ok &= good
+            row += text
+        print(f"  {cell:9s}{row}")
+    return ok
+
+
 def _owner(path):
     """The package that shipped a pool's library (numpy's and SciPy's OpenBLAS
     are two libraries; SciPy's does the Cython kernels' BLAS), else "system"."""
@@ -344,6 +384,7 @@ def main(argv=None):
     backends = print_environment()
     ok = check_backends(backends)
     ok &= check_bf16(backends)
+    ok &= check_int8(backends)
     print_pools()
     timings = ""
     if not args.no_speed:

@@ -69,16 +69,17 @@ def _biases(spec, b_ih, b_hh, H, dtype):
 
 
 _FORWARD = '''
-def forward(p, training, backend, copy_x, bf16):
+def forward(p, training, backend, copy_x, compute):
     _, x, states, W_ih, W_hh, b_ih, b_hh, extras, lengths, options, T, B, I, H, G, dtype, P = p
     backend = resolve(backend)
     if backend == "numpy":
         return reference_forward(x, *states, W_ih, W_hh, b_ih, b_hh, lengths=lengths,
-                                 training=training, compute_dtype="bfloat16" if bf16 else None,
+                                 training=training, compute_dtype=compute,
                                  **options{extra_kwargs})
-    if bf16 and backend != "cython":
-        raise ValueError(f"compute_dtype='bfloat16' runs on the cython backend (and the "
+    if compute is not None and backend != "cython":
+        raise ValueError(f"compute_dtype={{compute!r}} runs on the cython backend (and the "
                          f"reference, backend='numpy'), not on {{backend!r}}")
+    bf16, int8 = compute == "bfloat16", compute == "int8"
     {initial} = states
 {extras_in}
     if training:  # the cache's own copies
@@ -87,6 +88,10 @@ def forward(p, training, backend, copy_x, bf16):
         W_hh = np.array(W_hh, order="C", copy=True)
 {own_states}
 {own_extras}
+    elif int8:  # W_ih, W_hh are QuantizedWeights, which the kernel takes as they are
+        x = np.ascontiguousarray(x)
+{read_states}
+{read_extras}
     else:
         x = np.ascontiguousarray(x)
         W_ih = np.ascontiguousarray(W_ih)
@@ -98,18 +103,22 @@ def forward(p, training, backend, copy_x, bf16):
     GH = G * H
     use_blas = _tuning.use_blas(backend, B, GH, H)
     num_threads = _tuning.engine_threads(backend, B, I, H, GH, get_num_threads())
-    TS = _tuning.kept_steps(backend, training, T, B)
+    TS = (_tuning.int8_kept_steps(T, B, I, H, G) if int8
+          else _tuning.kept_steps(backend, training, T, B))
     steps = _constant(B, T, np.int64) if lengths is None else lengths
     x2d = x.reshape(T * B, I)
 {buffers}
-    {call}
+    if int8:
+        {call_int8}
+    else:
+        {call}
     if not training:
         return out, {finals}, None
     arrays = {cached}
 {cache_extras}
     cache = ForwardCache("{cell}", backend, lengths=lengths, has_b_ih=b_ih is not None,
                          has_b_hh=b_hh is not None, options=options,
-                         compute="bfloat16" if bf16 else None, arrays=arrays)
+                         compute=compute, arrays=arrays)
     return cache.read_only_out(), {finals}, cache
 '''
 
@@ -139,6 +148,12 @@ def backward(upstream, cache):
     return make_grads(cache, dx2d.reshape(T, B, I), {grads}, dW_ih, dW_hh,
                       db_ih={db_ih}, db_hh={db_hh}, extras=({d_extras}))
 '''
+
+def int8_args(args):
+    """A forward kernel's arguments, as its int8 twin ``forward_int8`` takes
+    them: the same but bf16 and use_blas (W_ih and W_hh are QuantizedWeights)."""
+    return [a for a in args if a not in ("bf16", "use_blas")]
+
 
 _SIZES = {"T": "T", "B": "B", "I": "I", "H": "H", "P": "P", "GH": "GH", "H3": "3 * H",
           "TB": "T * B", "TS": "TS"}
@@ -189,6 +204,9 @@ def _fill(spec, pass_):
         option_args=_lines([f'{arg} = {choices!r}.index({options}["{key}"])'
                             for key, (choices, arg) in spec.options.items()], 4),
         call=_call(f'kernels({backend}, "{spec.name}").{pass_}', args))
+    if pass_ == "forward":
+        common["call_int8"] = _call(f'kernels("cython", "{spec.name}").forward_int8',
+                                    int8_args(args), 8)
     extras = spec.extras
     # An absent extra: zeros of its shape, with no rows in P (nothing to project)
     zeros = {name: f"_constant({_shape(shape, {**_SIZES, 'P': '0'})}, 0, dtype)"
@@ -259,7 +277,7 @@ def source(cell, pass_):
     return _fill(CELLS[cell], pass_)
 
 
-def forward(p, training, backend, copy_x=True, bf16=False):
+def forward(p, training, backend, copy_x=True, compute=None):
     """``{cell}_forward`` for checked arguments ``p`` (a ``_validation.Checked``):
     returns ``(out, *finals, cache)``.  ``backend``: a name, or None for the default.
 
@@ -273,7 +291,7 @@ def forward(p, training, backend, copy_x=True, bf16=False):
         # products have no rows, so no kernel is called on empty work (its
         # cache sends the backward there too).
         backend = "numpy"
-    return _FORWARDS[p.cell](p, training, backend, copy_x, bf16)
+    return _FORWARDS[p.cell](p, training, backend, copy_x, compute)
 
 
 def backward(cell, upstream, cache):

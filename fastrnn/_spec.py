@@ -31,8 +31,8 @@ An entry says:
     the first choice is the default and the kernels take the index of the
     chosen one as ``kernel_arg`` (0 tanh / 1 relu: the kernels' ``relu`` flag).
     Choices that are True and False make a flag option (checked as one).
-``no_bf16``
-    What bfloat16 compute does not run: option values ``{keyword: value}``,
+``no_low_precision``
+    What bfloat16 and int8 compute do not run: option values ``{keyword: value}``,
     and extra weights ``{name: True}`` (refused when given).
 ``bias_apart``
     Gate blocks of ``b_hh`` that do not fold into the one summed bias
@@ -103,7 +103,7 @@ class Cell:
     """One cell's entry; see the module docstring for the fields."""
 
     def __init__(self, *, name, layer, title, gates, states, saved, forward, backward,
-                 bias_grads, options=None, no_bf16=None, bias_apart=(), extras=None,
+                 bias_grads, options=None, no_low_precision=None, bias_apart=(), extras=None,
                  proj=None):
         self.name = name
         self.layer = layer
@@ -112,7 +112,7 @@ class Cell:
         self.G = len(gates)
         self.states = states
         self.options = options or {}
-        self.no_bf16 = no_bf16 or {}
+        self.no_low_precision = no_low_precision or {}
         self.bias_apart = bias_apart
         self.extras = extras or {}
         self.proj = proj
@@ -166,7 +166,7 @@ CELLS = {cell.name: cell for cell in (
         # Projection (PyTorch's proj_size): h_t = m_t W_hr^T, m_t = o * tanh(c_t).
         extras={"W_ch": (("H3",), "peephole"), "W_hr": (("P", "H"), "proj")},
         proj="W_hr",
-        no_bf16={"W_hr": True},  # the batch-split kernel has no bf16 products (yet)
+        no_low_precision={"W_hr": True},  # the batch-split kernel: float products only (yet)
         saved=("out", "c", "gates"),
         forward=Kernel(
             "forward",
@@ -192,7 +192,7 @@ CELLS = {cell.name: cell for cell in (
         # linear_before_reset=0): n = tanh(x W_in^T + b_in + (r * h) W_hn^T + b_hn),
         # a second recurrent product per step, after r.
         options={"reset_after": ((True, False), "reset_before")},
-        no_bf16={"reset_after": False},
+        no_low_precision={"reset_after": False},
         bias_apart=("n",),  # b_hn: inside the reset product, or added after (reset before)
         # hn: h W_hn^T + b_hn, what r multiplies; with the reset before, r * h_{t-1}.
         saved=("out", "gates", "hn"),

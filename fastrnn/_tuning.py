@@ -64,6 +64,29 @@ def kept_steps(backend, training, T, B):
     return _steps_in(CHUNK_ROWS, T, B)
 
 
+def int8_kept_steps(T, B, I, H, G):
+    """kept_steps for an int8 inference: 1 (each step computes its own input
+    term, kernels/_engine.pxi: _engine_forward_int8) where the int8 weights
+    fit a core's L2 cache, else a chunk."""
+    if (I + H) * G * H <= l2_bytes():
+        return 1
+    return _steps_in(CHUNK_ROWS, T, B)
+
+
+def l2_bytes():
+    """A core's L2 cache, as the Cython kernels read it (engine.h:
+    fastrnn_l2_bytes; 1 MB where the system does not say)."""
+    global _L2
+    if _L2 is None:
+        from ._backends import kernels
+
+        _L2 = kernels("cython", "rnn")._l2_bytes()
+    return _L2
+
+
+_L2 = None
+
+
 def _steps_in(rows, T, B):
     """Steps of B rows in a chunk of about ``rows`` rows: at least 1, at most T."""
     return min(T, max(1, rows // B))

@@ -136,25 +136,33 @@ def check_dtype(dtype):
 
 
 def check_compute_dtype(compute_dtype, dtype):
-    """The forward's ``compute_dtype``: True for bfloat16 products, False for
-    the products in x's own dtype (None, or that dtype named)."""
+    """The forward's ``compute_dtype``: "bfloat16" (bf16 products), "int8"
+    (dynamically quantized products, inference only), or None for the
+    products in x's own dtype (None, or that dtype named)."""
     if compute_dtype is None:
-        return False
+        return None
     name = compute_dtype if isinstance(compute_dtype, str) else (
         getattr(compute_dtype, "__name__", None) or getattr(compute_dtype, "name", None))
     if not isinstance(name, str):
-        raise TypeError(f"compute_dtype must be None, 'bfloat16' or the name of x's dtype, "
-                        f"got {compute_dtype!r}")
+        raise TypeError(f"compute_dtype must be None, 'bfloat16', 'int8' or the name of x's "
+                        f"dtype, got {compute_dtype!r}")
     name = name.strip().lower()
-    if name in ("bfloat16", "bf16"):
+    if name in ("bfloat16", "bf16", "int8"):
+        name = "int8" if name == "int8" else "bfloat16"
         if dtype != np.float32:
-            raise ValueError(f"compute_dtype='bfloat16' needs float32 arrays (bf16 products, "
-                             f"float32 accumulation, state and outputs), got {dtype}")
-        return True
+            what = ("bf16 products, float32 accumulation" if name == "bfloat16"
+                    else "int8 products, float32 scales")
+            raise ValueError(f"compute_dtype={name!r} needs float32 arrays ({what}, "
+                             f"float32 state and outputs), got {dtype}")
+        return name
     if name == dtype.name:
-        return False
-    raise ValueError(f"compute_dtype must be None, 'bfloat16' or {dtype.name!r} (x's dtype), "
-                     f"got {compute_dtype!r}")
+        return None
+    raise ValueError(f"compute_dtype must be None, 'bfloat16', 'int8' or {dtype.name!r} "
+                     f"(x's dtype), got {compute_dtype!r}")
+
+
+INT8_TRAINING = ("compute_dtype='int8' runs inference only (training=False): train in "
+                 "float32 or bfloat16, then quantize (fastrnn.quantize_dynamic)")
 
 
 def check_options(cell, options):
@@ -300,15 +308,37 @@ def _is_bfloat16(value):
     return isinstance(value, np.ndarray) and value.dtype.name == "bfloat16"
 
 
-def check_forward_bf16(cell, x, states, W_ih, W_hh, b_ih, b_hh, lengths, options,
-                       compute_dtype, extras=()):
-    """check_forward, and the products' precision: ``(Checked, bf16)``.
+def check_forward_compute(cell, x, states, W_ih, W_hh, b_ih, b_hh, lengths, options,
+                          compute_dtype, extras=(), training=False):
+    """check_forward, and the products' precision: ``(Checked, compute)``,
+    compute None, "bfloat16" or "int8".
 
     Arrays of ``ml_dtypes.bfloat16`` (the type JAX and TensorFlow use) are
     taken too: they widen to float32, which holds their values exactly, and
     then the products run in bfloat16 unless ``compute_dtype`` says
     otherwise.  Looked for only once check_forward has refused a dtype, so
-    a float call pays nothing for it."""
+    a float call pays nothing for it.
+
+    int8: W_ih and W_hh may be ``QuantizedWeight``s (both, which select int8
+    compute); float weights are quantized here.  In the Checked returned
+    they are QuantizedWeights, whatever was passed.  ``training`` must be
+    False."""
+    from .quantization import QuantizedWeight, quantize_weight
+
+    quantized = [isinstance(w, QuantizedWeight) for w in (W_ih, W_hh)]
+    if any(quantized):
+        if not all(quantized):
+            name = "W_hh" if quantized[0] else "W_ih"
+            raise TypeError(f"{name} must be a QuantizedWeight too: pass both W_ih and W_hh "
+                            f"quantized (fastrnn.quantize_weight), or both as float arrays")
+        if compute_dtype is None:
+            compute_dtype = "int8"
+        if isinstance(x, np.ndarray) and x.dtype != np.float32:
+            raise TypeError(f"x has dtype {x.dtype}, but int8 compute (QuantizedWeight W_ih "
+                            f"and W_hh) takes float32 arrays: pass x.astype(np.float32)")
+        qw = (W_ih, W_hh)
+        # Checked against stand-ins of the dtype x will need (float32).
+        W_ih, W_hh = (np.broadcast_to(np.float32(0), w.shape) for w in qw)
     try:
         p = check_forward(cell, x, states, W_ih, W_hh, b_ih, b_hh, lengths, options, extras)
     except TypeError:
@@ -322,26 +352,35 @@ def check_forward_bf16(cell, x, states, W_ih, W_hh, b_ih, b_hh, lengths, options
                           tuple(extras))
         if compute_dtype is None:
             compute_dtype = "bfloat16"
-    bf16 = compute_dtype is not None and check_compute_dtype(compute_dtype, p.dtype)
-    if bf16:
+    compute = None if compute_dtype is None else check_compute_dtype(compute_dtype, p.dtype)
+    if any(quantized) and compute != "int8":
+        raise ValueError(f"quantized weights (QuantizedWeight) run int8 compute only, "
+                         f"got compute_dtype={compute_dtype!r}")
+    if compute is not None:
         given = [name for name, value in zip(CELLS[cell].extras, p.extras) if value is not None]
-        check_bf16_options(cell, p.options, given)
-    return p, bf16
+        check_low_precision_options(cell, p.options, given, compute)
+    if compute == "int8":
+        if training is not False:
+            raise ValueError(INT8_TRAINING)
+        p = p._replace(W_ih=qw[0], W_hh=qw[1]) if any(quantized) else p._replace(
+            W_ih=quantize_weight(p.W_ih), W_hh=quantize_weight(p.W_hh))
+    return p, compute
 
 
-def check_bf16_options(cell, options, given=()):
-    """Refuse bfloat16 compute with what it does not run (the spec's
-    ``no_bf16``): an option value (the GRU's reset_after=False) or an extra
-    weight among ``given``, those the call has (the LSTM's projection W_hr)."""
+def check_low_precision_options(cell, options, given=(), compute="bfloat16"):
+    """Refuse bfloat16 or int8 compute with what it does not run (the spec's
+    ``no_low_precision``): an option value (the GRU's reset_after=False) or an
+    extra weight among ``given``, those the call has (the LSTM's projection
+    W_hr)."""
     spec = CELLS[cell]
-    for key, value in spec.no_bf16.items():
+    for key, value in spec.no_low_precision.items():
         if key in spec.extras:
             if key in given:
                 what = " (its projection: proj_size)" if key == spec.proj else ""
-                raise ValueError(f"compute_dtype='bfloat16' does not run the {cell} cell with "
+                raise ValueError(f"compute_dtype={compute!r} does not run the {cell} cell with "
                                  f"{key}{what} (yet): use float32")
         elif options[key] == value:
-            raise ValueError(f"compute_dtype='bfloat16' does not run the {cell} cell with "
+            raise ValueError(f"compute_dtype={compute!r} does not run the {cell} cell with "
                              f"{key}={value!r} (yet): use float32, or {key}="
                              f"{spec.defaults[key]!r}")
 

@@ -8,7 +8,7 @@ The NumPy specification of each function is in ``fastrnn.reference``, with
 the same signature less ``backend``.
 """
 from . import _driver
-from ._validation import check_backward, check_forward_bf16
+from ._validation import check_backward, check_forward_compute
 
 __all__ = [
     "rnn_forward", "rnn_backward", "lstm_forward", "lstm_backward", "gru_forward",
@@ -42,7 +42,7 @@ def rnn_forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, *, nonlinearity="tanh",
         When False nothing is saved for backward and ``cache`` is None.
     backend : {"numpy", "numba", "cython"} or None
         None uses the default (``fastrnn.get_default_backend()``).
-    compute_dtype : None or "bfloat16"
+    compute_dtype : None, "bfloat16" or "int8"
         The precision of the products.  None: x's dtype.  ``"bfloat16"``
         (float32 arrays; the Cython backend and the reference): the products
         read x, the weights and h_{t-1} rounded to bfloat16 (nearest even) and
@@ -54,6 +54,14 @@ def rnn_forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, *, nonlinearity="tanh",
         adds is documented in docs/precision.md.  Arrays of
         ``ml_dtypes.bfloat16`` are taken too (widened to float32, exactly),
         and then the products run in bfloat16 unless this says otherwise.
+        ``"int8"`` (float32 arrays, ``training=False``; the Cython backend
+        and the reference): dynamic quantization, as ONNX Runtime's
+        quantized LSTM does it: W_ih and W_hh quantized per row
+        (``fastrnn.quantize_weight``; pass its ``QuantizedWeight``s as W_ih
+        and W_hh to quantize once), x_t and h_{t-1} per row at each product,
+        the products summed in int32 (AVX512_VNNI where the CPU has it) and
+        rescaled to float32; the rest is float32 (``fastrnn.quantization``,
+        docs/precision.md).
 
     Returns
     -------
@@ -82,9 +90,10 @@ def rnn_forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, *, nonlinearity="tanh",
     --------
     fastrnn.reference.rnn_forward : the NumPy specification of this function.
     """
-    p, bf16 = check_forward_bf16("rnn", x, (h0,), W_ih, W_hh, b_ih, b_hh, lengths,
-                                 {"nonlinearity": nonlinearity}, compute_dtype)
-    return _driver.forward(p, training, backend, bf16=bf16)
+    p, compute = check_forward_compute("rnn", x, (h0,), W_ih, W_hh, b_ih, b_hh, lengths,
+                                    {"nonlinearity": nonlinearity}, compute_dtype,
+                                    training=training)
+    return _driver.forward(p, training, backend, compute=compute)
 
 
 def rnn_backward(d_out, d_h_n, cache):
@@ -173,7 +182,7 @@ def lstm_forward(x, h0, c0, W_ih, W_hh, b_ih=None, b_hh=None, *, W_ch=None, W_hr
         When False nothing is saved for backward and ``cache`` is None.
     backend : {"numpy", "numba", "cython"} or None
         None uses the default (``fastrnn.get_default_backend()``).
-    compute_dtype : None or "bfloat16"
+    compute_dtype : None, "bfloat16" or "int8"
         The precision of the products, as in :func:`fastrnn.rnn_forward`.
 
     Returns
@@ -189,9 +198,9 @@ def lstm_forward(x, h0, c0, W_ih, W_hh, b_ih=None, b_hh=None, *, W_ch=None, W_hr
     Raises as :func:`fastrnn.rnn_forward` does (TypeError for dtypes,
     ValueError naming the argument and the expected shape).
     """
-    p, bf16 = check_forward_bf16("lstm", x, (h0, c0), W_ih, W_hh, b_ih, b_hh, lengths, {},
-                                 compute_dtype, (W_ch, W_hr))
-    return _driver.forward(p, training, backend, bf16=bf16)
+    p, compute = check_forward_compute("lstm", x, (h0, c0), W_ih, W_hh, b_ih, b_hh, lengths, {},
+                                    compute_dtype, (W_ch, W_hr), training=training)
+    return _driver.forward(p, training, backend, compute=compute)
 
 
 def lstm_backward(d_out, d_h_n, d_c_n, cache):
@@ -265,9 +274,10 @@ def gru_forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, *, reset_after=True, le
 
     Raises as :func:`fastrnn.rnn_forward` does.
     """
-    p, bf16 = check_forward_bf16("gru", x, (h0,), W_ih, W_hh, b_ih, b_hh, lengths,
-                                 {"reset_after": reset_after}, compute_dtype)
-    return _driver.forward(p, training, backend, bf16=bf16)
+    p, compute = check_forward_compute("gru", x, (h0,), W_ih, W_hh, b_ih, b_hh, lengths,
+                                    {"reset_after": reset_after}, compute_dtype,
+                                    training=training)
+    return _driver.forward(p, training, backend, compute=compute)
 
 
 def gru_backward(d_out, d_h_n, cache):

@@ -25,15 +25,20 @@ import numpy as np
 
 from . import _backends, _driver
 from ._spec import CELLS
-from ._validation import (Checked, as_generator, check_bf16_options, check_bool,
-                          check_compute_dtype, check_dtype, check_lengths, check_options,
+from ._validation import (Checked, as_generator, check_bool, check_compute_dtype, check_dtype,
+                          check_lengths, check_low_precision_options, check_options,
                           check_positive_int, convert, given, is_number)
+from .quantization import QuantizedWeight, quantize_weight
 
-__all__ = ["RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell"]
+__all__ = ["RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell", "quantize_dynamic"]
 
 # Every option keyword of any cell: a file saved by a layer of another version
 # may list one its cell does not take.
 _OPTION_KEYS = {key for spec in CELLS.values() for key in spec.options}
+
+
+# A saved int8 layer's int8 weights and scales: entries named these + the weight's name.
+_INT8, _INT8_SCALE = "__int8__", "__int8_scale__"
 
 
 def _param_kind(name):
@@ -100,19 +105,19 @@ def reverse_within_lengths(a, lengths):
 
 
 def direction_forward(cell, x, states, weights, lengths, options, training, backend, *,
-                      reverse=False, copy_x=True, bf16=False):
+                      reverse=False, copy_x=True, compute=None):
     """Run ``cell`` over x (T, B, I) from ``states`` (a tuple of (B, H) or None).
 
     ``weights`` is (W_ih, W_hh, b_ih, b_hh, *extras) (biases and the
     spec's extra weights may be None); every argument has been checked and
-    ``backend`` resolved; ``bf16``: bfloat16 products (``compute_dtype``).
+    ``backend`` resolved; ``compute``: the products' precision (``compute_dtype``).
     Returns ``(out (T, B, H), finals (tuple of (B, H)), cache)``.
     """
     if reverse:
         x = reverse_within_lengths(x, lengths)
     W_ih, W_hh, b_ih, b_hh, *extras = weights
     p = Checked.trusted(cell, x, states, W_ih, W_hh, b_ih, b_hh, lengths, options, tuple(extras))
-    out, *finals, cache = _driver.forward(p, training, backend, copy_x=copy_x, bf16=bf16)
+    out, *finals, cache = _driver.forward(p, training, backend, copy_x=copy_x, compute=compute)
     return (reverse_within_lengths(out, lengths) if reverse else out), finals, cache
 
 
@@ -152,6 +157,7 @@ class _Module:
         if backend is not None:
             _backends.resolve(backend)  # a ValueError naming the choices
         self.dtype = check_dtype(dtype)
+        self._int8 = None  # {name: QuantizedWeight} once quantize_dynamic made it
         self.compute_dtype = compute_dtype
         self.backend = backend
         self.training = True
@@ -171,11 +177,52 @@ class _Module:
 
     @compute_dtype.setter
     def compute_dtype(self, value):
-        bf16 = check_compute_dtype(value, self.dtype)
-        if bf16:
-            check_bf16_options(self._cell, self._options,
-                               [name for name, has in self._has.items() if has])
-        self._compute_dtype = "bfloat16" if bf16 else None
+        compute = check_compute_dtype(value, self.dtype)
+        if compute is not None:
+            check_low_precision_options(self._cell, self._options,
+                                        [name for name, has in self._has.items() if has],
+                                        compute)
+        if compute != "int8" and getattr(self, "_int8", None):
+            # Back to float compute: the dequantized weights become the
+            # layer's own, writable again.
+            self._int8 = None
+            self._params = {name: p.copy() for name, p in self._params.items()}
+        self._compute_dtype = compute
+
+    def _run_weights(self, names):
+        """One slot's weights (``names``: W_ih, W_hh, b_ih, b_hh, extras) as
+        the forward takes them.  int8 compute takes W_ih and W_hh as
+        QuantizedWeights: the layer's own, quantized once by
+        :func:`quantize_dynamic`, or else quantized now from its float
+        weights; and runs inference only."""
+        weights = tuple(map(self._params.get, names))
+        if self._compute_dtype != "int8":
+            return weights
+        if self.training:
+            raise ValueError(f"{type(self).__name__} has compute_dtype='int8', which runs "
+                             f"inference only: call .eval() first; to train, train in "
+                             f"float32 or bfloat16 and quantize (fastrnn.quantize_dynamic)")
+        frozen = self._int8 or {}
+        quantized = tuple(frozen[name] if name in frozen else quantize_weight(w)
+                          for name, w in zip(names[:2], weights[:2]))
+        return quantized + weights[2:]
+
+    def _slot_names(self):
+        """The weight names of each layer and direction (a cell: its one slot)."""
+        return self._slots if hasattr(self, "_slots") else [self._slot]
+
+    def _freeze_int8(self, quantized=None):
+        """Make the layer's W_ih and W_hh int8 for good: ``quantized`` {name:
+        QuantizedWeight} (a file's), or each quantized now.  The float
+        weights become their dequantized values, read-only, so that they say
+        what the layer computes and cannot drift from it."""
+        names = [name for slot in self._slot_names() for name in slot[:2]]
+        quantized = quantized or {name: quantize_weight(self._params[name]) for name in names}
+        for name in names:
+            w = quantized[name].dequantize()
+            w.flags.writeable = False
+            self._params[name] = w
+        self._int8 = dict(quantized)
 
     @property
     def _weight_names(self):
@@ -334,12 +381,19 @@ class _Module:
                                  f"(they would become inf)")
             loaded[name] = arr
         self._params.update(loaded)
+        if self._int8:
+            self._freeze_int8()  # the new weights, quantized
 
     def save(self, path):
-        """Parameters and constructor arguments to a ``.npz`` file."""
+        """Parameters and constructor arguments to a ``.npz`` file; a layer
+        made by :func:`quantize_dynamic` also its int8 weights and their
+        scales, which load back as they are."""
+        int8 = {}
+        for name, w in (self._int8 or {}).items():
+            int8[_INT8 + name], int8[_INT8_SCALE + name] = w.q, w.scale
         np.savez(path, __config__=np.array(json.dumps({"class": type(self).__name__,
                                                         **self._config()})),
-                 **self._params)
+                 **self._params, **int8)
 
     @classmethod
     def load(cls, path, *, backend=None):
@@ -384,10 +438,17 @@ class _Module:
         if set(config) != expected:
             raise ValueError(f"{path}: __config__ has {sorted(config)}, but a {cls.__name__} "
                              f"is saved with {sorted(expected)}")
+        int8 = {key[len(_INT8):]: (state.pop(key), state.pop(_INT8_SCALE + key[len(_INT8):], None))
+                for key in [k for k in state if k.startswith(_INT8)]}
         try:
             layer = cls(**config, backend=backend)
             layer.load_state_dict(state)
-        except (TypeError, ValueError) as exc:
+            if int8:
+                if config["compute_dtype"] != "int8" or any(s is None for _, s in int8.values()):
+                    raise ValueError("its int8 weights are not those of an int8 layer")
+                layer._freeze_int8({name: QuantizedWeight(q, s) for name, (q, s) in int8.items()})
+                layer.eval()
+        except (TypeError, ValueError, KeyError) as exc:
             raise ValueError(f"{path}: {exc}") from exc
         return layer
 
@@ -557,11 +618,11 @@ class _Recurrent(_Module):
             outs = []
             for d in range(self.num_directions):
                 i = layer * self.num_directions + d
-                weights = self._weights(i)
+                weights = self._run_weights(self._slots[i])
                 out, fin, cache = direction_forward(
                     self._cell, inp, states[i], weights, lengths, self._options, self.training,
                     backend, reverse=d == 1, copy_x=layer == 0,
-                    bf16=self.compute_dtype is not None)
+                    compute=self.compute_dtype)
                 outs.append(out)
                 finals.append(fin)
                 tape["caches"].append(cache)
@@ -781,11 +842,11 @@ class _Cell(_Module):
             # torch.nn's cells allow this: empty states, and nothing to compute.
             finals, cache = [np.zeros((B, 0), x.dtype) for _ in names], _NoUnits(x[None])
         else:
-            W_ih, W_hh, b_ih, b_hh, *extras = map(self._params.get, self._slot)
+            W_ih, W_hh, b_ih, b_hh, *extras = self._run_weights(self._slot)
             p = Checked.trusted(self._cell, x[None], states, W_ih, W_hh, b_ih, b_hh, None,
                                 self._options, tuple(extras))
             _, *finals, cache = _driver.forward(p, self.training, self.backend,
-                                                bf16=self.compute_dtype is not None)
+                                                compute=self.compute_dtype)
         if self.training:
             self._steps.append((cache, unbatched))
         return self._as_hx(tuple(f[0] for f in finals) if unbatched else tuple(finals))
@@ -882,3 +943,35 @@ class GRUCell(_Cell):
                          dtype=dtype, backend=backend, seed=seed, compute_dtype=compute_dtype)
 
     reset_after = _Fixed()
+
+
+def quantize_dynamic(module, dtype="int8"):
+    """An int8 copy of a fastrnn layer or cell, for inference: PyTorch's and
+    ONNX Runtime's dynamic quantization (``torch.ao.quantization.quantize_dynamic``,
+    ``onnxruntime.quantization.quantize_dynamic``), fastrnn's kernels.
+
+    The copy has ``compute_dtype="int8"`` and is in eval mode.  Its W_ih and
+    W_hh (every layer and direction) are quantized once, symmetric per row
+    (:func:`fastrnn.quantize_weight`); its float weights hold the
+    dequantized values, read-only.  Each forward quantizes x_t and h_{t-1}
+    per row as it reads them and sums the products in int32 (see
+    ``fastrnn.quantization``); the biases, the gates and the states stay
+    float32.  ``save`` writes the int8 weights and their scales and ``load``
+    reads them back as they are.  A float64 module is quantized from its
+    weights rounded to float32.  Training through the copy (a forward in
+    training mode) raises a ValueError: train the float module, then
+    quantize it again.  ``module`` itself is not changed.
+    """
+    if not isinstance(module, _Module):
+        raise TypeError(f"quantize_dynamic takes a fastrnn layer or cell (fastrnn.LSTM, "
+                        f"fastrnn.GRUCell, ...), got {type(module).__name__}; for a PyTorch "
+                        f"model use fastrnn.torch.quantize_dynamic")
+    if not (isinstance(dtype, str) and dtype == "int8") and dtype is not np.int8:
+        raise ValueError(f"dtype must be 'int8' (the quantization fastrnn runs), got {dtype!r}")
+    config = {**module._config(), "dtype": "float32", "compute_dtype": None}
+    copy = type(module)(**config, backend=module.backend)
+    with np.errstate(over="ignore"):
+        copy.load_state_dict({name: w.astype(np.float32) for name, w in module._params.items()})
+    copy.compute_dtype = "int8"  # refuses what int8 does not run (a projection, ...)
+    copy._freeze_int8()
+    return copy.eval()

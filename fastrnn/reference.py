@@ -43,13 +43,20 @@ da_t^T h_{t-1}: da_t, x_t, h_{t-1} and the weights rounded) and sums the
 bias gradients from da_t as it is.  The kernels round at exactly these
 places.
 
+int8 compute (``compute_dtype="int8"``, float32 arrays, inference only):
+every product of the forward is ``fastrnn.quantization.int8_matmul`` (the
+weights quantized per row, x_t and h_{t-1} per row at each product, exact
+integer sums rescaled to float32); the kernels' integer sums and rescaled
+products are these, bit for bit.
+
 The fast backends have the same signatures: ``from fastrnn import rnn_forward``
 replaces ``from fastrnn.reference import rnn_forward``.
 """
 import numpy as np
 
 from ._types import ForwardCache, make_grads
-from ._validation import check_backward, check_forward_bf16
+from ._validation import check_backward, check_forward_compute
+from .quantization import int8_matmul
 
 __all__ = [
     "rnn_forward", "rnn_backward", "lstm_forward", "lstm_backward", "gru_forward",
@@ -80,6 +87,16 @@ def _operands(bf16):
     return round_bf16 if bf16 else _same
 
 
+def _forward_products(compute, W_ih, W_hh):
+    """The forward's weights as its products read them, and the product
+    ``mm(a, W) = a @ W.T`` in the compute's precision: bf16 operands, int8
+    (W a QuantizedWeight: fastrnn.quantization.int8_matmul), or as they are."""
+    if compute == "int8":
+        return W_ih, W_hh, int8_matmul
+    op = _operands(compute == "bfloat16")
+    return op(W_ih), op(W_hh), lambda a, W: op(a) @ W.T
+
+
 def sigmoid(x):
     """1 / (1 + exp(-x)) without overflow for large |x|: scipy.special.expit,
     imported on first use (importing scipy.special with fastrnn took 0.36 s,
@@ -104,20 +121,20 @@ def rnn_forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, *, nonlinearity="tanh",
 
     Same parameters and results as :func:`fastrnn.rnn_forward`, without ``backend``.
     """
-    p, bf16 = check_forward_bf16("rnn", x, (h0,), W_ih, W_hh, b_ih, b_hh, lengths,
-                                 {"nonlinearity": nonlinearity}, compute_dtype)
+    p, compute = check_forward_compute("rnn", x, (h0,), W_ih, W_hh, b_ih, b_hh, lengths,
+                                       {"nonlinearity": nonlinearity}, compute_dtype,
+                                       training=training)
     relu = nonlinearity == "relu"
     T, B, H, dtype = p.T, p.B, p.H, p.dtype
     x, W_ih, W_hh, lengths = p.x, p.W_ih, p.W_hh, p.lengths
     b = _zeros_if_none(p.b_ih, H, dtype) + _zeros_if_none(p.b_hh, H, dtype)
-    op = _operands(bf16)  # the products' operands
-    Wi, Wh = op(W_ih), op(W_hh)
+    Wi, Wh, mm = _forward_products(compute, W_ih, W_hh)  # mm(a, W) = a @ W.T
 
     h = _zeros_if_none(p.states[0], (B, H), dtype).copy()
     h0 = h.copy()
     out = np.zeros((T, B, H), dtype)
     for t in range(T):
-        a = op(x[t]) @ Wi.T + op(h) @ Wh.T + b
+        a = mm(x[t], Wi) + mm(h, Wh) + b
         h_new = np.maximum(a, 0) if relu else np.tanh(a)
         if lengths is None:
             h = h_new
@@ -132,7 +149,7 @@ def rnn_forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, *, nonlinearity="tanh",
         cache = ForwardCache(
             "rnn", "numpy", lengths=lengths, has_b_ih=p.b_ih is not None,
             has_b_hh=p.b_hh is not None, options={"nonlinearity": nonlinearity},
-            compute="bfloat16" if bf16 else None,
+            compute=compute,
             arrays=dict(x=_own(x), h0=h0, W_ih=_own(W_ih), W_hh=_own(W_hh), out=out))
         out = cache.read_only_out()
     return out, h, cache
@@ -185,15 +202,14 @@ def lstm_forward(x, h0, c0, W_ih, W_hh, b_ih=None, b_hh=None, *, W_ch=None, W_hr
 
     Returns ``out (T, B, P), h_n (B, P), c_n (B, H), cache`` (P = H without W_hr).
     """
-    p, bf16 = check_forward_bf16("lstm", x, (h0, c0), W_ih, W_hh, b_ih, b_hh, lengths, {},
-                                 compute_dtype, (W_ch, W_hr))
+    p, compute = check_forward_compute("lstm", x, (h0, c0), W_ih, W_hh, b_ih, b_hh, lengths,
+                                       {}, compute_dtype, (W_ch, W_hr), training=training)
     T, B, H, P, dtype = p.T, p.B, p.H, p.P, p.dtype
     W_ch, W_hr = p.extras
     p_i, p_f, p_o = np.split(_zeros_if_none(W_ch, 3 * H, dtype), 3)  # peepholes
     x, W_ih, W_hh, lengths = p.x, p.W_ih, p.W_hh, p.lengths
     b = _zeros_if_none(p.b_ih, 4 * H, dtype) + _zeros_if_none(p.b_hh, 4 * H, dtype)
-    op = _operands(bf16)
-    Wi, Wh = op(W_ih), op(W_hh)
+    Wi, Wh, mm = _forward_products(compute, W_ih, W_hh)  # mm(a, W) = a @ W.T
 
     h = _zeros_if_none(p.states[0], (B, P), dtype).copy()
     c = _zeros_if_none(p.states[1], (B, H), dtype).copy()
@@ -202,7 +218,7 @@ def lstm_forward(x, h0, c0, W_ih, W_hh, b_ih=None, b_hh=None, *, W_ch=None, W_hr
     gates = np.zeros((T, B, 4 * H), dtype)  # i, f, g, o after their activations
     cs = np.zeros((T, B, H), dtype)  # c_t
     for t in range(T):
-        a = op(x[t]) @ Wi.T + op(h) @ Wh.T + b
+        a = mm(x[t], Wi) + mm(h, Wh) + b
         i, f = sigmoid(a[:, :H] + p_i * c), sigmoid(a[:, H:2 * H] + p_f * c)
         g = np.tanh(a[:, 2 * H:3 * H])
         c_new = f * c + i * g
@@ -220,7 +236,7 @@ def lstm_forward(x, h0, c0, W_ih, W_hh, b_ih=None, b_hh=None, *, W_ch=None, W_hr
     if training:
         cache = ForwardCache(
             "lstm", "numpy", lengths=lengths, has_b_ih=p.b_ih is not None,
-            has_b_hh=p.b_hh is not None, options={}, compute="bfloat16" if bf16 else None,
+            has_b_hh=p.b_hh is not None, options={}, compute=compute,
             arrays=dict(x=_own(x), h0=h0, c0=c0, W_ih=_own(W_ih), W_hh=_own(W_hh), out=out,
                         gates=gates, c=cs, **({} if W_ch is None else {"W_ch": _own(W_ch)}),
                         **({} if W_hr is None else {"W_hr": _own(W_hr)})))
@@ -301,15 +317,15 @@ def gru_forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, *, reset_after=True, le
 
     Returns ``out (T, B, H), h_n (B, H), cache``.
     """
-    p, bf16 = check_forward_bf16("gru", x, (h0,), W_ih, W_hh, b_ih, b_hh, lengths,
-                                 {"reset_after": reset_after}, compute_dtype)
+    p, compute = check_forward_compute("gru", x, (h0,), W_ih, W_hh, b_ih, b_hh, lengths,
+                                       {"reset_after": reset_after}, compute_dtype,
+                                       training=training)
     reset_after = p.options["reset_after"]
     T, B, H, dtype = p.T, p.B, p.H, p.dtype
     x, W_ih, W_hh, lengths = p.x, p.W_ih, p.W_hh, p.lengths
     b_ih = _zeros_if_none(p.b_ih, 3 * H, dtype)
     b_hh = _zeros_if_none(p.b_hh, 3 * H, dtype)
-    op = _operands(bf16)
-    Wi, Wh = op(W_ih), op(W_hh)
+    Wi, Wh, mm = _forward_products(compute, W_ih, W_hh)  # mm(a, W) = a @ W.T
 
     h = _zeros_if_none(p.states[0], (B, H), dtype).copy()
     h0 = h.copy()
@@ -317,16 +333,16 @@ def gru_forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, *, reset_after=True, le
     gates = np.zeros((T, B, 3 * H), dtype)  # r, z, n after their activations
     hns = np.zeros((T, B, H), dtype)  # h_{t-1} W_hn^T + b_hn, or r * h_{t-1} (reset before)
     for t in range(T):
-        xr, xz, xn = np.split(op(x[t]) @ Wi.T + b_ih, 3, axis=1)
+        xr, xz, xn = np.split(mm(x[t], Wi) + b_ih, 3, axis=1)
         if reset_after:
-            hr, hz, hn = np.split(op(h) @ Wh.T + b_hh, 3, axis=1)
+            hr, hz, hn = np.split(mm(h, Wh) + b_hh, 3, axis=1)
             r, z = sigmoid(xr + hr), sigmoid(xz + hz)
             n = np.tanh(xn + r * hn)
         else:
-            hr, hz = np.split(op(h) @ Wh[:2 * H].T + b_hh[:2 * H], 2, axis=1)
+            hr, hz = np.split(mm(h, Wh[:2 * H]) + b_hh[:2 * H], 2, axis=1)
             r, z = sigmoid(xr + hr), sigmoid(xz + hz)
             hn = r * h  # saved for the backward: what W_hn multiplies
-            n = np.tanh(xn + op(hn) @ Wh[2 * H:].T + b_hh[2 * H:])
+            n = np.tanh(xn + mm(hn, Wh[2 * H:]) + b_hh[2 * H:])
         h_new = (1 - z) * n + z * h
         running = _running(t, lengths, B)
         h = np.where(running, h_new, h)
@@ -339,7 +355,7 @@ def gru_forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, *, reset_after=True, le
         cache = ForwardCache(
             "gru", "numpy", lengths=lengths, has_b_ih=p.b_ih is not None,
             has_b_hh=p.b_hh is not None, options=p.options,
-            compute="bfloat16" if bf16 else None,
+            compute=compute,
             arrays=dict(x=_own(x), h0=h0, W_ih=_own(W_ih), W_hh=_own(W_hh), out=out,
                         gates=gates, hn=hns))
         out = cache.read_only_out()

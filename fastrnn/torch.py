@@ -46,8 +46,9 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 from . import functional
 from ._spec import CELLS
 from .layers import _param_kind, reverse_within_lengths
+from .quantization import QuantizedWeight, quantize_weight
 
-__all__ = ["RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell", "convert"]
+__all__ = ["RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell", "convert", "quantize_dynamic"]
 
 _DTYPES = (torch.float32, torch.float64, torch.bfloat16)
 # What torch's modules return under torch.autocast("cpu", dtype=torch.bfloat16)
@@ -60,9 +61,10 @@ _AUTOCAST_OUT = {nn.RNN: torch.bfloat16, nn.LSTM: torch.bfloat16, nn.GRU: torch.
 
 def _array(t):
     """The NumPy view of a CPU tensor (no copy; a float32 copy of a bfloat16
-    one, whose values float32 holds exactly), or None."""
-    if t is None:
-        return None
+    one, whose values float32 holds exactly), or None; an int8 module's
+    QuantizedWeight as it is."""
+    if t is None or isinstance(t, QuantizedWeight):
+        return t
     t = t.detach()
     return (t.float() if t.dtype == torch.bfloat16 else t).numpy()
 
@@ -70,7 +72,9 @@ def _array(t):
 def _precision(module):
     """(bf16, out_dtype): whether ``module`` runs fastrnn's bf16 compute now,
     and the dtype its results are returned in (None: the dtype fastrnn
-    computes in)."""
+    computes in; an int8 module's: float32, autocast or not)."""
+    if getattr(module, "_fastrnn_int8", None):
+        return False, None
     weight = getattr(module, "weight_ih_l0", None)  # a layer's; a cell's is weight_ih
     if (module.weight_ih if weight is None else weight).dtype == torch.bfloat16:
         return True, torch.bfloat16
@@ -94,8 +98,11 @@ def _options(module):
 
 
 def _compute(module, bf16):
-    """The forward's compute_dtype option: bf16 compute where ``bf16``, but
-    for a projected LSTM (not run in bf16 yet: float32 on the bf16 values)."""
+    """The forward's compute_dtype option: int8 for a module made by
+    quantize_dynamic; bf16 compute where ``bf16``, but for a projected LSTM
+    (not run in bf16 yet: float32 on the bf16 values)."""
+    if getattr(module, "_fastrnn_int8", None):
+        return {"compute_dtype": "int8"}
     return {"compute_dtype": "bfloat16"} if bf16 and not getattr(module, "proj_size", 0) else {}
 
 
@@ -120,6 +127,31 @@ def _check_module(module):
         kind = _torch_name(module)
         raise ValueError(f"fastrnn.torch.{type(module).__name__} cannot run this module: "
                          f"{reason}; use torch.nn.{kind} for it")
+
+
+def _check_int8(module, tensors):
+    """An int8 module (quantize_dynamic) runs inference only: refuse training
+    mode and inputs that want a gradient."""
+    if not getattr(module, "_fastrnn_int8", None):
+        return
+    why = None
+    if module.training:
+        why = "it is in training mode: call .eval() first"
+    elif torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
+        why = "an input requires a gradient"
+    if why:
+        raise ValueError(f"this {type(module).__name__} runs int8 inference only "
+                         f"(fastrnn.torch.quantize_dynamic), and {why}; to train, train the "
+                         f"float model and quantize it again")
+
+
+def _int8_weights(module, names, weights):
+    """``weights`` (W_ih, W_hh, ...: the parameters ``names``) with W_ih and
+    W_hh replaced by an int8 module's QuantizedWeights."""
+    q = getattr(module, "_fastrnn_int8", None)
+    if not q:
+        return weights
+    return (q[names[0]], q[names[1]], *weights[2:])
 
 
 def _check_tensor(module, t, name):
@@ -184,7 +216,7 @@ def _run(cell, options, reverse, lengths, x, states, weights, training):
 def _direction(cell, options, reverse, lengths, x, states, weights):
     """out (T, B, H) and the final states of one direction: through autograd
     when anything needs a gradient, else fastrnn's inference path."""
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad
+    if torch.is_grad_enabled() and any(getattr(t, "requires_grad", False)
                                        for t in (x, *states, *weights)):
         # autocast off inside: the Function's tensors are its own business
         with torch.autocast("cpu", enabled=False):
@@ -213,8 +245,9 @@ class _Recurrent:
         for what the module does not have (biases, the LSTM's weight_hr
         without proj_size; torch has no peepholes)."""
         names = ["weight_ih", "weight_hh", "bias_ih", "bias_hh"]
-        names += [_param_kind(name) for name in CELLS[self._cell].extras]
-        return tuple(getattr(self, f"{n}_l{layer}{sfx}", None) for n in names)
+        names = [f"{n}_l{layer}{sfx}"
+                 for n in names + [_param_kind(name) for name in CELLS[self._cell].extras]]
+        return _int8_weights(self, names, tuple(getattr(self, n, None) for n in names))
 
     def _check_hx_dims(self, hx, batched):
         """torch's messages for an hx of the wrong number of dimensions."""
@@ -267,6 +300,7 @@ class _Recurrent:
             for h in (hx if k == 2 else (hx,)):
                 _check_tensor(self, h, "hx")
         states = None if hx is None else (tuple(hx) if k == 2 else (hx,))
+        _check_int8(self, (x, *(states or ())))
         D = 2 if self.bidirectional else 1
         bf16, out_dtype = _precision(self)
         options = {**_options(self), **_compute(self, bf16)}
@@ -368,7 +402,9 @@ class _Cell:
             if h.dim() != 2:
                 raise RuntimeError(f"{name}: hx must be (batch, hidden_size) = "
                                    f"({input.size(0)}, {self.hidden_size}), got {tuple(h.shape)}")
-        weights = (self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
+        _check_int8(self, (input, *states))
+        weights = _int8_weights(self, ("weight_ih", "weight_hh"),
+                                (self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh))
         options = {**_options(self), **_compute(self, bf16)}
         if bf16:
             input, states = input.float(), tuple(h.float() for h in states)
@@ -425,3 +461,56 @@ def convert(model):
             continue
         module.__class__ = target
     return model
+
+
+def quantize_dynamic(model, dtype=torch.qint8, inplace=False):
+    """int8 inference for ``model``'s recurrent modules, as
+    ``torch.ao.quantization.quantize_dynamic(model, {nn.LSTM, ...}, dtype=torch.qint8)``
+    does, on fastrnn's kernels: each ``torch.nn`` (or ``fastrnn.torch``) RNN,
+    LSTM, GRU and cell in ``model`` (the model itself included) becomes the
+    ``fastrnn.torch`` module with its W_ih and W_hh quantized once to int8,
+    symmetric per row (``fastrnn.quantize_weight``), and runs
+    ``compute_dtype="int8"`` (x_t and h_{t-1} quantized per row at each
+    step, int32 sums; see ``fastrnn.quantization``).  Returns the model (a
+    deep copy unless ``inplace``), in eval mode.
+
+    The quantized modules' weight parameters hold the dequantized values and
+    no longer require gradients; their state_dict loads into a float model,
+    and quantizing that again gives the same int8 weights (and scales within
+    a float32 ulp).  Their forward refuses training mode and inputs that
+    require a gradient: train the float model, then quantize it again.  A
+    module fastrnn's int8 does not run (an LSTM with proj_size, a module on
+    another device or dtype) stays as it is, with a warning naming it.
+    """
+    import copy
+
+    if dtype not in (torch.qint8, torch.int8, "int8"):
+        raise ValueError(f"dtype must be torch.qint8 (the quantization fastrnn runs), "
+                         f"got {dtype!r}")
+    if not inplace:
+        model = copy.deepcopy(model)
+    targets = {**_SWAPS, **{cls: cls for cls in _SWAPS.values()}}
+    for name, module in model.named_modules():
+        target = targets.get(type(module))
+        if target is None:
+            continue
+        reason = _unsupported(module) or (
+            "proj_size (fastrnn's int8 has no projection yet)"
+            if getattr(module, "proj_size", 0) else None)
+        if reason is None and any(p.dtype != torch.float32 for p in module.parameters()):
+            reason = "its parameters are not float32 (quantize a float32 model)"
+        if reason is not None:
+            warnings.warn(f"fastrnn.torch.quantize_dynamic left {name or 'the model'} "
+                          f"({type(module).__name__}) as it is: {reason}", stacklevel=2)
+            continue
+        module.__class__ = target
+        quantized = {}
+        for pname, p in module.named_parameters(recurse=False):
+            if pname.startswith(("weight_ih", "weight_hh")):
+                q = quantize_weight(p.detach().numpy())
+                with torch.no_grad():
+                    p.copy_(torch.from_numpy(q.dequantize()))
+                quantized[pname] = q
+            p.requires_grad_(False)
+        module._fastrnn_int8 = quantized
+    return model.eval()

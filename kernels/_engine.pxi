@@ -39,8 +39,15 @@
 # dW_ih, dW_hh, dx and the bias sums of its rows as BLAS GEMMs (_common.pxi's
 # _weight_gradients_part), so that it keeps only a chunk of da.
 from cython.view cimport array as cvarray
-from libc.stdint cimport uint16_t
+import os as _os
+
+import numpy as np
+from libc.stdint cimport int8_t, int32_t, uint8_t, uint16_t
 from libc.stdlib cimport calloc
+
+
+cdef extern from "<stdlib.h>" nogil:
+    void* aligned_alloc(size_t alignment, size_t size)
 from libc.string cimport memcpy, memset
 
 cdef extern from "Python.h":
@@ -87,6 +94,22 @@ cdef extern from "engine.h" nogil:
                                long ldd)
     void fastrnn_gemm_bf16(long M, long N, long K2, const uint16_t* A, long lda,
                            const uint16_t* Bp, int nv, float* C, long ldc, int add)
+    int fastrnn_has_vnni()
+    float fastrnn_quantize_u8(const float* src, long n, long n4, uint8_t* dst)
+    void fastrnn_pack_panel_s8(const int8_t* W, const float* s, long K, long K4, long G, long H,
+                               long u, long p, int8_t* P, int32_t* init, float* sw)
+    void fastrnn_tile_s8(const uint8_t* A, long lda, int mr, const int8_t* P, long K4, int nv,
+                         const int32_t* init, int32_t* C, long ldc, int add)
+    void fastrnn_rescale_s8(const int32_t* S, long rows, long NR, const int32_t* add,
+                            const float* sa, const float* sw, float* C)
+    void fastrnn_rescale_s8_gates(const int32_t* S, long rows, long G, long u, long nu,
+                                  const int32_t* add, const float* sa, const float* sw,
+                                  const float* bias, long H, float* dst, long ldd)
+    int fastrnn_amx_usable()
+    void fastrnn_amx_begin()
+    void fastrnn_amx_end()
+    void fastrnn_product_s8_amx(const uint8_t* A, long lda, long rows, const int8_t* P, long K4,
+                                long NR, int32_t* S)
 
 # How often the calling thread looks for Ctrl-C (and other signals) while the
 # engine runs.
@@ -99,6 +122,9 @@ cdef Py_ssize_t _CHUNK_ROWS = 512
 # measured LSTM (16, 256) float32: 64 KB panels read from L2 ran at 37% of
 # the sgemm rate).
 DEF ROW_BLOCK = 64
+# int8 products run on AMX tiles (where usable) for batches of at least this
+# many rows (_engine_forward_int8).
+DEF _AMX_MIN_BATCH = 8
 cdef Py_ssize_t _PANEL_BLOCK_BYTES = 24 * 1024
 
 
@@ -185,6 +211,80 @@ cdef inline void _operand_product(const floating* A, const uint16_t* Ab, Py_ssiz
             _product_bf16(Ab, lda, rows, panel_b, K // 2, nv, NR, C)
             return
     _product(A, lda, rows, panel, K, nv, NR, C)
+
+
+cdef struct _Int8:
+    # int8 compute (_engine_forward_int8): the weights' packed panels (K in
+    # groups of four: K4 bytes a column, K4 = K rounded up to 4), each
+    # panel's column corrections and scales (engine.h, "int8 products";
+    # _int8_panels), x's rows quantized (T*B rows of I4 bytes) and their
+    # scales, and each thread's quantized h_{t-1} (B rows of H4 bytes, B
+    # scales a thread, HQ rows apart).  amx: the products run on AMX tiles
+    # (I4, H4 multiples of 64; 16 rows readable past the last of xq and of
+    # each thread's hq).
+    const int8_t* P_ih
+    const int8_t* P_hh
+    const int32_t* init_ih
+    const int32_t* init_hh
+    const float* sw_ih
+    const float* sw_hh
+    uint8_t* xq
+    float* xs
+    uint8_t* hq
+    float* hs
+    Py_ssize_t I4, H4, HQ
+    bint amx
+    bint per_step  # each step computes its own input term (no chunk phases)
+
+
+cdef inline const int32_t* _sums_s8(const uint8_t* A, Py_ssize_t lda, Py_ssize_t rows,
+                                    const int8_t* panel, const int32_t* init, Py_ssize_t K4,
+                                    int nv, Py_ssize_t NR, int32_t* S, bint amx) noexcept nogil:
+    """S (rows rounded up to 16, NR) int32 = the integer product of the
+    quantized rows A (rows of K4 groups of four bytes) and a panel (K4
+    groups, NR columns; init its corrections), rows <= ROW_BLOCK: on AMX
+    tiles (``amx``), or VNNI tiles with k in blocks as in _product.  Returns
+    the correction the rescaling must still add (AMX: init), or NULL."""
+    cdef Py_ssize_t kc = max(4, _PANEL_BLOCK_BYTES // (NR * 4))  # groups of k per block
+    cdef Py_ssize_t kb = 0, k_len, r0
+    cdef int mr, mr_max = fastrnn_tile_rows(nv)
+    if amx:
+        fastrnn_product_s8_amx(A, lda, rows, panel, K4, NR, S)
+        return init
+    while kb < K4:
+        k_len = min(kc, K4 - kb)
+        r0 = 0
+        while r0 < rows:
+            mr = fastrnn_tile_split(rows - r0, mr_max)
+            fastrnn_tile_s8(A + r0 * lda + 4 * kb, lda, mr, panel + 4 * kb * NR, k_len, nv, init,
+                            S + r0 * NR, NR, kb > 0)
+            r0 += mr
+        kb += k_len
+    return NULL
+
+
+cdef inline void _input_s8(_Int8* q8, Py_ssize_t row, Py_ssize_t mr, Py_ssize_t p, Py_ssize_t G,
+                           Py_ssize_t u, Py_ssize_t nu, int nv, Py_ssize_t NR, Py_ssize_t H,
+                           Py_ssize_t j0, const void* bias, void* gates,
+                           int32_t* S) noexcept nogil:
+    """int8 compute's input term of x's rows row .. row+mr-1 for panel p's
+    units (j0 ..), rescaled and added to the bias straight into their
+    gates (rows of G*H from ``gates``)."""
+    fastrnn_rescale_s8_gates(
+        S, mr, G, u, nu,
+        _sums_s8(q8.xq + row * q8.I4, q8.I4, mr, q8.P_ih + p * q8.I4 * NR, q8.init_ih + p * NR,
+                 q8.I4 // 4, nv, NR, S, q8.amx),
+        q8.xs + row, q8.sw_ih + p * NR, <const float*>bias + j0, H, <float*>gates + j0, G * H)
+
+
+cdef inline void _product_s8(const uint8_t* A, Py_ssize_t lda, Py_ssize_t rows, const float* sa,
+                             const int8_t* panel, const int32_t* init, const float* sw,
+                             Py_ssize_t K4, int nv, Py_ssize_t NR, int32_t* S,
+                             float* C, bint amx) noexcept nogil:
+    """C (rows, NR) float32 = the int8 product of the quantized rows A (scales
+    sa) and a panel (init, sw its corrections and scales): _sums_s8, rescaled."""
+    fastrnn_rescale_s8(S, rows, NR, _sums_s8(A, lda, rows, panel, init, K4, nv, NR, S, amx),
+                       sa, sw, C)
 
 
 cdef inline floating* _offset(floating* p, Py_ssize_t i) noexcept nogil:
@@ -372,7 +472,7 @@ cdef void _forward_worker(fastrnn_steps* steps, int tid, Py_ssize_t n_phases,
                           floating* out, floating* state, floating* saved,
                           const floating* extra, int flag, uint16_t* xb, uint16_t* hb,
                           Py_ssize_t I2, Py_ssize_t H2, floating* xr,
-                          floating* hr, bint split) noexcept nogil:
+                          floating* hr, bint split, _Int8* q8) noexcept nogil:
     """One thread's share of a forward: items until the counter runs out.
 
     Phase 0 packs the panels; then each chunk of ``chunk`` steps is a phase
@@ -394,6 +494,14 @@ cdef void _forward_worker(fastrnn_steps* steps, int tid, Py_ssize_t n_phases,
     NULL (a level without vdpbf16ps): the panels' values are rounded in
     place, x into xr (T*B, I), each h_t into hr's other half (two (B, H)).
 
+    int8 compute when ``q8`` is not NULL (float32; W_ih, W_hh unused): phase
+    0 quantizes x's rows into q8.xq; each step starts with the thread
+    quantizing the rows of h_{t-1} it runs (all of them unless ``split``: a
+    row's scale needs the whole row, which the threads of a step write in
+    parts) into its own q8.hq.  With q8.per_step each step computes each
+    tile's input term right before its recurrent term (the chunk phases do
+    nothing): see _engine_forward_int8.
+
     ``split``: after phase 0 (packed by the team together) each thread runs
     its own rows of the batch through every later phase alone, on a counter
     of its own: no barrier between steps (_engine_forward, _split_batch).
@@ -412,6 +520,9 @@ cdef void _forward_worker(fastrnn_steps* steps, int tid, Py_ssize_t n_phases,
     cdef fastrnn_steps* shared = steps
     cdef Py_ssize_t k_item, phase, item, p, j0, nu, t, b, r0, r, k, jj, row, rows, first, mr
     cdef floating acc[ROW_BLOCK * 64]  # rows of up to 4 vectors of 16 lanes
+    cdef int32_t sums[(ROW_BLOCK + 16) * 64]  # int8 compute's integer sums
+    cdef uint8_t* hq = NULL  # int8: this thread's quantized h_{t-1} and its scales
+    cdef float* hs = NULL
     cdef floating* h_prev
     cdef floating* h_next
     cdef floating* g
@@ -424,6 +535,11 @@ cdef void _forward_worker(fastrnn_steps* steps, int tid, Py_ssize_t n_phases,
     cdef floating* h_ops = hr if rounded else hbuf  # two (B, lda_h) halves
     cdef uint16_t* Pb_ih = <uint16_t*>P_ih if pairs else NULL
     cdef uint16_t* Pb_hh = <uint16_t*>P_hh if pairs else NULL
+    if q8 != NULL:
+        hq = q8.hq + tid * q8.HQ * q8.H4
+        hs = q8.hs + tid * q8.HQ
+        if q8.amx:
+            fastrnn_amx_begin()
     for phase in range(n_phases):
         if split and phase == 1:
             # Every panel packed: from here on this thread's rows, alone.
@@ -438,6 +554,12 @@ cdef void _forward_worker(fastrnn_steps* steps, int tid, Py_ssize_t n_phases,
             break
         if not fastrnn_steps_wait(steps, phase):
             break
+        if q8 != NULL and phase > 0 and (phase - 1) % (chunk + 1) != 0:
+            t = ((phase - 1) // (chunk + 1)) * chunk + (phase - 1) % (chunk + 1) - 1
+            if t < T:
+                for b in range(b0, b1):
+                    hs[b] = fastrnn_quantize_u8(<float*>hbuf + (t % 2) * B * H + b * H, H, q8.H4,
+                                                hq + b * q8.H4)
         for k_item in range(n_items):
             # Own items first, then the partners' from the far end.
             item = (own + k_item if k_item < mine
@@ -449,8 +571,14 @@ cdef void _forward_worker(fastrnn_steps* steps, int tid, Py_ssize_t n_phases,
                 nu = min(u, H - j0)
                 if phase == 0:
                     # W_ih^T (I, G*H) and W_hh^T (H, G*H), this panel of each,
-                    # and in bf16 this panel's share of x's rows, rounded.
+                    # and in bf16 this panel's share of x's rows, rounded
+                    # (in int8, quantized).
                     if floating is float:
+                        if q8 != NULL:  # the panels are packed already (_int8_panels)
+                            for row in range(p * T * B // n_panels, (p + 1) * T * B // n_panels):
+                                q8.xs[row] = fastrnn_quantize_u8(<float*>x2d + row * I, I, q8.I4,
+                                                                 q8.xq + row * q8.I4)
+                            continue
                         if pairs:
                             fastrnn_pack_panel_bf16(W_ih, 1, I, I, G, H, u, p, Pb_ih + p * I2 * NR)
                             fastrnn_pack_panel_bf16(W_hh, 1, H, H, G, H, u, p, Pb_hh + p * H2 * NR)
@@ -466,6 +594,8 @@ cdef void _forward_worker(fastrnn_steps* steps, int tid, Py_ssize_t n_phases,
                             for row in range(p * T * B // n_panels, (p + 1) * T * B // n_panels):
                                 fastrnn_round_bf16(x2d + row * I, I, xr + row * I)
                 elif (phase - 1) % (chunk + 1) == 0:
+                    if q8 != NULL and q8.per_step:
+                        continue  # each step's own, below
                     # The input term of the chunk's steps, for this panel's units
                     # and this thread's rows: one run of rows (every step's
                     # whole batch), or a run per step.
@@ -480,6 +610,11 @@ cdef void _forward_worker(fastrnn_steps* steps, int tid, Py_ssize_t n_phases,
                         while r0 < seg_rows:
                             mr = min(ROW_BLOCK, seg_rows - r0)
                             row = first * B + start + r0
+                            if q8 != NULL:  # rescaled straight into the gates, with the bias
+                                _input_s8(q8, row, mr, p, G, u, nu, nv, NR, H, j0, bias,
+                                          gates + ((first % ring) * B + start + r0) * GH, sums)
+                                r0 += mr
+                                continue
                             _operand_product(x_op + row * lda_x, _offset16(xb, row * lda_x),
                                              lda_x, mr, P_ih + p * I * NR,
                                              _offset16(Pb_ih, p * I2 * NR), lda_x, nv, NR, acc)
@@ -499,10 +634,21 @@ cdef void _forward_worker(fastrnn_steps* steps, int tid, Py_ssize_t n_phases,
                     r0 = b0
                     while r0 < b1:
                         mr = min(ROW_BLOCK, b1 - r0)
-                        _operand_product(h_ops + (t % 2) * B * lda_h + r0 * lda_h,
-                                         _offset16(hb, (t % 2) * B * lda_h + r0 * lda_h), lda_h,
-                                         mr, P_hh + p * H * NR, _offset16(Pb_hh, p * H2 * NR),
-                                         lda_h, nv, NR, acc)
+                        if q8 != NULL:
+                            if q8.per_step:
+                                # The input term of these rows into their gates (still
+                                # in L1 when the cell reads them), then the recurrent term.
+                                _input_s8(q8, t * B + r0, mr, p, G, u, nu, nv, NR, H, j0, bias,
+                                          gates + ((t % ring) * B + r0) * GH, sums)
+                            _product_s8(hq + r0 * q8.H4, q8.H4, mr, hs + r0,
+                                        q8.P_hh + p * q8.H4 * NR, q8.init_hh + p * NR,
+                                        q8.sw_hh + p * NR, q8.H4 // 4, nv, NR, sums, <float*>acc,
+                                        q8.amx)
+                        else:
+                            _operand_product(h_ops + (t % 2) * B * lda_h + r0 * lda_h,
+                                             _offset16(hb, (t % 2) * B * lda_h + r0 * lda_h),
+                                             lda_h, mr, P_hh + p * H * NR,
+                                             _offset16(Pb_hh, p * H2 * NR), lda_h, nv, NR, acc)
                         for r in range(mr):
                             b = r0 + r
                             g = gates + ((t % ring) * B + b) * GH + j0
@@ -523,6 +669,8 @@ cdef void _forward_worker(fastrnn_steps* steps, int tid, Py_ssize_t n_phases,
         if main_thread and _check_now(&clock) and _interrupted():
             fastrnn_steps_abort(shared)
             break
+    if q8 != NULL and q8.amx:
+        fastrnn_amx_end()
 
 
 # Testing and measuring: 1 forces the batch split on (where B allows it), 0
@@ -643,7 +791,7 @@ cdef int _engine_forward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih
                                 T, B, I, H, G, u, nv, per_item, chunk, ring,
                                 &x2d[0, 0], &W_ih[0, 0], &W_hh[0, 0], &bias[0], &lengths[0],
                                 P_ih, P_hh, gates, hbuf, out, state, saved, extra, flag,
-                                xb, hb, I2, H2, xr, hr, split)
+                                xb, hb, I2, H2, xr, hr, split, NULL)
             memcpy(&h_n[0, 0], hbuf + (T % 2) * B * H, B * H * sizeof(floating))
         if steps.abort:
             _raise_pending()
@@ -657,6 +805,247 @@ cdef int _engine_forward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih
         free(xr)
         free(hr)
     return 0
+
+
+cdef int _engine_forward_int8(const float[:, ::1] x2d, object W_ih, object W_hh,
+                              const float[::1] bias, const float[:, ::1] h0,
+                              const int64_t[::1] lengths, int num_threads, float* gates,
+                              Py_ssize_t ring, float* out, float* state, float* saved,
+                              const float* extra, int flag, float[:, ::1] h_n) except -1:
+    """_engine_forward in int8 compute (inference): W_ih (G*H, I) and W_hh
+    (G*H, H) are fastrnn.quantization.QuantizedWeights (int8 rows and their
+    scales); x's rows and each step's h_{t-1} are quantized per row; the
+    products summed in int32 (engine.h, "int8 products") and rescaled to
+    float32 before the cell's gate arithmetic, which is as in float32.
+    Always on the packed path.
+
+    ring 1: each step computes its input term right before its recurrent
+    term, into gates still in L1 (fastrnn._tuning.int8_kept_steps chooses
+    it where the weights fit the L2 cache: writing a chunk's input terms
+    out and reading them back cost 20% of an LSTM (16, 256) inference);
+    otherwise chunks of ring steps as in _engine_forward (each step reading
+    W_ih again cost more where it comes from L3: (64, 1024))."""
+    cdef Py_ssize_t B = h0.shape[0], H = h0.shape[1], I = x2d.shape[1]
+    cdef Py_ssize_t T = x2d.shape[0] // B, G = W_hh.shape[0] // H
+    cdef int nv = G if G >= 3 else 2
+    cdef Py_ssize_t u = fastrnn_lanes_f32() * (nv // G), NR = G * u
+    cdef Py_ssize_t n_panels = (H + u - 1) // u
+    cdef Py_ssize_t per_item = n_panels if num_threads == 1 else 1
+    cdef Py_ssize_t chunk = ring if ring < T else max(1, min(T, _CHUNK_ROWS // B))
+    cdef Py_ssize_t n_chunks
+    cdef Py_ssize_t n_items = (n_panels + per_item - 1) // per_item
+    cdef bint split = _split_batch(B, G * H, H, num_threads, 1)
+    cdef fastrnn_steps steps
+    cdef _Int8 q8
+    cdef float* hbuf = <float*>malloc(2 * B * H * sizeof(float))
+    cdef long* claims = <long*>malloc(n_items * sizeof(long))
+    cdef const int8_t[::1] P_ih, P_hh
+    cdef const int32_t[::1] init_ih, init_hh
+    cdef const float[::1] sw_ih, sw_hh
+    # AMX's tiles hold 16 rows: below 8 rows a product wastes most of one,
+    # and vpdpbusd was as fast or faster (LSTM, AMX over vpdpbusd: B = 1
+    # 1.27-1.30x the time, B = 2 1.02-1.07x, B = 4 0.96-1.08x, B = 8
+    # 0.93x, B = 16 0.65-0.82x; 2 threads, interleaved).
+    q8.amx = _use_amx() and B >= _AMX_MIN_BATCH
+    q8.per_step = ring == 1
+    if q8.per_step:
+        chunk = T
+    n_chunks = (T + chunk - 1) // chunk
+    P_ih, init_ih, sw_ih = _int8_panels(W_ih, G, u, q8.amx)
+    P_hh, init_hh, sw_hh = _int8_panels(W_hh, G, u, q8.amx)
+    q8.P_ih, q8.init_ih, q8.sw_ih = &P_ih[0], &init_ih[0], &sw_ih[0]
+    q8.P_hh, q8.init_hh, q8.sw_hh = &P_hh[0], &init_hh[0], &sw_hh[0]
+    q8.I4 = P_ih.shape[0] // (n_panels * NR)
+    q8.H4 = P_hh.shape[0] // (n_panels * NR)
+    q8.HQ = B + 16
+    # Zeroed: a tile of 16 rows reads rows that no step has written.
+    q8.xq = _zeroed64((T * B + 16) * q8.I4)
+    q8.xs = <float*>malloc(T * B * sizeof(float))
+    q8.hq = _zeroed64(num_threads * q8.HQ * q8.H4)
+    q8.hs = <float*>malloc(num_threads * q8.HQ * sizeof(float))
+    try:
+        if (hbuf == NULL or claims == NULL or q8.xq == NULL or q8.xs == NULL or q8.hq == NULL
+                or q8.hs == NULL):
+            raise MemoryError()
+        with nogil:
+            memcpy(hbuf, &h0[0, 0], B * H * sizeof(float))
+            fastrnn_steps_init(&steps, n_items, claims)
+            with parallel(num_threads=num_threads):
+                _forward_worker(&steps, threadid(), 1 + n_chunks * (chunk + 1),
+                                T, B, I, H, G, u, nv, per_item, chunk, ring,
+                                &x2d[0, 0], NULL, NULL, &bias[0], &lengths[0],
+                                NULL, NULL, gates, hbuf, out, state, saved, extra, flag,
+                                NULL, NULL, I, H, NULL, NULL, split, &q8)
+            memcpy(&h_n[0, 0], hbuf + (T % 2) * B * H, B * H * sizeof(float))
+        if steps.abort:
+            _raise_pending()
+    finally:
+        free(hbuf)
+        free(claims)
+        free(q8.xq)
+        free(q8.xs)
+        free(q8.hq)
+        free(q8.hs)
+    return 0
+
+
+cdef uint8_t* _zeroed64(size_t n) noexcept nogil:
+    """n zeroed bytes at a 64-byte boundary (free with free()), or NULL.
+    The int8 operands and panels are read a cache line at a time by the
+    tiles: measured, AMX read panels 16 or 32 bytes off a line at a third to
+    a half of its rate (an LSTM (16, 256) inference 7.2 ms against 5.2)."""
+    cdef uint8_t* p = <uint8_t*>aligned_alloc(64, (n + 63) // 64 * 64)
+    if p != NULL:
+        memset(p, 0, n)
+    return p
+
+
+def _empty64(Py_ssize_t n, dtype):
+    """np.empty((n,), dtype) starting at a 64-byte boundary (see _zeroed64)."""
+    dtype = np.dtype(dtype)
+    raw = np.empty(n * dtype.itemsize + 64, np.uint8)
+    start = -raw.ctypes.data % 64
+    return raw[start:start + n * dtype.itemsize].view(dtype)
+
+
+cdef tuple _int8_panels(object W, Py_ssize_t G, Py_ssize_t u, bint amx):
+    """The panels of the QuantizedWeight W (G*H rows of K) for units of ``u``
+    and G gates, with each panel's column corrections and scales (engine.h,
+    fastrnn_pack_panel_s8): ``(P int8, init int32, sw float32)``, flat.
+    K in groups of four, rounded up to 64 bytes for AMX tiles.  Packed once
+    and kept on W (whose arrays cannot change), per layout."""
+    cdef Py_ssize_t quantum = 64 if amx else 4
+    cdef const int8_t[:, ::1] q = W.q
+    cdef const float[::1] s = W.scale
+    cdef Py_ssize_t K = q.shape[1], H = q.shape[0] // G, NR = G * u
+    cdef Py_ssize_t K4 = (K + quantum - 1) // quantum * quantum // 4
+    cdef Py_ssize_t n_panels = (H + u - 1) // u, p
+    key = (G, u, quantum)
+    found = W._panels.get(key)
+    if found is not None:
+        return found
+    P = _empty64(max(1, n_panels * 4 * K4 * NR), np.int8)
+    init = np.empty(max(1, n_panels * NR), np.int32)
+    sw = np.empty(max(1, n_panels * NR), np.float32)
+    cdef int8_t[::1] P_ = P
+    cdef int32_t[::1] init_ = init
+    cdef float[::1] sw_ = sw
+    with nogil:
+        for p in range(n_panels):
+            fastrnn_pack_panel_s8(&q[0, 0], &s[0], K, K4, G, H, u, p, &P_[p * 4 * K4 * NR],
+                                  &init_[p * NR], &sw_[p * NR])
+    for a in (P, init, sw):
+        a.flags.writeable = False
+    found = W._panels[key] = (P, init, sw)
+    return found
+
+
+def _int8_product(const float[:, ::1] a, W):
+    """``a @ W.T`` (W a QuantizedWeight) in int8 compute, through the engine's
+    quantization, panels, tiles (AMX where _amx() says so) and rescaling:
+    for the tests, which hold it to fastrnn.quantization.int8_matmul bit for
+    bit.  Returns float32 (rows, W rows)."""
+    cdef Py_ssize_t rows = a.shape[0], K = a.shape[1], N = W.shape[0]
+    cdef bint amx = _use_amx()
+    cdef Py_ssize_t u = fastrnn_lanes_f32(), NR = u, p, r0, mr, r, c, K4
+    cdef const int8_t[::1] P
+    cdef const int32_t[::1] init
+    cdef const float[::1] sw
+    P, init, sw = _int8_panels(W, 1, u, amx)
+    K4 = P.shape[0] // (((N + u - 1) // u) * NR)  # bytes of a column
+    cdef uint8_t* aq = _zeroed64((rows + 16) * K4)
+    cdef float* sa = <float*>malloc((rows + 1) * sizeof(float))
+    cdef int32_t sums[(ROW_BLOCK + 16) * 64]
+    cdef float acc[ROW_BLOCK * 64]
+    result = np.empty((rows, N), np.float32)
+    cdef float[:, ::1] C = result
+    try:
+        if aq == NULL or sa == NULL:
+            raise MemoryError()
+        with nogil:
+            if amx:
+                fastrnn_amx_begin()
+            for r in range(rows):
+                sa[r] = fastrnn_quantize_u8(&a[r, 0], K, K4, aq + r * K4)
+            for p in range((N + u - 1) // u):
+                r0 = 0
+                while r0 < rows:
+                    mr = min(ROW_BLOCK, rows - r0)
+                    _product_s8(aq + r0 * K4, K4, mr, sa + r0, &P[p * K4 * NR], &init[p * NR],
+                                &sw[p * NR], K4 // 4, 1, NR, sums, acc, amx)
+                    for r in range(mr):
+                        for c in range(min(u, N - p * u)):
+                            C[r0 + r, p * u + c] = acc[r * NR + c]
+                    r0 += mr
+            if amx:
+                fastrnn_amx_end()
+    finally:
+        free(aq)
+        free(sa)
+    return result
+
+
+# Testing and measuring: 0 keeps the int8 products off AMX, -1 (the default)
+# uses it where the CPU and the OS allow (``FASTRNN_AMX=0`` in the
+# environment sets 0 at import).
+cdef int _amx_override = 0 if _os.environ.get("FASTRNN_AMX", "") == "0" else -1
+
+
+def _set_amx(int mode):
+    global _amx_override
+    _amx_override = mode
+
+
+cdef bint _use_amx() noexcept:
+    return _amx_override != 0 and fastrnn_amx_usable() != 0
+
+
+def _amx():
+    """Whether the int8 products run on AMX tiles here."""
+    return _use_amx()
+
+
+def _int8_rate(bint amx, double seconds=0.05):
+    """One thread's int8 multiply-adds per second on the tiles this level
+    runs (AMX's if ``amx`` and usable, else VNNI's or the portable ones),
+    16 rows by 256 k by 64 columns with everything in L1: the machine's int8
+    peak as the engine's products reach it (the benchmarks' reference)."""
+    cdef Py_ssize_t rows = 16, K4 = 64, NR = 64, n = 0
+    cdef uint8_t* A = _zeroed64((rows + 16) * 4 * K4)
+    cdef int8_t* P = <int8_t*>_zeroed64(4 * K4 * NR)
+    cdef int32_t init[64]
+    cdef int32_t sums[(ROW_BLOCK + 16) * 64]
+    cdef double t0, elapsed = 0
+    amx = amx and _use_amx()
+    if A == NULL or P == NULL:
+        free(A)
+        free(P)
+        raise MemoryError()
+    memset(init, 0, sizeof(init))
+    with nogil:
+        if amx:
+            fastrnn_amx_begin()
+        t0 = fastrnn_now()
+        while elapsed < seconds:
+            for _ in range(64):
+                _sums_s8(A, 4 * K4, rows, P, init, K4, 4, NR, sums, amx)
+            n += 64
+            elapsed = fastrnn_now() - t0
+        if amx:
+            fastrnn_amx_end()
+    free(A)
+    free(P)
+    return n * rows * 4 * K4 * NR / elapsed
+
+
+def _l2_bytes():
+    """A core's L2 cache in bytes, as the engine sizes its work by it."""
+    return fastrnn_l2_bytes()
+
+
+def _has_vnni():
+    """Whether this level's int8 tiles run on AVX512_VNNI (vpdpbusd)."""
+    return fastrnn_has_vnni() != 0
 
 
 # ---- backward ----------------------------------------------------------------

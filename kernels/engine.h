@@ -50,8 +50,10 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
-#if defined(__AVX512BF16__) && defined(__AVX512F__)
+#if defined(__AVX2__)
 #include <immintrin.h>
+#endif
+#if defined(__AVX512BF16__) && defined(__AVX512F__)
 #define FASTRNN_DPBF16 1
 #else
 #define FASTRNN_DPBF16 0
@@ -580,6 +582,351 @@ static void fastrnn_gemm_bf16(long M, long N, long K2, const uint16_t *A, long l
         }
     }
 }
+
+/* ---- int8 products (dynamic quantization) --------------------------------
+ *
+ * int8 compute (inference): each weight row is int8 with a float32 scale
+ * (symmetric, quantized once: fastrnn.quantize_weight); each row of an
+ * operand (x_t, h_{t-1}) is quantized when it is read, symmetric per row,
+ * with the scale max|a| / 127 (fastrnn_quantize_u8).  The products sum
+ * int8 x int8 in int32, exactly; the engine then rescales each sum to
+ * float32 as ((float)sum * s_a) * s_w, the order fastrnn.reference keeps.
+ *
+ * vpdpbusd (AVX512_VNNI) multiplies unsigned by signed bytes, four to a
+ * 32-bit lane.  The operand is stored as q + 128 (0..255), so each sum
+ * comes out 128 * (the weight column's sum) too high: a tile starts its
+ * sums at -128 times the column sums (`init`, made when the panel is
+ * packed), and what it returns is the signed product, bit for bit.
+ *
+ * A panel of int8 weights holds K in groups of four, (ceil(K/4), NR, 4):
+ * for each group, the four values of each column side by side (the layout
+ * vpdpbusd reads: each 32-bit lane, four k of one column); a K that is not
+ * a multiple of four is padded with zero weights, and the operand rows have
+ * a stride of ceil(K/4)*4 bytes.  Without VNNI (the avx2 and avx512
+ * levels) the same tiles run on vpmaddwd (pairs of 16-bit products), which
+ * gives the same sums at about a third of the rate.
+ */
+#if defined(__AVX512VNNI__) && FASTRNN_VBYTES == 64
+#define FASTRNN_VNNI 1
+#else
+#define FASTRNN_VNNI 0
+#endif
+
+static inline int fastrnn_has_vnni(void) { return FASTRNN_VNNI; }
+
+/* Row `src` (n values) quantized: dst[i] = rint(src[i] * (127 / amax)) + 128
+   as bytes, n4 >= n of them (the rest 128: zero); returns the scale
+   amax / 127.  A row of zeros (or of values below 2**-120) has the scale 0
+   and quantizes to zeros; a row holding an inf or a NaN has the scale NaN
+   (so every product it enters is NaN). */
+static inline float fastrnn_quantize_u8(const float *src, long n, long n4, uint8_t *dst)
+{
+    /* The largest |value| as the largest of the bits with the sign cleared
+       (an integer maximum, which vectorises; inf and NaN have the largest). */
+    uint32_t top = 0, bits;
+    float amax, inv, v;
+    long i;
+    for (i = 0; i < n; i++) {
+        memcpy(&bits, src + i, sizeof bits);
+        bits &= 0x7fffffffu;
+        top = bits > top ? bits : top;
+    }
+    if (top < 0x03800000u || top >= 0x7f800000u) {  /* below 2**-120 (127 / amax would
+                                                           overflow), or not finite */
+        memset(dst, 128, n4);
+        return top < 0x7f800000u ? 0.0f : __builtin_nanf("");
+    }
+    memcpy(&amax, &top, sizeof amax);
+    inv = 127.0f / amax;
+    for (i = 0; i < n; i++) {
+        v = __builtin_rintf(src[i] * inv);
+        v = v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : v;
+        dst[i] = (uint8_t)((int)v + 128);
+    }
+    for (; i < n4; i++)
+        dst[i] = 128;
+    return amax / 127.0f;
+}
+
+/* Panel p of the int8 weights W (G*H rows of K, row stride K) into P
+   ((K4, NR, 4), K4 >= ceil(K/4) groups, NR = G*u: gate g's units p*u ..
+   p*u+u-1), with init[c] = -128 * (column c's sum) and sw[c] its row's
+   scale (s[row]); k past K and units past H are zero. */
+static inline void fastrnn_pack_panel_s8(const int8_t *W, const float *s, long K, long K4,
+                                         long G, long H, long u, long p, int8_t *P,
+                                         int32_t *init, float *sw)
+{
+    long k, g, jj, j, c, NR = G * u;
+    memset(P, 0, (size_t)(4 * K4 * NR));
+    for (g = 0; g < G; g++)
+        for (jj = 0; jj < u; jj++) {
+            const int8_t *w = W + (g * H + p * u + jj) * K;
+            int32_t sum = 0;
+            c = g * u + jj;
+            j = p * u + jj;
+            sw[c] = j < H ? s[g * H + j] : 0.0f;
+            if (j >= H)
+                continue;
+            for (k = 0; k < K; k++) {
+                P[(k / 4) * 4 * NR + 4 * c + (k & 3)] = w[k];
+                sum += w[k];
+            }
+            init[c] = -128 * sum;
+        }
+    for (c = 0; c < NR; c++)
+        if (p * u + c % u >= H)
+            init[c] = 0;
+}
+
+/* One int8 tile shape: C (MR, NV*L) int32, row stride ldc, = (add ? C : init)
+   + A (MR rows of K4 groups of 4 bytes, q + 128; row stride lda bytes) @
+   P (K4 groups, NV*L columns). */
+#define FASTRNN_DEFINE_TILE_S8(NAME, MR, NV)                                        \
+static void NAME##_##MR##x##NV(const uint8_t *A, long lda, const int8_t *P, long K4, \
+                               const int32_t *init, int32_t *C, long ldc, int add)  \
+{                                                                                   \
+    enum { L = FASTRNN_VBYTES / 4, NR = NV * L, ROWS = MR };                        \
+    typedef int32_t ivec __attribute__((vector_size(FASTRNN_VBYTES)));              \
+    ivec acc[MR][NV], w;                                                            \
+    uint32_t a[MR];                                                                 \
+    long k;                                                                         \
+    int r, v;                                                                       \
+    for (r = 0; r < MR; r++)                                                        \
+        for (v = 0; v < NV; v++)                                                    \
+            memcpy(&acc[r][v], add ? C + r * ldc + v * L : init + v * L, sizeof w); \
+    for (k = 0; k < K4; k++) {                                                      \
+        const int8_t *p = P + k * 4 * NR;                                           \
+        for (r = 0; r < MR; r++)                                                    \
+            memcpy(&a[r], A + r * lda + 4 * k, sizeof a[r]);                        \
+        for (v = 0; v < NV; v++) {                                                  \
+            memcpy(&w, p + v * 4 * L, sizeof w);                                    \
+            FASTRNN_S8_DOT                                                          \
+        }                                                                           \
+    }                                                                               \
+    for (r = 0; r < MR; r++)                                                        \
+        for (v = 0; v < NV; v++)                                                    \
+            memcpy(C + r * ldc + v * L, &acc[r][v], sizeof w);                      \
+}
+
+#if FASTRNN_VNNI
+#define FASTRNN_S8_DOT                                                              \
+    for (r = 0; r < ROWS; r++)                                                      \
+        acc[r][v] = (ivec)_mm512_dpbusd_epi32((__m512i)acc[r][v],                   \
+                                              _mm512_set1_epi32((int)a[r]), (__m512i)w);
+#elif FASTRNN_VBYTES == 64 || FASTRNN_VBYTES == 32
+/* Without VNNI: the lane's four bytes as two pairs of 16-bit values, the
+   weights' sign-extended and the operand's (0..255) zero-extended, each
+   pair multiplied and summed into 32 bits by vpmaddwd, which cannot
+   overflow here (|sum| <= 2 * 255 * 127); vpmaddubsw, one instruction
+   fewer, sums in 16 bits with saturation, which these values reach. */
+#if FASTRNN_VBYTES == 64
+#define FASTRNN_MADD16(a, b) ((ivec)_mm512_madd_epi16((__m512i)(a), (__m512i)(b)))
+#else
+#define FASTRNN_MADD16(a, b) ((ivec)_mm256_madd_epi16((__m256i)(a), (__m256i)(b)))
+#endif
+#define FASTRNN_S8_DOT                                                              \
+    {                                                                               \
+        ivec w01 = (((w << 24) >> 24) & 0xffff) | (((w << 16) >> 24) << 16);         \
+        ivec w23 = (((w << 8) >> 24) & 0xffff) | ((w >> 24) << 16);                  \
+        for (r = 0; r < ROWS; r++) {                                                \
+            int32_t a01 = (int32_t)((a[r] & 0xff) | ((a[r] & 0xff00) << 8));         \
+            int32_t a23 = (int32_t)(((a[r] >> 16) & 0xff) | ((a[r] >> 8) & 0xff0000)); \
+            acc[r][v] += FASTRNN_MADD16(a01 + (ivec){0}, w01)                       \
+                         + FASTRNN_MADD16(a23 + (ivec){0}, w23);                    \
+        }                                                                           \
+    }
+#else
+/* Each of a lane's four bytes, widened (the weight's signed, the operand's
+   unsigned), multiplied and summed in 32 bits: vpdpbusd's result. */
+#define FASTRNN_S8_DOT                                                              \
+    {                                                                               \
+        ivec w0 = (w << 24) >> 24, w1 = (w << 16) >> 24;                            \
+        ivec w2 = (w << 8) >> 24, w3 = w >> 24;                                     \
+        for (r = 0; r < ROWS; r++)                                                  \
+            acc[r][v] += (int32_t)(a[r] & 0xff) * w0 + (int32_t)((a[r] >> 8) & 0xff) * w1 \
+                         + (int32_t)((a[r] >> 16) & 0xff) * w2 + (int32_t)(a[r] >> 24) * w3; \
+    }
+#endif
+
+#define FASTRNN_TILES_S8_FOR_NV(NAME, NV)                                           \
+FASTRNN_DEFINE_TILE_S8(NAME, 1, NV)                                                 \
+FASTRNN_DEFINE_TILE_S8(NAME, 2, NV)                                                 \
+FASTRNN_DEFINE_TILE_S8(NAME, 3, NV)                                                 \
+FASTRNN_DEFINE_TILE_S8(NAME, 4, NV)                                                 \
+FASTRNN_DEFINE_TILE_S8(NAME, 5, NV)                                                 \
+FASTRNN_DEFINE_TILE_S8(NAME, 6, NV)                                                 \
+FASTRNN_DEFINE_TILE_S8(NAME, 7, NV)                                                 \
+FASTRNN_DEFINE_TILE_S8(NAME, 8, NV)
+
+FASTRNN_TILES_S8_FOR_NV(fastrnn_tile_s8, 1)
+FASTRNN_TILES_S8_FOR_NV(fastrnn_tile_s8, 2)
+FASTRNN_TILES_S8_FOR_NV(fastrnn_tile_s8, 3)
+FASTRNN_TILES_S8_FOR_NV(fastrnn_tile_s8, 4)
+
+/* C (mr, nv*L) int32 (row stride ldc) = (add ? C : init) + A @ P: the tile
+   above; 1 <= mr <= 8, 1 <= nv <= 4. */
+static inline void fastrnn_tile_s8(const uint8_t *A, long lda, int mr, const int8_t *P,
+                                   long K4, int nv, const int32_t *init, int32_t *C, long ldc,
+                                   int add)
+{
+    switch (nv) {
+    FASTRNN_CASE_ROWS(fastrnn_tile_s8, 1, (A, lda, P, K4, init, C, ldc, add))
+    FASTRNN_CASE_ROWS(fastrnn_tile_s8, 2, (A, lda, P, K4, init, C, ldc, add))
+    FASTRNN_CASE_ROWS(fastrnn_tile_s8, 3, (A, lda, P, K4, init, C, ldc, add))
+    default:
+    FASTRNN_CASE_ROWS(fastrnn_tile_s8, 4, (A, lda, P, K4, init, C, ldc, add))
+    }
+}
+
+/* C (rows, NR) float32 = ((float)(S + add[c]) * sa[r]) * sw[c]: the int32
+   sums S (rows, NR) (plus add, when not NULL: the AMX tiles' correction)
+   rescaled, in the order fastrnn.reference keeps. */
+static inline void fastrnn_rescale_s8(const int32_t *S, long rows, long NR, const int32_t *add,
+                                      const float *sa, const float *sw, float *C)
+{
+    long r, c;
+    for (r = 0; r < rows; r++) {
+        float a = sa[r];
+        if (add)
+            for (c = 0; c < NR; c++)
+                C[r * NR + c] = ((float)(S[r * NR + c] + add[c]) * a) * sw[c];
+        else
+            for (c = 0; c < NR; c++)
+                C[r * NR + c] = ((float)S[r * NR + c] * a) * sw[c];
+    }
+}
+
+/* dst[r*ldd + k*H + jj] (k < G, jj < nu) = ((float)(S + add) * sa[r]) * sw
+   + bias[k*H + jj], column c = k*u + jj of S (rows, G*u): fastrnn_rescale_s8
+   with the bias added, into a row's gates. */
+static inline void fastrnn_rescale_s8_gates(const int32_t *S, long rows, long G, long u,
+                                            long nu, const int32_t *add, const float *sa,
+                                            const float *sw, const float *bias, long H,
+                                            float *dst, long ldd)
+{
+    long r, k, j, NR = G * u;
+    for (r = 0; r < rows; r++) {
+        float a = sa[r];
+        for (k = 0; k < G; k++) {
+            const int32_t *s = S + r * NR + k * u;
+            const float *w = sw + k * u, *b = bias + k * H;
+            float *d = dst + r * ldd + k * H;
+            if (add)
+                for (j = 0; j < nu; j++)
+                    d[j] = ((float)(s[j] + add[k * u + j]) * a) * w[j] + b[j];
+            else
+                for (j = 0; j < nu; j++)
+                    d[j] = ((float)s[j] * a) * w[j] + b[j];
+        }
+    }
+}
+
+/* ---- AMX (Intel Sapphire Rapids on): int8 products on tiles -------------
+ *
+ * Where the CPU has AMX-INT8 and Linux lets the process use it
+ * (arch_prctl ARCH_REQ_XCOMP_PERM), the int8 products run on the tile unit
+ * instead: tdpbusd, the same unsigned-by-signed bytes summed in int32, so
+ * the same sums bit for bit; the correction for the operand's +128 is added
+ * when they are rescaled.  A tile holds 16 rows of 64 bytes: the operand's
+ * rows are read 16 at a time (the buffers have room past the last) and K in
+ * blocks of 64 (K4, the groups of four, a multiple of 16: rows padded with
+ * zero weights).  Built at the level with VNNI only. */
+#if FASTRNN_VNNI && defined(__linux__) && defined(__x86_64__) && defined(__GNUC__) \
+    && !defined(__clang__) && __GNUC__ >= 11
+#define FASTRNN_AMX_BUILT 1
+#include <cpuid.h>
+
+static int fastrnn_amx_state = -1;  /* -1 not yet asked, 0 no, 1 yes */
+
+static inline int fastrnn_amx_usable(void)
+{
+    if (fastrnn_amx_state < 0) {
+        unsigned a, b, c, d;
+        int ok = __get_cpuid_count(7, 0, &a, &b, &c, &d) && (d >> 24 & 1) && (d >> 25 & 1);
+        /* ARCH_REQ_XCOMP_PERM (0x1023) for XFEATURE_XTILEDATA (18) */
+        if (ok)
+            ok = syscall(SYS_arch_prctl, 0x1023, 18) == 0;
+        fastrnn_amx_state = ok;
+    }
+    return fastrnn_amx_state;
+}
+
+typedef struct {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} fastrnn_tilecfg;
+
+/* Tiles 0-3: sums (16 x 16 int32); 4: operand rows (16 x 64 bytes);
+   5-7: weights (16 groups x 16 columns x 4). */
+__attribute__((target("amx-tile")))
+static inline void fastrnn_amx_begin(void)
+{
+    fastrnn_tilecfg cfg;
+    int t;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (t = 0; t < 8; t++) {
+        cfg.colsb[t] = 64;
+        cfg.rows[t] = 16;
+    }
+    /* Not _tile_loadconfig: gcc 12's reads only 8 bytes of the
+       configuration as far as the optimiser knows, which then dropped the
+       stores of the rest (a general-protection fault). */
+    __asm__ __volatile__("ldtilecfg %0" : : "m"(cfg));
+}
+
+__attribute__((target("amx-tile")))
+static inline void fastrnn_amx_end(void) { _tile_release(); }
+
+#define FASTRNN_AMX_COLUMN(T, B)                                                    \
+    if (nc > T) {                                                                   \
+        _tile_loadd(B, P + kg * 4 * NR + (c0 + 16 * T) * 4, 4 * NR);                \
+        _tile_dpbusd(T, 4, B);                                                      \
+    }
+
+/* S (rows rounded up to 16, NR) int32 = A (rows of K4 groups of four bytes,
+   row stride lda; readable 16 rows on) @ P (K4 groups, NR columns);
+   K4 a multiple of 16, NR of 16.  Between fastrnn_amx_begin and _end. */
+__attribute__((target("amx-tile,amx-int8")))
+static void fastrnn_product_s8_amx(const uint8_t *A, long lda, long rows, const int8_t *P,
+                                   long K4, long NR, int32_t *S)
+{
+    long r0, c0, kg, nc;
+    for (r0 = 0; r0 < rows; r0 += 16)
+        for (c0 = 0; c0 < NR; c0 += 64) {
+            nc = (NR - c0) / 16 < 4 ? (NR - c0) / 16 : 4;
+            _tile_zero(0);
+            _tile_zero(1);
+            _tile_zero(2);
+            _tile_zero(3);
+            for (kg = 0; kg < K4; kg += 16) {
+                _tile_loadd(4, A + r0 * lda + 4 * kg, lda);
+                FASTRNN_AMX_COLUMN(0, 5)
+                FASTRNN_AMX_COLUMN(1, 6)
+                FASTRNN_AMX_COLUMN(2, 7)
+                FASTRNN_AMX_COLUMN(3, 5)
+            }
+            _tile_stored(0, S + r0 * NR + c0, 4 * NR);
+            if (nc > 1)
+                _tile_stored(1, S + r0 * NR + c0 + 16, 4 * NR);
+            if (nc > 2)
+                _tile_stored(2, S + r0 * NR + c0 + 32, 4 * NR);
+            if (nc > 3)
+                _tile_stored(3, S + r0 * NR + c0 + 48, 4 * NR);
+        }
+}
+#else
+#define FASTRNN_AMX_BUILT 0
+static inline int fastrnn_amx_usable(void) { return 0; }
+static inline void fastrnn_amx_begin(void) {}
+static inline void fastrnn_amx_end(void) {}
+static inline void fastrnn_product_s8_amx(const uint8_t *A, long lda, long rows,
+                                          const int8_t *P, long K4, long NR, int32_t *S)
+{
+    (void)A; (void)lda; (void)rows; (void)P; (void)K4; (void)NR; (void)S;
+}
+#endif
 
 /* ---- BLAS's threads ------------------------------------------------------ */
 

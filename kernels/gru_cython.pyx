@@ -363,6 +363,19 @@ def forward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
                     gates.shape[0], &out[0, 0, 0], NULL, &hn[0, 0, 0], &b_hn[0], 0, h_n, bf16)
 
 
+
+def forward_int8(const float[:, ::1] x2d, W_ih, const float[::1] bias, const float[::1] b_hn,
+                 W_hh, const float[:, ::1] h0, const int64_t[::1] lengths,
+                 bint reset_before, int num_threads, float[:, :, ::1] gates,
+                 float[:, ::1] work, float[:, :, ::1] hn, float[:, :, ::1] out,
+                 float[:, ::1] h_n):
+    """``forward`` in int8 compute (inference): W_ih, W_hh QuantizedWeights
+    (fastrnn.quantize_weight); float32 otherwise; never with
+    ``reset_before`` (the driver refuses it)."""
+    _engine_forward_int8(x2d, W_ih, W_hh, bias, h0, lengths, num_threads,
+                         &gates[0, 0, 0], gates.shape[0], &out[0, 0, 0], NULL, &hn[0, 0, 0],
+                         &b_hn[0], 0, h_n)
+
 def backward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
              const floating[:, ::1] W_hh, const floating[:, ::1] h0,
              const floating[:, :, ::1] out, const floating[:, :, ::1] gates,

@@ -423,6 +423,21 @@ def forward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
                     h_n, bf16)
 
 
+
+def forward_int8(const float[:, ::1] x2d, W_ih, const float[::1] bias, W_hh,
+                 const float[::1] W_ch, const float[:, ::1] W_hr, const float[:, ::1] h0,
+                 const float[:, ::1] c0, const int64_t[::1] lengths, bint peephole, bint proj,
+                 int num_threads, float[:, :, ::1] gates, float[:, ::1] work,
+                 float[:, ::1] m, float[:, :, ::1] c, float[:, :, ::1] out,
+                 float[:, ::1] h_n, float[:, ::1] c_n):
+    """``forward`` in int8 compute (inference): W_ih, W_hh QuantizedWeights
+    (fastrnn.quantize_weight); float32 otherwise; never with ``proj`` (the
+    driver refuses it)."""
+    c_n[:, :] = c0
+    _engine_forward_int8(x2d, W_ih, W_hh, bias, h0, lengths, num_threads,
+                         &gates[0, 0, 0], gates.shape[0], &out[0, 0, 0], &c_n[0, 0],
+                         &c[0, 0, 0], &W_ch[0], peephole, h_n)
+
 def backward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
              const floating[:, ::1] W_hh, const floating[::1] W_ch,
              const floating[:, ::1] W_hr, const floating[:, ::1] h0,

@@ -97,6 +97,16 @@ def forward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
                     out.shape[0], &out[0, 0, 0], NULL, NULL, NULL, relu, h_n, bf16)
 
 
+
+def forward_int8(const float[:, ::1] x2d, W_ih, const float[::1] bias, W_hh,
+                 const float[:, ::1] h0, const int64_t[::1] lengths, bint relu,
+                 int num_threads, float[:, ::1] work, float[:, :, ::1] out, float[:, ::1] h_n):
+    """``forward`` in int8 compute (inference): W_ih, W_hh QuantizedWeights
+    (fastrnn.quantize_weight); float32 otherwise."""
+    _engine_forward_int8(x2d, W_ih, W_hh, bias, h0, lengths, num_threads,
+                         &out[0, 0, 0], out.shape[0], &out[0, 0, 0], NULL, NULL, NULL, relu, h_n)
+
+
 def backward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
              const floating[:, ::1] W_hh, const floating[:, ::1] h0,
              const floating[:, :, ::1] out, const floating[:, :, ::1] d_out,

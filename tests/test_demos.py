@@ -17,6 +17,8 @@ def test_char_lm_beats_the_unigram_entropy(example):
     result = example("char_lm").main("lstm", steps=120, H=48, B=16, k=32, lr=1e-2,
                                      max_chars=40_000, verbose=False)
     assert result["val_bpc"] < result["unigram_bpc"] - 0.5
+    if result["int8_bpc"] is not None:  # the trained model quantized: within 1% of float32
+        assert abs(result["int8_bpc"] / result["val_bpc"] - 1) < 0.01
 
 
 def test_adding_problem_gru_learns_what_the_baseline_cannot(example):
