@@ -82,9 +82,12 @@ def problem(cell, B, H, T):
     return x, W
 
 
-def int8_path(module):
-    """Where fastrnn int8's products run by default with this kernel module."""
-    return "AMX" if module._amx() else "VNNI" if module._has_vnni() else "vpmaddwd (no VNNI)"
+def int8_path(module, B=None):
+    """Where fastrnn int8's products run by default with this kernel module
+    (for a batch of B rows: AMX only from its smallest batch on)."""
+    if module._amx() and (B is None or B >= module._amx_min_batch()):
+        return "AMX"
+    return "VNNI" if module._has_vnni() else "vpmaddwd (no VNNI)"
 
 
 def fastrnn_calls(cell, x, W):
@@ -253,10 +256,9 @@ def times_table(rows):
     return "\n".join(lines)
 
 
-def ratios_table(rows, peak, amx):
+def ratios_table(rows, peak):
     """Rows (cell, shape): fastrnn int8's speed-ups and the int8 contenders'
-    GMAC/s with their share of the 2-thread peak.  ``amx``: {cell: whether
-    fastrnn int8's default path uses AMX}."""
+    GMAC/s with their share of the 2-thread peak of the path each ran on."""
     lines = ["| cell | BxHxT | f32/int8 | bf16/int8 | ORT int8/int8 | torch int8/int8 | "
              "int8 GMAC/s (% peak) | VNNI GMAC/s (% peak) |",
              "|---" * 8 + "|"]
@@ -277,7 +279,8 @@ def ratios_table(rows, peak, amx):
 
         cells = [over(n) for n in ("fastrnn f32", "fastrnn bf16", "onnxruntime int8",
                                    "torch int8")]
-        cells += [rate("fastrnn int8", amx[cell]), rate("fastrnn int8 (VNNI)", False)]
+        amx = int8_path(kernels("cython", cell), shape[0]) == "AMX"
+        cells += [rate("fastrnn int8", amx), rate("fastrnn int8 (VNNI)", False)]
         lines.append(f"| {cell} | {_shape(shape)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -316,7 +319,9 @@ def facts(started, cells, shapes, rounds, budget, paths, peak, other, wall):
         f"{','.join(cells)} --shapes {','.join(map(_shape, shapes))} --rounds {rounds}`"
         f"{' (--quick)' if budget == QUICK_BUDGET else ''}, {wall:.0f} s.",
         f"- CPU: {cpu}, {cores} cores; fastrnn's Cython kernels at the {isa} level.",
-        f"- fastrnn int8 path: {path}.",
+        f"- fastrnn int8 path: {path}"
+        + (f", from a batch of {kernels('cython', cells[0])._amx_min_batch()} rows on "
+           f"({no_amx} below)" if "AMX" in paths.values() else "") + ".",
         f"- int8 peak (`_int8_rate`, the kernels' tiles in L1, best of {PEAK_TRIES}): "
         f"{peak_line}.",
         f"- Versions: {versions}.",
@@ -351,20 +356,20 @@ def main(cells=CELLS, shapes=SHAPES, rounds=ROUNDS, budget=BUDGET, out=None):
                 rows.append((cell, shape, res))
     print(file=sys.stderr)
     other = load.other_cores()
-    amx = {cell: path == "AMX" for cell, path in paths.items()}
     text = [f"# fastrnn int8 inference beside float32, bf16 and its peers\n",
             times_table(rows), "",
             f"ms: the median over {rounds} interleaved rounds of the best call in {budget} s; "
             "err: the largest |out - out in float64| (fastrnn's Cython backend in float64 on "
             "the same x and weights).  I = H, inference only, every contender on "
             f"{THREADS} threads.", "",
-            ratios_table(rows, peak, amx), "",
+            ratios_table(rows, peak), "",
             "X/int8: X's time over fastrnn int8's (above 1: int8 faster); ORT: ONNX Runtime's "
             "DynamicQuantizeLSTM; torch int8: quantize_dynamic (qint8).  GMAC/s: "
             "T*B*G*H*(I+H) multiply-adds over the time (G = 1, 4, 3 for rnn, lstm, gru); "
             f"% peak: of {THREADS} threads x one thread's int8 rate on the same path's tiles "
             "(fastrnn int8: " + ", ".join(f"{c} {p}" for c, p in paths.items())
-            + "; VNNI: AMX off).", ""]
+            + (f" from B = {kernels('cython', cells[0])._amx_min_batch()} on, VNNI below"
+               if "AMX" in paths.values() else "") + "; VNNI: AMX off).", ""]
     for name, why in dict.fromkeys(skipped.items()):
         text.append(f"- not run: {name}: {why}")
     for (cell, shape, name), why in failed.items():

@@ -78,18 +78,19 @@ def onnxruntime_int8_runner(onnx_bytes, threads):
 
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    folder = tempfile.mkdtemp()
-    src, dst = os.path.join(folder, "f32.onnx"), os.path.join(folder, "int8.onnx")
-    with open(src, "wb") as f:
-        f.write(onnx_bytes)
-    root = logging.getLogger()
-    level, _ = root.level, root.setLevel(logging.ERROR)  # its advice on pre-processing, per call
-    try:
-        quantize_dynamic(src, dst, weight_type=QuantType.QInt8, op_types_to_quantize=["LSTM"])
-    finally:
-        root.setLevel(level)
-    with open(dst, "rb") as f:
-        return onnxruntime_runner(f.read(), threads)
+    with tempfile.TemporaryDirectory() as folder:
+        src, dst = os.path.join(folder, "f32.onnx"), os.path.join(folder, "int8.onnx")
+        with open(src, "wb") as f:
+            f.write(onnx_bytes)
+        root = logging.getLogger()
+        level, _ = root.level, root.setLevel(logging.ERROR)  # its advice on pre-processing
+        try:
+            quantize_dynamic(src, dst, weight_type=QuantType.QInt8, op_types_to_quantize=["LSTM"])
+        finally:
+            root.setLevel(level)
+        with open(dst, "rb") as f:
+            quantized = f.read()
+    return onnxruntime_runner(quantized, threads)
 
 
 def runners(cell, W_ih, W_hh, b_ih, b_hh, threads):

@@ -822,9 +822,9 @@ cdef int _engine_forward_int8(const float[:, ::1] x2d, object W_ih, object W_hh,
     ring 1: each step computes its input term right before its recurrent
     term, into gates still in L1 (fastrnn._tuning.int8_kept_steps chooses
     it where the weights fit the L2 cache: writing a chunk's input terms
-    out and reading them back cost 20% of an LSTM (16, 256) inference);
-    otherwise chunks of ring steps as in _engine_forward (each step reading
-    W_ih again cost more where it comes from L3: (64, 1024))."""
+    out and reading them back took 20% of an LSTM (16, 256) inference's
+    profile); otherwise chunks of ring steps as in _engine_forward (each
+    step would read W_ih from L3 again)."""
     cdef Py_ssize_t B = h0.shape[0], H = h0.shape[1], I = x2d.shape[1]
     cdef Py_ssize_t T = x2d.shape[0] // B, G = W_hh.shape[0] // H
     cdef int nv = G if G >= 3 else 2
@@ -1001,8 +1001,14 @@ cdef bint _use_amx() noexcept:
 
 
 def _amx():
-    """Whether the int8 products run on AMX tiles here."""
+    """Whether the int8 products run on AMX tiles here (for batches of
+    _amx_min_batch() rows or more)."""
     return _use_amx()
+
+
+def _amx_min_batch():
+    """The smallest batch whose int8 products run on AMX tiles."""
+    return _AMX_MIN_BATCH
 
 
 def _int8_rate(bint amx, double seconds=0.05):

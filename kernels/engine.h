@@ -781,8 +781,9 @@ static inline void fastrnn_tile_s8(const uint8_t *A, long lda, int mr, const int
 /* C (rows, NR) float32 = ((float)(S + add[c]) * sa[r]) * sw[c]: the int32
    sums S (rows, NR) (plus add, when not NULL: the AMX tiles' correction)
    rescaled, in the order fastrnn.reference keeps. */
-static inline void fastrnn_rescale_s8(const int32_t *S, long rows, long NR, const int32_t *add,
-                                      const float *sa, const float *sw, float *C)
+static inline void fastrnn_rescale_s8(const int32_t *restrict S, long rows, long NR,
+                                      const int32_t *restrict add, const float *restrict sa,
+                                      const float *restrict sw, float *restrict C)
 {
     long r, c;
     for (r = 0; r < rows; r++) {
@@ -798,19 +799,22 @@ static inline void fastrnn_rescale_s8(const int32_t *S, long rows, long NR, cons
 
 /* dst[r*ldd + k*H + jj] (k < G, jj < nu) = ((float)(S + add) * sa[r]) * sw
    + bias[k*H + jj], column c = k*u + jj of S (rows, G*u): fastrnn_rescale_s8
-   with the bias added, into a row's gates. */
-static inline void fastrnn_rescale_s8_gates(const int32_t *S, long rows, long G, long u,
-                                            long nu, const int32_t *add, const float *sa,
-                                            const float *sw, const float *bias, long H,
-                                            float *dst, long ldd)
+   with the bias added, into a row's gates.  (restrict: without it gcc
+   checked each run of nu values for overlap, and the rescaling of an LSTM
+   (64, 1024) inference's input terms ran at 2.4 ns a value.) */
+static inline void fastrnn_rescale_s8_gates(const int32_t *restrict S, long rows, long G, long u,
+                                            long nu, const int32_t *restrict add,
+                                            const float *restrict sa, const float *restrict sw,
+                                            const float *restrict bias, long H,
+                                            float *restrict dst, long ldd)
 {
     long r, k, j, NR = G * u;
     for (r = 0; r < rows; r++) {
         float a = sa[r];
         for (k = 0; k < G; k++) {
-            const int32_t *s = S + r * NR + k * u;
-            const float *w = sw + k * u, *b = bias + k * H;
-            float *d = dst + r * ldd + k * H;
+            const int32_t *restrict s = S + r * NR + k * u;
+            const float *restrict w = sw + k * u, *restrict b = bias + k * H;
+            float *restrict d = dst + r * ldd + k * H;
             if (add)
                 for (j = 0; j < nu; j++)
                     d[j] = ((float)(s[j] + add[k * u + j]) * a) * w[j] + b[j];
