@@ -38,7 +38,6 @@ import platform
 import sys
 import time
 import warnings
-from importlib import metadata
 
 import numpy as np
 
@@ -50,6 +49,7 @@ from fastrnn._timing import best_within as best
 if not __package__:  # python benches/int8.py: the checkout's root on the path
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benches import onnx_peers  # noqa: E402
+from benches.versus_peers import _version  # noqa: E402
 
 try:
     import torch
@@ -283,13 +283,6 @@ def ratios_table(rows, peak):
         cells += [rate("fastrnn int8", amx), rate("fastrnn int8 (VNNI)", False)]
         lines.append(f"| {cell} | {_shape(shape)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def _version(dist):
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None
 
 
 def facts(started, cells, shapes, rounds, budget, paths, peak, other, wall):

@@ -378,20 +378,15 @@ static void NAME##_##MR##x##NV(const uint16_t *A, long lda, const uint16_t *P, l
     }
 #endif
 
-#define FASTRNN_TILES_BF16_FOR_NV(NAME, NV)                                         \
-FASTRNN_DEFINE_TILE_BF16(NAME, 1, NV)                                               \
-FASTRNN_DEFINE_TILE_BF16(NAME, 2, NV)                                               \
-FASTRNN_DEFINE_TILE_BF16(NAME, 3, NV)                                               \
-FASTRNN_DEFINE_TILE_BF16(NAME, 4, NV)                                               \
-FASTRNN_DEFINE_TILE_BF16(NAME, 5, NV)                                               \
-FASTRNN_DEFINE_TILE_BF16(NAME, 6, NV)                                               \
-FASTRNN_DEFINE_TILE_BF16(NAME, 7, NV)                                               \
-FASTRNN_DEFINE_TILE_BF16(NAME, 8, NV)
+/* DEFINE(NAME, MR, NV) for MR = 1 .. 8: a tile shape of each height. */
+#define FASTRNN_TILES_FOR_ROWS(DEFINE, NAME, NV)                                    \
+DEFINE(NAME, 1, NV) DEFINE(NAME, 2, NV) DEFINE(NAME, 3, NV) DEFINE(NAME, 4, NV)      \
+DEFINE(NAME, 5, NV) DEFINE(NAME, 6, NV) DEFINE(NAME, 7, NV) DEFINE(NAME, 8, NV)
 
-FASTRNN_TILES_BF16_FOR_NV(fastrnn_tile_bf16, 1)
-FASTRNN_TILES_BF16_FOR_NV(fastrnn_tile_bf16, 2)
-FASTRNN_TILES_BF16_FOR_NV(fastrnn_tile_bf16, 3)
-FASTRNN_TILES_BF16_FOR_NV(fastrnn_tile_bf16, 4)
+FASTRNN_TILES_FOR_ROWS(FASTRNN_DEFINE_TILE_BF16, fastrnn_tile_bf16, 1)
+FASTRNN_TILES_FOR_ROWS(FASTRNN_DEFINE_TILE_BF16, fastrnn_tile_bf16, 2)
+FASTRNN_TILES_FOR_ROWS(FASTRNN_DEFINE_TILE_BF16, fastrnn_tile_bf16, 3)
+FASTRNN_TILES_FOR_ROWS(FASTRNN_DEFINE_TILE_BF16, fastrnn_tile_bf16, 4)
 
 /* C (mr, nv*L; row stride ldc) = A (mr rows of K bf16 pairs) @ P (K pairs,
    nv*L), plus C's values if add; 1 <= mr <= 8, 1 <= nv <= 4. */
@@ -748,20 +743,10 @@ static void NAME##_##MR##x##NV(const uint8_t *A, long lda, const int8_t *P, long
     }
 #endif
 
-#define FASTRNN_TILES_S8_FOR_NV(NAME, NV)                                           \
-FASTRNN_DEFINE_TILE_S8(NAME, 1, NV)                                                 \
-FASTRNN_DEFINE_TILE_S8(NAME, 2, NV)                                                 \
-FASTRNN_DEFINE_TILE_S8(NAME, 3, NV)                                                 \
-FASTRNN_DEFINE_TILE_S8(NAME, 4, NV)                                                 \
-FASTRNN_DEFINE_TILE_S8(NAME, 5, NV)                                                 \
-FASTRNN_DEFINE_TILE_S8(NAME, 6, NV)                                                 \
-FASTRNN_DEFINE_TILE_S8(NAME, 7, NV)                                                 \
-FASTRNN_DEFINE_TILE_S8(NAME, 8, NV)
-
-FASTRNN_TILES_S8_FOR_NV(fastrnn_tile_s8, 1)
-FASTRNN_TILES_S8_FOR_NV(fastrnn_tile_s8, 2)
-FASTRNN_TILES_S8_FOR_NV(fastrnn_tile_s8, 3)
-FASTRNN_TILES_S8_FOR_NV(fastrnn_tile_s8, 4)
+FASTRNN_TILES_FOR_ROWS(FASTRNN_DEFINE_TILE_S8, fastrnn_tile_s8, 1)
+FASTRNN_TILES_FOR_ROWS(FASTRNN_DEFINE_TILE_S8, fastrnn_tile_s8, 2)
+FASTRNN_TILES_FOR_ROWS(FASTRNN_DEFINE_TILE_S8, fastrnn_tile_s8, 3)
+FASTRNN_TILES_FOR_ROWS(FASTRNN_DEFINE_TILE_S8, fastrnn_tile_s8, 4)
 
 /* C (mr, nv*L) int32 (row stride ldc) = (add ? C : init) + A @ P: the tile
    above; 1 <= mr <= 8, 1 <= nv <= 4. */
