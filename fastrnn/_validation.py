@@ -13,6 +13,7 @@ import numpy as np
 from ._backends import BACKENDS
 from ._spec import CELLS
 from ._types import ForwardCache
+from .quantization import QuantizedWeight, quantize_weight
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 # How each cell's stacked weights are spelled in messages: (W_ih, W_hh, a bias).
@@ -323,12 +324,12 @@ def check_forward_compute(cell, x, states, W_ih, W_hh, b_ih, b_hh, lengths, opti
     compute); float weights are quantized here.  In the Checked returned
     they are QuantizedWeights, whatever was passed.  ``training`` must be
     False."""
-    from .quantization import QuantizedWeight, quantize_weight
-
-    quantized = [isinstance(w, QuantizedWeight) for w in (W_ih, W_hh)]
-    if any(quantized):
-        if not all(quantized):
-            name = "W_hh" if quantized[0] else "W_ih"
+    # No comprehension, no import here: a float call pays two type checks
+    # (a comprehension's frame cost 0.45 us of a 9 us call).
+    quantized = type(W_ih) is QuantizedWeight or type(W_hh) is QuantizedWeight
+    if quantized:
+        if not (type(W_ih) is QuantizedWeight and type(W_hh) is QuantizedWeight):
+            name = "W_ih" if type(W_hh) is QuantizedWeight else "W_hh"
             raise TypeError(f"{name} must be a QuantizedWeight too: pass both W_ih and W_hh "
                             f"quantized (fastrnn.quantize_weight), or both as float arrays")
         if compute_dtype is None:
@@ -353,7 +354,7 @@ def check_forward_compute(cell, x, states, W_ih, W_hh, b_ih, b_hh, lengths, opti
         if compute_dtype is None:
             compute_dtype = "bfloat16"
     compute = None if compute_dtype is None else check_compute_dtype(compute_dtype, p.dtype)
-    if any(quantized) and compute != "int8":
+    if quantized and compute != "int8":
         raise ValueError(f"quantized weights (QuantizedWeight) run int8 compute only, "
                          f"got compute_dtype={compute_dtype!r}")
     if compute is not None:
@@ -362,7 +363,7 @@ def check_forward_compute(cell, x, states, W_ih, W_hh, b_ih, b_hh, lengths, opti
     if compute == "int8":
         if training is not False:
             raise ValueError(INT8_TRAINING)
-        p = p._replace(W_ih=qw[0], W_hh=qw[1]) if any(quantized) else p._replace(
+        p = p._replace(W_ih=qw[0], W_hh=qw[1]) if quantized else p._replace(
             W_ih=quantize_weight(p.W_ih), W_hh=quantize_weight(p.W_hh))
     return p, compute
 
