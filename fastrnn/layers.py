@@ -438,8 +438,10 @@ class _Module:
         if set(config) != expected:
             raise ValueError(f"{path}: __config__ has {sorted(config)}, but a {cls.__name__} "
                              f"is saved with {sorted(expected)}")
-        int8 = {key[len(_INT8):]: (state.pop(key), state.pop(_INT8_SCALE + key[len(_INT8):], None))
-                for key in [k for k in state if k.startswith(_INT8)]}
+        int8 = {}  # a saved int8 layer's {name: (int8 values, scales or None)}
+        for key in [k for k in state if k.startswith(_INT8)]:
+            name = key[len(_INT8):]
+            int8[name] = state.pop(key), state.pop(_INT8_SCALE + name, None)
         try:
             layer = cls(**config, backend=backend)
             layer.load_state_dict(state)
