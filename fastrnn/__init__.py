@@ -9,6 +9,9 @@ The functional API (same signature in every backend)::
     out, h_n, cache = fastrnn.gru_forward(x, h0, W_ih, W_hh, b_ih, b_hh)
     grads = fastrnn.gru_backward(d_out, d_h_n, cache)
 
+Layer-normalised cells (``fastrnn.layernorm``): ``layernorm_lstm_forward`` /
+``_backward`` and ``layernorm_gru_forward`` / ``_backward``.
+
 ``fastrnn.reference`` holds the NumPy specification with the same functions.
 int8 inference: ``fastrnn.quantize_dynamic(layer)``, or ``compute_dtype="int8"``
 (``fastrnn.quantization``).
@@ -20,6 +23,8 @@ from ._threads import get_num_threads, set_num_threads
 from ._types import ForwardCache, GRUGrads, LSTMGrads, RNNGrads
 from .functional import (gru_backward, gru_forward, lstm_backward, lstm_forward, rnn_backward,
                          rnn_forward)
+from .layernorm import (LayerNormGRUGrads, LayerNormLSTMGrads, NormCache, layernorm_gru_backward,
+                        layernorm_gru_forward, layernorm_lstm_backward, layernorm_lstm_forward)
 from .layers import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell, quantize_dynamic
 from .quantization import QuantizedWeight, quantize_weight
 from . import training  # noqa: E402  (fastrnn.training: losses, clipping, TBPTT, optimisers)
@@ -31,7 +36,9 @@ __all__ = [
     "BACKENDS", "BackendUnavailableError", "ForwardCache", "GRUGrads", "IsaError", "LSTMGrads",
     "QuantizedWeight", "RNNGrads", "available_backends", "built_isa_levels", "cpu_isa_levels",
     "get_default_backend", "get_isa_level", "get_num_threads", "gru_backward",
-    "gru_forward", "lstm_backward", "lstm_forward", "quantize_dynamic", "quantize_weight",
+    "gru_forward", "layernorm_gru_backward", "layernorm_gru_forward", "layernorm_lstm_backward",
+    "layernorm_lstm_forward", "LayerNormGRUGrads", "LayerNormLSTMGrads", "NormCache",
+    "lstm_backward", "lstm_forward", "quantize_dynamic", "quantize_weight",
     "rnn_backward", "rnn_forward",
     "set_default_backend", "set_isa_level", "set_num_threads", "unavailable_backends",
 ]

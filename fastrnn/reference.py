@@ -54,13 +54,17 @@ replaces ``from fastrnn.reference import rnn_forward``.
 """
 import numpy as np
 
+from ._layernorm import (NORM_CELLS, NormCache, check_norm_backward, check_norm_forward,
+                         filled_params, given_params, make_norm_grads)
 from ._types import ForwardCache, make_grads
 from ._validation import check_backward, check_forward_compute
 from .quantization import int8_matmul
 
 __all__ = [
     "rnn_forward", "rnn_backward", "lstm_forward", "lstm_backward", "gru_forward",
-    "gru_backward", "sigmoid", "round_bf16",
+    "gru_backward", "layernorm_lstm_forward", "layernorm_lstm_backward",
+    "layernorm_gru_forward", "layernorm_gru_backward", "layer_norm", "layer_norm_backward",
+    "sigmoid", "round_bf16",
 ]
 
 
@@ -428,3 +432,241 @@ def gru_backward(d_out, d_h_n, cache):
         dh = np.where(running, dh_prev, dh)
 
     return make_grads(cache, dx, dh, dW_ih, dW_hh, db_ih=db_ih, db_hh=db_hh)
+
+
+# ---- Layer-normalised cells ------------------------------------------------
+#
+# Ba, Kiros and Hinton (2016), in the form of PyTorch's benchmark of custom
+# cells (benchmarks/fastrnns/custom_lstms.py, LayerNormLSTMCell), where
+# LN(a) = (a - mean(a)) / sqrt(var(a) + eps) * gamma + beta over each row
+# (var the biased one, eps 1e-5 as in torch.nn.LayerNorm):
+#
+#   LayerNorm LSTM  [i, f, g, o] = LN_i(x_t W_ih^T) + LN_h(h_{t-1} W_hh^T)   each LN over 4H
+#                   i, f, o = sigmoid(.), g = tanh(.)
+#                   c_t = LN_c(f * c_{t-1} + i * g)                            LN over H
+#                   h_t = o * tanh(c_t)
+#   LayerNorm GRU   [xr, xz, xn] = LN_i(x_t W_ih^T),  [hr, hz, hn] = LN_h(h_{t-1} W_hh^T)  over 3H
+#                   r = sigmoid(xr + hr), z = sigmoid(xz + hz), n = tanh(xn + r * hn)
+#                   h_t = (1 - z) * n + z * h_{t-1}
+#
+# The products have no bias: each LayerNorm's beta is one (the GRU's beta_h
+# n block sits inside the reset product, where PyTorch's GRU has b_hn).  A
+# gamma or beta given as None is a LayerNorm without that learned part
+# (gain 1, bias 0), and its gradient comes back None.
+
+
+def layer_norm(a, gamma, beta, eps):
+    """LN over the last axis: ``(y, a_hat, rstd)``, y = a_hat * gamma + beta,
+    a_hat = (a - mean) * rstd, rstd = 1 / sqrt(var + eps) (keepdims)."""
+    centred = a - a.mean(axis=-1, keepdims=True)
+    rstd = 1 / np.sqrt((centred * centred).mean(axis=-1, keepdims=True) + eps)
+    a_hat = centred * rstd
+    return a_hat * gamma + beta, a_hat, rstd
+
+
+def layer_norm_backward(dy, a_hat, rstd, gamma):
+    """dL/da of ``layer_norm`` from dL/dy: with g = dy * gamma,
+    ``rstd * (g - mean(g) - a_hat * mean(g * a_hat))`` over the last axis."""
+    g = dy * gamma
+    return rstd * (g - g.mean(axis=-1, keepdims=True)
+                   - a_hat * (g * a_hat).mean(axis=-1, keepdims=True))
+
+
+def _norm_forward_setup(cell, x, states, W_ih, W_hh, params, lengths, eps, training):
+    p = check_norm_forward(cell, x, states, W_ih, W_hh, params, lengths, eps, training)
+    states = [_zeros_if_none(s, (p.B, p.H), p.dtype).copy() for s in p.states]
+    return p, states, filled_params(p)
+
+
+def _norm_cache(p, states0, params, saved):
+    spec = NORM_CELLS[p.cell]
+    return NormCache(p.cell, "numpy", lengths=p.lengths, eps=p.eps, given=given_params(p),
+                     arrays=dict(x=_own(p.x), **dict(zip(spec.initial, states0)),
+                                 W_ih=_own(p.W_ih), W_hh=_own(p.W_hh),
+                                 **{n: _own(v) for n, v in zip(spec.params, params)}, **saved))
+
+
+def layernorm_lstm_forward(x, h0, c0, W_ih, W_hh, gamma_i=None, beta_i=None, gamma_h=None,
+                           beta_h=None, gamma_c=None, beta_c=None, *, eps=1e-5, lengths=None,
+                           training=True):
+    """LayerNorm LSTM over a sequence: the reference for
+    ``fastrnn.layernorm_lstm_forward``.  Returns ``out (T, B, H), h_n, c_n
+    (B, H), cache``."""
+    p, (h, c), params = _norm_forward_setup(
+        "layernorm_lstm", x, (h0, c0), W_ih, W_hh,
+        (gamma_i, beta_i, gamma_h, beta_h, gamma_c, beta_c), lengths, eps, training)
+    gamma_i, beta_i, gamma_h, beta_h, gamma_c, beta_c = params
+    T, B, H, dtype = p.T, p.B, p.H, p.dtype
+    h0, c0 = h.copy(), c.copy()
+    out = np.zeros((T, B, H), dtype)
+    gates = np.zeros((T, B, 4 * H), dtype)
+    cs = np.zeros((T, B, H), dtype)
+    i_hat, h_hat = np.zeros((T, B, 4 * H), dtype), np.zeros((T, B, 4 * H), dtype)
+    c_hat = np.zeros((T, B, H), dtype)
+    rstd_i, rstd_h, rstd_c = (np.zeros((T, B), dtype) for _ in range(3))
+    for t in range(T):
+        yi, ai_hat, ri = layer_norm(p.x[t] @ p.W_ih.T, gamma_i, beta_i, p.eps)
+        yh, ah_hat, rh = layer_norm(h @ p.W_hh.T, gamma_h, beta_h, p.eps)
+        a = yi + yh
+        i, f = sigmoid(a[:, :H]), sigmoid(a[:, H:2 * H])
+        g, o = np.tanh(a[:, 2 * H:3 * H]), sigmoid(a[:, 3 * H:])
+        c_new, cp_hat, rc = layer_norm(f * c + i * g, gamma_c, beta_c, p.eps)
+        h_new = o * np.tanh(c_new)
+        running = _running(t, p.lengths, B)
+        h, c = np.where(running, h_new, h), np.where(running, c_new, c)
+        out[t] = np.where(running, h_new, 0)
+        gates[t] = np.concatenate([i, f, g, o], axis=1)
+        cs[t] = c
+        i_hat[t], h_hat[t], c_hat[t] = ai_hat, ah_hat, cp_hat
+        rstd_i[t], rstd_h[t], rstd_c[t] = ri[:, 0], rh[:, 0], rc[:, 0]
+
+    cache = None
+    if training:
+        cache = _norm_cache(p, (h0, c0), params, dict(
+            out=out, gates=gates, c=cs, i_hat=i_hat, rstd_i=rstd_i, h_hat=h_hat,
+            rstd_h=rstd_h, c_hat=c_hat, rstd_c=rstd_c))
+        out = cache.read_only_out()
+    return out, h, c, cache
+
+
+def layernorm_lstm_backward(d_out, d_h_n, d_c_n, cache):
+    """BPTT through a LayerNorm LSTM: the reference for
+    ``fastrnn.layernorm_lstm_backward``.
+
+    Per step, with dh = dL/dh_t + d_out_t and each LayerNorm's backward
+    ``layer_norm_backward``:
+
+        do = dh * tanh(c_t)              dc_t = dL/dc_t + dh * o * (1 - tanh(c_t)^2)
+        dp = LN_c'(dc_t)  (p = f * c_{t-1} + i * g)
+        di = dp * g,  df = dp * c_{t-1},  dg = dp * i,   dL/dc_{t-1} = dp * f
+        da = [di i(1-i), df f(1-f), dg (1-g^2), do o(1-o)]
+        dL/dh_{t-1} = LN_h'(da) W_hh,   dx_t = LN_i'(da) W_ih
+
+    and each gamma's gradient sums dy * a_hat, each beta's dy (dy: the
+    gradient reaching that LayerNorm's output: da for LN_i and LN_h, dc_t
+    for LN_c).
+    """
+    d_out, d_h_n, d_c_n = check_norm_backward("layernorm_lstm", cache, (d_out, d_h_n, d_c_n))
+    A = cache.arrays
+    x, W_ih, W_hh, out, lengths = A["x"], A["W_ih"], A["W_hh"], A["out"], cache.lengths
+    T, B, H = out.shape
+    dtype = x.dtype
+    d_out = _zeros_if_none(d_out, (T, B, H), dtype)
+    dx, dW_ih, dW_hh = np.zeros_like(x), np.zeros_like(W_ih), np.zeros_like(W_hh)
+    d_params = {n: np.zeros_like(A[n]) for n in NORM_CELLS["layernorm_lstm"].params}
+    dh = _zeros_if_none(d_h_n, (B, H), dtype).copy()
+    dc = _zeros_if_none(d_c_n, (B, H), dtype).copy()
+    for t in reversed(range(T)):
+        i, f, g, o = np.split(A["gates"][t], 4, axis=1)
+        c = A["c"][t]
+        h_prev, c_prev = (out[t - 1], A["c"][t - 1]) if t > 0 else (A["h0"], A["c0"])
+        running = _running(t, lengths, B)
+        dh_total = np.where(running, dh + d_out[t], 0)
+        tc = np.tanh(c)
+        da_o = dh_total * tc * o * (1 - o)
+        dc_t = np.where(running, dc + dh_total * o * (1 - tc * tc), 0)
+        d_params["gamma_c"] += (dc_t * A["c_hat"][t]).sum(axis=0)
+        d_params["beta_c"] += dc_t.sum(axis=0)
+        dp = layer_norm_backward(dc_t, A["c_hat"][t], A["rstd_c"][t][:, None], A["gamma_c"])
+        da = np.concatenate([dp * g * i * (1 - i), dp * c_prev * f * (1 - f),
+                             dp * i * (1 - g * g), da_o], axis=1)
+        for name, a_hat, rstd in (("i", A["i_hat"][t], A["rstd_i"][t]),
+                                  ("h", A["h_hat"][t], A["rstd_h"][t])):
+            d_params["gamma_" + name] += (da * a_hat).sum(axis=0)
+            d_params["beta_" + name] += da.sum(axis=0)
+        dai = layer_norm_backward(da, A["i_hat"][t], A["rstd_i"][t][:, None], A["gamma_i"])
+        dah = layer_norm_backward(da, A["h_hat"][t], A["rstd_h"][t][:, None], A["gamma_h"])
+        dW_ih += dai.T @ x[t]
+        dW_hh += dah.T @ h_prev
+        dx[t] = dai @ W_ih
+        dh = np.where(running, dah @ W_hh, dh)
+        dc = np.where(running, dp * f, dc)
+
+    return make_norm_grads(cache, (dx, dh, dc, dW_ih, dW_hh),
+                           [d_params[n] for n in NORM_CELLS["layernorm_lstm"].params])
+
+
+def layernorm_gru_forward(x, h0, W_ih, W_hh, gamma_i=None, beta_i=None, gamma_h=None,
+                          beta_h=None, *, eps=1e-5, lengths=None, training=True):
+    """LayerNorm GRU over a sequence: the reference for
+    ``fastrnn.layernorm_gru_forward``.  Returns ``out (T, B, H), h_n (B, H),
+    cache``."""
+    p, (h,), params = _norm_forward_setup(
+        "layernorm_gru", x, (h0,), W_ih, W_hh, (gamma_i, beta_i, gamma_h, beta_h), lengths,
+        eps, training)
+    gamma_i, beta_i, gamma_h, beta_h = params
+    T, B, H, dtype = p.T, p.B, p.H, p.dtype
+    h0 = h.copy()
+    out = np.zeros((T, B, H), dtype)
+    gates = np.zeros((T, B, 3 * H), dtype)
+    hns = np.zeros((T, B, H), dtype)
+    i_hat, h_hat = np.zeros((T, B, 3 * H), dtype), np.zeros((T, B, 3 * H), dtype)
+    rstd_i, rstd_h = np.zeros((T, B), dtype), np.zeros((T, B), dtype)
+    for t in range(T):
+        yi, ai_hat, ri = layer_norm(p.x[t] @ p.W_ih.T, gamma_i, beta_i, p.eps)
+        yh, ah_hat, rh = layer_norm(h @ p.W_hh.T, gamma_h, beta_h, p.eps)
+        r = sigmoid(yi[:, :H] + yh[:, :H])
+        z = sigmoid(yi[:, H:2 * H] + yh[:, H:2 * H])
+        hn = yh[:, 2 * H:]
+        n = np.tanh(yi[:, 2 * H:] + r * hn)
+        h_new = (1 - z) * n + z * h
+        running = _running(t, p.lengths, B)
+        h = np.where(running, h_new, h)
+        out[t] = np.where(running, h_new, 0)
+        gates[t] = np.concatenate([r, z, n], axis=1)
+        hns[t] = hn
+        i_hat[t], h_hat[t] = ai_hat, ah_hat
+        rstd_i[t], rstd_h[t] = ri[:, 0], rh[:, 0]
+
+    cache = None
+    if training:
+        cache = _norm_cache(p, (h0,), params, dict(
+            out=out, gates=gates, hn=hns, i_hat=i_hat, rstd_i=rstd_i, h_hat=h_hat,
+            rstd_h=rstd_h))
+        out = cache.read_only_out()
+    return out, h, cache
+
+
+def layernorm_gru_backward(d_out, d_h_n, cache):
+    """BPTT through a LayerNorm GRU: the reference for
+    ``fastrnn.layernorm_gru_backward``.
+
+    Per step, with dh = dL/dh_t + d_out_t:
+
+        dn = dh * (1 - z),  dz = dh * (h_{t-1} - n),  dL/dh_{t-1} = dh * z + ...
+        da_n = dn * (1 - n^2),  dr = da_n * hn
+        dxi = [dr r(1-r), dz z(1-z), da_n],  dhh = [dr r(1-r), dz z(1-z), da_n * r]
+        dL/dh_{t-1} += LN_h'(dhh) W_hh,   dx_t = LN_i'(dxi) W_ih
+    """
+    d_out, d_h_n = check_norm_backward("layernorm_gru", cache, (d_out, d_h_n))
+    A = cache.arrays
+    x, W_ih, W_hh, out, lengths = A["x"], A["W_ih"], A["W_hh"], A["out"], cache.lengths
+    T, B, H = out.shape
+    dtype = x.dtype
+    d_out = _zeros_if_none(d_out, (T, B, H), dtype)
+    dx, dW_ih, dW_hh = np.zeros_like(x), np.zeros_like(W_ih), np.zeros_like(W_hh)
+    d_params = {n: np.zeros_like(A[n]) for n in NORM_CELLS["layernorm_gru"].params}
+    dh = _zeros_if_none(d_h_n, (B, H), dtype).copy()
+    for t in reversed(range(T)):
+        r, z, n = np.split(A["gates"][t], 3, axis=1)
+        hn = A["hn"][t]
+        h_prev = out[t - 1] if t > 0 else A["h0"]
+        running = _running(t, lengths, B)
+        dh_total = np.where(running, dh + d_out[t], 0)
+        da_n = dh_total * (1 - z) * (1 - n * n)
+        da_r = da_n * hn * r * (1 - r)
+        da_z = dh_total * (h_prev - n) * z * (1 - z)
+        dyi = np.concatenate([da_r, da_z, da_n], axis=1)
+        dyh = np.concatenate([da_r, da_z, da_n * r], axis=1)
+        for name, dy in (("i", dyi), ("h", dyh)):
+            d_params["gamma_" + name] += (dy * A[name + "_hat"][t]).sum(axis=0)
+            d_params["beta_" + name] += dy.sum(axis=0)
+        dai = layer_norm_backward(dyi, A["i_hat"][t], A["rstd_i"][t][:, None], A["gamma_i"])
+        dah = layer_norm_backward(dyh, A["h_hat"][t], A["rstd_h"][t][:, None], A["gamma_h"])
+        dW_ih += dai.T @ x[t]
+        dW_hh += dah.T @ h_prev
+        dx[t] = dai @ W_ih
+        dh = np.where(running, dh_total * z + dah @ W_hh, dh)
+
+    return make_norm_grads(cache, (dx, dh, dW_ih, dW_hh),
+                           [d_params[n] for n in NORM_CELLS["layernorm_gru"].params])

@@ -43,12 +43,14 @@ import warnings
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from . import functional
+from . import functional, layernorm
+from ._layernorm import NORM_CELLS
 from ._spec import CELLS
 from .layers import _param_kind, reverse_within_lengths
 from .quantization import QuantizedWeight, quantize_weight
 
-__all__ = ["RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell", "convert", "quantize_dynamic"]
+__all__ = ["RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell", "LayerNormLSTM",
+           "LayerNormGRU", "convert", "quantize_dynamic"]
 
 _DTYPES = (torch.float32, torch.float64, torch.bfloat16)
 # What torch's modules return under torch.autocast("cpu", dtype=torch.bfloat16)
@@ -514,3 +516,134 @@ def quantize_dynamic(model, dtype=torch.qint8, inplace=False):
             p.requires_grad_(False)
         module._fastrnn_int8 = quantized
     return model.eval()
+
+
+# --- layer-normalised cells ----------------------------------------------------
+
+
+class _NormSequence(torch.autograd.Function):
+    """A layer-normalised cell over a sequence (fastrnn.layernorm): x (T, B,
+    I), the initial states, W_ih, W_hh, then each LayerNorm's gain and bias
+    -> out (T, B, H) and the final states."""
+
+    @staticmethod
+    def forward(ctx, cell, backend, eps, lengths, x, *tensors):
+        out, *finals, cache = getattr(layernorm, f"{cell}_forward")(
+            _array(x), *map(_array, tensors), eps=eps, lengths=lengths, backend=backend)
+        ctx.fastrnn = (cell, cache, tuple(t is None for t in tensors))
+        return (_tensor(out), *map(_tensor, finals))
+
+    @staticmethod
+    def backward(ctx, d_out, *d_finals):
+        if torch.is_grad_enabled():
+            raise RuntimeError("fastrnn.torch does not support double backward (a gradient of "
+                               "a gradient: create_graph=True through a fastrnn layer)")
+        cell, cache, missing = ctx.fastrnn
+        g = getattr(layernorm, f"{cell}_backward")(
+            _array(d_out.contiguous()), *(_array(t.contiguous()) for t in d_finals), cache)
+        return (None, None, None, None, _tensor(g.dx),
+                *(None if gone else _tensor(a) for a, gone in zip(g[1:], missing)))
+
+
+class _LayerNormRecurrent(nn.Module):
+    """One layer of a layer-normalised cell over a sequence, on fastrnn's
+    kernels (fastrnn.layernorm), with autograd: the parameters of PyTorch's
+    benchmark cell (``benchmarks/fastrnns/custom_lstms.py``), ``weight_ih``,
+    ``weight_hh`` and a ``torch.nn.LayerNorm`` per normalisation
+    (``layernorm_i``, ``layernorm_h`` and, in the LSTM, ``layernorm_c``), so
+    its state_dict is that cell's; the weights initialised as torch.nn's
+    recurrent modules do (uniform(-1/sqrt(H), 1/sqrt(H))), the LayerNorms
+    as torch.nn.LayerNorm (gain 1, bias 0).  float32 and float64 on the CPU.
+
+    ``forward(input, hx=None, lengths=None)``: input (T, B, I) ((B, T, I) with
+    ``batch_first``); hx as torch.nn's module of the same kind takes it
+    (each state (1, B, H)), None for zeros; ``lengths`` (B,) ints: past its
+    length a sequence's state is frozen and its outputs are zero.  Returns
+    ``output`` (T, B, H) and the final states (1, B, H), as torch.nn does.
+    One layer, one direction (``fastrnn.LayerNormLSTM``-style stacks and
+    directions are not built yet)."""
+
+    _cell = None
+
+    def __init__(self, input_size, hidden_size, batch_first=False, eps=1e-5, backend=None,
+                 device=None, dtype=None):
+        super().__init__()
+        spec = NORM_CELLS[self._cell]
+        kw = {"device": device, "dtype": dtype}
+        self.input_size, self.hidden_size, self.batch_first = input_size, hidden_size, batch_first
+        self.eps, self.backend = eps, backend
+        G = spec.G
+        self.weight_ih = nn.Parameter(torch.empty(G * hidden_size, input_size, **kw))
+        self.weight_hh = nn.Parameter(torch.empty(G * hidden_size, hidden_size, **kw))
+        widths = {"GH": G * hidden_size, "H": hidden_size}
+        for name, width in spec.norms.items():
+            setattr(self, "layernorm_" + name, nn.LayerNorm(widths[width], eps=eps, **kw))
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        bound = 1 / self.hidden_size ** 0.5
+        for w in (self.weight_ih, self.weight_hh):
+            nn.init.uniform_(w, -bound, bound)
+        for name in NORM_CELLS[self._cell].norms:
+            getattr(self, "layernorm_" + name).reset_parameters()
+
+    def extra_repr(self):
+        return (f"{self.input_size}, {self.hidden_size}"
+                + (", batch_first=True" if self.batch_first else ""))
+
+    def forward(self, input, hx=None, lengths=None):
+        spec = NORM_CELLS[self._cell]
+        n = len(spec.states)
+        x = input.transpose(0, 1) if self.batch_first else input
+        for t, name in ((x, "input"), (self.weight_ih, "weight_ih")):
+            if t.device.type != "cpu":
+                raise ValueError(f"{name} is on {t.device}: fastrnn.torch.{type(self).__name__} "
+                                 "runs on the CPU")
+        if x.dim() != 3:
+            raise ValueError(f"input must be 3-D ({'(B, T, I)' if self.batch_first else '(T, B, I)'}), "
+                             f"got shape {tuple(input.shape)}")
+        if hx is None:
+            states = [None] * n
+        else:
+            states = [hx] if n == 1 else list(hx)
+            if len(states) != n or any(s.dim() != 3 or s.shape[0] != 1 for s in states):
+                raise ValueError(f"hx must be {'(h_0, c_0)' if n == 2 else 'h_0'}, each of shape "
+                                 f"(1, B, {self.hidden_size})")
+            states = [s[0] for s in states]
+        params = []
+        for name in spec.norms:
+            ln = getattr(self, "layernorm_" + name)
+            params += [ln.weight, ln.bias]
+        if lengths is not None:
+            lengths = lengths.cpu().numpy() if isinstance(lengths, torch.Tensor) else lengths
+        x = x.contiguous()
+        tensors = (*states, self.weight_ih, self.weight_hh, *params)
+        if torch.is_grad_enabled() and any(t is not None and t.requires_grad
+                                           for t in (x, *tensors)):
+            out, *finals = _NormSequence.apply(self._cell, self.backend, self.eps, lengths, x,
+                                               *tensors)
+        else:
+            out, *finals, _ = getattr(layernorm, f"{self._cell}_forward")(
+                _array(x), *map(_array, tensors), lengths=lengths, training=False,
+                eps=self.eps, backend=self.backend)
+            out, finals = _tensor(out), [_tensor(f) for f in finals]
+        if self.batch_first:
+            out = out.transpose(0, 1)
+        finals = [f.unsqueeze(0) for f in finals]
+        return out, (tuple(finals) if n == 2 else finals[0])
+
+
+class LayerNormLSTM(_LayerNormRecurrent):
+    """A layer-normalised LSTM layer (fastrnn.layernorm_lstm_forward) as a
+    torch.nn.Module with autograd; see _LayerNormRecurrent.  Returns
+    ``output, (h_n, c_n)``, as torch.nn.LSTM."""
+
+    _cell = "layernorm_lstm"
+
+
+class LayerNormGRU(_LayerNormRecurrent):
+    """A layer-normalised GRU layer (fastrnn.layernorm_gru_forward) as a
+    torch.nn.Module with autograd; see _LayerNormRecurrent.  Returns
+    ``output, h_n``, as torch.nn.GRU."""
+
+    _cell = "layernorm_gru"

@@ -7,7 +7,7 @@
 # (1 Elman, 4 LSTM, 3 GRU); every array is C-contiguous and of one dtype.
 from cython cimport floating
 from cython.parallel cimport parallel, prange, threadid
-from libc.math cimport tanh
+from libc.math cimport sqrt, tanh
 
 cdef extern from "fast_tanh.h" nogil:
     float fastrnn_tanhf(float x)
@@ -32,6 +32,91 @@ cdef inline floating _sigmoid(floating x) noexcept nogil:
     which would promote float32 arithmetic.
     """
     return <floating>0.5 + <floating>0.5 * _tanh(<floating>0.5 * x)
+
+
+# ---- LayerNorm over a row (the layer-normalised cells) -------------------------
+#
+# Sums in double, in 16 running lanes: lane l adds elements l, l+16, ...
+# in order, which the compiler vectorises without reassociating (one
+# accumulator would run one add's latency an element).
+DEF _LANES = 16
+
+
+cdef inline double _row_sum(const floating* a, Py_ssize_t n, double shift) noexcept nogil:
+    """sum(a - shift) over a (n,) (shift 0: the sum), in double."""
+    cdef double lane[_LANES]
+    cdef Py_ssize_t j, l, m = n - n % _LANES
+    cdef double total = 0
+    for l in range(_LANES):
+        lane[l] = 0
+    for j in range(0, m, _LANES):
+        for l in range(_LANES):
+            lane[l] += a[j + l] - shift
+    for j in range(m, n):
+        total += a[j] - shift
+    for l in range(_LANES):
+        total += lane[l]
+    return total
+
+
+cdef inline floating _norm_row(floating* a, Py_ssize_t n, double eps) noexcept nogil:
+    """a (n,) in place to (a - mean) * rstd, rstd = 1 / sqrt(var + eps) (the
+    biased variance, of the centred row); returns rstd.  LayerNorm without
+    its gain and bias."""
+    cdef double lane[_LANES]
+    cdef Py_ssize_t j, l, m = n - n % _LANES
+    cdef double mean = _row_sum(a, n, 0) / n, var = 0, d
+    cdef floating mf = <floating>mean, r
+    for l in range(_LANES):
+        lane[l] = 0
+    for j in range(0, m, _LANES):
+        for l in range(_LANES):
+            d = a[j + l] - mean
+            lane[l] += d * d
+    for j in range(m, n):
+        d = a[j] - mean
+        var += d * d
+    for l in range(_LANES):
+        var += lane[l]
+    r = <floating>(1 / sqrt(var / n + eps))
+    for j in range(n):
+        a[j] = (a[j] - mf) * r
+    return r
+
+
+cdef inline void _norm_row_backward(const floating* dy, const floating* gamma,
+                                    const floating* a_hat, floating rstd, floating* da,
+                                    Py_ssize_t n) noexcept nogil:
+    """da (n,) = the gradient of a LayerNorm's input from dy (n,), that of
+    its output: with g = dy * gamma, rstd * (g - mean(g) - a_hat * mean(g *
+    a_hat)), the means in double.  da may be dy."""
+    cdef double l1[_LANES]
+    cdef double l2[_LANES]
+    cdef Py_ssize_t j, l, m = n - n % _LANES
+    cdef double s1 = 0, s2 = 0, g
+    cdef floating k1, k2
+    if n == 1:  # a LayerNorm of one value is constant: no gradient (exactly, not an FMA's rounding)
+        da[0] = 0
+        return
+    for l in range(_LANES):
+        l1[l] = 0
+        l2[l] = 0
+    for j in range(0, m, _LANES):
+        for l in range(_LANES):
+            g = dy[j + l] * gamma[j + l]
+            l1[l] += g
+            l2[l] += g * a_hat[j + l]
+    for j in range(m, n):
+        g = dy[j] * gamma[j]
+        s1 += g
+        s2 += g * a_hat[j]
+    for l in range(_LANES):
+        s1 += l1[l]
+        s2 += l2[l]
+    k1 = <floating>(s1 / n)
+    k2 = <floating>(s2 / n)
+    for j in range(n):
+        da[j] = rstd * (dy[j] * gamma[j] - k1 - a_hat[j] * k2)
 
 
 cdef inline void _column_sums(const floating* A, Py_ssize_t rows, Py_ssize_t n, floating* s,

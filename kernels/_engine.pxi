@@ -1549,14 +1549,16 @@ cdef inline void _packed_product(const floating* A, Py_ssize_t lda, Py_ssize_t r
                                  floating* acc) noexcept nogil:
     """C (rows, N) (+)= A (rows, K) @ M, M's panels in P (_packed): a block of
     rows at a time, each panel over it while the block stays in cache.  acc
-    holds ROW_BLOCK * u values."""
+    holds ROW_BLOCK * u values.  u: _ROWS_NV vectors of columns, or up to 4
+    (the tiles' widest: fewer rows a tile, more columns per value of A)."""
     cdef Py_ssize_t r0 = 0, mr, p, j0, nu, r, jj
+    cdef int nv = <int>(u // _lanes(<floating*>NULL))
     while r0 < rows:
         mr = min(ROW_BLOCK, rows - r0)
         for p in range((N + u - 1) // u):
             j0 = p * u
             nu = min(u, N - j0)
-            _product(A + r0 * lda, lda, mr, P + p * K * u, K, _ROWS_NV, u, acc)
+            _product(A + r0 * lda, lda, mr, P + p * K * u, K, nv, u, acc)
             for r in range(mr):
                 if add:
                     for jj in range(nu):

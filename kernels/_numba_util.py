@@ -29,14 +29,24 @@ from numba import types
 from numba.extending import overload
 
 
-def jit(func):
+def jit(func, fastmath=False):
+    options = dict(nogil=True, error_model="numpy", fastmath=fastmath)
     try:
-        dispatcher = numba.njit(cache=True, nogil=True, error_model="numpy")(func)
+        dispatcher = numba.njit(cache=True, **options)(func)
     except RuntimeError:  # "cannot cache function ...: no locator available"
-        return numba.njit(cache=False, nogil=True, error_model="numpy")(func)
+        return numba.njit(cache=False, **options)(func)
     _key_on_this_file(dispatcher)
     _tolerate_bad_cache_files(dispatcher)
     return dispatcher
+
+
+def jit_sums(func):
+    """``jit`` for the kernels' row reductions (the LayerNorm cells' means and
+    variances): LLVM may reassociate their sums, which lets it vectorise
+    them (summed in order they run one add's latency a value).  Only
+    reassociation: contracting a * b - c into one FMA would leave, for
+    instance, a row of one value a nonzero gradient where it has none."""
+    return jit(func, fastmath={"reassoc"})
 
 
 # The digest of this file's text.  Numba keys a cached kernel on its own

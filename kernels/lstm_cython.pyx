@@ -477,3 +477,357 @@ def backward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
     _engine_backward(W_hh, lengths, num_threads, &gates[0, 0, 0], &c[0, 0, 0], &c[0, 0, 0],
                      &c0[0, 0], d_out, dh0, &dc0[0, 0], da, da, &W_ch[0], &dW_ch[0], peephole,
                      x2d, W_ih, h0, out, dx2d, dW_ih, dW_hh, &db[0], &db[0], bf16)
+
+
+# ---- the LayerNorm LSTM (fastrnn.layernorm) ---------------------------------------
+#
+# [i, f, g, o] = LN_i(x_t W_ih^T) + LN_h(h_{t-1} W_hh^T), c_t = LN_c(f c_{t-1} + i g),
+# h_t = o tanh(c_t) (fastrnn/reference.py, "Layer-normalised cells").  The
+# LayerNorms need whole rows (all 4H gate columns of the recurrent product
+# before any gate; all H units of f c_{t-1} + i g before c_t), so the batch
+# is split as with the projection: groups of rows run every step of a chunk
+# on their own (_row_groups), each step a packed product of the group's rows
+# (_packed_product) and then one pass per row.  The input products of a
+# chunk are one GEMM (_team_gemm), normalised row by row before the steps.
+
+
+cdef void _ln_inputs(const floating* x2d, const floating* W_ih, Py_ssize_t rows,
+                     Py_ssize_t I, Py_ssize_t GH, double eps, floating* i_hat, floating* rstd_i,
+                     int team, int pool) noexcept nogil:
+    """rows of x2d (rows, I) through W_ih^T, normalised: i_hat (rows, GH), rstd_i (rows,)."""
+    cdef Py_ssize_t r
+    _team_gemm(False, <int>rows, <int>GH, <int>I, x2d, <int>I, W_ih, <int>I, 0, i_hat,
+               <int>GH, team, pool)
+    for r in prange(rows, num_threads=team, schedule="static"):
+        rstd_i[r] = _norm_row(i_hat + r * GH, GH, eps)
+
+
+cdef void _ln_forward_rows(Py_ssize_t t0, Py_ssize_t t1, Py_ssize_t b0, Py_ssize_t b1,
+                           Py_ssize_t B, Py_ssize_t H, Py_ssize_t u, Py_ssize_t ring,
+                           const floating* gi, const floating* bi, const floating* gh,
+                           const floating* bh, const floating* gc, const floating* bc,
+                           double eps, const int64_t* lengths, const floating* P_hh,
+                           const floating* i_hat, floating* h_hat, floating* rstd_h,
+                           floating* gates, floating* cs, floating* c_hat, floating* rstd_c,
+                           floating* out, floating* c_n, floating* hbuf, floating* a,
+                           fastrnn_steps* shared, bint main_thread) noexcept nogil:
+    """Steps t0..t1-1 of the LayerNorm LSTM for rows b0..b1-1: i_hat holds
+    these steps' normalised input products (row t % ring), hbuf's half t % 2
+    h_{t0-1}, c_n c_{t0-1}.  Step t's saved arrays go to row t % ring; a
+    (4H,) is scratch."""
+    cdef Py_ssize_t GH = 4 * H, rows = b1 - b0, t, b, j, sb
+    cdef floating acc[ROW_BLOCK * 64]
+    cdef floating i, f, gj, o, cj, hj
+    cdef const floating* ih
+    cdef floating* hh
+    cdef floating* g
+    cdef floating* cp
+    cdef floating* h_prev
+    cdef floating* h_next
+    cdef _SignalClock clock = [0, 1, 1]
+    for t in range(t0, t1):
+        if not _keep_going(shared, main_thread, &clock):
+            return
+        h_prev = hbuf + (t % 2) * B * H
+        h_next = hbuf + ((t + 1) % 2) * B * H
+        sb = (t % ring) * B
+        # h_hat = h_{t-1} W_hh^T, every gate, normalised row by row below
+        _packed_product(h_prev + b0 * H, H, rows, P_hh, H, GH, u, h_hat + (sb + b0) * GH, GH,
+                        False, acc)
+        for b in range(b0, b1):
+            g = gates + (sb + b) * GH
+            cp = c_hat + (sb + b) * H
+            if t >= lengths[b]:  # frozen: states kept, output zero
+                memset(g, 0, GH * sizeof(floating))
+                memcpy(cs + (sb + b) * H, c_n + b * H, H * sizeof(floating))
+                memset(cp, 0, H * sizeof(floating))
+                memset(out + (t * B + b) * H, 0, H * sizeof(floating))
+                memcpy(h_next + b * H, h_prev + b * H, H * sizeof(floating))
+                rstd_h[sb + b] = 0
+                rstd_c[sb + b] = 0
+                continue
+            ih = i_hat + (sb + b) * GH
+            hh = h_hat + (sb + b) * GH
+            rstd_h[sb + b] = _norm_row(hh, GH, eps)
+            # The pre-activations first, then the gates from them alone: one loop
+            # reading seven arrays and writing two ran scalar (gcc's checks for
+            # their overlap), a third of a (1, 64) step.
+            for j in range(GH):
+                a[j] = ih[j] * gi[j] + bi[j] + hh[j] * gh[j] + bh[j]
+            for j in range(H):
+                i = _sigmoid(a[j])
+                f = _sigmoid(a[H + j])
+                gj = _tanh(a[2 * H + j])
+                o = _sigmoid(a[3 * H + j])
+                g[j] = i
+                g[H + j] = f
+                g[2 * H + j] = gj
+                g[3 * H + j] = o
+                cp[j] = f * c_n[b * H + j] + i * gj  # normalised below
+            rstd_c[sb + b] = _norm_row(cp, H, eps)
+            for j in range(H):
+                cj = cp[j] * gc[j] + bc[j]
+                hj = g[3 * H + j] * _tanh(cj)
+                c_n[b * H + j] = cj
+                cs[(sb + b) * H + j] = cj
+                out[(t * B + b) * H + j] = hj
+                h_next[b * H + j] = hj
+
+
+def layernorm_forward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
+                      const floating[:, ::1] W_hh, const floating[::1] gamma_i,
+                      const floating[::1] beta_i, const floating[::1] gamma_h,
+                      const floating[::1] beta_h, const floating[::1] gamma_c,
+                      const floating[::1] beta_c, const int64_t[::1] lengths, double eps,
+                      int num_threads, floating[:, ::1] h_n, floating[:, ::1] c_n,
+                      floating[:, :, ::1] out, floating[:, :, ::1] gates,
+                      floating[:, :, ::1] c, floating[:, :, ::1] i_hat,
+                      floating[:, ::1] rstd_i, floating[:, :, ::1] h_hat,
+                      floating[:, ::1] rstd_h, floating[:, :, ::1] c_hat,
+                      floating[:, ::1] rstd_c):
+    """LayerNorm LSTM forward over a whole sequence (kernels/layernorm_numba.py's
+    lstm_forward_steps, in the engine's row split).
+
+    Inputs:  x2d (T*B, I), W_ih (4H, I), W_hh (4H, H), each LayerNorm's gamma
+             and beta ((4H,) for i and h, (H,) for c), lengths (B,) int64,
+             eps, num_threads; h_n, c_n (B, H) hold h0, c0.
+    Outputs (overwritten): out (T, B, H), h_n, c_n the states after each
+             sequence's last step; and with S rows of steps (S = T in
+             training, a chunk in inference, step t in row t % S): gates
+             (S, B, 4H) activated, c (S, B, H) c_t, i_hat and h_hat (S, B,
+             4H) the normalised products, c_hat (S, B, H) the normalised
+             f c_{t-1} + i g, rstd_* (S, B) their 1 / sqrt(var + eps).
+    """
+    cdef Py_ssize_t B = h_n.shape[0], H = h_n.shape[1], I = x2d.shape[1]
+    cdef Py_ssize_t T = x2d.shape[0] // B if B else 0, GH = 4 * H, ring = gates.shape[0]
+    # panels of 4 vectors: a (1, 64) step's product ran latency-bound on tiles of 2
+    cdef Py_ssize_t u = _lanes(<floating*>NULL) * 4, t0 = 0, c1, grp
+    # the steps' team: a thread per group of rows; the GEMMs' and row passes': all
+    # (with one team of one, OpenBLAS's own pool would run the GEMM and then spin
+    # beside the steps: half the samples of a (1, 64) inference)
+    cdef int team = <int>max(1, min(num_threads, B)), pool = _pool_threads()
+    cdef int wide = <int>max(1, num_threads)
+    cdef Py_ssize_t groups = _row_groups(B, team)
+    cdef fastrnn_steps shared
+    cdef bint stopped = False
+    # h_{t-1} and h_t (B, H) each; then each group's scratch (4H)
+    cdef floating* hbuf = <floating*>malloc(max(1, 2 * B * H + groups * GH) * sizeof(floating))
+    cdef floating* P_hh = NULL
+    # on one thread, OpenBLAS kept to it too (its pool would spin beside: _solo)
+    cdef bint solo = num_threads == 1 and pool > 1 and _blas_local != NULL
+    if T == 0 or B == 0:
+        free(hbuf)
+        return
+    if solo:
+        _blas_local(1)
+    try:
+        with nogil:
+            P_hh = _packed(&W_hh[0, 0], 1, H, H, GH, u)  # W_hh^T (H, 4H) as panels
+        if hbuf == NULL or P_hh == NULL:
+            raise MemoryError()
+        with nogil:
+            memcpy(hbuf, &h_n[0, 0], B * H * sizeof(floating))
+            while t0 < T and not stopped:
+                c1 = min(T, t0 + ring)
+                _ln_inputs(&x2d[t0 * B, 0], &W_ih[0, 0], (c1 - t0) * B, I, GH, eps,
+                           &i_hat[t0 % ring, 0, 0], &rstd_i[t0 % ring, 0],
+                           <int>min(wide, (c1 - t0) * B), pool)
+                fastrnn_steps_init(&shared, 0, NULL)
+                for grp in prange(groups, schedule="dynamic", num_threads=team):
+                    _ln_forward_rows(t0, c1, grp * B // groups, (grp + 1) * B // groups, B, H, u,
+                                     ring, &gamma_i[0], &beta_i[0], &gamma_h[0], &beta_h[0],
+                                     &gamma_c[0], &beta_c[0], eps, &lengths[0], P_hh,
+                                     &i_hat[0, 0, 0], &h_hat[0, 0, 0], &rstd_h[0, 0],
+                                     &gates[0, 0, 0], &c[0, 0, 0], &c_hat[0, 0, 0],
+                                     &rstd_c[0, 0], &out[0, 0, 0], &c_n[0, 0], hbuf,
+                                     hbuf + 2 * B * H + grp * GH, &shared, threadid() == 0)
+                stopped = fastrnn_steps_aborted(&shared)
+                t0 = c1
+            memcpy(&h_n[0, 0], hbuf + (T % 2) * B * H, B * H * sizeof(floating))
+    finally:
+        free(hbuf)
+        free(P_hh)
+        if solo:
+            _blas_local(pool)
+    if stopped:
+        _raise_pending()
+
+
+cdef void _ln_backward_rows(Py_ssize_t t0, Py_ssize_t t1, Py_ssize_t b0, Py_ssize_t b1,
+                            Py_ssize_t B, Py_ssize_t H, Py_ssize_t u, const int64_t* lengths,
+                            const floating* P_hh, const floating* gh, const floating* gc,
+                            const floating* c0, const floating* cs, const floating* gates,
+                            const floating* h_hat, const floating* rstd_h,
+                            const floating* c_hat, const floating* rstd_c,
+                            const floating* d_out, floating* da, floating* dah, floating* dh,
+                            floating* dc, floating* work, floating* row, floating* sums,
+                            fastrnn_steps* shared, bint main_thread) noexcept nogil:
+    """Steps t1-1 down to t0 of BPTT for rows b0..b1-1, from dh, dc =
+    dL/dh, dL/dc of step t1-1 (left as those of step t0-1): each step's da
+    (the gates' pre-activations) and dah (the recurrent product's, before
+    its LayerNorm), zero past a length.  row (2H,) is scratch; sums (2*4H +
+    2*H,) takes this group's shares of the gradients of gamma_h, beta_h,
+    gamma_c, beta_c."""
+    cdef Py_ssize_t GH = 4 * H, rows = b1 - b0, t, b, j, tb
+    cdef floating acc[ROW_BLOCK * 64]
+    cdef floating i, f, gj, o, tc, dhj, dcj, dp
+    cdef const floating* g
+    cdef const floating* cp
+    cdef floating* ad
+    cdef floating* dct = row
+    cdef floating* dpr = row + H
+    cdef floating* dgh = sums
+    cdef floating* dbh = sums + GH
+    cdef floating* dgc = sums + 2 * GH
+    cdef floating* dbc = sums + 2 * GH + H
+    cdef _SignalClock clock = [0, 1, 1]
+    for t in range(t1 - 1, t0 - 1, -1):
+        if not _keep_going(shared, main_thread, &clock):
+            return
+        for b in range(b0, b1):
+            tb = t * B + b
+            ad = da + tb * GH
+            if t >= lengths[b]:  # frozen: dh, dc pass through
+                memset(ad, 0, GH * sizeof(floating))
+                memset(dah + tb * GH, 0, GH * sizeof(floating))
+                continue
+            g = gates + tb * GH
+            # dc_t, then back through LN_c: dpr = dL/d(f c_{t-1} + i g)
+            for j in range(H):
+                o = g[3 * H + j]
+                tc = _tanh(cs[tb * H + j])
+                dhj = dh[b * H + j] + d_out[tb * H + j]
+                ad[3 * H + j] = dhj * tc * o * (<floating>1 - o)
+                dcj = dc[b * H + j] + dhj * o * (<floating>1 - tc * tc)
+                dct[j] = dcj
+                dgc[j] += dcj * c_hat[tb * H + j]
+                dbc[j] += dcj
+            _norm_row_backward(dct, gc, c_hat + tb * H, rstd_c[tb], dpr, H)
+            cp = cs + (tb - B) * H if t > 0 else c0 + b * H
+            for j in range(H):
+                i = g[j]
+                f = g[H + j]
+                gj = g[2 * H + j]
+                dp = dpr[j]
+                ad[j] = dp * gj * i * (<floating>1 - i)
+                ad[H + j] = dp * cp[j] * f * (<floating>1 - f)
+                ad[2 * H + j] = dp * i * (<floating>1 - gj * gj)
+                dc[b * H + j] = dp * f  # dL/dc_{t-1}
+            for j in range(GH):
+                dgh[j] += ad[j] * h_hat[tb * GH + j]
+                dbh[j] += ad[j]
+            _norm_row_backward(ad, gh, h_hat + tb * GH, rstd_h[tb], dah + tb * GH, GH)
+        # dL/dh_{t-1} = dah_t W_hh
+        _packed_product(dah + (t * B + b0) * GH, GH, rows, P_hh, GH, H, u, work + b0 * H, H,
+                        False, acc)
+        for b in range(b0, b1):
+            if t < lengths[b]:
+                memcpy(dh + b * H, work + b * H, H * sizeof(floating))
+
+
+cdef void _ln_param_sums(const floating* dy, const floating* a_hat, Py_ssize_t rows,
+                         Py_ssize_t n, Py_ssize_t j0, Py_ssize_t j1, floating* dgamma,
+                         floating* dbeta) noexcept nogil:
+    """Columns j0..j1-1 of a LayerNorm's gain and bias gradients over rows
+    (rows, n) of dy and a_hat: the sums of dy * a_hat and of dy."""
+    cdef Py_ssize_t r, j
+    for r in range(rows):
+        for j in range(j0, j1):
+            dgamma[j] += dy[r * n + j] * a_hat[r * n + j]
+            dbeta[j] += dy[r * n + j]
+
+
+def layernorm_backward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
+                       const floating[:, ::1] W_hh, const floating[::1] gamma_i,
+                       const floating[::1] gamma_h, const floating[::1] gamma_c,
+                       const floating[:, ::1] h0, const floating[:, ::1] c0,
+                       const floating[:, :, ::1] out, const floating[:, :, ::1] c,
+                       const floating[:, :, ::1] gates, const floating[:, :, ::1] i_hat,
+                       const floating[:, ::1] rstd_i, const floating[:, :, ::1] h_hat,
+                       const floating[:, ::1] rstd_h, const floating[:, :, ::1] c_hat,
+                       const floating[:, ::1] rstd_c, const floating[:, :, ::1] d_out,
+                       const int64_t[::1] lengths, int num_threads, floating[:, :, ::1] da,
+                       floating[:, :, ::1] dah, floating[:, ::1] dx2d, floating[:, ::1] dh,
+                       floating[:, ::1] dc, floating[:, ::1] dW_ih, floating[:, ::1] dW_hh,
+                       floating[::1] dgamma_i, floating[::1] dbeta_i,
+                       floating[::1] dgamma_h, floating[::1] dbeta_h,
+                       floating[::1] dgamma_c, floating[::1] dbeta_c):
+    """LayerNorm LSTM BPTT over a whole sequence (layernorm_numba.py's
+    lstm_backward_steps and after_the_loop, in the engine's row split).
+
+    Inputs:  x2d, W_ih, W_hh, the gammas, h0, c0, and what the training
+             forward saved (T rows of steps); d_out (T, B, H); lengths;
+             dh, dc (B, H) hold dL/dh_n, dL/dc_n.
+    Work:    da, dah (T, B, 4H).
+    Outputs (overwritten): dx2d (T*B, I), dh, dc (dL/dh0, dL/dc0), dW_ih,
+             dW_hh, and each LayerNorm's gamma and beta gradients.
+    """
+    cdef Py_ssize_t T = out.shape[0], B = out.shape[1], H = out.shape[2], I = x2d.shape[1]
+    cdef Py_ssize_t GH = 4 * H, R = T * B, grp, j, r, k, n_sums = 2 * GH + 2 * H
+    cdef Py_ssize_t u = _lanes(<floating*>NULL) * 4  # as in layernorm_forward
+    cdef int team = <int>max(1, min(num_threads, B)), pool = _pool_threads()
+    cdef int wide = <int>max(1, num_threads)  # the passes over all T*B rows, and the GEMMs
+    cdef Py_ssize_t groups = _row_groups(B, team)
+    cdef fastrnn_steps shared
+    cdef bint stopped = False
+    cdef floating* P_hh = NULL
+    # per group: its sums, its scratch row (2H); then a work (B, H) and 2 * GH bias scratch
+    cdef floating* spare = NULL
+    cdef floating* work
+    dgamma_i[:] = 0
+    dbeta_i[:] = 0
+    dgamma_h[:] = 0
+    dbeta_h[:] = 0
+    dgamma_c[:] = 0
+    dbeta_c[:] = 0
+    if T == 0 or B == 0:
+        dx2d[:, :] = 0
+        dW_ih[:, :] = 0
+        dW_hh[:, :] = 0
+        return
+    cdef bint solo = num_threads == 1 and pool > 1 and _blas_local != NULL
+    spare = <floating*>calloc(groups * (n_sums + 2 * H) + B * H + 2 * GH, sizeof(floating))
+    work = spare + groups * (n_sums + 2 * H)
+    if solo:
+        _blas_local(1)
+    try:
+        with nogil:
+            P_hh = _packed(&W_hh[0, 0], H, 1, GH, H, u)  # W_hh (4H, H) as panels
+        if spare == NULL or P_hh == NULL:
+            raise MemoryError()
+        with nogil:
+            fastrnn_steps_init(&shared, 0, NULL)
+            for grp in prange(groups, schedule="dynamic", num_threads=team):
+                _ln_backward_rows(0, T, grp * B // groups, (grp + 1) * B // groups, B, H, u,
+                                  &lengths[0], P_hh, &gamma_h[0], &gamma_c[0], &c0[0, 0],
+                                  &c[0, 0, 0], &gates[0, 0, 0], &h_hat[0, 0, 0], &rstd_h[0, 0],
+                                  &c_hat[0, 0, 0], &rstd_c[0, 0], &d_out[0, 0, 0],
+                                  &da[0, 0, 0], &dah[0, 0, 0], &dh[0, 0], &dc[0, 0], work,
+                                  spare + grp * (n_sums + 2 * H) + n_sums,
+                                  spare + grp * (n_sums + 2 * H), &shared, threadid() == 0)
+            stopped = fastrnn_steps_aborted(&shared)
+        if stopped:
+            _raise_pending()
+        with nogil:
+            for grp in range(groups):
+                k = grp * (n_sums + 2 * H)
+                for j in range(GH):
+                    dgamma_h[j] += spare[k + j]
+                    dbeta_h[j] += spare[k + GH + j]
+                for j in range(H):
+                    dgamma_c[j] += spare[k + 2 * GH + j]
+                    dbeta_c[j] += spare[k + 2 * GH + H + j]
+            # The input LayerNorm: its gain and bias gradients, then da through it.
+            for k in prange((GH + 63) // 64, num_threads=wide, schedule="static"):
+                _ln_param_sums(&da[0, 0, 0], &i_hat[0, 0, 0], R, GH, k * 64, min(GH, k * 64 + 64),
+                               &dgamma_i[0], &dbeta_i[0])
+            for r in prange(R, num_threads=wide, schedule="static"):
+                _norm_row_backward(&da[r // B, r % B, 0], &gamma_i[0], &i_hat[r // B, r % B, 0],
+                                   rstd_i[r // B, r % B], &da[r // B, r % B, 0], GH)
+            _weight_gradients(x2d, W_ih, h0, out, &da[0, 0, 0], &dah[0, 0, 0], 0, T, False,
+                              dx2d, dW_ih, dW_hh, work + B * H, work + B * H + GH, wide, pool)
+    finally:
+        free(P_hh)
+        free(spare)
+        if solo:
+            _blas_local(pool)
