@@ -13,7 +13,7 @@ Backends: the LayerNorm LSTM ``"cython"`` (kernels/lstm_cython.pyx:
 threads as the projection's kernels split it), ``"numba"``
 (kernels/layernorm_numba.py: the products on BLAS, the LayerNorms and the
 gate arithmetic fused into one pass over each row) and ``"numpy"`` (the
-reference); the LayerNorm GRU ``"numba"`` and ``"numpy"``.
+reference); the LayerNorm GRU likewise (kernels/gru_cython.pyx).
 ``backend=None`` takes the fastest of a cell's backends that works here.
 """
 import numpy as np
@@ -30,9 +30,9 @@ __all__ = ["layernorm_lstm_forward", "layernorm_lstm_backward", "layernorm_gru_f
 # The backends that run each cell, fastest first, and the kernel module
 # (fastrnn._backends.kernels(backend, module)) that holds its kernels.
 NORM_BACKENDS = {"layernorm_lstm": ("cython", "numba", "numpy"),
-                 "layernorm_gru": ("numba", "numpy")}
+                 "layernorm_gru": ("cython", "numba", "numpy")}
 _MODULE = {("cython", "layernorm_lstm"): "lstm", ("numba", "layernorm_lstm"): "layernorm",
-           ("numba", "layernorm_gru"): "layernorm"}
+           ("cython", "layernorm_gru"): "gru", ("numba", "layernorm_gru"): "layernorm"}
 # Rows (steps x batch) of one chunk: the input products of a chunk are one
 # GEMM; an inference keeps a chunk's worth of the per-step arrays, and
 # Ctrl-C lands between chunks.
@@ -148,10 +148,12 @@ def layernorm_lstm_forward(x, h0, c0, W_ih, W_hh, gamma_i=None, beta_i=None, gam
     h0_, c0_ = h.copy(), c.copy()
     chunk = _chunk(T, B)
     ring = T if training else chunk
-    out = np.zeros((T, B, H), dtype)
-    gates, i_hat, h_hat = (np.zeros((ring, B, 4 * H), dtype) for _ in range(3))
-    cs, c_hat = np.zeros((ring, B, H), dtype), np.zeros((ring, B, H), dtype)
-    rstd_i, rstd_h, rstd_c = (np.zeros((ring, B), dtype) for _ in range(3))
+    # (empty: the kernels write every row of a step they run, and an
+    # inference's ring rows past its last step are never read)
+    out = np.empty((T, B, H), dtype)
+    gates, i_hat, h_hat = (np.empty((ring, B, 4 * H), dtype) for _ in range(3))
+    cs, c_hat = np.empty((ring, B, H), dtype), np.empty((ring, B, H), dtype)
+    rstd_i, rstd_h, rstd_c = (np.empty((ring, B), dtype) for _ in range(3))
     if backend == "cython":
         threads = _tuning.engine_threads("cython", B, p.I, H, 4 * H, get_num_threads())
         k.layernorm_forward(x2d, Wi, Wh, *params, lens, p.eps, threads, h, c, out,
@@ -199,11 +201,11 @@ def layernorm_lstm_backward(d_out, d_h_n, d_c_n, cache):
         "layernorm_lstm", cache, (d_out, d_h_n, d_c_n))
     k = _kernels("layernorm_lstm", cache.backend)
     I = A["x"].shape[2]  # noqa: E741
-    da, dah = np.zeros((T, B, 4 * H), dtype), np.zeros((T, B, 4 * H), dtype)
+    da, dah = np.empty((T, B, 4 * H), dtype), np.empty((T, B, 4 * H), dtype)  # all written
     dgamma_h, dbeta_h = np.zeros(4 * H, dtype), np.zeros(4 * H, dtype)
     dgamma_c, dbeta_c = np.zeros(H, dtype), np.zeros(H, dtype)
     dgamma_i, dbeta_i = np.zeros(4 * H, dtype), np.zeros(4 * H, dtype)
-    dx2d = np.zeros((T * B, I), dtype)
+    dx2d = np.empty((T * B, I), dtype)  # written whole (empty when T or B is 0)
     dW_ih, dW_hh = np.zeros_like(A["W_ih"]), np.zeros_like(A["W_hh"])
     if cache.backend == "cython":
         k.layernorm_backward(A["x"].reshape(T * B, I), A["W_ih"], A["W_hh"], A["gamma_i"],
@@ -260,11 +262,15 @@ def layernorm_gru_forward(x, h0, W_ih, W_hh, gamma_i=None, beta_i=None, gamma_h=
     h0_ = h.copy()
     chunk = _chunk(T, B)
     ring = T if training else chunk
-    out = np.zeros((T, B, H), dtype)
-    gates, i_hat, h_hat = (np.zeros((ring, B, 3 * H), dtype) for _ in range(3))
-    hn = np.zeros((ring, B, H), dtype)
-    rstd_i, rstd_h = np.zeros((ring, B), dtype), np.zeros((ring, B), dtype)
-    if B:
+    out = np.empty((T, B, H), dtype)  # (empty: as in layernorm_lstm_forward)
+    gates, i_hat, h_hat = (np.empty((ring, B, 3 * H), dtype) for _ in range(3))
+    hn = np.empty((ring, B, H), dtype)
+    rstd_i, rstd_h = np.empty((ring, B), dtype), np.empty((ring, B), dtype)
+    if backend == "cython":
+        threads = _tuning.engine_threads("cython", B, p.I, H, 3 * H, get_num_threads())
+        k.layernorm_forward(x2d, Wi, Wh, *params, lens, p.eps, threads, h, out, gates, hn,
+                            i_hat, rstd_i, h_hat, rstd_h)
+    elif B:
         for t0 in range(0, T, chunk):
             k.gru_forward_steps(x2d, Wi, Wh, *params, lens, p.eps, t0, min(T, t0 + chunk), h,
                                 out, gates, hn, i_hat, rstd_i, h_hat, rstd_h)
@@ -287,12 +293,19 @@ def layernorm_gru_backward(d_out, d_h_n, cache):
         "layernorm_gru", cache, (d_out, d_h_n))
     k = _kernels("layernorm_gru", cache.backend)
     I = A["x"].shape[2]  # noqa: E741
-    da, dah = np.zeros((T, B, 3 * H), dtype), np.zeros((T, B, 3 * H), dtype)
+    da, dah = np.empty((T, B, 3 * H), dtype), np.empty((T, B, 3 * H), dtype)  # all written
     dgamma_h, dbeta_h = np.zeros(3 * H, dtype), np.zeros(3 * H, dtype)
     dgamma_i, dbeta_i = np.zeros(3 * H, dtype), np.zeros(3 * H, dtype)
-    dx2d = np.zeros((T * B, I), dtype)
+    dx2d = np.empty((T * B, I), dtype)  # written whole (empty when T or B is 0)
     dW_ih, dW_hh = np.zeros_like(A["W_ih"]), np.zeros_like(A["W_hh"])
-    if T and B:
+    if cache.backend == "cython":
+        k.layernorm_backward(A["x"].reshape(T * B, I), A["W_ih"], A["W_hh"], A["gamma_i"],
+                             A["gamma_h"], A["h0"], A["out"], A["gates"], A["hn"], A["i_hat"],
+                             A["rstd_i"], A["h_hat"], A["rstd_h"], d_out, lengths,
+                             _tuning.engine_threads("cython", B, I, H, 3 * H, get_num_threads()),
+                             da, dah, dx2d, dh, dW_ih, dW_hh, dgamma_i, dbeta_i, dgamma_h,
+                             dbeta_h)
+    elif T and B:
         work = np.zeros((B, H), dtype)
         chunk = _chunk(T, B)
         for t1 in range(T, 0, -chunk):

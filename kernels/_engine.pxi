@@ -1593,3 +1593,61 @@ cdef void _team_gemm(bint transA, int M, int N, int K, const floating* A, int ld
             _gemm(transA, not transA, m1 - m0, N, K, 1, A + (m0 if transA else m0 * lda), lda,
                   Bm, ldb, beta, C + m0 * ldc, ldc)
     _blas_local(pool)
+
+
+# ---- the layer-normalised cells' shared steps (each cell's .pyx: layernorm_*) ------
+#
+# Their LayerNorms need whole rows, so their kernels split the batch as the
+# projection's do (above); what every such cell does the same way is here:
+# the input products of a chunk normalised (_ln_inputs), and after the
+# backward's loop the input LayerNorm's gradients and the weight gradients
+# (_ln_after_the_loop).
+
+
+cdef void _ln_inputs(const floating* x2d, const floating* W_ih, Py_ssize_t rows,
+                     Py_ssize_t I, Py_ssize_t GH, double eps, floating* i_hat, floating* rstd_i,
+                     int team, int pool) noexcept nogil:
+    """rows of x2d (rows, I) through W_ih^T, normalised: i_hat (rows, GH), rstd_i (rows,)."""
+    cdef Py_ssize_t r
+    _team_gemm(False, <int>rows, <int>GH, <int>I, x2d, <int>I, W_ih, <int>I, 0, i_hat,
+               <int>GH, team, pool)
+    for r in prange(rows, num_threads=team, schedule="static"):
+        rstd_i[r] = _norm_row(i_hat + r * GH, GH, eps)
+
+
+cdef void _ln_param_sums(const floating* dy, const floating* a_hat, Py_ssize_t rows,
+                         Py_ssize_t n, Py_ssize_t j0, Py_ssize_t j1, floating* dgamma,
+                         floating* dbeta) noexcept nogil:
+    """Columns j0..j1-1 of a LayerNorm's gain and bias gradients over rows
+    (rows, n) of dy and a_hat: the sums of dy * a_hat and of dy."""
+    cdef Py_ssize_t r, j
+    for r in range(rows):
+        for j in range(j0, j1):
+            dgamma[j] += dy[r * n + j] * a_hat[r * n + j]
+            dbeta[j] += dy[r * n + j]
+
+
+cdef void _ln_after_the_loop(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
+                             const floating[:, ::1] h0, const floating[:, :, ::1] out,
+                             const floating* gamma_i, const floating* i_hat,
+                             const floating* rstd_i, floating* da, const floating* dah,
+                             floating[:, ::1] dx2d, floating[:, ::1] dW_ih,
+                             floating[:, ::1] dW_hh, floating* dgamma_i, floating* dbeta_i,
+                             floating* scratch, int wide, int pool) noexcept nogil:
+    """Everything of a layer-normalised cell's BPTT that is not sequential,
+    over all T*B rows: da (T*B, GH), the gradient of the input LayerNorm's
+    output, gives that LayerNorm's gain and bias gradients (dgamma_i,
+    dbeta_i, zeroed first) and then, in place, the gradient of the input
+    product; with dah (that of the recurrent product) the three weight
+    GEMMs (_weight_gradients).  scratch holds 2 * GH values (the bias sums
+    that _weight_gradients makes, unused here)."""
+    cdef Py_ssize_t T = out.shape[0], B = out.shape[1], GH = W_ih.shape[0], R = T * B, k, r
+    for k in range(GH):
+        dgamma_i[k] = 0
+        dbeta_i[k] = 0
+    for k in prange((GH + 63) // 64, num_threads=wide, schedule="static"):
+        _ln_param_sums(da, i_hat, R, GH, k * 64, min(GH, k * 64 + 64), dgamma_i, dbeta_i)
+    for r in prange(R, num_threads=wide, schedule="static"):
+        _norm_row_backward(da + r * GH, gamma_i, i_hat + r * GH, rstd_i[r], da + r * GH, GH)
+    _weight_gradients(x2d, W_ih, h0, out, da, dah, 0, T, False, dx2d, dW_ih, dW_hh, scratch,
+                      scratch + GH, wide, pool)

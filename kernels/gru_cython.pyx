@@ -408,3 +408,285 @@ def backward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
     _engine_backward(W_hh, lengths, num_threads, &gates[0, 0, 0], &hn[0, 0, 0], &out[0, 0, 0],
                      &h0[0, 0], d_out, dh0, NULL, da_x, da_h, NULL, NULL, 0,
                      x2d, W_ih, h0, out, dx2d, dW_ih, dW_hh, &db_ih[0], &db_hh[0], bf16)
+
+
+# ---- the LayerNorm GRU (fastrnn.layernorm) ------------------------------------------
+#
+# [xr, xz, xn] = LN_i(x_t W_ih^T), [hr, hz, hn] = LN_h(h_{t-1} W_hh^T), r = sigmoid(xr + hr),
+# z = sigmoid(xz + hz), n = tanh(xn + r hn), h_t = (1 - z) n + z h_{t-1}
+# (fastrnn/reference.py, "Layer-normalised cells").  The recurrent LayerNorm
+# needs all 3H columns of a row's product before any gate, so the batch is
+# split as in the LayerNorm LSTM (kernels/lstm_cython.pyx, whose comments say
+# more): groups of rows run a chunk's steps on their own threads.
+
+
+cdef void _ln_forward_rows(Py_ssize_t t0, Py_ssize_t t1, Py_ssize_t b0, Py_ssize_t b1,
+                           Py_ssize_t B, Py_ssize_t H, Py_ssize_t u, Py_ssize_t ring,
+                           const floating* gi, const floating* bi, const floating* gh,
+                           const floating* bh, double eps, const int64_t* lengths,
+                           const floating* P_hh, const floating* i_hat, floating* h_hat,
+                           floating* rstd_h, floating* gates, floating* hn, floating* out,
+                           floating* hbuf, floating* a, fastrnn_steps* shared,
+                           bint main_thread) noexcept nogil:
+    """Steps t0..t1-1 of the LayerNorm GRU for rows b0..b1-1: i_hat holds
+    these steps' normalised input products (row t % ring), hbuf's half t % 2
+    h_{t0-1}.  Step t's gates (r, z, n), hn (the normalised recurrent n
+    block, what r multiplies), h_hat and rstd_h go to row t % ring; a (3H,)
+    is scratch."""
+    cdef Py_ssize_t GH = 3 * H, rows = b1 - b0, t, b, j, sb
+    cdef floating acc[ROW_BLOCK * 64]
+    cdef floating r, z, n
+    cdef const floating* ih
+    cdef floating* hh
+    cdef floating* g
+    cdef floating* hnb
+    cdef floating* h_prev
+    cdef floating* h_next
+    cdef _SignalClock clock = [0, 1, 1]
+    for t in range(t0, t1):
+        if not _keep_going(shared, main_thread, &clock):
+            return
+        h_prev = hbuf + (t % 2) * B * H
+        h_next = hbuf + ((t + 1) % 2) * B * H
+        sb = (t % ring) * B
+        _packed_product(h_prev + b0 * H, H, rows, P_hh, H, GH, u, h_hat + (sb + b0) * GH, GH,
+                        False, acc)
+        for b in range(b0, b1):
+            g = gates + (sb + b) * GH
+            hnb = hn + (sb + b) * H
+            if t >= lengths[b]:  # frozen: state kept, output zero
+                memset(g, 0, GH * sizeof(floating))
+                memset(hnb, 0, H * sizeof(floating))
+                memset(out + (t * B + b) * H, 0, H * sizeof(floating))
+                memcpy(h_next + b * H, h_prev + b * H, H * sizeof(floating))
+                rstd_h[sb + b] = 0
+                continue
+            ih = i_hat + (sb + b) * GH
+            hh = h_hat + (sb + b) * GH
+            rstd_h[sb + b] = _norm_row(hh, GH, eps)
+            # r, z's pre-activations; xn in a's n block, hn apart (as the LSTM's, in
+            # loops of few arrays each, which vectorise)
+            for j in range(2 * H):
+                a[j] = ih[j] * gi[j] + bi[j] + hh[j] * gh[j] + bh[j]
+            for j in range(2 * H, GH):
+                a[j] = ih[j] * gi[j] + bi[j]
+            for j in range(H):
+                hnb[j] = hh[2 * H + j] * gh[2 * H + j] + bh[2 * H + j]
+            for j in range(H):
+                r = _sigmoid(a[j])
+                z = _sigmoid(a[H + j])
+                n = _tanh(a[2 * H + j] + r * hnb[j])
+                g[j] = r
+                g[H + j] = z
+                g[2 * H + j] = n
+                a[j] = (<floating>1 - z) * n + z * h_prev[b * H + j]  # h_t, copied below
+            for j in range(H):
+                out[(t * B + b) * H + j] = a[j]
+                h_next[b * H + j] = a[j]
+
+
+def layernorm_forward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
+                      const floating[:, ::1] W_hh, const floating[::1] gamma_i,
+                      const floating[::1] beta_i, const floating[::1] gamma_h,
+                      const floating[::1] beta_h, const int64_t[::1] lengths, double eps,
+                      int num_threads, floating[:, ::1] h_n, floating[:, :, ::1] out,
+                      floating[:, :, ::1] gates, floating[:, :, ::1] hn,
+                      floating[:, :, ::1] i_hat, floating[:, ::1] rstd_i,
+                      floating[:, :, ::1] h_hat, floating[:, ::1] rstd_h):
+    """LayerNorm GRU forward over a whole sequence (kernels/layernorm_numba.py's
+    gru_forward_steps, in the engine's row split).
+
+    Inputs:  x2d (T*B, I), W_ih (3H, I), W_hh (3H, H), the LayerNorms' gamma
+             and beta (3H,), lengths (B,) int64, eps, num_threads; h_n (B, H)
+             holds h0.
+    Outputs (overwritten): out (T, B, H), h_n; with S rows of steps (S = T
+             in training, a chunk in inference; step t in row t % S): gates
+             (S, B, 3H) r, z, n, hn (S, B, H), i_hat and h_hat (S, B, 3H),
+             rstd_i, rstd_h (S, B).
+    """
+    cdef Py_ssize_t B = h_n.shape[0], H = h_n.shape[1], I = x2d.shape[1]
+    cdef Py_ssize_t T = x2d.shape[0] // B if B else 0, GH = 3 * H, ring = gates.shape[0]
+    cdef Py_ssize_t u = _lanes(<floating*>NULL) * 4, t0 = 0, c1, grp
+    cdef int team = <int>max(1, min(num_threads, B)), pool = _pool_threads()
+    cdef int wide = <int>max(1, num_threads)
+    cdef Py_ssize_t groups = _row_groups(B, team)
+    cdef fastrnn_steps shared
+    cdef bint stopped = False
+    cdef floating* hbuf = <floating*>malloc(max(1, 2 * B * H + groups * GH) * sizeof(floating))
+    cdef floating* P_hh = NULL
+    cdef bint solo = num_threads == 1 and pool > 1 and _blas_local != NULL
+    if T == 0 or B == 0:
+        free(hbuf)
+        return
+    if solo:
+        _blas_local(1)
+    try:
+        with nogil:
+            P_hh = _packed(&W_hh[0, 0], 1, H, H, GH, u)  # W_hh^T (H, 3H) as panels
+        if hbuf == NULL or P_hh == NULL:
+            raise MemoryError()
+        with nogil:
+            memcpy(hbuf, &h_n[0, 0], B * H * sizeof(floating))
+            while t0 < T and not stopped:
+                c1 = min(T, t0 + ring)
+                _ln_inputs(&x2d[t0 * B, 0], &W_ih[0, 0], (c1 - t0) * B, I, GH, eps,
+                           &i_hat[t0 % ring, 0, 0], &rstd_i[t0 % ring, 0],
+                           <int>min(wide, (c1 - t0) * B), pool)
+                fastrnn_steps_init(&shared, 0, NULL)
+                for grp in prange(groups, schedule="dynamic", num_threads=team):
+                    _ln_forward_rows(t0, c1, grp * B // groups, (grp + 1) * B // groups, B, H, u,
+                                     ring, &gamma_i[0], &beta_i[0], &gamma_h[0], &beta_h[0], eps,
+                                     &lengths[0], P_hh, &i_hat[0, 0, 0], &h_hat[0, 0, 0],
+                                     &rstd_h[0, 0], &gates[0, 0, 0], &hn[0, 0, 0], &out[0, 0, 0],
+                                     hbuf, hbuf + 2 * B * H + grp * GH, &shared, threadid() == 0)
+                stopped = fastrnn_steps_aborted(&shared)
+                t0 = c1
+            memcpy(&h_n[0, 0], hbuf + (T % 2) * B * H, B * H * sizeof(floating))
+    finally:
+        free(hbuf)
+        free(P_hh)
+        if solo:
+            _blas_local(pool)
+    if stopped:
+        _raise_pending()
+
+
+cdef void _ln_backward_rows(Py_ssize_t t0, Py_ssize_t t1, Py_ssize_t b0, Py_ssize_t b1,
+                            Py_ssize_t B, Py_ssize_t H, Py_ssize_t u, const int64_t* lengths,
+                            const floating* P_hh, const floating* gh, const floating* h0,
+                            const floating* out, const floating* gates, const floating* hn,
+                            const floating* h_hat, const floating* rstd_h,
+                            const floating* d_out, floating* da, floating* dah, floating* dh,
+                            floating* work, floating* row, floating* sums,
+                            fastrnn_steps* shared, bint main_thread) noexcept nogil:
+    """Steps t1-1 down to t0 of BPTT for rows b0..b1-1 from dh (left as step
+    t0-1's): da (T, B, 3H) the gradient of the input LayerNorm's output (r,
+    z, n blocks), dah that of the recurrent product before its LayerNorm,
+    zero past a length.  row (3H,) is scratch (the recurrent LayerNorm's
+    output gradient: da with its n block times r); sums (2 * 3H,) takes
+    this group's shares of the gradients of gamma_h and beta_h."""
+    cdef Py_ssize_t GH = 3 * H, rows = b1 - b0, t, b, j, tb
+    cdef floating acc[ROW_BLOCK * 64]
+    cdef floating r, z, n, dhj, da_n
+    cdef const floating* g
+    cdef const floating* hp
+    cdef floating* ad
+    cdef floating* dgh = sums
+    cdef floating* dbh = sums + GH
+    cdef _SignalClock clock = [0, 1, 1]
+    for t in range(t1 - 1, t0 - 1, -1):
+        if not _keep_going(shared, main_thread, &clock):
+            return
+        for b in range(b0, b1):
+            tb = t * B + b
+            ad = da + tb * GH
+            if t >= lengths[b]:  # frozen: dh passes through
+                memset(ad, 0, GH * sizeof(floating))
+                memset(dah + tb * GH, 0, GH * sizeof(floating))
+                continue
+            g = gates + tb * GH
+            hp = out + (tb - B) * H if t > 0 else h0 + b * H
+            for j in range(H):
+                r = g[j]
+                z = g[H + j]
+                n = g[2 * H + j]
+                dhj = dh[b * H + j] + d_out[tb * H + j]
+                da_n = dhj * (<floating>1 - z) * (<floating>1 - n * n)
+                ad[j] = da_n * hn[tb * H + j] * r * (<floating>1 - r)
+                ad[H + j] = dhj * (hp[j] - n) * z * (<floating>1 - z)
+                ad[2 * H + j] = da_n
+                row[2 * H + j] = da_n * r
+                dh[b * H + j] = dhj * z  # the direct path; the product's share is added below
+            for j in range(2 * H):
+                row[j] = ad[j]
+            for j in range(GH):
+                dgh[j] += row[j] * h_hat[tb * GH + j]
+                dbh[j] += row[j]
+            _norm_row_backward(row, gh, h_hat + tb * GH, rstd_h[tb], dah + tb * GH, GH)
+        # dL/dh_{t-1} += dah_t W_hh
+        _packed_product(dah + (t * B + b0) * GH, GH, rows, P_hh, GH, H, u, work + b0 * H, H,
+                        False, acc)
+        for b in range(b0, b1):
+            if t < lengths[b]:
+                for j in range(H):
+                    dh[b * H + j] += work[b * H + j]
+
+
+def layernorm_backward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
+                       const floating[:, ::1] W_hh, const floating[::1] gamma_i,
+                       const floating[::1] gamma_h, const floating[:, ::1] h0,
+                       const floating[:, :, ::1] out, const floating[:, :, ::1] gates,
+                       const floating[:, :, ::1] hn, const floating[:, :, ::1] i_hat,
+                       const floating[:, ::1] rstd_i, const floating[:, :, ::1] h_hat,
+                       const floating[:, ::1] rstd_h, const floating[:, :, ::1] d_out,
+                       const int64_t[::1] lengths, int num_threads, floating[:, :, ::1] da,
+                       floating[:, :, ::1] dah, floating[:, ::1] dx2d, floating[:, ::1] dh,
+                       floating[:, ::1] dW_ih, floating[:, ::1] dW_hh,
+                       floating[::1] dgamma_i, floating[::1] dbeta_i,
+                       floating[::1] dgamma_h, floating[::1] dbeta_h):
+    """LayerNorm GRU BPTT over a whole sequence (layernorm_numba.py's
+    gru_backward_steps and after_the_loop, in the engine's row split).
+
+    Inputs:  x2d, W_ih, W_hh, gamma_i, gamma_h, h0, and what the training
+             forward saved (T rows of steps); d_out (T, B, H); lengths; dh
+             (B, H) holds dL/dh_n.
+    Work:    da, dah (T, B, 3H).
+    Outputs (overwritten): dx2d (T*B, I), dh (dL/dh0), dW_ih, dW_hh, and
+             the LayerNorms' gamma and beta gradients.
+    """
+    cdef Py_ssize_t T = out.shape[0], B = out.shape[1], H = out.shape[2]
+    cdef Py_ssize_t GH = 3 * H, grp, j, k, n_sums = 2 * GH
+    cdef Py_ssize_t u = _lanes(<floating*>NULL) * 4
+    cdef int team = <int>max(1, min(num_threads, B)), pool = _pool_threads()
+    cdef int wide = <int>max(1, num_threads)
+    cdef Py_ssize_t groups = _row_groups(B, team)
+    cdef fastrnn_steps shared
+    cdef bint stopped = False
+    cdef floating* P_hh = NULL
+    cdef floating* spare = NULL  # per group: its sums and a scratch row; then work, scratch
+    cdef floating* work
+    cdef bint solo = num_threads == 1 and pool > 1 and _blas_local != NULL
+    dgamma_h[:] = 0
+    dbeta_h[:] = 0
+    if T == 0 or B == 0:
+        dgamma_i[:] = 0
+        dbeta_i[:] = 0
+        dx2d[:, :] = 0
+        dW_ih[:, :] = 0
+        dW_hh[:, :] = 0
+        return
+    spare = <floating*>calloc(groups * (n_sums + GH) + B * H + 2 * GH, sizeof(floating))
+    work = spare + groups * (n_sums + GH)
+    if solo:
+        _blas_local(1)
+    try:
+        with nogil:
+            P_hh = _packed(&W_hh[0, 0], H, 1, GH, H, u)  # W_hh (3H, H) as panels
+        if spare == NULL or P_hh == NULL:
+            raise MemoryError()
+        with nogil:
+            fastrnn_steps_init(&shared, 0, NULL)
+            for grp in prange(groups, schedule="dynamic", num_threads=team):
+                _ln_backward_rows(0, T, grp * B // groups, (grp + 1) * B // groups, B, H, u,
+                                  &lengths[0], P_hh, &gamma_h[0], &h0[0, 0], &out[0, 0, 0],
+                                  &gates[0, 0, 0], &hn[0, 0, 0], &h_hat[0, 0, 0],
+                                  &rstd_h[0, 0], &d_out[0, 0, 0], &da[0, 0, 0], &dah[0, 0, 0],
+                                  &dh[0, 0], work, spare + grp * (n_sums + GH) + n_sums,
+                                  spare + grp * (n_sums + GH), &shared, threadid() == 0)
+            stopped = fastrnn_steps_aborted(&shared)
+        if stopped:
+            _raise_pending()
+        with nogil:
+            for grp in range(groups):
+                k = grp * (n_sums + GH)
+                for j in range(GH):
+                    dgamma_h[j] += spare[k + j]
+                    dbeta_h[j] += spare[k + GH + j]
+            _ln_after_the_loop(x2d, W_ih, h0, out, &gamma_i[0], &i_hat[0, 0, 0], &rstd_i[0, 0],
+                               &da[0, 0, 0], &dah[0, 0, 0], dx2d, dW_ih, dW_hh, &dgamma_i[0],
+                               &dbeta_i[0], work + B * H, wide, pool)
+    finally:
+        free(P_hh)
+        free(spare)
+        if solo:
+            _blas_local(pool)

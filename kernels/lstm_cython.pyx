@@ -491,17 +491,6 @@ def backward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
 # chunk are one GEMM (_team_gemm), normalised row by row before the steps.
 
 
-cdef void _ln_inputs(const floating* x2d, const floating* W_ih, Py_ssize_t rows,
-                     Py_ssize_t I, Py_ssize_t GH, double eps, floating* i_hat, floating* rstd_i,
-                     int team, int pool) noexcept nogil:
-    """rows of x2d (rows, I) through W_ih^T, normalised: i_hat (rows, GH), rstd_i (rows,)."""
-    cdef Py_ssize_t r
-    _team_gemm(False, <int>rows, <int>GH, <int>I, x2d, <int>I, W_ih, <int>I, 0, i_hat,
-               <int>GH, team, pool)
-    for r in prange(rows, num_threads=team, schedule="static"):
-        rstd_i[r] = _norm_row(i_hat + r * GH, GH, eps)
-
-
 cdef void _ln_forward_rows(Py_ssize_t t0, Py_ssize_t t1, Py_ssize_t b0, Py_ssize_t b1,
                            Py_ssize_t B, Py_ssize_t H, Py_ssize_t u, Py_ssize_t ring,
                            const floating* gi, const floating* bi, const floating* gh,
@@ -725,18 +714,6 @@ cdef void _ln_backward_rows(Py_ssize_t t0, Py_ssize_t t1, Py_ssize_t b0, Py_ssiz
                 memcpy(dh + b * H, work + b * H, H * sizeof(floating))
 
 
-cdef void _ln_param_sums(const floating* dy, const floating* a_hat, Py_ssize_t rows,
-                         Py_ssize_t n, Py_ssize_t j0, Py_ssize_t j1, floating* dgamma,
-                         floating* dbeta) noexcept nogil:
-    """Columns j0..j1-1 of a LayerNorm's gain and bias gradients over rows
-    (rows, n) of dy and a_hat: the sums of dy * a_hat and of dy."""
-    cdef Py_ssize_t r, j
-    for r in range(rows):
-        for j in range(j0, j1):
-            dgamma[j] += dy[r * n + j] * a_hat[r * n + j]
-            dbeta[j] += dy[r * n + j]
-
-
 def layernorm_backward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
                        const floating[:, ::1] W_hh, const floating[::1] gamma_i,
                        const floating[::1] gamma_h, const floating[::1] gamma_c,
@@ -817,15 +794,9 @@ def layernorm_backward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
                 for j in range(H):
                     dgamma_c[j] += spare[k + 2 * GH + j]
                     dbeta_c[j] += spare[k + 2 * GH + H + j]
-            # The input LayerNorm: its gain and bias gradients, then da through it.
-            for k in prange((GH + 63) // 64, num_threads=wide, schedule="static"):
-                _ln_param_sums(&da[0, 0, 0], &i_hat[0, 0, 0], R, GH, k * 64, min(GH, k * 64 + 64),
-                               &dgamma_i[0], &dbeta_i[0])
-            for r in prange(R, num_threads=wide, schedule="static"):
-                _norm_row_backward(&da[r // B, r % B, 0], &gamma_i[0], &i_hat[r // B, r % B, 0],
-                                   rstd_i[r // B, r % B], &da[r // B, r % B, 0], GH)
-            _weight_gradients(x2d, W_ih, h0, out, &da[0, 0, 0], &dah[0, 0, 0], 0, T, False,
-                              dx2d, dW_ih, dW_hh, work + B * H, work + B * H + GH, wide, pool)
+            _ln_after_the_loop(x2d, W_ih, h0, out, &gamma_i[0], &i_hat[0, 0, 0], &rstd_i[0, 0],
+                               &da[0, 0, 0], &dah[0, 0, 0], dx2d, dW_ih, dW_hh, &dgamma_i[0],
+                               &dbeta_i[0], work + B * H, wide, pool)
     finally:
         free(P_hh)
         free(spare)

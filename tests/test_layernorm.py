@@ -359,8 +359,8 @@ def test_bad_forward_input_is_refused_by_name(cell, backend, change, exc, patter
 
 
 @pytest.mark.parametrize("cell, backend, exc, pattern", [
-    ("gru", "cython", ValueError, "cython"), ("lstm", "bogus", ValueError, "backend"),
-    ("gru", "bogus", ValueError, "backend"),
+    ("lstm", "bogus", ValueError, "backend"), ("gru", "bogus", ValueError, "backend"),
+    ("lstm", "Cython", ValueError, "backend"),
 ])
 def test_unsupported_backends_are_refused(cell, backend, exc, pattern):
     p = make_problem(cell, T_, B_, I_, H_)
