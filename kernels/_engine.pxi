@@ -1627,6 +1627,29 @@ cdef void _ln_param_sums(const floating* dy, const floating* a_hat, Py_ssize_t r
             dbeta[j] += dy[r * n + j]
 
 
+# Testing and measuring: 1 has the layer-normalised cells' teams share each
+# step's product by columns wherever they may, 0 never, -1 chooses.
+cdef int _ln_columns_override = -1
+
+
+def _set_ln_columns(int mode):
+    global _ln_columns_override
+    _ln_columns_override = mode
+
+
+cdef inline bint _ln_share_columns(Py_ssize_t B, Py_ssize_t GH, Py_ssize_t H, int team,
+                                   Py_ssize_t value_bytes) noexcept nogil:
+    """Whether a team's steps split each product by columns (_ln_forward_shared)
+    rather than run groups of rows alone: where W_hh outgrows a core's L2,
+    so that the rows' split would stream all of it through every thread
+    every step, and the batch has rows enough to share out after it."""
+    if team < 2 or B < 4 * team:
+        return False
+    if _ln_columns_override >= 0:
+        return _ln_columns_override == 1
+    return GH * H * value_bytes > fastrnn_l2_bytes()
+
+
 cdef void _ln_after_the_loop(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
                              const floating[:, ::1] h0, const floating[:, :, ::1] out,
                              const floating* gamma_i, const floating* i_hat,

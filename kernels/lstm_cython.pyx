@@ -491,6 +491,59 @@ def backward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
 # chunk are one GEMM (_team_gemm), normalised row by row before the steps.
 
 
+cdef inline void _ln_row(Py_ssize_t t, Py_ssize_t b, Py_ssize_t B, Py_ssize_t H,
+                         Py_ssize_t ring, const floating* gi, const floating* bi,
+                         const floating* gh, const floating* bh, const floating* gc,
+                         const floating* bc, double eps, const int64_t* lengths,
+                         const floating* i_hat, floating* h_hat, floating* rstd_h,
+                         floating* gates, floating* cs, floating* c_hat, floating* rstd_c,
+                         floating* out, floating* c_n, const floating* h_prev,
+                         floating* h_next, floating* a) noexcept nogil:
+    """Row b of step t after its recurrent product (h_hat's row, not yet
+    normalised): the recurrent LayerNorm, the gates, the cell state's
+    LayerNorm, h_t.  Step t's saved arrays go to row t % ring; a (4H,) is
+    scratch."""
+    cdef Py_ssize_t GH = 4 * H, j, sb = (t % ring) * B
+    cdef floating i, f, gj, o, cj, hj
+    cdef const floating* ih = i_hat + (sb + b) * GH
+    cdef floating* hh = h_hat + (sb + b) * GH
+    cdef floating* g = gates + (sb + b) * GH
+    cdef floating* cp = c_hat + (sb + b) * H
+    if t >= lengths[b]:  # frozen: states kept, output zero
+        memset(g, 0, GH * sizeof(floating))
+        memcpy(cs + (sb + b) * H, c_n + b * H, H * sizeof(floating))
+        memset(cp, 0, H * sizeof(floating))
+        memset(out + (t * B + b) * H, 0, H * sizeof(floating))
+        memcpy(h_next + b * H, h_prev + b * H, H * sizeof(floating))
+        rstd_h[sb + b] = 0
+        rstd_c[sb + b] = 0
+        return
+    rstd_h[sb + b] = _norm_row(hh, GH, eps)
+    # The pre-activations first, then the gates from them alone: one loop
+    # reading seven arrays and writing two ran scalar (gcc's checks for
+    # their overlap), a third of a (1, 64) step.
+    for j in range(GH):
+        a[j] = ih[j] * gi[j] + bi[j] + hh[j] * gh[j] + bh[j]
+    for j in range(H):
+        i = _sigmoid(a[j])
+        f = _sigmoid(a[H + j])
+        gj = _tanh(a[2 * H + j])
+        o = _sigmoid(a[3 * H + j])
+        g[j] = i
+        g[H + j] = f
+        g[2 * H + j] = gj
+        g[3 * H + j] = o
+        cp[j] = f * c_n[b * H + j] + i * gj  # normalised below
+    rstd_c[sb + b] = _norm_row(cp, H, eps)
+    for j in range(H):
+        cj = cp[j] * gc[j] + bc[j]
+        hj = g[3 * H + j] * _tanh(cj)
+        c_n[b * H + j] = cj
+        cs[(sb + b) * H + j] = cj
+        out[(t * B + b) * H + j] = hj
+        h_next[b * H + j] = hj
+
+
 cdef void _ln_forward_rows(Py_ssize_t t0, Py_ssize_t t1, Py_ssize_t b0, Py_ssize_t b1,
                            Py_ssize_t B, Py_ssize_t H, Py_ssize_t u, Py_ssize_t ring,
                            const floating* gi, const floating* bi, const floating* gh,
@@ -500,67 +553,75 @@ cdef void _ln_forward_rows(Py_ssize_t t0, Py_ssize_t t1, Py_ssize_t b0, Py_ssize
                            floating* gates, floating* cs, floating* c_hat, floating* rstd_c,
                            floating* out, floating* c_n, floating* hbuf, floating* a,
                            fastrnn_steps* shared, bint main_thread) noexcept nogil:
-    """Steps t0..t1-1 of the LayerNorm LSTM for rows b0..b1-1: i_hat holds
-    these steps' normalised input products (row t % ring), hbuf's half t % 2
-    h_{t0-1}, c_n c_{t0-1}.  Step t's saved arrays go to row t % ring; a
-    (4H,) is scratch."""
-    cdef Py_ssize_t GH = 4 * H, rows = b1 - b0, t, b, j, sb
+    """Steps t0..t1-1 of the LayerNorm LSTM for rows b0..b1-1 alone: i_hat
+    holds these steps' normalised input products (row t % ring), hbuf's
+    half t % 2 h_{t0-1}, c_n c_{t0-1}; each step the group's product, then
+    _ln_row for each of its rows."""
+    cdef Py_ssize_t GH = 4 * H, t, b
     cdef floating acc[ROW_BLOCK * 64]
-    cdef floating i, f, gj, o, cj, hj
-    cdef const floating* ih
-    cdef floating* hh
-    cdef floating* g
-    cdef floating* cp
     cdef floating* h_prev
-    cdef floating* h_next
     cdef _SignalClock clock = [0, 1, 1]
     for t in range(t0, t1):
         if not _keep_going(shared, main_thread, &clock):
             return
         h_prev = hbuf + (t % 2) * B * H
-        h_next = hbuf + ((t + 1) % 2) * B * H
-        sb = (t % ring) * B
-        # h_hat = h_{t-1} W_hh^T, every gate, normalised row by row below
-        _packed_product(h_prev + b0 * H, H, rows, P_hh, H, GH, u, h_hat + (sb + b0) * GH, GH,
-                        False, acc)
+        # h_hat = h_{t-1} W_hh^T, every gate, normalised row by row in _ln_row
+        _packed_product(h_prev + b0 * H, H, b1 - b0, P_hh, H, GH, u,
+                        h_hat + ((t % ring) * B + b0) * GH, GH, False, acc)
         for b in range(b0, b1):
-            g = gates + (sb + b) * GH
-            cp = c_hat + (sb + b) * H
-            if t >= lengths[b]:  # frozen: states kept, output zero
-                memset(g, 0, GH * sizeof(floating))
-                memcpy(cs + (sb + b) * H, c_n + b * H, H * sizeof(floating))
-                memset(cp, 0, H * sizeof(floating))
-                memset(out + (t * B + b) * H, 0, H * sizeof(floating))
-                memcpy(h_next + b * H, h_prev + b * H, H * sizeof(floating))
-                rstd_h[sb + b] = 0
-                rstd_c[sb + b] = 0
-                continue
-            ih = i_hat + (sb + b) * GH
-            hh = h_hat + (sb + b) * GH
-            rstd_h[sb + b] = _norm_row(hh, GH, eps)
-            # The pre-activations first, then the gates from them alone: one loop
-            # reading seven arrays and writing two ran scalar (gcc's checks for
-            # their overlap), a third of a (1, 64) step.
-            for j in range(GH):
-                a[j] = ih[j] * gi[j] + bi[j] + hh[j] * gh[j] + bh[j]
-            for j in range(H):
-                i = _sigmoid(a[j])
-                f = _sigmoid(a[H + j])
-                gj = _tanh(a[2 * H + j])
-                o = _sigmoid(a[3 * H + j])
-                g[j] = i
-                g[H + j] = f
-                g[2 * H + j] = gj
-                g[3 * H + j] = o
-                cp[j] = f * c_n[b * H + j] + i * gj  # normalised below
-            rstd_c[sb + b] = _norm_row(cp, H, eps)
-            for j in range(H):
-                cj = cp[j] * gc[j] + bc[j]
-                hj = g[3 * H + j] * _tanh(cj)
-                c_n[b * H + j] = cj
-                cs[(sb + b) * H + j] = cj
-                out[(t * B + b) * H + j] = hj
-                h_next[b * H + j] = hj
+            _ln_row(t, b, B, H, ring, gi, bi, gh, bh, gc, bc, eps, lengths, i_hat, h_hat, rstd_h,
+                    gates, cs, c_hat, rstd_c, out, c_n, h_prev, hbuf + ((t + 1) % 2) * B * H, a)
+
+
+cdef void _ln_forward_shared(fastrnn_steps* steps, int tid, Py_ssize_t n_items, Py_ssize_t t0,
+                             Py_ssize_t t1, Py_ssize_t B, Py_ssize_t H, Py_ssize_t u,
+                             Py_ssize_t ring, const floating* gi, const floating* bi,
+                             const floating* gh, const floating* bh, const floating* gc,
+                             const floating* bc, double eps, const int64_t* lengths,
+                             const floating* P_hh, const floating* i_hat, floating* h_hat,
+                             floating* rstd_h, floating* gates, floating* cs,
+                             floating* c_hat, floating* rstd_c, floating* out, floating* c_n,
+                             floating* hbuf, floating* scratch) noexcept nogil:
+    """Steps t0..t1-1 of the LayerNorm LSTM by the whole team: each step's
+    product split by columns (n_items shares of W_hh's panels, every row),
+    then, once all of it is done, its rows (n_items groups) through _ln_row:
+    two waits a step, but each thread streams only its share of W_hh (the
+    rows' split streams all of it through every thread, every step: W_hh
+    of 16 MB at (64, 1024)).  scratch: a (4H,) row a thread."""
+    cdef Py_ssize_t GH = 4 * H, t, b, k_item, item, p0, p1, n_panels = (GH + u - 1) // u
+    cdef long phase
+    cdef int team = fastrnn_team_size()
+    cdef Py_ssize_t own = tid * n_items // team, mine = (tid + 1) * n_items // team - own
+    cdef floating acc[ROW_BLOCK * 64]
+    cdef floating* h_prev
+    cdef _SignalClock clock = [0, 1, 1]
+    for t in range(t0, t1):
+        h_prev = hbuf + (t % 2) * B * H
+        for phase in range(2 * (t - t0), 2 * (t - t0) + 2):
+            if not fastrnn_steps_wait(steps, phase):
+                return
+            for k_item in range(n_items):
+                # Own items first, then the partners' from the far end.
+                item = (own + k_item if k_item < mine
+                        else (own - 1 - (k_item - mine) + n_items) % n_items)
+                if not fastrnn_steps_claim(steps, item, phase):
+                    continue
+                if phase % 2 == 0:  # the product's columns of panels p0..p1-1
+                    p0 = item * n_panels // n_items
+                    p1 = (item + 1) * n_panels // n_items
+                    if p1 > p0:
+                        _packed_product(h_prev, H, B, P_hh + p0 * H * u, H,
+                                        min(GH, p1 * u) - p0 * u, u,
+                                        h_hat + (t % ring) * B * GH + p0 * u, GH, False, acc)
+                else:
+                    for b in range(item * B // n_items, (item + 1) * B // n_items):
+                        _ln_row(t, b, B, H, ring, gi, bi, gh, bh, gc, bc, eps, lengths, i_hat,
+                                h_hat, rstd_h, gates, cs, c_hat, rstd_c, out, c_n, h_prev,
+                                hbuf + ((t + 1) % 2) * B * H, scratch + tid * GH)
+                fastrnn_steps_done(steps)
+        if tid == 0 and _check_now(&clock) and _interrupted():
+            fastrnn_steps_abort(steps)
+            return
 
 
 def layernorm_forward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
@@ -597,22 +658,28 @@ def layernorm_forward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
     cdef int team = <int>max(1, min(num_threads, B)), pool = _pool_threads()
     cdef int wide = <int>max(1, num_threads)
     cdef Py_ssize_t groups = _row_groups(B, team)
+    # or the team shares each step's product by columns (_ln_forward_shared)
+    cdef bint columns = _ln_share_columns(B, GH, H, team, sizeof(floating))
+    cdef Py_ssize_t n_items = min(B, (GH + u - 1) // u, 4 * <Py_ssize_t>team)
     cdef fastrnn_steps shared
     cdef bint stopped = False
-    # h_{t-1} and h_t (B, H) each; then each group's scratch (4H)
-    cdef floating* hbuf = <floating*>malloc(max(1, 2 * B * H + groups * GH) * sizeof(floating))
+    # h_{t-1} and h_t (B, H) each; then each group's (or thread's) scratch (4H)
+    cdef floating* hbuf = <floating*>malloc(max(1, 2 * B * H + max(groups, team) * GH)
+                                            * sizeof(floating))
+    cdef long* claims = <long*>malloc(max(1, n_items) * sizeof(long))
     cdef floating* P_hh = NULL
     # on one thread, OpenBLAS kept to it too (its pool would spin beside: _solo)
     cdef bint solo = num_threads == 1 and pool > 1 and _blas_local != NULL
     if T == 0 or B == 0:
         free(hbuf)
+        free(claims)
         return
     if solo:
         _blas_local(1)
     try:
         with nogil:
             P_hh = _packed(&W_hh[0, 0], 1, H, H, GH, u)  # W_hh^T (H, 4H) as panels
-        if hbuf == NULL or P_hh == NULL:
+        if hbuf == NULL or P_hh == NULL or claims == NULL:
             raise MemoryError()
         with nogil:
             memcpy(hbuf, &h_n[0, 0], B * H * sizeof(floating))
@@ -621,6 +688,19 @@ def layernorm_forward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
                 _ln_inputs(&x2d[t0 * B, 0], &W_ih[0, 0], (c1 - t0) * B, I, GH, eps,
                            &i_hat[t0 % ring, 0, 0], &rstd_i[t0 % ring, 0],
                            <int>min(wide, (c1 - t0) * B), pool)
+                if columns:
+                    fastrnn_steps_init(&shared, n_items, claims)
+                    with parallel(num_threads=team):
+                        _ln_forward_shared(&shared, threadid(), n_items, t0, c1, B, H, u, ring,
+                                           &gamma_i[0], &beta_i[0], &gamma_h[0], &beta_h[0],
+                                           &gamma_c[0], &beta_c[0], eps, &lengths[0], P_hh,
+                                           &i_hat[0, 0, 0], &h_hat[0, 0, 0], &rstd_h[0, 0],
+                                           &gates[0, 0, 0], &c[0, 0, 0], &c_hat[0, 0, 0],
+                                           &rstd_c[0, 0], &out[0, 0, 0], &c_n[0, 0], hbuf,
+                                           hbuf + 2 * B * H)
+                    stopped = fastrnn_steps_aborted(&shared)
+                    t0 = c1
+                    continue
                 fastrnn_steps_init(&shared, 0, NULL)
                 for grp in prange(groups, schedule="dynamic", num_threads=team):
                     _ln_forward_rows(t0, c1, grp * B // groups, (grp + 1) * B // groups, B, H, u,
@@ -635,11 +715,68 @@ def layernorm_forward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
             memcpy(&h_n[0, 0], hbuf + (T % 2) * B * H, B * H * sizeof(floating))
     finally:
         free(hbuf)
+        free(claims)
         free(P_hh)
         if solo:
             _blas_local(pool)
     if stopped:
         _raise_pending()
+
+
+cdef inline void _ln_row_backward(Py_ssize_t t, Py_ssize_t b, Py_ssize_t B, Py_ssize_t H,
+                                  const int64_t* lengths, const floating* gh,
+                                  const floating* gc, const floating* c0, const floating* cs,
+                                  const floating* gates, const floating* h_hat,
+                                  const floating* rstd_h, const floating* c_hat,
+                                  const floating* rstd_c, const floating* d_out, floating* da,
+                                  floating* dah, const floating* dh, floating* dc,
+                                  floating* row, floating* sums) noexcept nogil:
+    """Row b of BPTT's step t, from dh, dc = dL/dh_t, dL/dc_t (dc left as
+    dL/dc_{t-1}; dh for the product to replace): da (the gates'
+    pre-activations) and dah (the recurrent product's, before its
+    LayerNorm), zero past the length.  row (2H,) is scratch; sums (2*4H +
+    2*H,) takes the row's shares of the gradients of gamma_h, beta_h,
+    gamma_c, beta_c."""
+    cdef Py_ssize_t GH = 4 * H, j, tb = t * B + b
+    cdef floating i, f, gj, o, tc, dhj, dcj, dp
+    cdef const floating* g = gates + tb * GH
+    cdef const floating* cp
+    cdef floating* ad = da + tb * GH
+    cdef floating* dct = row
+    cdef floating* dpr = row + H
+    cdef floating* dgh = sums
+    cdef floating* dbh = sums + GH
+    cdef floating* dgc = sums + 2 * GH
+    cdef floating* dbc = sums + 2 * GH + H
+    if t >= lengths[b]:  # frozen: dh, dc pass through
+        memset(ad, 0, GH * sizeof(floating))
+        memset(dah + tb * GH, 0, GH * sizeof(floating))
+        return
+    # dc_t, then back through LN_c: dpr = dL/d(f c_{t-1} + i g)
+    for j in range(H):
+        o = g[3 * H + j]
+        tc = _tanh(cs[tb * H + j])
+        dhj = dh[b * H + j] + d_out[tb * H + j]
+        ad[3 * H + j] = dhj * tc * o * (<floating>1 - o)
+        dcj = dc[b * H + j] + dhj * o * (<floating>1 - tc * tc)
+        dct[j] = dcj
+        dgc[j] += dcj * c_hat[tb * H + j]
+        dbc[j] += dcj
+    _norm_row_backward(dct, gc, c_hat + tb * H, rstd_c[tb], dpr, H)
+    cp = cs + (tb - B) * H if t > 0 else c0 + b * H
+    for j in range(H):
+        i = g[j]
+        f = g[H + j]
+        gj = g[2 * H + j]
+        dp = dpr[j]
+        ad[j] = dp * gj * i * (<floating>1 - i)
+        ad[H + j] = dp * cp[j] * f * (<floating>1 - f)
+        ad[2 * H + j] = dp * i * (<floating>1 - gj * gj)
+        dc[b * H + j] = dp * f  # dL/dc_{t-1}
+    for j in range(GH):
+        dgh[j] += ad[j] * h_hat[tb * GH + j]
+        dbh[j] += ad[j]
+    _norm_row_backward(ad, gh, h_hat + tb * GH, rstd_h[tb], dah + tb * GH, GH)
 
 
 cdef void _ln_backward_rows(Py_ssize_t t0, Py_ssize_t t1, Py_ssize_t b0, Py_ssize_t b1,
@@ -651,67 +788,76 @@ cdef void _ln_backward_rows(Py_ssize_t t0, Py_ssize_t t1, Py_ssize_t b0, Py_ssiz
                             const floating* d_out, floating* da, floating* dah, floating* dh,
                             floating* dc, floating* work, floating* row, floating* sums,
                             fastrnn_steps* shared, bint main_thread) noexcept nogil:
-    """Steps t1-1 down to t0 of BPTT for rows b0..b1-1, from dh, dc =
-    dL/dh, dL/dc of step t1-1 (left as those of step t0-1): each step's da
-    (the gates' pre-activations) and dah (the recurrent product's, before
-    its LayerNorm), zero past a length.  row (2H,) is scratch; sums (2*4H +
-    2*H,) takes this group's shares of the gradients of gamma_h, beta_h,
-    gamma_c, beta_c."""
-    cdef Py_ssize_t GH = 4 * H, rows = b1 - b0, t, b, j, tb
+    """Steps t1-1 down to t0 of BPTT for rows b0..b1-1 alone, from dh, dc =
+    dL/dh, dL/dc of step t1-1 (left as those of step t0-1): each step's rows
+    (_ln_row_backward), then dL/dh_{t-1} = dah_t W_hh for them."""
+    cdef Py_ssize_t GH = 4 * H, t, b
     cdef floating acc[ROW_BLOCK * 64]
-    cdef floating i, f, gj, o, tc, dhj, dcj, dp
-    cdef const floating* g
-    cdef const floating* cp
-    cdef floating* ad
-    cdef floating* dct = row
-    cdef floating* dpr = row + H
-    cdef floating* dgh = sums
-    cdef floating* dbh = sums + GH
-    cdef floating* dgc = sums + 2 * GH
-    cdef floating* dbc = sums + 2 * GH + H
     cdef _SignalClock clock = [0, 1, 1]
     for t in range(t1 - 1, t0 - 1, -1):
         if not _keep_going(shared, main_thread, &clock):
             return
         for b in range(b0, b1):
-            tb = t * B + b
-            ad = da + tb * GH
-            if t >= lengths[b]:  # frozen: dh, dc pass through
-                memset(ad, 0, GH * sizeof(floating))
-                memset(dah + tb * GH, 0, GH * sizeof(floating))
-                continue
-            g = gates + tb * GH
-            # dc_t, then back through LN_c: dpr = dL/d(f c_{t-1} + i g)
-            for j in range(H):
-                o = g[3 * H + j]
-                tc = _tanh(cs[tb * H + j])
-                dhj = dh[b * H + j] + d_out[tb * H + j]
-                ad[3 * H + j] = dhj * tc * o * (<floating>1 - o)
-                dcj = dc[b * H + j] + dhj * o * (<floating>1 - tc * tc)
-                dct[j] = dcj
-                dgc[j] += dcj * c_hat[tb * H + j]
-                dbc[j] += dcj
-            _norm_row_backward(dct, gc, c_hat + tb * H, rstd_c[tb], dpr, H)
-            cp = cs + (tb - B) * H if t > 0 else c0 + b * H
-            for j in range(H):
-                i = g[j]
-                f = g[H + j]
-                gj = g[2 * H + j]
-                dp = dpr[j]
-                ad[j] = dp * gj * i * (<floating>1 - i)
-                ad[H + j] = dp * cp[j] * f * (<floating>1 - f)
-                ad[2 * H + j] = dp * i * (<floating>1 - gj * gj)
-                dc[b * H + j] = dp * f  # dL/dc_{t-1}
-            for j in range(GH):
-                dgh[j] += ad[j] * h_hat[tb * GH + j]
-                dbh[j] += ad[j]
-            _norm_row_backward(ad, gh, h_hat + tb * GH, rstd_h[tb], dah + tb * GH, GH)
-        # dL/dh_{t-1} = dah_t W_hh
-        _packed_product(dah + (t * B + b0) * GH, GH, rows, P_hh, GH, H, u, work + b0 * H, H,
+            _ln_row_backward(t, b, B, H, lengths, gh, gc, c0, cs, gates, h_hat, rstd_h, c_hat,
+                             rstd_c, d_out, da, dah, dh, dc, row, sums)
+        _packed_product(dah + (t * B + b0) * GH, GH, b1 - b0, P_hh, GH, H, u, work + b0 * H, H,
                         False, acc)
         for b in range(b0, b1):
             if t < lengths[b]:
                 memcpy(dh + b * H, work + b * H, H * sizeof(floating))
+
+
+cdef void _ln_backward_shared(fastrnn_steps* steps, int tid, Py_ssize_t n_items, Py_ssize_t T,
+                              Py_ssize_t B, Py_ssize_t H, Py_ssize_t u,
+                              const int64_t* lengths, const floating* P_hh,
+                              const floating* gh, const floating* gc, const floating* c0,
+                              const floating* cs, const floating* gates,
+                              const floating* h_hat, const floating* rstd_h,
+                              const floating* c_hat, const floating* rstd_c,
+                              const floating* d_out, floating* da, floating* dah, floating* dh,
+                              floating* dc, floating* work, floating* slots) noexcept nogil:
+    """BPTT by the whole team, as _ln_forward_shared runs the forward: each
+    step's rows in n_items groups (_ln_row_backward), then, once all are
+    done, dL/dh_{t-1} = dah_t W_hh split by columns (n_items shares of the
+    panels of W_hh's H columns, every row).  slots: a thread's parameter
+    sums (2*4H + 2*H) and scratch row (2H), a slot a thread."""
+    cdef Py_ssize_t GH = 4 * H, t, b, k_item, item, p0, p1, n_panels = (H + u - 1) // u, j
+    cdef Py_ssize_t n_sums = 2 * GH + 2 * H
+    cdef floating* slot = slots + tid * (n_sums + 2 * H)
+    cdef long phase
+    cdef int team = fastrnn_team_size()
+    cdef Py_ssize_t own = tid * n_items // team, mine = (tid + 1) * n_items // team - own
+    cdef floating acc[ROW_BLOCK * 64]
+    cdef _SignalClock clock = [0, 1, 1]
+    for t in range(T - 1, -1, -1):
+        for phase in range(2 * (T - 1 - t), 2 * (T - 1 - t) + 2):
+            if not fastrnn_steps_wait(steps, phase):
+                return
+            for k_item in range(n_items):
+                item = (own + k_item if k_item < mine
+                        else (own - 1 - (k_item - mine) + n_items) % n_items)
+                if not fastrnn_steps_claim(steps, item, phase):
+                    continue
+                if phase % 2 == 0:
+                    for b in range(item * B // n_items, (item + 1) * B // n_items):
+                        _ln_row_backward(t, b, B, H, lengths, gh, gc, c0, cs, gates, h_hat,
+                                         rstd_h, c_hat, rstd_c, d_out, da, dah, dh, dc,
+                                         slot + n_sums, slot)
+                else:  # dh's columns of panels p0..p1-1, every row
+                    p0 = item * n_panels // n_items
+                    p1 = (item + 1) * n_panels // n_items
+                    if p1 > p0:
+                        _packed_product(dah + t * B * GH, GH, B, P_hh + p0 * GH * u, GH,
+                                        min(H, p1 * u) - p0 * u, u, work + p0 * u, H, False,
+                                        acc)
+                        for b in range(B):
+                            if t < lengths[b]:
+                                for j in range(p0 * u, min(H, p1 * u)):
+                                    dh[b * H + j] = work[b * H + j]
+                fastrnn_steps_done(steps)
+        if tid == 0 and _check_now(&clock) and _interrupted():
+            fastrnn_steps_abort(steps)
+            return
 
 
 def layernorm_backward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
@@ -745,12 +891,18 @@ def layernorm_backward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
     cdef int team = <int>max(1, min(num_threads, B)), pool = _pool_threads()
     cdef int wide = <int>max(1, num_threads)  # the passes over all T*B rows, and the GEMMs
     cdef Py_ssize_t groups = _row_groups(B, team)
+    # or each step's product shared by columns, as in layernorm_forward
+    cdef bint columns = _ln_share_columns(B, GH, H, team, sizeof(floating))
+    cdef Py_ssize_t n_items = min(B, (H + u - 1) // u, 4 * <Py_ssize_t>team)
+    cdef Py_ssize_t n_slots = max(groups, <Py_ssize_t>team)
     cdef fastrnn_steps shared
     cdef bint stopped = False
     cdef floating* P_hh = NULL
-    # per group: its sums, its scratch row (2H); then a work (B, H) and 2 * GH bias scratch
+    # per group (or thread): its sums, its scratch row (2H); then a work (B, H)
+    # and 2 * GH bias scratch
     cdef floating* spare = NULL
     cdef floating* work
+    cdef long* claims = NULL
     dgamma_i[:] = 0
     dbeta_i[:] = 0
     dgamma_h[:] = 0
@@ -763,30 +915,41 @@ def layernorm_backward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
         dW_hh[:, :] = 0
         return
     cdef bint solo = num_threads == 1 and pool > 1 and _blas_local != NULL
-    spare = <floating*>calloc(groups * (n_sums + 2 * H) + B * H + 2 * GH, sizeof(floating))
-    work = spare + groups * (n_sums + 2 * H)
+    spare = <floating*>calloc(n_slots * (n_sums + 2 * H) + B * H + 2 * GH, sizeof(floating))
+    work = spare + n_slots * (n_sums + 2 * H)
+    claims = <long*>malloc(max(1, n_items) * sizeof(long))
     if solo:
         _blas_local(1)
     try:
         with nogil:
             P_hh = _packed(&W_hh[0, 0], H, 1, GH, H, u)  # W_hh (4H, H) as panels
-        if spare == NULL or P_hh == NULL:
+        if spare == NULL or P_hh == NULL or claims == NULL:
             raise MemoryError()
         with nogil:
-            fastrnn_steps_init(&shared, 0, NULL)
-            for grp in prange(groups, schedule="dynamic", num_threads=team):
-                _ln_backward_rows(0, T, grp * B // groups, (grp + 1) * B // groups, B, H, u,
-                                  &lengths[0], P_hh, &gamma_h[0], &gamma_c[0], &c0[0, 0],
-                                  &c[0, 0, 0], &gates[0, 0, 0], &h_hat[0, 0, 0], &rstd_h[0, 0],
-                                  &c_hat[0, 0, 0], &rstd_c[0, 0], &d_out[0, 0, 0],
-                                  &da[0, 0, 0], &dah[0, 0, 0], &dh[0, 0], &dc[0, 0], work,
-                                  spare + grp * (n_sums + 2 * H) + n_sums,
-                                  spare + grp * (n_sums + 2 * H), &shared, threadid() == 0)
+            if columns:
+                fastrnn_steps_init(&shared, n_items, claims)
+                with parallel(num_threads=team):
+                    _ln_backward_shared(&shared, threadid(), n_items, T, B, H, u, &lengths[0],
+                                        P_hh, &gamma_h[0], &gamma_c[0], &c0[0, 0], &c[0, 0, 0],
+                                        &gates[0, 0, 0], &h_hat[0, 0, 0], &rstd_h[0, 0],
+                                        &c_hat[0, 0, 0], &rstd_c[0, 0], &d_out[0, 0, 0],
+                                        &da[0, 0, 0], &dah[0, 0, 0], &dh[0, 0], &dc[0, 0], work,
+                                        spare)
+            else:
+                fastrnn_steps_init(&shared, 0, NULL)
+                for grp in prange(groups, schedule="dynamic", num_threads=team):
+                    _ln_backward_rows(0, T, grp * B // groups, (grp + 1) * B // groups, B, H, u,
+                                      &lengths[0], P_hh, &gamma_h[0], &gamma_c[0], &c0[0, 0],
+                                      &c[0, 0, 0], &gates[0, 0, 0], &h_hat[0, 0, 0],
+                                      &rstd_h[0, 0], &c_hat[0, 0, 0], &rstd_c[0, 0],
+                                      &d_out[0, 0, 0], &da[0, 0, 0], &dah[0, 0, 0], &dh[0, 0],
+                                      &dc[0, 0], work, spare + grp * (n_sums + 2 * H) + n_sums,
+                                      spare + grp * (n_sums + 2 * H), &shared, threadid() == 0)
             stopped = fastrnn_steps_aborted(&shared)
         if stopped:
             _raise_pending()
         with nogil:
-            for grp in range(groups):
+            for grp in range(n_slots):
                 k = grp * (n_sums + 2 * H)
                 for j in range(GH):
                     dgamma_h[j] += spare[k + j]
@@ -800,5 +963,6 @@ def layernorm_backward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
     finally:
         free(P_hh)
         free(spare)
+        free(claims)
         if solo:
             _blas_local(pool)

@@ -480,3 +480,34 @@ def test_backend_none_is_the_fastest_and_the_backward_follows_the_cache(cell, mo
     assert len(calls) == 1 and calls[0] is np_cache
     for g in c.grads:
         assert_scaled_close(getattr(fast, g), getattr(slow, g), 1e-10, name=g)
+
+
+# ---- the Cython LSTM's team sharing each step's product by columns -----------------
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
+def test_cython_lstm_columns_split_matches_the_reference(dtype):
+    """Where W_hh outgrows L2 (H = 1024) the Cython LayerNorm LSTM's threads
+    share each step's product by columns and then its rows; forced here at
+    a small size (B = 16 rows, enough for two threads' shares)."""
+    if "cython" not in FAST["lstm"] or fastrnn.get_num_threads() < 2:
+        pytest.skip("needs the Cython backend and two threads (the split is a team's)")
+    from fastrnn._backends import kernels
+
+    module = kernels("cython", "lstm")
+    c = CELLS["lstm"]
+    T, B, I, H = 6, 16, 64, 64  # B * 4H * (I + H) = 2**19: the engine's two threads
+    p = make_problem("lstm", T, B, I, H, dtype, lengths=some_lengths(T, B), seed=21)
+    ups = make_upstream("lstm", T, B, H, dtype, seed=22)
+    want, ref_cache = c.forward("reference", as_float64(p))
+    want_grads = c.backward(as_float64(ups), ref_cache, R)
+    module._set_ln_columns(1)
+    try:
+        got, cache = c.forward("cython", p)
+        grads = c.backward(ups, cache)
+    finally:
+        module._set_ln_columns(-1)
+    rtol, atol = (1e-10, 0.0) if dtype == np.float64 else (1e-4, 1e-6)
+    for name in c.outputs:
+        assert_scaled_close(got[name], want[name], rtol, atol, name)
+    for g in c.grads:
+        assert_scaled_close(getattr(grads, g), getattr(want_grads, g), rtol, atol, g)
