@@ -166,13 +166,17 @@ def layernorm_lstm_forward(x, h0, c0, W_ih, W_hh, gamma_i=None, beta_i=None, gam
     T, B, H, dtype = p.T, p.B, p.H, p.dtype
     h0_, c0_ = h.copy(), c.copy()
     chunk = _chunk(T, B)
-    ring = T if training else chunk
-    # (empty: the kernels write every row of a step they run, and an
-    # inference's ring rows past its last step are never read)
+    # Rows of steps kept: all T in training; in inference a chunk's input
+    # products, and (Cython) one step of the rest (the fewer fresh pages, the
+    # faster a short call).  Empty: the kernels write every row of a step
+    # they run, and an inference's rows past its last step are never read.
+    iring = T if training else chunk
+    ring = T if training else (1 if backend == "cython" else chunk)
     out = np.empty((T, B, H), dtype)
-    gates, i_hat, h_hat = (np.empty((ring, B, 4 * H), dtype) for _ in range(3))
+    i_hat, rstd_i = np.empty((iring, B, 4 * H), dtype), np.empty((iring, B), dtype)
+    gates, h_hat = np.empty((ring, B, 4 * H), dtype), np.empty((ring, B, 4 * H), dtype)
     cs, c_hat = np.empty((ring, B, H), dtype), np.empty((ring, B, H), dtype)
-    rstd_i, rstd_h, rstd_c = (np.empty((ring, B), dtype) for _ in range(3))
+    rstd_h, rstd_c = np.empty((ring, B), dtype), np.empty((ring, B), dtype)
     if backend == "cython":
         threads = _tuning.engine_threads("cython", B, p.I, H, 4 * H, get_num_threads())
         k.layernorm_forward(x2d, Wi, Wh, *params, lens, p.eps, threads, h, c, out,
@@ -280,11 +284,12 @@ def layernorm_gru_forward(x, h0, W_ih, W_hh, gamma_i=None, beta_i=None, gamma_h=
     T, B, H, dtype = p.T, p.B, p.H, p.dtype
     h0_ = h.copy()
     chunk = _chunk(T, B)
-    ring = T if training else chunk
-    out = np.empty((T, B, H), dtype)  # (empty: as in layernorm_lstm_forward)
-    gates, i_hat, h_hat = (np.empty((ring, B, 3 * H), dtype) for _ in range(3))
-    hn = np.empty((ring, B, H), dtype)
-    rstd_i, rstd_h = np.empty((ring, B), dtype), np.empty((ring, B), dtype)
+    iring = T if training else chunk  # as in layernorm_lstm_forward
+    ring = T if training else (1 if backend == "cython" else chunk)
+    out = np.empty((T, B, H), dtype)
+    i_hat, rstd_i = np.empty((iring, B, 3 * H), dtype), np.empty((iring, B), dtype)
+    gates, h_hat = np.empty((ring, B, 3 * H), dtype), np.empty((ring, B, 3 * H), dtype)
+    hn, rstd_h = np.empty((ring, B, H), dtype), np.empty((ring, B), dtype)
     if backend == "cython":
         threads = _tuning.engine_threads("cython", B, p.I, H, 3 * H, get_num_threads())
         k.layernorm_forward(x2d, Wi, Wh, *params, lens, p.eps, threads, h, out, gates, hn,

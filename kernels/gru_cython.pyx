@@ -422,14 +422,15 @@ def backward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
 
 cdef void _ln_forward_rows(Py_ssize_t t0, Py_ssize_t t1, Py_ssize_t b0, Py_ssize_t b1,
                            Py_ssize_t B, Py_ssize_t H, Py_ssize_t u, Py_ssize_t ring,
-                           const floating* gi, const floating* bi, const floating* gh,
-                           const floating* bh, double eps, const int64_t* lengths,
+                           Py_ssize_t iring, const floating* gi, const floating* bi,
+                           const floating* gh, const floating* bh, double eps,
+                           const int64_t* lengths,
                            const floating* P_hh, const floating* i_hat, floating* h_hat,
                            floating* rstd_h, floating* gates, floating* hn, floating* out,
                            floating* hbuf, floating* a, fastrnn_steps* shared,
                            bint main_thread) noexcept nogil:
     """Steps t0..t1-1 of the LayerNorm GRU for rows b0..b1-1: i_hat holds
-    these steps' normalised input products (row t % ring), hbuf's half t % 2
+    these steps' normalised input products (row t % iring), hbuf's half t % 2
     h_{t0-1}.  Step t's gates (r, z, n), hn (the normalised recurrent n
     block, what r multiplies), h_hat and rstd_h go to row t % ring; a (3H,)
     is scratch."""
@@ -461,7 +462,7 @@ cdef void _ln_forward_rows(Py_ssize_t t0, Py_ssize_t t1, Py_ssize_t b0, Py_ssize
                 memcpy(h_next + b * H, h_prev + b * H, H * sizeof(floating))
                 rstd_h[sb + b] = 0
                 continue
-            ih = i_hat + (sb + b) * GH
+            ih = i_hat + ((t % iring) * B + b) * GH
             hh = h_hat + (sb + b) * GH
             rstd_h[sb + b] = _norm_row(hh, GH, eps)
             # r, z's pre-activations; xn in a's n block, hn apart (as the LSTM's, in
@@ -500,12 +501,14 @@ def layernorm_forward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
              and beta (3H,), lengths (B,) int64, eps, num_threads; h_n (B, H)
              holds h0.
     Outputs (overwritten): out (T, B, H), h_n; with S rows of steps (S = T
-             in training, a chunk in inference; step t in row t % S): gates
-             (S, B, 3H) r, z, n, hn (S, B, H), i_hat and h_hat (S, B, 3H),
-             rstd_i, rstd_h (S, B).
+             in training, 1 in inference; step t in row t % S): gates (S, B,
+             3H) r, z, n, hn (S, B, H), h_hat (S, B, 3H), rstd_h (S, B); with
+             S' >= S rows (T, or a chunk in inference): i_hat (S', B, 3H),
+             rstd_i (S', B).
     """
     cdef Py_ssize_t B = h_n.shape[0], H = h_n.shape[1], I = x2d.shape[1]
     cdef Py_ssize_t T = x2d.shape[0] // B if B else 0, GH = 3 * H, ring = gates.shape[0]
+    cdef Py_ssize_t iring = i_hat.shape[0]  # as in lstm_cython.pyx's layernorm_forward
     cdef Py_ssize_t u = _lanes(<floating*>NULL) * 4, t0 = 0, c1, grp
     cdef int team = <int>max(1, min(num_threads, B)), pool = _pool_threads()
     cdef int wide = <int>max(1, num_threads)
@@ -528,14 +531,14 @@ def layernorm_forward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
         with nogil:
             memcpy(hbuf, &h_n[0, 0], B * H * sizeof(floating))
             while t0 < T and not stopped:
-                c1 = min(T, t0 + ring)
+                c1 = min(T, t0 + iring)
                 _ln_inputs(&x2d[t0 * B, 0], &W_ih[0, 0], (c1 - t0) * B, I, GH, eps,
-                           &i_hat[t0 % ring, 0, 0], &rstd_i[t0 % ring, 0],
+                           &i_hat[t0 % iring, 0, 0], &rstd_i[t0 % iring, 0],
                            <int>min(wide, (c1 - t0) * B), pool)
                 fastrnn_steps_init(&shared, 0, NULL)
                 for grp in prange(groups, schedule="dynamic", num_threads=team):
                     _ln_forward_rows(t0, c1, grp * B // groups, (grp + 1) * B // groups, B, H, u,
-                                     ring, &gamma_i[0], &beta_i[0], &gamma_h[0], &beta_h[0], eps,
+                                     ring, iring, &gamma_i[0], &beta_i[0], &gamma_h[0], &beta_h[0], eps,
                                      &lengths[0], P_hh, &i_hat[0, 0, 0], &h_hat[0, 0, 0],
                                      &rstd_h[0, 0], &gates[0, 0, 0], &hn[0, 0, 0], &out[0, 0, 0],
                                      hbuf, hbuf + 2 * B * H + grp * GH, &shared, threadid() == 0)

@@ -492,7 +492,7 @@ def backward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
 
 
 cdef inline void _ln_row(Py_ssize_t t, Py_ssize_t b, Py_ssize_t B, Py_ssize_t H,
-                         Py_ssize_t ring, const floating* gi, const floating* bi,
+                         Py_ssize_t ring, Py_ssize_t iring, const floating* gi, const floating* bi,
                          const floating* gh, const floating* bh, const floating* gc,
                          const floating* bc, double eps, const int64_t* lengths,
                          const floating* i_hat, floating* h_hat, floating* rstd_h,
@@ -501,11 +501,11 @@ cdef inline void _ln_row(Py_ssize_t t, Py_ssize_t b, Py_ssize_t B, Py_ssize_t H,
                          floating* h_next, floating* a) noexcept nogil:
     """Row b of step t after its recurrent product (h_hat's row, not yet
     normalised): the recurrent LayerNorm, the gates, the cell state's
-    LayerNorm, h_t.  Step t's saved arrays go to row t % ring; a (4H,) is
-    scratch."""
+    LayerNorm, h_t.  Step t's saved arrays go to row t % ring, its input
+    product is row t % iring of i_hat; a (4H,) is scratch."""
     cdef Py_ssize_t GH = 4 * H, j, sb = (t % ring) * B
     cdef floating i, f, gj, o, cj, hj
-    cdef const floating* ih = i_hat + (sb + b) * GH
+    cdef const floating* ih = i_hat + ((t % iring) * B + b) * GH
     cdef floating* hh = h_hat + (sb + b) * GH
     cdef floating* g = gates + (sb + b) * GH
     cdef floating* cp = c_hat + (sb + b) * H
@@ -546,15 +546,15 @@ cdef inline void _ln_row(Py_ssize_t t, Py_ssize_t b, Py_ssize_t B, Py_ssize_t H,
 
 cdef void _ln_forward_rows(Py_ssize_t t0, Py_ssize_t t1, Py_ssize_t b0, Py_ssize_t b1,
                            Py_ssize_t B, Py_ssize_t H, Py_ssize_t u, Py_ssize_t ring,
-                           const floating* gi, const floating* bi, const floating* gh,
-                           const floating* bh, const floating* gc, const floating* bc,
-                           double eps, const int64_t* lengths, const floating* P_hh,
-                           const floating* i_hat, floating* h_hat, floating* rstd_h,
-                           floating* gates, floating* cs, floating* c_hat, floating* rstd_c,
-                           floating* out, floating* c_n, floating* hbuf, floating* a,
-                           fastrnn_steps* shared, bint main_thread) noexcept nogil:
+                           Py_ssize_t iring, const floating* gi, const floating* bi,
+                           const floating* gh, const floating* bh, const floating* gc,
+                           const floating* bc, double eps, const int64_t* lengths,
+                           const floating* P_hh, const floating* i_hat, floating* h_hat,
+                           floating* rstd_h, floating* gates, floating* cs, floating* c_hat,
+                           floating* rstd_c, floating* out, floating* c_n, floating* hbuf,
+                           floating* a, fastrnn_steps* shared, bint main_thread) noexcept nogil:
     """Steps t0..t1-1 of the LayerNorm LSTM for rows b0..b1-1 alone: i_hat
-    holds these steps' normalised input products (row t % ring), hbuf's
+    holds these steps' normalised input products (row t % iring), hbuf's
     half t % 2 h_{t0-1}, c_n c_{t0-1}; each step the group's product, then
     _ln_row for each of its rows."""
     cdef Py_ssize_t GH = 4 * H, t, b
@@ -569,13 +569,15 @@ cdef void _ln_forward_rows(Py_ssize_t t0, Py_ssize_t t1, Py_ssize_t b0, Py_ssize
         _packed_product(h_prev + b0 * H, H, b1 - b0, P_hh, H, GH, u,
                         h_hat + ((t % ring) * B + b0) * GH, GH, False, acc)
         for b in range(b0, b1):
-            _ln_row(t, b, B, H, ring, gi, bi, gh, bh, gc, bc, eps, lengths, i_hat, h_hat, rstd_h,
-                    gates, cs, c_hat, rstd_c, out, c_n, h_prev, hbuf + ((t + 1) % 2) * B * H, a)
+            _ln_row(t, b, B, H, ring, iring, gi, bi, gh, bh, gc, bc, eps, lengths, i_hat, h_hat,
+                    rstd_h, gates, cs, c_hat, rstd_c, out, c_n, h_prev,
+                    hbuf + ((t + 1) % 2) * B * H, a)
 
 
 cdef void _ln_forward_shared(fastrnn_steps* steps, int tid, Py_ssize_t n_items, Py_ssize_t t0,
                              Py_ssize_t t1, Py_ssize_t B, Py_ssize_t H, Py_ssize_t u,
-                             Py_ssize_t ring, const floating* gi, const floating* bi,
+                             Py_ssize_t ring, Py_ssize_t iring, const floating* gi,
+                             const floating* bi,
                              const floating* gh, const floating* bh, const floating* gc,
                              const floating* bc, double eps, const int64_t* lengths,
                              const floating* P_hh, const floating* i_hat, floating* h_hat,
@@ -615,7 +617,8 @@ cdef void _ln_forward_shared(fastrnn_steps* steps, int tid, Py_ssize_t n_items, 
                                         h_hat + (t % ring) * B * GH + p0 * u, GH, False, acc)
                 else:
                     for b in range(item * B // n_items, (item + 1) * B // n_items):
-                        _ln_row(t, b, B, H, ring, gi, bi, gh, bh, gc, bc, eps, lengths, i_hat,
+                        _ln_row(t, b, B, H, ring, iring, gi, bi, gh, bh, gc, bc, eps, lengths,
+                                i_hat,
                                 h_hat, rstd_h, gates, cs, c_hat, rstd_c, out, c_n, h_prev,
                                 hbuf + ((t + 1) % 2) * B * H, scratch + tid * GH)
                 fastrnn_steps_done(steps)
@@ -643,13 +646,16 @@ def layernorm_forward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
              eps, num_threads; h_n, c_n (B, H) hold h0, c0.
     Outputs (overwritten): out (T, B, H), h_n, c_n the states after each
              sequence's last step; and with S rows of steps (S = T in
-             training, a chunk in inference, step t in row t % S): gates
-             (S, B, 4H) activated, c (S, B, H) c_t, i_hat and h_hat (S, B,
-             4H) the normalised products, c_hat (S, B, H) the normalised
-             f c_{t-1} + i g, rstd_* (S, B) their 1 / sqrt(var + eps).
+             training, 1 in inference, step t in row t % S): gates (S, B,
+             4H) activated, c (S, B, H) c_t, h_hat (S, B, 4H) the normalised
+             recurrent product, c_hat (S, B, H) the normalised f c_{t-1} +
+             i g, rstd_h and rstd_c (S, B) their 1 / sqrt(var + eps); with
+             S' rows (T in training, a chunk in inference, S' >= S), i_hat
+             (S', B, 4H) and rstd_i (S', B), the input product's.
     """
     cdef Py_ssize_t B = h_n.shape[0], H = h_n.shape[1], I = x2d.shape[1]
     cdef Py_ssize_t T = x2d.shape[0] // B if B else 0, GH = 4 * H, ring = gates.shape[0]
+    cdef Py_ssize_t iring = i_hat.shape[0]  # the chunk's input products: as many steps or more
     # panels of 4 vectors: a (1, 64) step's product ran latency-bound on tiles of 2
     cdef Py_ssize_t u = _lanes(<floating*>NULL) * 4, t0 = 0, c1, grp
     # the steps' team: a thread per group of rows; the GEMMs' and row passes': all
@@ -684,15 +690,15 @@ def layernorm_forward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
         with nogil:
             memcpy(hbuf, &h_n[0, 0], B * H * sizeof(floating))
             while t0 < T and not stopped:
-                c1 = min(T, t0 + ring)
+                c1 = min(T, t0 + iring)
                 _ln_inputs(&x2d[t0 * B, 0], &W_ih[0, 0], (c1 - t0) * B, I, GH, eps,
-                           &i_hat[t0 % ring, 0, 0], &rstd_i[t0 % ring, 0],
+                           &i_hat[t0 % iring, 0, 0], &rstd_i[t0 % iring, 0],
                            <int>min(wide, (c1 - t0) * B), pool)
                 if columns:
                     fastrnn_steps_init(&shared, n_items, claims)
                     with parallel(num_threads=team):
                         _ln_forward_shared(&shared, threadid(), n_items, t0, c1, B, H, u, ring,
-                                           &gamma_i[0], &beta_i[0], &gamma_h[0], &beta_h[0],
+                                           iring, &gamma_i[0], &beta_i[0], &gamma_h[0], &beta_h[0],
                                            &gamma_c[0], &beta_c[0], eps, &lengths[0], P_hh,
                                            &i_hat[0, 0, 0], &h_hat[0, 0, 0], &rstd_h[0, 0],
                                            &gates[0, 0, 0], &c[0, 0, 0], &c_hat[0, 0, 0],
@@ -704,7 +710,7 @@ def layernorm_forward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
                 fastrnn_steps_init(&shared, 0, NULL)
                 for grp in prange(groups, schedule="dynamic", num_threads=team):
                     _ln_forward_rows(t0, c1, grp * B // groups, (grp + 1) * B // groups, B, H, u,
-                                     ring, &gamma_i[0], &beta_i[0], &gamma_h[0], &beta_h[0],
+                                     ring, iring, &gamma_i[0], &beta_i[0], &gamma_h[0], &beta_h[0],
                                      &gamma_c[0], &beta_c[0], eps, &lengths[0], P_hh,
                                      &i_hat[0, 0, 0], &h_hat[0, 0, 0], &rstd_h[0, 0],
                                      &gates[0, 0, 0], &c[0, 0, 0], &c_hat[0, 0, 0],
