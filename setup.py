@@ -81,7 +81,7 @@ print(f"fastrnn build: openmp={OPENMP} debug={DEBUG} levels={','.join(LEVELS)}",
 # _build (how the kernels were built, what the CPU runs) and _matmul
 # (fastrnn.training.Linear's products on fastrnn's threads).
 CELLS = runpy.run_path(os.path.join(HERE, "fastrnn", "_spec.py"))["CELLS"]
-CELL_MODULES = [f"{cell}_cython" for cell in CELLS]
+CELL_MODULES = [f"{cell}_cython" for cell in CELLS] + ["cell_cython"]  # + user cells
 MODULES = ["_build", "_matmul", *CELL_MODULES]
 # Cython's memoryview code, about a third of each kernel module's compile time,
 # is generated once into this shared module instead of into every module.

@@ -50,7 +50,7 @@ from .layers import _param_kind, reverse_within_lengths
 from .quantization import QuantizedWeight, quantize_weight
 
 __all__ = ["RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell", "LayerNormLSTM",
-           "LayerNormGRU", "convert", "quantize_dynamic"]
+           "LayerNormGRU", "CellRNN", "convert", "quantize_dynamic"]
 
 _DTYPES = (torch.float32, torch.float64, torch.bfloat16)
 # What torch's modules return under torch.autocast("cpu", dtype=torch.bfloat16)
@@ -647,3 +647,112 @@ class LayerNormGRU(_LayerNormRecurrent):
     ``output, h_n``, as torch.nn.GRU."""
 
     _cell = "layernorm_gru"
+
+
+# --- cells written by the user (fastrnn.cells) ------------------------------------
+
+
+class _CellSequence(torch.autograd.Function):
+    """A user cell over a sequence (fastrnn.cells.Cell): x (T, B, I), the
+    initial states, then the cell's weights and parameters in the order of
+    its forward -> out (T, B, H) and the final states."""
+
+    @staticmethod
+    def forward(ctx, cell, backend, lengths, x, *tensors):
+        out, *finals, cache = cell.forward(_array(x), *map(_array, tensors), lengths=lengths,
+                                           backend=backend)
+        ctx.fastrnn = (cell, cache, tuple(t is None for t in tensors))
+        return (_tensor(out), *map(_tensor, finals))
+
+    @staticmethod
+    def backward(ctx, d_out, *d_finals):
+        if torch.is_grad_enabled():
+            raise RuntimeError("fastrnn.torch does not support double backward (a gradient of "
+                               "a gradient: create_graph=True through a fastrnn layer)")
+        cell, cache, missing = ctx.fastrnn
+        g = cell.backward(_array(d_out.contiguous()), *(_array(t.contiguous()) for t in d_finals),
+                          cache=cache)
+        return (None, None, None, _tensor(g.dx),
+                *(None if gone else _tensor(a) for a, gone in zip(g[1:], missing)))
+
+
+class CellRNN(nn.Module):
+    """One layer of a user's cell (``fastrnn.cells.Cell``) over a sequence,
+    with autograd: parameters ``weight_ih``, ``weight_hh``, ``bias_ih``,
+    ``bias_hh`` (as torch.nn's recurrent modules name them, without the
+    ``_l0``; no ``weight_hh`` and ``bias_hh`` for a cell with
+    ``recurrent=False``) and the cell's own parameters by their names, (H,)
+    each; the weights initialised as torch.nn does (uniform(-1/sqrt(H),
+    1/sqrt(H))), the cell's parameters zero.  float32 and float64 on the
+    CPU.
+
+    ``forward(input, hx=None, lengths=None)``: input (T, B, I) ((B, T, I)
+    with ``batch_first``); hx None (zeros), one state (1, B, H) for a cell
+    with one, else a tuple of them; ``lengths`` (B,) ints.  Returns
+    ``output`` and the final states as hx takes them."""
+
+    def __init__(self, cell, input_size, hidden_size, bias=True, batch_first=False,
+                 backend=None, device=None, dtype=None):
+        from .cells import Cell
+        if not isinstance(cell, Cell):
+            raise TypeError(f"cell must be a fastrnn.cells.Cell, got {type(cell).__name__}")
+        super().__init__()
+        kw = {"device": device, "dtype": dtype}
+        self.cell, self.input_size, self.hidden_size = cell, input_size, hidden_size
+        self.bias, self.batch_first, self.backend = bias, batch_first, backend
+        GH = cell.G * hidden_size
+        self.weight_ih = nn.Parameter(torch.empty(GH, input_size, **kw))
+        if cell.recurrent:
+            self.weight_hh = nn.Parameter(torch.empty(GH, hidden_size, **kw))
+        for name in ("bias_ih", "bias_hh") if cell.recurrent else ("bias_ih",):
+            setattr(self, name, nn.Parameter(torch.empty(GH, **kw)) if bias else None)
+        for name in cell.params:
+            setattr(self, name, nn.Parameter(torch.empty(hidden_size, **kw)))
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        bound = 1 / self.hidden_size ** 0.5
+        for name, p in self.named_parameters():
+            if name in self.cell.params:
+                nn.init.zeros_(p)
+            else:
+                nn.init.uniform_(p, -bound, bound)
+
+    def extra_repr(self):
+        return (f"{self.cell.name!r}, {self.input_size}, {self.hidden_size}"
+                + ("" if self.bias else ", bias=False")
+                + (", batch_first=True" if self.batch_first else ""))
+
+    def forward(self, input, hx=None, lengths=None):
+        n = self.cell.S
+        x = input.transpose(0, 1) if self.batch_first else input
+        if x.device.type != "cpu" or self.weight_ih.device.type != "cpu":
+            raise ValueError("fastrnn.torch.CellRNN runs on the CPU")
+        if x.dim() != 3:
+            raise ValueError(f"input must be 3-D ({'(B, T, I)' if self.batch_first else '(T, B, I)'}), "
+                             f"got shape {tuple(input.shape)}")
+        if hx is None:
+            states = [None] * n
+        else:
+            states = [hx] if n == 1 else list(hx)
+            if len(states) != n or any(s.dim() != 3 or s.shape[0] != 1 for s in states):
+                raise ValueError(f"hx must be {', '.join(s + '_0' for s in self.cell.states)}, "
+                                 f"each of shape (1, B, {self.hidden_size})")
+            states = [s[0] for s in states]
+        weights = [getattr(self, n) for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+                   if self.cell.recurrent or not n.endswith("hh")]
+        tensors = (*states, *weights, *(getattr(self, p) for p in self.cell.params))
+        if lengths is not None:
+            lengths = lengths.cpu().numpy() if isinstance(lengths, torch.Tensor) else lengths
+        x = x.contiguous()
+        if torch.is_grad_enabled() and any(t is not None and t.requires_grad
+                                           for t in (x, *tensors)):
+            out, *finals = _CellSequence.apply(self.cell, self.backend, lengths, x, *tensors)
+        else:
+            out, *finals, _ = self.cell.forward(_array(x), *map(_array, tensors), lengths=lengths,
+                                                training=False, backend=self.backend)
+            out, finals = _tensor(out), [_tensor(f) for f in finals]
+        if self.batch_first:
+            out = out.transpose(0, 1)
+        finals = [f.unsqueeze(0) for f in finals]
+        return out, (tuple(finals) if n > 1 else finals[0])

@@ -618,9 +618,8 @@ cdef void _ln_forward_shared(fastrnn_steps* steps, int tid, Py_ssize_t n_items, 
                 else:
                     for b in range(item * B // n_items, (item + 1) * B // n_items):
                         _ln_row(t, b, B, H, ring, iring, gi, bi, gh, bh, gc, bc, eps, lengths,
-                                i_hat,
-                                h_hat, rstd_h, gates, cs, c_hat, rstd_c, out, c_n, h_prev,
-                                hbuf + ((t + 1) % 2) * B * H, scratch + tid * GH)
+                                i_hat, h_hat, rstd_h, gates, cs, c_hat, rstd_c, out, c_n,
+                                h_prev, hbuf + ((t + 1) % 2) * B * H, scratch + tid * GH)
                 fastrnn_steps_done(steps)
         if tid == 0 and _check_now(&clock) and _interrupted():
             fastrnn_steps_abort(steps)
