@@ -29,8 +29,9 @@ From that one description :class:`Cell` gives:
 - ``cell.check_gradients()``: the user's backward against finite
   differences of the user's forward, which names the gate, state or
   parameter whose derivative is wrong;
-- ``cell.layer(input_size, hidden_size)``: a layer with its parameters
-  (:class:`CellLayer`); ``fastrnn.torch.CellRNN`` is the PyTorch module.
+- ``cell.layer(input_size, hidden_size, num_layers, ...)``: layers as
+  ``fastrnn.GRU``'s (:class:`CellLayers`: stacks, both directions, dropout,
+  files); ``fastrnn.torch.CellRNN`` is the PyTorch module.
 
 The functions must work both on NumPy arrays (the reference runs them on
 (B, H) arrays) and in Numba's nopython mode: write them with ``np.tanh``,
@@ -50,8 +51,9 @@ import numpy as np
 from . import _backends
 from ._validation import (_as_array, _check_float, _optional, _required, check_bool,
                           check_lengths)
+from .layers import DirectionCell, _Recurrent
 
-__all__ = ["Cell", "CellCache", "CellLayer", "CellCompileError", "GradientCheckError",
+__all__ = ["Cell", "CellCache", "CellLayers", "CellCompileError", "GradientCheckError",
            "sigmoid", "tanh"]
 
 
@@ -145,6 +147,8 @@ class Cell:
              for n in ("x",) + self.initial + self.weights[:1 + self.recurrent]]
             + [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None)
                for n in self.weights[1 + self.recurrent:] + self.params])
+        self.Layer = _layer_class(self)
+        self._required = 2 + self.S + self.recurrent  # x, the states, W_ih (, W_hh)
         self._numba = {}
         self._numba_lock = threading.Lock()
 
@@ -218,8 +222,8 @@ class Cell:
         a = cache.arrays
         T, B, H = a["out"].shape
         dtype = a["out"].dtype
-        d_out = _zeros_if_none(_optional(d_out, "d_out", (T, B, H), "(T, B, H)", dtype),
-                               (T, B, H), dtype)
+        d_out = np.ascontiguousarray(_zeros_if_none(
+            _optional(d_out, "d_out", (T, B, H), "(T, B, H)", dtype), (T, B, H), dtype))
         # The running gradients of the states, one fresh (B, H) array each.
         ds = np.array([_zeros_if_none(_optional(d, f"d_{s}_n", (B, H), "(B, H)", dtype),
                                       (B, H), dtype)
@@ -236,11 +240,14 @@ class Cell:
         return self.Grads(**grads)
 
     def _check_forward(self, args, kwargs, lengths, training):
-        try:
-            bound = self._signature.bind(*args, **kwargs)
-        except TypeError as exc:
-            raise TypeError(f"{self.name}.forward{self._signature}: {exc}") from None
-        v = bound.arguments
+        names = tuple(self._signature.parameters)
+        if not kwargs and self._required <= len(args) <= len(names):  # the common call
+            v = dict(zip(names, args))
+        else:
+            try:
+                v = self._signature.bind(*args, **kwargs).arguments
+            except TypeError as exc:
+                raise TypeError(f"{self.name}.forward{self._signature}: {exc}") from None
         x = _as_array(v["x"], "x")
         _check_float(x, "x", value=v["x"])
         if x.ndim != 3 or x.shape[2] < 1:
@@ -346,13 +353,15 @@ class Cell:
                         f"s={_at(inputs[2], i)}, p={_at(inputs[3], i)})")
         return errors
 
-    # ---- a layer ----------------------------------------------------------------------
+    # ---- layers --------------------------------------------------------------------
 
-    def layer(self, input_size, hidden_size, *, bias=True, dtype=np.float32, seed=None,
-              backend=None):
-        """A :class:`CellLayer` of this cell with fresh parameters."""
-        return CellLayer(self, input_size, hidden_size, bias=bias, dtype=dtype, seed=seed,
-                         backend=backend)
+    def layer(self, input_size, hidden_size, num_layers=1, **options):
+        """Layers of this cell with fresh parameters (``self.Layer``, a
+        :class:`CellLayers`; the options are fastrnn.GRU's)."""
+        if self.Layer is None:
+            raise TypeError(f"cell {self.name!r} has {self.S} states; layers carry at most two "
+                            "(h, c): run it with cell.forward")
+        return self.Layer(input_size, hidden_size, num_layers, **options)
 
 
 def _check_tuple(value, n, what):
@@ -374,14 +383,19 @@ def _zeros_if_none(arr, shape, dtype):
     return np.zeros(shape, dtype) if arr is None else arr
 
 
+_loaded_backends = set()
+
+
 def _cell_backend(backend, cell):
     """The backend a call of ``cell`` runs on.  Every backend but the
     reference compiles the cell with Numba; the Cython engine runs the
     recurrent cells (one without W_hh has no product for it to share out:
     it runs on the Numba loops)."""
     backend = _backends.resolve(backend)
-    if backend != "numpy":
+    if backend != "numpy" and not (backend == "cython" and cell.recurrent
+                                   and _loaded_backends >= {"numba", "cython"}):
         available = _backends.available_backends()
+        _loaded_backends.update(available)  # a backend that loaded stays loaded
         if "numba" not in available:
             raise _backends.BackendUnavailableError(
                 f"the cell {cell.name!r} needs Numba for the {backend} backend: "
@@ -421,6 +435,12 @@ class CellCache:
 
     def __setattr__(self, name, value):
         raise AttributeError(f"a CellCache is read-only (setting {name!r})")
+
+    def __getattr__(self, name):
+        arrays = object.__getattribute__(self, "arrays")
+        if name in arrays:
+            return arrays[name]
+        raise AttributeError(f"a CellCache has no {name!r}")
 
     def __repr__(self):
         T, B, H = self.arrays["out"].shape
@@ -470,12 +490,6 @@ def _loops_backward(cell, backend, a, lengths, d_out, ds):
     return grads
 
 
-def _addresses(*arrays):
-    """The arrays' data addresses for the tile functions (0 for an empty one,
-    which they never touch)."""
-    return np.array([arr.ctypes.data if arr.size else 0 for arr in arrays], np.int64)
-
-
 def _cython_forward(cell, p, lengths, training):
     """The engine: its packed products and threads, the cell's tile functions
     in place of a built-in cell's gate arithmetic."""
@@ -490,7 +504,7 @@ def _cython_forward(cell, p, lengths, training):
     out = np.empty((p.T, p.B, p.H), p.dtype)
     h_n = np.empty((p.B, p.H), p.dtype)
     threads = _tuning.engine_threads("cython", p.B, p.I, p.H, GH, _threads.get_num_threads())
-    engine.forward(tiles.forward_address, _addresses(out, R, run, seq, p.b_hh, p.params),
+    engine.forward(tiles.forward_address, (out, R, run, seq, p.b_hh, p.params),
                    np.array([p.T, p.B, p.H, keep], np.int64), p.x.reshape(p.T * p.B, p.I),
                    p.W_ih, p.b_ih, p.W_hh, p.states[0], lengths, threads, gates, out, h_n)
     return out, (h_n, *run), dict(XW=gates, R=R, seq=seq)
@@ -513,8 +527,7 @@ def _cython_backward(cell, a, lengths, d_out, ds):
     s0 = np.ascontiguousarray(a["states0"][1:])
     threads = _tuning.engine_threads("cython", B, I, H, GH, _threads.get_num_threads())
     engine.backward(tiles.backward_address,
-                    _addresses(a["R"], a["seq"], a["out"], a["states0"][0], s0, ds_rest,
-                               a["params"], dP),
+                    (a["R"], a["seq"], a["out"], a["states0"][0], s0, ds_rest, a["params"], dP),
                     np.array([T, B, H], np.int64), a["x"].reshape(T * B, I), a["W_ih"],
                     a["W_hh"], a["states0"][0], a["out"], a["XW"], d_out, lengths, threads,
                     da_x, da_h, dh0, grads["dx"].reshape(T * B, I), grads["dW_ih"],
@@ -571,67 +584,73 @@ def _reference_backward(cell, a, lengths, d_out, ds, DX, DR, dP):
         if cell.recurrent:
             ds[0] += np.where(going, DR[t] @ a["W_hh"], 0)
 
-# ---- a layer --------------------------------------------------------------------------
+# ---- layers ---------------------------------------------------------------------------
 
-class CellLayer:
-    """One layer of a user cell over time-major sequences: its parameters
-    (``weight_ih``, ``weight_hh``, ``bias_ih``, ``bias_hh`` as PyTorch names
-    them, and the cell's own parameters by their names), initialised as
-    PyTorch does (uniform in +-1/sqrt(H); the cell's parameters zero).
+class _CellDirection(DirectionCell):
+    """A user cell as the layers (fastrnn.layers) run it: one direction is
+    one call of ``cell.forward``."""
 
-    ``out, states = layer(x, states=None, lengths=None)`` runs inference;
-    ``layer.forward(x, ...)`` keeps the cache and ``layer.backward(d_out,
-    d_states, cache)`` returns the gradients by parameter name, plus ``x``
-    and the initial states."""
+    def __init__(self, cell):
+        self.cell, self.G = cell, cell.G
+        self.states, self.initial, self.inputs = cell.states, cell.initial, cell.inputs
+        self.upstream = ("d_out",) + tuple(f"d_{s}_n" for s in cell.states)
 
-    def __init__(self, cell, input_size, hidden_size, *, bias=True, dtype=np.float32,
-                 seed=None, backend=None):
-        if not isinstance(cell, Cell):
-            raise TypeError(f"cell must be a fastrnn.cells.Cell, got {type(cell).__name__}")
-        for value, what in ((input_size, "input_size"), (hidden_size, "hidden_size")):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{what} must be a positive integer, got {value!r}")
-        dtype = np.dtype(dtype)
-        if dtype not in (np.float32, np.float64):
-            raise TypeError(f"dtype must be float32 or float64, got {dtype}")
-        self.cell, self.input_size, self.hidden_size = cell, int(input_size), int(hidden_size)
-        self.bias, self.backend = check_bool(bias, "bias"), backend
-        rng = np.random.default_rng(seed)
-        G, H, k = cell.G, self.hidden_size, 1 / np.sqrt(self.hidden_size)
-        self._names = {"weight_ih": "W_ih", "weight_hh": "W_hh", "bias_ih": "b_ih",
-                       "bias_hh": "b_hh"}
-        shapes = {"weight_ih": (G * H, self.input_size), "weight_hh": (G * H, H),
-                  "bias_ih": (G * H,), "bias_hh": (G * H,)}
-        self.parameters = {}
-        for name, shape in shapes.items():
-            if self._names[name] in cell.weights and (self.bias or "bias" not in name):
-                self.parameters[name] = rng.uniform(-k, k, shape).astype(dtype)
-        for name in cell.params:
-            self.parameters[name] = np.zeros(H, dtype)
+    def check_options(self, options):
+        if options:
+            raise TypeError(f"a layer of the cell {self.cell.name!r} takes no options, got "
+                            f"{sorted(options)}")
+        return {}
 
-    def _arguments(self):
-        return {self._names.get(n, n): v for n, v in self.parameters.items()}
+    def weight_shape(self, name, I, H, bias):  # noqa: E741
+        GH = self.G * H
+        if name.startswith("b_") and not bias:
+            return None
+        return {"W_ih": (GH, I), "W_hh": (GH, H), "b_ih": (GH,), "b_hh": (GH,)}.get(name, (H,))
 
-    def forward(self, x, states=None, lengths=None, *, training=True):
-        """``out, states_n, cache``: states a tuple (one (B, H) array per
-        state) or None."""
-        states = (None,) * self.cell.S if states is None else tuple(states)
-        result = self.cell.forward(x, *states, lengths=lengths, training=training,
-                                   backend=self.backend, **self._arguments())
-        return result[0], tuple(result[1:-1]), result[-1]
+    def init(self, name):
+        return "zeros" if name in self.cell.params else "uniform"
 
-    def __call__(self, x, states=None, lengths=None):
-        out, states, _ = self.forward(x, states, lengths, training=False)
-        return out, states
+    def forward(self, x, states, weights, lengths, options, training, backend):
+        out, *finals, cache = self.cell.forward(x, *states, *weights, lengths=lengths,
+                                                training=training, backend=backend)
+        return out, tuple(finals), cache
 
-    def backward(self, d_out, d_states, cache):
-        """A dict of gradients: ``x``, each initial state (``h0``...), each
-        parameter by its name (``weight_ih``...)."""
-        d_states = (None,) * self.cell.S if d_states is None else tuple(d_states)
-        grads = self.cell.backward(d_out, *d_states, cache=cache)._asdict()
-        names = {v: k for k, v in self._names.items()}
-        return {names.get(n[1:], n[1:]): g for n, g in grads.items() if g is not None}
+    def backward(self, d_out, d_finals, cache):
+        return self.cell.backward(d_out, *d_finals, cache=cache)
 
-    def __repr__(self):
-        return (f"CellLayer({self.cell.name!r}, input_size={self.input_size}, "
-                f"hidden_size={self.hidden_size}, bias={self.bias})")
+
+class CellLayers(_Recurrent):
+    """Layers of a user cell, as ``fastrnn.GRU`` is of the built-in GRU:
+    ``num_layers``, ``bidirectional``, ``dropout`` between layers,
+    ``batch_first``, lengths, state dicts and ``.npz`` files, and
+    ``forward(x, hx=None, lengths=None)`` / ``backward(d_output, d_h_n,
+    d_c_n)`` with the parameters' gradients in ``.grads``.  The parameters:
+    ``weight_ih_l0``, ``weight_hh_l0``, ``bias_ih_l0``, ``bias_hh_l0`` and the
+    cell's own (``p_i_l0``...), as PyTorch names a layer's; the weights
+    uniform(-1/sqrt(H), 1/sqrt(H)), the cell's own parameters zero.
+
+    Each cell has its own class, ``cell.Layer`` (``cell.layer(...)`` makes
+    one; ``cell.Layer.load(path)`` reads a saved one back).  A cell with more
+    than two states (h, c) runs through ``cell.forward`` only."""
+
+    _CONFIG = _Recurrent._CONFIG
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, *, dtype=np.float32, backend=None,
+                 seed=None, compute_dtype=None):
+        if self._cell is None:
+            raise TypeError("make a user cell's layers with cell.layer(...) or cell.Layer(...)")
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                         bidirectional, options={}, dtype=dtype, backend=backend, seed=seed,
+                         compute_dtype=compute_dtype)
+
+
+def _layer_class(cell):
+    if cell.S > 2:
+        return None
+    name = "".join(part.title() for part in cell.name.split("_") if part) + "Layers"
+    if not name.isidentifier():
+        name = "CellLayers"
+    return type(name, (CellLayers,), {"_cell": _CellDirection(cell), "__module__": __name__,
+                                       "__doc__": f"Layers of the cell {cell.name!r} "
+                                                  "(see fastrnn.cells.CellLayers)."})

@@ -23,11 +23,13 @@ import numpy as np
 from . import _backends, _tuning, reference
 from ._threads import get_num_threads
 from ._layernorm import (NORM_CELLS, LayerNormGRUGrads, LayerNormLSTMGrads, NormCache,
-                         check_norm_backward, check_norm_forward, filled_params, given_params,
-                         make_norm_grads)
+                         check_eps, check_norm_backward, check_norm_forward, filled_params,
+                         given_params, make_norm_grads)
+from .layers import DirectionCell, _Recurrent
 
 __all__ = ["layernorm_lstm_forward", "layernorm_lstm_backward", "layernorm_gru_forward",
-           "layernorm_gru_backward", "LayerNormLSTMGrads", "LayerNormGRUGrads", "NormCache"]
+           "layernorm_gru_backward", "LayerNormLSTMGrads", "LayerNormGRUGrads", "NormCache",
+           "LayerNormLSTM", "LayerNormGRU"]
 
 # The backends that run each cell, fastest first, and the kernel module
 # (fastrnn._backends.kernels(backend, module)) that holds its kernels.
@@ -341,3 +343,80 @@ def layernorm_gru_backward(d_out, d_h_n, cache):
                          dbeta_i)
     return make_norm_grads(cache, (dx2d.reshape(T, B, I), dh, dW_ih, dW_hh),
                            (dgamma_i, dbeta_i, dgamma_h, dbeta_h))
+
+
+# --- layers ------------------------------------------------------------------------
+
+
+class _NormDirection(DirectionCell):
+    """A layer-normalised cell as the layers (fastrnn.layers) run it: one
+    direction is one call of ``{cell}_forward``."""
+
+    options = ("eps",)
+
+    def __init__(self, cell):
+        spec = NORM_CELLS[cell]
+        self.cell, self.spec, self.G = cell, spec, spec.G
+        self.states, self.initial, self.inputs = spec.states, spec.initial, spec.inputs
+        self.upstream = ("d_out",) + tuple(f"d_{s}_n" for s in spec.states)
+
+    def check_options(self, options):
+        unknown = sorted(set(options) - {"eps"})
+        if unknown:
+            raise TypeError(f"unexpected options {unknown}: a {self.spec.title} layer takes eps")
+        return {"eps": check_eps(options.get("eps", 1e-5))}
+
+    def weight_shape(self, name, I, H, bias):  # noqa: E741
+        GH = self.G * H
+        if name in ("W_ih", "W_hh"):
+            return (GH, I if name == "W_ih" else H)
+        return (GH,) if self.spec.norms[name.split("_", 1)[1]] == "GH" else (H,)
+
+    def init(self, name):
+        # torch.nn.LayerNorm's: gain 1, bias 0
+        return {"gamma": "ones", "beta": "zeros"}.get(name.split("_", 1)[0], "uniform")
+
+    def forward(self, x, states, weights, lengths, options, training, backend):
+        forward = globals()[f"{self.cell}_forward"]
+        out, *finals, cache = forward(x, *states, *weights, eps=options["eps"], lengths=lengths,
+                                      training=training, backend=backend)
+        return out, tuple(finals), cache
+
+    def backward(self, d_out, d_finals, cache):
+        return globals()[f"{self.cell}_backward"](d_out, *d_finals, cache)
+
+
+class _LayerNormLayers(_Recurrent):
+    """Layers of a layer-normalised cell, as fastrnn.LSTM's of the LSTM:
+    ``num_layers``, ``bidirectional``, ``dropout`` between layers,
+    ``batch_first``, lengths, state dicts and ``.npz`` files,
+    ``forward(x, hx=None, lengths=None)`` and ``backward(d_output, ...)`` with
+    the gradients in ``.grads``.  Parameters per layer and direction:
+    ``weight_ih_l0``, ``weight_hh_l0`` (uniform(-1/sqrt(H), 1/sqrt(H)), as
+    PyTorch's) and each LayerNorm's gain and bias ``gamma_i_l0``,
+    ``beta_i_l0``, ... (1 and 0, as torch.nn.LayerNorm's); the products have
+    no biases (the betas are)."""
+
+    _CONFIG = ("input_size", "hidden_size", "num_layers", "batch_first", "dropout",
+               "bidirectional", "dtype", "compute_dtype")
+
+    def __init__(self, input_size, hidden_size, num_layers=1, batch_first=False, dropout=0.0,
+                 bidirectional=False, *, eps=1e-5, dtype=np.float32, backend=None, seed=None,
+                 compute_dtype=None):
+        super().__init__(input_size, hidden_size, num_layers, True, batch_first, dropout,
+                         bidirectional, options={"eps": eps}, dtype=dtype, backend=backend,
+                         seed=seed, compute_dtype=compute_dtype)
+
+
+class LayerNormLSTM(_LayerNormLayers):
+    """Layers of the LayerNorm LSTM (``layernorm_lstm_forward``); see
+    ``_LayerNormLayers``.  ``forward`` returns ``output, (h_n, c_n)``."""
+
+    _cell = _NormDirection("layernorm_lstm")
+
+
+class LayerNormGRU(_LayerNormLayers):
+    """Layers of the LayerNorm GRU (``layernorm_gru_forward``); see
+    ``_LayerNormLayers``.  ``forward`` returns ``output, h_n``."""
+
+    _cell = _NormDirection("layernorm_gru")

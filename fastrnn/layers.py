@@ -43,8 +43,39 @@ _INT8, _INT8_SCALE = "__int8__", "__int8_scale__"
 
 def _param_kind(name):
     """A weight's PyTorch name from its name in the functions: W_ih ->
-    weight_ih, b_hh -> bias_hh, W_ch (the LSTM's peepholes) -> weight_ch."""
-    return {"W": "weight", "b": "bias"}[name[0]] + name[1:]
+    weight_ih, b_hh -> bias_hh, W_ch (the LSTM's peepholes) -> weight_ch;
+    other names (a LayerNorm's gamma_i, a user cell's own) as they are."""
+    if name[:2] in ("W_", "b_"):
+        return {"W": "weight", "b": "bias"}[name[0]] + name[1:]
+    return name
+
+
+def _spec_of(cell):
+    """What a layer's ``_cell`` is: a built-in cell's name (its entry in
+    ``fastrnn._spec.CELLS``, run by the functional driver), or a cell that
+    runs itself (:class:`DirectionCell`)."""
+    return CELLS[cell] if isinstance(cell, str) else cell
+
+
+class DirectionCell:
+    """A cell that is not in ``fastrnn._spec.CELLS`` but runs in these layers
+    (the layer-normalised cells, a user's cells): what a layer needs to know
+    of it and how it runs one direction.  Subclasses set
+
+    - ``states``, ``initial`` (``h0``...), ``upstream`` (``d_out``,
+      ``d_h_n``...), ``G``, ``inputs`` (x, the initial states, then the
+      weights in the order the forward takes them), ``options`` (keyword
+      options of the forward, e.g. ``eps``);
+
+    and define ``check_options(options)``, ``weight_shape(name, I, H, bias)``
+    (None for a weight the layer does not have), ``init(name)`` ("uniform":
+    as PyTorch, U(-1/sqrt(H), 1/sqrt(H)); "ones"; "zeros"), and
+    ``forward(x, states, weights, lengths, options, training, backend)`` ->
+    (out, finals, cache), ``backward(d_out, d_finals, cache)`` -> a tuple
+    (dx, the initial states' gradients, the weights')."""
+
+    options = ()
+
 
 class _Fixed:
     """An attribute the constructor sets once: it fixes the parameters'
@@ -115,6 +146,10 @@ def direction_forward(cell, x, states, weights, lengths, options, training, back
     """
     if reverse:
         x = reverse_within_lengths(x, lengths)
+    if not isinstance(cell, str):  # a DirectionCell: it runs itself
+        out, finals, cache = cell.forward(x, states, weights, lengths, options, training,
+                                          backend)
+        return (reverse_within_lengths(out, lengths) if reverse else out), finals, cache
     W_ih, W_hh, b_ih, b_hh, *extras = weights
     p = Checked.trusted(cell, x, states, W_ih, W_hh, b_ih, b_hh, lengths, options, tuple(extras))
     out, *finals, cache = _driver.forward(p, training, backend, copy_x=copy_x, compute=compute)
@@ -125,8 +160,11 @@ def direction_backward(cell, d_out, d_finals, cache, lengths, *, reverse=False):
     """Backpropagate through :func:`direction_forward`: returns (dx, grads)."""
     if reverse:
         d_out = reverse_within_lengths(d_out, lengths)
-    grads = _driver.backward(cell, (d_out, *d_finals), cache)
-    return (reverse_within_lengths(grads.dx, lengths) if reverse else grads.dx), grads
+    if isinstance(cell, str):
+        grads = _driver.backward(cell, (d_out, *d_finals), cache)
+    else:
+        grads = cell.backward(d_out, d_finals, cache)
+    return (reverse_within_lengths(grads[0], lengths) if reverse else grads[0]), grads
 
 
 # --- the module shell ------------------------------------------------------------
@@ -146,12 +184,13 @@ class _Module:
                      extras=None):
         """``extras``: {name: bool}, which of the spec's extra weights the
         module has (e.g. the LSTM's W_ch: ``peepholes``)."""
-        self._spec = CELLS[self._cell]
+        self._spec = _spec_of(self._cell)
         self._has = {"b_ih": self.bias, "b_hh": self.bias, **(extras or {})}
         # As PyTorch: a layer needs hidden_size >= 1, a cell may have none.
         self.hidden_size = check_positive_int(hidden_size, "hidden_size",
                                               least=0 if self._kind == "cell" else 1)
-        self._options = check_options(self._cell, options)
+        self._options = (check_options(self._cell, options) if isinstance(self._cell, str)
+                         else self._spec.check_options(options))
         for key, value in self._options.items():
             setattr(self, key, value)  # e.g. RNN.nonlinearity, as PyTorch names it
         if backend is not None:
@@ -165,8 +204,16 @@ class _Module:
         self._rng = as_generator(seed)
         # PyTorch's initialisation: every parameter uniform(-1/sqrt(H), 1/sqrt(H)).
         k = 1.0 / np.sqrt(max(self.hidden_size, 1))
-        self._params = {name: self._rng.uniform(-k, k, shape).astype(self.dtype)
-                        for name, shape in self._shapes().items()}
+        inits = {}
+        if not isinstance(self._cell, str):
+            for names in self._slot_names():
+                inits.update(zip(names, map(self._spec.init, self._weight_names)))
+        self._params = {}
+        for name, shape in self._shapes().items():
+            how = inits.get(name, "uniform")
+            value = (self._rng.uniform(-k, k, shape) if how == "uniform" else
+                     np.ones(shape) if how == "ones" else np.zeros(shape))
+            self._params[name] = value.astype(self.dtype)
 
     @property
     def compute_dtype(self):
@@ -178,6 +225,9 @@ class _Module:
     @compute_dtype.setter
     def compute_dtype(self, value):
         compute = check_compute_dtype(value, self.dtype)
+        if compute is not None and not isinstance(self._cell, str):
+            raise ValueError(f"a {type(self).__name__} computes in its dtype: compute_dtype "
+                             f"must be None, got {value!r}")
         if compute is not None:
             check_low_precision_options(self._cell, self._options,
                                         [name for name, has in self._has.items() if has],
@@ -228,7 +278,7 @@ class _Module:
     def _weight_names(self):
         """One layer's weights as the functions name them: W_ih, W_hh, b_ih,
         b_hh, then the spec's extra weights (the LSTM's W_ch)."""
-        spec = CELLS[self._cell]
+        spec = _spec_of(self._cell)
         return spec.inputs[1 + len(spec.states):]
 
     @property
@@ -242,6 +292,9 @@ class _Module:
         size I, None for those the module does not have (biases without
         bias, peepholes without peepholes, no projection without proj_size)."""
         H, P = self.hidden_size, self._out_size
+        if not isinstance(self._cell, str):
+            return tuple(self._spec.weight_shape(name, I, H, self.bias)
+                         for name in self._weight_names)
         GH = self._spec.G * H
         shapes = {"W_ih": (GH, I), "W_hh": (GH, P), "b_ih": (GH,), "b_hh": (GH,),
                   **{name: tuple({"H": H, "H3": 3 * H, "P": P}[d] for d in shape)
@@ -312,7 +365,7 @@ class _Module:
     @classmethod
     def _config_keys(cls):
         """The constructor arguments ``save`` writes (``_config``'s keys)."""
-        return set(cls._CONFIG) | set(CELLS[cls._cell].options)
+        return set(cls._CONFIG) | set(_spec_of(cls._cell).options)
 
     def _config(self):
         """The constructor arguments that rebuild this module (``save`` writes them)."""
@@ -424,10 +477,10 @@ class _Module:
         name = config.pop("class", None)
         if name != cls.__name__:
             raise ValueError(f"{path} holds a {name}, not a {cls.__name__}")
-        for key in _OPTION_KEYS - set(CELLS[cls._cell].options):
+        for key in _OPTION_KEYS - set(_spec_of(cls._cell).options):
             config.pop(key, None)
         config.setdefault("compute_dtype", None)  # files saved before it existed
-        if "reset_after" in CELLS[cls._cell].options:
+        if "reset_after" in _spec_of(cls._cell).options:
             config.setdefault("reset_after", True)  # likewise (a file without nonlinearity
             # is refused: it is as old as the RNN, so the key was lost, not never written)
         if "peepholes" in cls._CONFIG:

@@ -30,6 +30,7 @@ keeps no saved array of the engine's.
 """
 include "_common.pxi"
 
+from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from libc.stdint cimport int64_t
 
 ctypedef void (*_forward_tile)(int64_t, int64_t, int64_t, int64_t, int64_t, const void*, void*,
@@ -90,20 +91,36 @@ cdef inline void _cell_backward(bint running, Py_ssize_t nu, Py_ssize_t H, const
 include "_engine.pxi"
 
 
-def forward(size_t function, const int64_t[::1] arrays, const int64_t[::1] dims,
+cdef int _addresses(tuple arrays, void** into, Py_ssize_t n) except -1:
+    """Each of the n C-contiguous arrays' data address (an array's memory
+    stays where it is for as long as the caller holds it)."""
+    cdef Py_buffer view
+    cdef Py_ssize_t i
+    if len(arrays) != n:
+        raise ValueError(f"{n} arrays expected, got {len(arrays)}")
+    for i in range(n):
+        PyObject_GetBuffer(arrays[i], &view, PyBUF_SIMPLE)
+        into[i] = view.buf
+        PyBuffer_Release(&view)
+    return 0
+
+
+def forward(size_t function, tuple arrays, const int64_t[::1] dims,
             const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
             const floating[::1] b_ih, const floating[:, ::1] W_hh,
             const floating[:, ::1] h0, const int64_t[::1] lengths, int num_threads,
             floating[:, :, ::1] gates, floating[:, :, ::1] out, floating[:, ::1] h_n):
     """A user cell's forward over a sequence: ``function`` the address of
-    its forward tile function, ``arrays`` the addresses of its arrays (see
-    above), gates (S, B, G*H) the input terms of the last S steps (all T
+    its forward tile function, ``arrays`` its arrays (see above, each
+    C-contiguous), gates (S, B, G*H) the input terms of the last S steps (all T
     in training), out (T, B, H), h_n (B, H)."""
+    cdef void* a[6]
+    _addresses(arrays, a, 6)
     cdef int slot = _take_slot()
     try:
         _calls[slot].forward = <_forward_tile>function
         _calls[slot].base = <const char*>&out[0, 0, 0]
-        _calls[slot].a = <void**>&arrays[0]
+        _calls[slot].a = a
         _calls[slot].dims = &dims[0]
         _engine_forward(x2d, W_ih, W_hh, b_ih, h0, lengths, num_threads, &gates[0, 0, 0],
                         gates.shape[0], &out[0, 0, 0], NULL, NULL, NULL, slot, h_n)
@@ -111,7 +128,7 @@ def forward(size_t function, const int64_t[::1] arrays, const int64_t[::1] dims,
         _busy[slot] = False
 
 
-def backward(size_t function, const int64_t[::1] arrays, const int64_t[::1] dims,
+def backward(size_t function, tuple arrays, const int64_t[::1] dims,
              const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
              const floating[:, ::1] W_hh, const floating[:, ::1] h0,
              const floating[:, :, ::1] out, const floating[:, :, ::1] gates,
@@ -124,11 +141,13 @@ def backward(size_t function, const int64_t[::1] arrays, const int64_t[::1] dims
     (S, B, G*H) the engine's chunk of gradients of the input and recurrent
     terms; dh0 (B, H) holds dL/dh_n on entry, dL/dh0 on exit; the rest as
     the built-in cells' backward."""
+    cdef void* a[8]
+    _addresses(arrays, a, 8)
     cdef int slot = _take_slot()
     try:
         _calls[slot].backward = <_backward_tile>function
         _calls[slot].base = <const char*>&d_out[0, 0, 0]
-        _calls[slot].a = <void**>&arrays[0]
+        _calls[slot].a = a
         _calls[slot].dims = &dims[0]
         _engine_backward(W_hh, lengths, num_threads, &gates[0, 0, 0], NULL, &out[0, 0, 0],
                          &h0[0, 0], d_out, dh0, NULL, da_x, da_h, NULL, NULL, slot,

@@ -29,7 +29,7 @@ def test_every_public_module_lists_its_names(name):
     own = [k for k, v in vars(module).items() if not k.startswith("_")
            and getattr(v, "__module__", None) == name and callable(v)]
     assert set(own) <= set(module.__all__) | {"direction_forward", "direction_backward",
-                                              "reverse_within_lengths"}
+                                              "reverse_within_lengths", "DirectionCell"}
 
 
 @pytest.mark.parametrize("make, text", [

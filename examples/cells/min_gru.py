@@ -29,23 +29,22 @@ def main(T=20, B=32, H=8, steps=300, lr=0.5, seed=0, verbose=True):
     the variance of y, about 0.017)."""
     MIN_GRU.check_gradients()
     rng = np.random.default_rng(seed)
-    layer = MIN_GRU.layer(1, H, dtype=np.float64, seed=seed)
+    layer = MIN_GRU.layer(1, H, dtype=np.float64, seed=seed)  # a fastrnn.GRU-like layer
     w_out, b_out = 0.1 * rng.standard_normal(H), 0.0
     for step in range(steps):
         x = rng.uniform(-1, 1, (T, B, 1))
         y = np.zeros((T, B))
         for t in range(T):
             y[t] = 0.9 * y[t - 1] + 0.1 * x[t, :, 0] if t else 0.1 * x[0, :, 0]
-        out, _, cache = layer.forward(x)
+        out, _ = layer.forward(x)
         err = out @ w_out + b_out - y
         loss = float(np.mean(err ** 2))
         d_pred = 2 * err / err.size
-        grads = layer.backward(d_pred[..., None] * w_out, None, cache)
+        layer.backward(d_pred[..., None] * w_out)       # gradients into layer.grads
         w_out -= lr * np.einsum("tb,tbh->h", d_pred, out)
         b_out -= lr * d_pred.sum()
-        for name, g in grads.items():
-            if name in layer.parameters:
-                layer.parameters[name] -= lr * g
+        for name, p in layer.named_parameters():       # the layer's own arrays
+            p -= lr * layer.grads[name]
         if verbose and step % 50 == 0:
             print(f"step {step:4d}  mse {loss:.4f}")
     if verbose:
