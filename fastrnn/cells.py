@@ -194,11 +194,17 @@ class Cell:
         p = self._check_forward(args, kwargs, lengths, training)
         backend = _cell_backend(backend, self)
         lengths = p.lengths if p.lengths is not None else np.full(p.B, p.T, np.int64)
+        if backend == "cython" and (p.T == 0 or p.B == 0):
+            backend = "numba"  # nothing for the engine to share out
         if backend == "cython":
             out, states_n, saved = _cython_forward(self, p, lengths, training)
         else:
             out, states_n, saved = _loops_forward(self, p, lengths, training, backend)
-        cache = CellCache(self, backend, p, out=out, **saved) if training else None
+        cache = None
+        if training:  # the caller gets a read-only view of what the backward reads
+            cache = CellCache(self, backend, p, out=out, **saved)
+            out = out.view()
+            out.flags.writeable = False
         return (out, *states_n, cache)
 
     def backward(self, d_out, *d_states_n, cache):
@@ -389,10 +395,11 @@ _loaded_backends = set()
 def _cell_backend(backend, cell):
     """The backend a call of ``cell`` runs on.  Every backend but the
     reference compiles the cell with Numba; the Cython engine runs the
-    recurrent cells (one without W_hh has no product for it to share out:
-    it runs on the Numba loops)."""
+    recurrent cells of up to 4 gates (its tiles hold the sums of 1 to 4
+    vectors of columns; a cell without W_hh has no product for it to share
+    out): the others run on the Numba loops.  The cache says which ran."""
     backend = _backends.resolve(backend)
-    if backend != "numpy" and not (backend == "cython" and cell.recurrent
+    if backend != "numpy" and not (backend == "cython" and cell.recurrent and cell.G <= 4
                                    and _loaded_backends >= {"numba", "cython"}):
         available = _backends.available_backends()
         _loaded_backends.update(available)  # a backend that loaded stays loaded
@@ -400,7 +407,8 @@ def _cell_backend(backend, cell):
             raise _backends.BackendUnavailableError(
                 f"the cell {cell.name!r} needs Numba for the {backend} backend: "
                 + "; ".join(_backends.unavailable_backends()))
-        if backend == "cython" and (not cell.recurrent or "cython" not in available):
+        if backend == "cython" and (not cell.recurrent or cell.G > 4
+                                    or "cython" not in available):
             backend = "numba"
     return backend
 
@@ -484,7 +492,7 @@ def _loops_backward(cell, backend, a, lengths, d_out, ds):
              "dW_ih": DX2.T @ a["x"].reshape(T * B, I), "db_ih": DX2.sum(axis=0)}
     if cell.recurrent:
         DR2 = DR.reshape(T * B, G * H)
-        h_prev = np.concatenate([a["states0"][0][None], a["out"][:-1]]).reshape(T * B, H)
+        h_prev = np.concatenate([a["states0"][0][None], a["out"][:-1]])[:T].reshape(T * B, H)
         grads["dW_hh"], grads["db_hh"] = DR2.T @ h_prev, DR2.sum(axis=0)
     grads.update(("d" + name, dP[k]) for k, name in enumerate(cell.params))
     return grads

@@ -218,7 +218,23 @@ def _compile_error(cell, dtype, what, exc):
     return _cells.CellCompileError(
         f"cell {cell.name!r}: Numba cannot compile its functions for {np.dtype(dtype)} "
         f"({what}); write them with NumPy's functions and arithmetic on scalars (see "
-        f"docs/cells.md). Numba's reason:\n{exc}")
+        f"docs/cells.md). Numba's reason:\n{_plain_reason(cell, dtype) or exc}")
+
+
+def _plain_reason(cell, dtype):
+    """Numba's reason for the user's function that fails, compiled on its
+    own for the tuples the kernels pass: inlined, Numba words some causes
+    less plainly (a global it cannot type is a NameError there)."""
+    f, t = numba.from_dtype(np.dtype(dtype)), numba.types
+    G, R, S, P = cell._sizes()
+    tup = lambda n: t.UniTuple(f, n) if n else t.Tuple(())  # noqa: E731
+    for fn, sig in ((cell.forward_fn, (tup(G), tup(R), tup(S), tup(P))),
+                    (cell.backward_fn, (tup(G), tup(R), tup(S), tup(P), tup(S)))):
+        try:
+            numba.njit(**_OPTIONS)(fn).compile(sig)
+        except NumbaError as exc:
+            return f"in {getattr(fn, '__name__', fn)}: {exc}"
+    return None
 
 
 class NumbaCellKernels:
