@@ -512,8 +512,8 @@ def _cython_forward(cell, p, lengths, training):
     out = np.empty((p.T, p.B, p.H), p.dtype)
     h_n = np.empty((p.B, p.H), p.dtype)
     threads = _tuning.engine_threads("cython", p.B, p.I, p.H, GH, _threads.get_num_threads())
-    engine.forward(tiles.forward_address, (out, R, run, seq, p.b_hh, p.params),
-                   np.array([p.T, p.B, p.H, keep], np.int64), p.x.reshape(p.T * p.B, p.I),
+    engine.forward(tiles.forward_address[training], (out, R, run, seq, p.b_hh, p.params),
+                   np.array([p.T, p.B, p.H], np.int64), p.x.reshape(p.T * p.B, p.I),
                    p.W_ih, p.b_ih, p.W_hh, p.states[0], lengths, threads, gates, out, h_n)
     return out, (h_n, *run), dict(XW=gates, R=R, seq=seq)
 

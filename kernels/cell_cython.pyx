@@ -14,7 +14,8 @@ functions and the arrays that are the cell's own:
         arrays: out (T, B, H), R (T, B, G*H) the recurrent terms with b_hh
         (training; where the backward reads them), run (S-1, B, H) the states
         after h, seq (S-1, T, B, H) their value after each step (training),
-        b_hh (G*H,), the parameters (P, H);  dims: T, B, H, keep (training)
+        b_hh (G*H,), the parameters (P, H);  dims: T, B, H.  Two functions:
+        training's, which saves R and seq, and inference's
     backward(running, nu, tb, j0, g, d_out, dh, da_x, da_h, *arrays, dims)
         arrays: R, seq, out, h0, s0 (S-1, B, H) the states after h at t = 0,
         ds (S-1, B, H) their running gradient, the parameters (P, H), dP (P, H)

@@ -37,7 +37,7 @@ from . import _numba_util as nu
 overload(_cells.sigmoid)(lambda x: nu._sigmoid(x))
 overload(_cells.tanh)(lambda x: nu._fast_tanh(x))
 
-_OPTIONS = dict(nogil=True, error_model="numpy")
+_OPTIONS = dict(nogil=True, error_model="numpy", fastmath={"contract"})
 _counter = iter(range(1, 1 << 62))
 _counter_lock = threading.Lock()
 
@@ -135,43 +135,40 @@ def _tiles_source(cell):
                        f"s0[({i - 1} * B + b) * H + {unit}]" for i in range(1, S)])
     d = _tuple(["dh[j] + d_out[j]"] + [f"ds[({i - 1} * B + b) * H + {unit}]"
                                        for i in range(1, S)])
-    lines = [
-        "def forward_tile(running, nu, u, tb, j0, acc, g, h_prev, h_next, out, R, run, seq, b_hh,",
-        "                 Pm, dims):",
-        "    T, B, H, keep = dims[0], dims[1], dims[2], dims[3]",
-        "    b = tb % B",
-        "    if running:",
-        "        for j in range(nu):",
-    ]
-    # Two loops, the first only in training: a store under a condition in
-    # the loop over the units would keep LLVM from vectorising it.
-    lines[-1:-1] = [
-        "        if keep:",
-        "            for j in range(nu):",
-    ] + [f"                R[tb * {G} * H + {k} * H + {unit}] = acc[{k} * u + j] + "
-         f"b_hh[{k} * H + {unit}]" for k in range(G)]
-    lines += [f"            r{k} = acc[{k} * u + j] + b_hh[{k} * H + {unit}]" for k in range(G)]
-    lines += [f"            y = FORWARD({x}, {r}, {s_run}, {p})",
-              "            h_next[j] = y[0]",
-              f"            out[tb * H + {unit}] = y[0]"]
-    lines += [f"            run[({i - 1} * B + b) * H + {unit}] = y[{i}]" for i in range(1, S)]
-    lines += [
-        "    else:",
-        "        for j in range(nu):",
-        "            h_next[j] = h_prev[j]",
-        f"            out[tb * H + {unit}] = 0",
-    ]
-    if S > 1:
+    lines = []
+    # One function for training, which saves R and the states after h, one
+    # for inference: a store under a condition in the loop over the units
+    # would keep LLVM from vectorising it.
+    for kind, keep in (("train", True), ("infer", False)):
         lines += [
-            "    if keep:",
-            "        t = tb // B",
+            f"def forward_tile_{kind}(running, nu, u, tb, j0, acc, g, h_prev, h_next, out, R, run,",
+            "                        seq, b_hh, Pm, dims):",
+            "    T, B, H = dims[0], dims[1], dims[2]",
+            "    b = tb % B",
+            "    t = tb // B",
+            "    if running:",
             "        for j in range(nu):",
         ]
+        lines += [f"            r{k} = acc[{k} * u + j] + b_hh[{k} * H + {unit}]"
+                  for k in range(G)]
+        lines += [f"            R[tb * {G} * H + {k} * H + {unit}] = r{k}"
+                  for k in range(G) if keep]
+        lines += [f"            y = FORWARD({x}, {r}, {s_run}, {p})",
+                  "            h_next[j] = y[0]",
+                  f"            out[tb * H + {unit}] = y[0]"]
+        lines += [f"            run[({i - 1} * B + b) * H + {unit}] = y[{i}]" for i in range(1, S)]
+        lines += [f"            seq[(({i - 1} * T + t) * B + b) * H + {unit}] = y[{i}]"
+                  for i in range(1, S) if keep]
+        lines += [
+            "    else:",
+            "        for j in range(nu):",
+            "            h_next[j] = h_prev[j]",
+            f"            out[tb * H + {unit}] = 0",
+        ]
         lines += [f"            seq[(({i - 1} * T + t) * B + b) * H + {unit}] = "
-                  f"run[({i - 1} * B + b) * H + {unit}]" for i in range(1, S)]
+                  f"run[({i - 1} * B + b) * H + {unit}]" for i in range(1, S) if keep]
+        lines += ["", ""]
     lines += [
-        "",
-        "",
         "def backward_tile(running, nu, tb, j0, g, d_out, dh, da_x, da_h, R, seq, out, h0, s0, ds,",
         "                  Pm, dP, dims):",
         "    T, B, H = dims[0], dims[1], dims[2]",
@@ -292,11 +289,13 @@ class CythonCellKernels:
         ptr, i64 = numba.types.CPointer(f), numba.types.int64
         dims = numba.types.CPointer(i64)
         try:
-            self._forward = _cfunc(namespace["forward_tile"], (i64,) * 5 + (ptr,) * 10 + (dims,))
+            self._forward = {keep: _cfunc(namespace[f"forward_tile_{kind}"],
+                                          (i64,) * 5 + (ptr,) * 10 + (dims,))
+                             for keep, kind in ((True, "train"), (False, "infer"))}
             self._backward = _cfunc(namespace["backward_tile"], (i64,) * 4 + (ptr,) * 13 + (dims,))
         except NumbaError as exc:
             raise _compile_error(cell, self.dtype, "the engine's tile functions", exc) from None
-        self.forward_address = self._forward.address
+        self.forward_address = {keep: f.address for keep, f in self._forward.items()}
         self.backward_address = self._backward.address
 
 
