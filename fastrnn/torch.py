@@ -521,6 +521,47 @@ def quantize_dynamic(model, dtype=torch.qint8, inplace=False):
 # --- layer-normalised cells ----------------------------------------------------
 
 
+def _sequence(module, input, hx, lengths, states, weights, apply, run):
+    """The forward of the one-layer sequence modules (LayerNormLSTM,
+    LayerNormGRU, CellRNN): input (T, B, I) ((B, T, I) with batch_first), hx
+    None or the states as torch.nn's modules take them (each (1, B, H); a
+    tuple of them for several), lengths; ``apply(lengths, x, *states,
+    *weights)`` runs the autograd Function, ``run(lengths, x, *states,
+    *weights)`` the inference on arrays.  Returns output and the final
+    states as hx takes them."""
+    n = len(states)
+    x = input.transpose(0, 1) if module.batch_first else input
+    for t, name in ((x, "input"), (module.weight_ih, "weight_ih")):
+        if t.device.type != "cpu":
+            raise ValueError(f"{name} is on {t.device}: fastrnn.torch.{type(module).__name__} "
+                             "runs on the CPU")
+    if x.dim() != 3:
+        raise ValueError(f"input must be 3-D ({'(B, T, I)' if module.batch_first else '(T, B, I)'}"
+                         f"), got shape {tuple(input.shape)}")
+    if hx is None:
+        given = [None] * n
+    else:
+        given = [hx] if n == 1 else list(hx)
+        if len(given) != n or any(s.dim() != 3 or s.shape[0] != 1 for s in given):
+            spelled = ", ".join(s + "_0" for s in states)
+            raise ValueError(f"hx must be {'(' + spelled + ')' if n > 1 else spelled}, each of "
+                             f"shape (1, B, {module.hidden_size})")
+        given = [s[0] for s in given]
+    if lengths is not None:
+        lengths = lengths.cpu().numpy() if isinstance(lengths, torch.Tensor) else lengths
+    x = x.contiguous()
+    tensors = (*given, *weights)
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, *tensors)):
+        out, *finals = apply(lengths, x, *tensors)
+    else:
+        out, *finals, _ = run(lengths, _array(x), *map(_array, tensors))
+        out, finals = _tensor(out), [_tensor(f) for f in finals]
+    if module.batch_first:
+        out = out.transpose(0, 1)
+    finals = [f.unsqueeze(0) for f in finals]
+    return out, (tuple(finals) if n > 1 else finals[0])
+
+
 class _NormSequence(torch.autograd.Function):
     """A layer-normalised cell over a sequence (fastrnn.layernorm): x (T, B,
     I), the initial states, W_ih, W_hh, then each LayerNorm's gain and bias
@@ -593,44 +634,17 @@ class _LayerNormRecurrent(nn.Module):
 
     def forward(self, input, hx=None, lengths=None):
         spec = NORM_CELLS[self._cell]
-        n = len(spec.states)
-        x = input.transpose(0, 1) if self.batch_first else input
-        for t, name in ((x, "input"), (self.weight_ih, "weight_ih")):
-            if t.device.type != "cpu":
-                raise ValueError(f"{name} is on {t.device}: fastrnn.torch.{type(self).__name__} "
-                                 "runs on the CPU")
-        if x.dim() != 3:
-            raise ValueError(f"input must be 3-D ({'(B, T, I)' if self.batch_first else '(T, B, I)'}), "
-                             f"got shape {tuple(input.shape)}")
-        if hx is None:
-            states = [None] * n
-        else:
-            states = [hx] if n == 1 else list(hx)
-            if len(states) != n or any(s.dim() != 3 or s.shape[0] != 1 for s in states):
-                raise ValueError(f"hx must be {'(h_0, c_0)' if n == 2 else 'h_0'}, each of shape "
-                                 f"(1, B, {self.hidden_size})")
-            states = [s[0] for s in states]
         params = []
         for name in spec.norms:
             ln = getattr(self, "layernorm_" + name)
             params += [ln.weight, ln.bias]
-        if lengths is not None:
-            lengths = lengths.cpu().numpy() if isinstance(lengths, torch.Tensor) else lengths
-        x = x.contiguous()
-        tensors = (*states, self.weight_ih, self.weight_hh, *params)
-        if torch.is_grad_enabled() and any(t is not None and t.requires_grad
-                                           for t in (x, *tensors)):
-            out, *finals = _NormSequence.apply(self._cell, self.backend, self.eps, lengths, x,
-                                               *tensors)
-        else:
-            out, *finals, _ = getattr(layernorm, f"{self._cell}_forward")(
-                _array(x), *map(_array, tensors), lengths=lengths, training=False,
-                eps=self.eps, backend=self.backend)
-            out, finals = _tensor(out), [_tensor(f) for f in finals]
-        if self.batch_first:
-            out = out.transpose(0, 1)
-        finals = [f.unsqueeze(0) for f in finals]
-        return out, (tuple(finals) if n == 2 else finals[0])
+        forward = getattr(layernorm, f"{self._cell}_forward")
+        return _sequence(
+            self, input, hx, lengths, spec.states, (self.weight_ih, self.weight_hh, *params),
+            lambda lengths, x, *tensors: _NormSequence.apply(self._cell, self.backend, self.eps,
+                                                             lengths, x, *tensors),
+            lambda lengths, *arrays: forward(*arrays, lengths=lengths, training=False,
+                                             eps=self.eps, backend=self.backend))
 
 
 class LayerNormLSTM(_LayerNormRecurrent):
@@ -724,35 +738,12 @@ class CellRNN(nn.Module):
                 + (", batch_first=True" if self.batch_first else ""))
 
     def forward(self, input, hx=None, lengths=None):
-        n = self.cell.S
-        x = input.transpose(0, 1) if self.batch_first else input
-        if x.device.type != "cpu" or self.weight_ih.device.type != "cpu":
-            raise ValueError("fastrnn.torch.CellRNN runs on the CPU")
-        if x.dim() != 3:
-            raise ValueError(f"input must be 3-D ({'(B, T, I)' if self.batch_first else '(T, B, I)'}), "
-                             f"got shape {tuple(input.shape)}")
-        if hx is None:
-            states = [None] * n
-        else:
-            states = [hx] if n == 1 else list(hx)
-            if len(states) != n or any(s.dim() != 3 or s.shape[0] != 1 for s in states):
-                raise ValueError(f"hx must be {', '.join(s + '_0' for s in self.cell.states)}, "
-                                 f"each of shape (1, B, {self.hidden_size})")
-            states = [s[0] for s in states]
         weights = [getattr(self, n) for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
                    if self.cell.recurrent or not n.endswith("hh")]
-        tensors = (*states, *weights, *(getattr(self, p) for p in self.cell.params))
-        if lengths is not None:
-            lengths = lengths.cpu().numpy() if isinstance(lengths, torch.Tensor) else lengths
-        x = x.contiguous()
-        if torch.is_grad_enabled() and any(t is not None and t.requires_grad
-                                           for t in (x, *tensors)):
-            out, *finals = _CellSequence.apply(self.cell, self.backend, lengths, x, *tensors)
-        else:
-            out, *finals, _ = self.cell.forward(_array(x), *map(_array, tensors), lengths=lengths,
-                                                training=False, backend=self.backend)
-            out, finals = _tensor(out), [_tensor(f) for f in finals]
-        if self.batch_first:
-            out = out.transpose(0, 1)
-        finals = [f.unsqueeze(0) for f in finals]
-        return out, (tuple(finals) if n > 1 else finals[0])
+        return _sequence(
+            self, input, hx, lengths, self.cell.states,
+            (*weights, *(getattr(self, p) for p in self.cell.params)),
+            lambda lengths, x, *tensors: _CellSequence.apply(self.cell, self.backend, lengths, x,
+                                                             *tensors),
+            lambda lengths, *arrays: self.cell.forward(*arrays, lengths=lengths, training=False,
+                                                       backend=self.backend))
