@@ -48,7 +48,7 @@ forward); dW_hh err, the largest |dW_hh - dW_hh in float64| over the largest
 float64).  --quick: tiny shapes, 2 short rounds, torch.compile left out
 (unless --compile), to check that the script works.
 
-The issue's targets (X's time over fastrnn LN's, above 1: fastrnn faster),
+The targets (X's time over fastrnn LN's, above 1: fastrnn faster),
 marked in the ratio table (a check where met, a cross where not):
 
 - fastrnn plain over fastrnn LN >= 0.7 (LN at least 0.7x plain's speed) at
@@ -107,7 +107,7 @@ MODES = ("inference", "training")
 SHORT = {"inference": "inf", "training": "train"}
 ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
        "XLA_FLAGS")
-# The issue's targets: {contender: {(B, H): least X_time / fastrnn_LN_time}},
+# The targets: {contender: {(B, H): least X_time / fastrnn_LN_time}},
 # for inference and training alike.
 TARGETS = {
     "fastrnn plain": {(1, 64): 0.7, (16, 256): 0.7, (64, 1024): 0.7},
@@ -431,7 +431,7 @@ def times_table(rows):
 
 
 def _ratio(res, name, mode, shape):
-    """X's time over fastrnn LN's, marked against the issue's target."""
+    """X's time over fastrnn LN's, marked against its target."""
     ours, theirs = res["times"].get(("fastrnn LN", mode)), res["times"].get((name, mode))
     if ours is None or theirs is None:
         return "-"

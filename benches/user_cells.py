@@ -20,7 +20,7 @@ Each time is the median over the rounds (the order alternating) of the best
 call within the budget (``fastrnn._timing.best_within``).  out err: the
 largest |out - out in float64| (float64: ``fastrnn.reference`` of the
 built-in cell); dW_hh err: the largest |dW_hh - dW_hh in float64| over the
-largest |dW_hh in float64|.  The issue's target: the user GRU trains at
+largest |dW_hh in float64|.  The target: the user GRU trains at
 >= 0.8x the built-in GRU's speed at every shape.
 """
 import argparse

@@ -521,13 +521,13 @@ def quantize_dynamic(model, dtype=torch.qint8, inplace=False):
 # --- layer-normalised cells ----------------------------------------------------
 
 
-def _sequence(module, input, hx, lengths, states, weights, apply, run):
+def _sequence(module, input, hx, lengths, states, weights, forward, backward):
     """The forward of the one-layer sequence modules (LayerNormLSTM,
     LayerNormGRU, CellRNN): input (T, B, I) ((B, T, I) with batch_first), hx
     None or the states as torch.nn's modules take them (each (1, B, H); a
-    tuple of them for several), lengths; ``apply(lengths, x, *states,
-    *weights)`` runs the autograd Function, ``run(lengths, x, *states,
-    *weights)`` the inference on arrays.  Returns output and the final
+    tuple of them for several), lengths; ``forward(x, *states, *weights,
+    lengths=, training=)`` and ``backward(d_out, *d_finals, cache)`` the
+    cell's functions on arrays (under autograd through _Sequence).  Returns output and the final
     states as hx takes them."""
     n = len(states)
     x = input.transpose(0, 1) if module.batch_first else input
@@ -552,9 +552,12 @@ def _sequence(module, input, hx, lengths, states, weights, apply, run):
     x = x.contiguous()
     tensors = (*given, *weights)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, *tensors)):
-        out, *finals = apply(lengths, x, *tensors)
+        out, *finals = _Sequence.apply(
+            lambda *arrays: forward(*arrays, lengths=lengths, training=True), backward, x,
+            *tensors)
     else:
-        out, *finals, _ = run(lengths, _array(x), *map(_array, tensors))
+        out, *finals, _ = forward(_array(x), *map(_array, tensors), lengths=lengths,
+                                  training=False)
         out, finals = _tensor(out), [_tensor(f) for f in finals]
     if module.batch_first:
         out = out.transpose(0, 1)
@@ -562,16 +565,16 @@ def _sequence(module, input, hx, lengths, states, weights, apply, run):
     return out, (tuple(finals) if n > 1 else finals[0])
 
 
-class _NormSequence(torch.autograd.Function):
-    """A layer-normalised cell over a sequence (fastrnn.layernorm): x (T, B,
-    I), the initial states, W_ih, W_hh, then each LayerNorm's gain and bias
-    -> out (T, B, H) and the final states."""
+class _Sequence(torch.autograd.Function):
+    """A cell over a sequence by its functions on arrays (a layer-normalised
+    cell's, a user cell's): ``forward(x, *tensors)`` -> out, the final
+    states, cache; ``backward(d_out, *d_finals, cache)`` -> dx, then the
+    gradient of each tensor (None where the tensor was None)."""
 
     @staticmethod
-    def forward(ctx, cell, backend, eps, lengths, x, *tensors):
-        out, *finals, cache = getattr(layernorm, f"{cell}_forward")(
-            _array(x), *map(_array, tensors), eps=eps, lengths=lengths, backend=backend)
-        ctx.fastrnn = (cell, cache, tuple(t is None for t in tensors))
+    def forward(ctx, forward, backward, x, *tensors):
+        out, *finals, cache = forward(_array(x), *map(_array, tensors))
+        ctx.fastrnn = (backward, cache, tuple(t is None for t in tensors))
         return (_tensor(out), *map(_tensor, finals))
 
     @staticmethod
@@ -579,10 +582,10 @@ class _NormSequence(torch.autograd.Function):
         if torch.is_grad_enabled():
             raise RuntimeError("fastrnn.torch does not support double backward (a gradient of "
                                "a gradient: create_graph=True through a fastrnn layer)")
-        cell, cache, missing = ctx.fastrnn
-        g = getattr(layernorm, f"{cell}_backward")(
-            _array(d_out.contiguous()), *(_array(t.contiguous()) for t in d_finals), cache)
-        return (None, None, None, None, _tensor(g.dx),
+        backward, cache, missing = ctx.fastrnn
+        g = backward(_array(d_out.contiguous()), *(_array(t.contiguous()) for t in d_finals),
+                     cache)
+        return (None, None, _tensor(g[0]),
                 *(None if gone else _tensor(a) for a, gone in zip(g[1:], missing)))
 
 
@@ -641,10 +644,9 @@ class _LayerNormRecurrent(nn.Module):
         forward = getattr(layernorm, f"{self._cell}_forward")
         return _sequence(
             self, input, hx, lengths, spec.states, (self.weight_ih, self.weight_hh, *params),
-            lambda lengths, x, *tensors: _NormSequence.apply(self._cell, self.backend, self.eps,
-                                                             lengths, x, *tensors),
-            lambda lengths, *arrays: forward(*arrays, lengths=lengths, training=False,
-                                             eps=self.eps, backend=self.backend))
+            lambda *arrays, **options: forward(*arrays, **options, eps=self.eps,
+                                               backend=self.backend),
+            getattr(layernorm, f"{self._cell}_backward"))
 
 
 class LayerNormLSTM(_LayerNormRecurrent):
@@ -664,30 +666,6 @@ class LayerNormGRU(_LayerNormRecurrent):
 
 
 # --- cells written by the user (fastrnn.cells) ------------------------------------
-
-
-class _CellSequence(torch.autograd.Function):
-    """A user cell over a sequence (fastrnn.cells.Cell): x (T, B, I), the
-    initial states, then the cell's weights and parameters in the order of
-    its forward -> out (T, B, H) and the final states."""
-
-    @staticmethod
-    def forward(ctx, cell, backend, lengths, x, *tensors):
-        out, *finals, cache = cell.forward(_array(x), *map(_array, tensors), lengths=lengths,
-                                           backend=backend)
-        ctx.fastrnn = (cell, cache, tuple(t is None for t in tensors))
-        return (_tensor(out), *map(_tensor, finals))
-
-    @staticmethod
-    def backward(ctx, d_out, *d_finals):
-        if torch.is_grad_enabled():
-            raise RuntimeError("fastrnn.torch does not support double backward (a gradient of "
-                               "a gradient: create_graph=True through a fastrnn layer)")
-        cell, cache, missing = ctx.fastrnn
-        g = cell.backward(_array(d_out.contiguous()), *(_array(t.contiguous()) for t in d_finals),
-                          cache=cache)
-        return (None, None, None, _tensor(g.dx),
-                *(None if gone else _tensor(a) for a, gone in zip(g[1:], missing)))
 
 
 class CellRNN(nn.Module):
@@ -743,7 +721,6 @@ class CellRNN(nn.Module):
         return _sequence(
             self, input, hx, lengths, self.cell.states,
             (*weights, *(getattr(self, p) for p in self.cell.params)),
-            lambda lengths, x, *tensors: _CellSequence.apply(self.cell, self.backend, lengths, x,
-                                                             *tensors),
-            lambda lengths, *arrays: self.cell.forward(*arrays, lengths=lengths, training=False,
-                                                       backend=self.backend))
+            lambda *arrays, **options: self.cell.forward(*arrays, **options,
+                                                         backend=self.backend),
+            lambda d_out, *rest: self.cell.backward(d_out, *rest[:-1], cache=rest[-1]))
