@@ -22,7 +22,10 @@
 #       whichever thread takes a unit.
 #
 # Pointers passed to them are already offset to unit j0 of their row; NULL
-# for the arrays a cell does not have.
+# for the arrays a cell does not have.  No array they write overlaps another
+# they read or write (but where a cell says so: the Elman cell's ``g`` is its
+# ``out``), so a cell may declare those arrays ``floating_out`` (restrict,
+# _common.pxi) and its loop vectorises without run-time overlap checks.
 #
 # How the work is split (kernels/engine.h has the details).  W_ih^T and W_hh^T
 # are packed into panels of u units holding every gate of those units; the

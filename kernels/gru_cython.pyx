@@ -20,9 +20,9 @@ include "_common.pxi"
 
 
 cdef inline void _cell_forward(bint running, Py_ssize_t nu, Py_ssize_t H, Py_ssize_t u,
-                               const floating* acc, floating* g, const floating* h_prev,
-                               floating* h_next, floating* out, floating* state,
-                               floating* hn, const floating* b_hn, int flag) noexcept nogil:
+                               const floating* acc, floating_out g, const floating* h_prev,
+                               floating_out h_next, floating_out out, floating* state,
+                               floating_out hn, const floating* b_hn, int flag) noexcept nogil:
     """Units 0..nu-1 of one row at step t (see _engine.pxi for the arguments):
     hn this step's saved h_{t-1} W_hn^T + b_hn."""
     cdef Py_ssize_t j
@@ -52,8 +52,8 @@ cdef inline void _cell_forward(bint running, Py_ssize_t nu, Py_ssize_t H, Py_ssi
 
 cdef inline void _cell_backward(bint running, Py_ssize_t nu, Py_ssize_t H, const floating* g,
                                 const floating* hn, const floating* h_prev,
-                                const floating* d_out, floating* dh, floating* dc,
-                                floating* da_x, floating* da_h, const floating* extra,
+                                const floating* d_out, floating_out dh, floating* dc,
+                                floating_out da_x, floating_out da_h, const floating* extra,
                                 floating* d_extra, int flag) noexcept nogil:
     """Units 0..nu-1 of one row at step t: da_x, da_h from dh, then
     dh = dL/dh_t z, the direct path (the engine adds da_h W_hh)."""

@@ -24,9 +24,9 @@ include "_common.pxi"
 
 
 cdef inline void _cell_forward(bint running, Py_ssize_t nu, Py_ssize_t H, Py_ssize_t u,
-                               const floating* acc, floating* g, const floating* h_prev,
-                               floating* h_next, floating* out, floating* c_n, floating* c,
-                               const floating* extra, int flag) noexcept nogil:
+                               const floating* acc, floating_out g, const floating* h_prev,
+                               floating_out h_next, floating_out out, floating_out c_n,
+                               floating_out c, const floating* extra, int flag) noexcept nogil:
     """Units 0..nu-1 of one row at step t (see _engine.pxi for the arguments):
     c_n the running cell state, c this step's saved c_t; with ``flag``
     (peepholes) extra is W_ch's blocks i, f, o at these units."""
@@ -81,9 +81,9 @@ cdef inline void _cell_forward(bint running, Py_ssize_t nu, Py_ssize_t H, Py_ssi
 
 cdef inline void _cell_backward(bint running, Py_ssize_t nu, Py_ssize_t H, const floating* g,
                                 const floating* c, const floating* c_prev,
-                                const floating* d_out, floating* dh, floating* dc,
-                                floating* da, floating* da_h, const floating* extra,
-                                floating* d_extra, int flag) noexcept nogil:
+                                const floating* d_out, floating_out dh, floating_out dc,
+                                floating_out da, floating* da_h, const floating* extra,
+                                floating_out d_extra, int flag) noexcept nogil:
     """Units 0..nu-1 of one row at step t: da (= da_h) from dh, dc; then
     dh = 0 (all of dL/dh_{t-1} goes through W_hh) and dc = dL/dc_{t-1};
     with ``flag`` (peepholes) c also reaches the gates through extra (W_ch),
@@ -156,10 +156,12 @@ cdef void _proj_forward_rows(Py_ssize_t t0, Py_ssize_t t1, Py_ssize_t b0, Py_ssi
                              int peephole, const int64_t* lengths, const floating* P_hh,
                              const floating* P_hr, floating* gates, floating* c, floating* out,
                              floating* c_n, floating* hbuf, floating* work, floating* m,
-                             fastrnn_steps* shared, bint main_thread) noexcept nogil:
+                             floating* spare, fastrnn_steps* shared,
+                             bint main_thread) noexcept nogil:
     """Steps t0..t1-1 of the forward for rows b0..b1-1: gates holds the input
     terms of these steps (row t % ring, without the bias), hbuf's half t % 2
-    holds h_{t0-1} (B, P), c_n c_{t0-1}.  The gate arithmetic is the
+    holds h_{t0-1} (B, P), c_n c_{t0-1}; spare (B, H) takes the cell's h_next,
+    which must not be its out.  The gate arithmetic is the
     engine's (_cell_forward, with the row's four gate blocks as one tile of
     H units), which the compiler vectorises; written out here with its
     indices it ran scalar, a quarter of the time (perf, (16, 1024, 256))."""
@@ -185,9 +187,10 @@ cdef void _proj_forward_rows(Py_ssize_t t0, Py_ssize_t t1, Py_ssize_t b0, Py_ssi
                 a = work + b * GH
                 for j in range(GH):
                     a[j] += bias[j]
-                # m (the row's o * tanh(c_t)) as the cell's out and h_next
-                _cell_forward(True, H, H, H, a, g + b * GH, m + b * H, m + b * H, m + b * H,
-                              c_n + b * H, cs + b * H, W_ch, peephole)
+                # m (the row's o * tanh(c_t)) as the cell's out (its h_next, a
+                # second restrict pointer, may not point there too)
+                _cell_forward(True, H, H, H, a, g + b * GH, m + b * H, spare + b * H,
+                              m + b * H, c_n + b * H, cs + b * H, W_ch, peephole)
             else:
                 memset(g + b * GH, 0, GH * sizeof(floating))
                 memcpy(cs + b * H, c_n + b * H, H * sizeof(floating))
@@ -222,6 +225,7 @@ cdef int _forward_proj(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
     cdef fastrnn_steps shared
     cdef bint stopped = False
     cdef floating* hbuf = <floating*>malloc(2 * B * P * sizeof(floating))
+    cdef floating* spare = <floating*>malloc(B * H * sizeof(floating))
     cdef floating* P_hh = NULL
     cdef floating* P_hr = NULL
     try:
@@ -229,7 +233,7 @@ cdef int _forward_proj(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
             # W_hh^T (P, 4H) and W_hr^T (H, P) as panels: the rows are their columns.
             P_hh = _packed(&W_hh[0, 0], 1, P, P, GH, u)
             P_hr = _packed(&W_hr[0, 0], 1, H, H, P, u)
-        if hbuf == NULL or P_hh == NULL or P_hr == NULL:
+        if hbuf == NULL or spare == NULL or P_hh == NULL or P_hr == NULL:
             raise MemoryError()
         with nogil:
             memcpy(hbuf, &h0[0, 0], B * P * sizeof(floating))
@@ -243,12 +247,13 @@ cdef int _forward_proj(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
                                        B, H, P, u, ring, &bias[0], &W_ch[0], peephole,
                                        &lengths[0], P_hh, P_hr, &gates[0, 0, 0], &c[0, 0, 0],
                                        &out[0, 0, 0], &c_n[0, 0], hbuf, &work[0, 0], &m[0, 0],
-                                       &shared, threadid() == 0)
+                                       spare, &shared, threadid() == 0)
                 stopped = fastrnn_steps_aborted(&shared)
                 t0 = c1
             memcpy(&h_n[0, 0], hbuf + (T % 2) * B * P, B * P * sizeof(floating))
     finally:
         free(hbuf)
+        free(spare)
         free(P_hh)
         free(P_hr)
     if stopped:

@@ -36,11 +36,12 @@ cdef inline floating _act_grad(floating h, bint relu) noexcept nogil:
 
 cdef inline void _cell_forward(bint running, Py_ssize_t nu, Py_ssize_t H, Py_ssize_t u,
                                const floating* acc, floating* g, const floating* h_prev,
-                               floating* h_next, floating* out, floating* state,
+                               floating_out h_next, floating* out, floating* state,
                                floating* saved, const floating* extra, int relu) noexcept nogil:
     """Units 0..nu-1 of one row at step t (see _engine.pxi for the arguments):
     h_t = act(x_t W_ih^T + bias + h_{t-1} W_hh^T).  ``g`` is ``out``: the
-    input term is read and h_t written in its place."""
+    input term is read and h_t written in its place (so out, unlike h_next,
+    is no restrict pointer)."""
     cdef Py_ssize_t j
     cdef floating v
     if running:
@@ -56,8 +57,8 @@ cdef inline void _cell_forward(bint running, Py_ssize_t nu, Py_ssize_t H, Py_ssi
 
 cdef inline void _cell_backward(bint running, Py_ssize_t nu, Py_ssize_t H, const floating* h,
                                 const floating* saved, const floating* prev,
-                                const floating* d_out, floating* dh, floating* dc,
-                                floating* da, floating* da_h, const floating* extra,
+                                const floating* d_out, floating_out dh, floating* dc,
+                                floating_out da, floating* da_h, const floating* extra,
                                 floating* d_extra, int relu) noexcept nogil:
     """Units 0..nu-1 of one row at step t: da from dh and h_t (``h``), then
     dh = 0 (all of dL/dh_{t-1} goes through W_hh)."""
