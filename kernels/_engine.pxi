@@ -101,8 +101,16 @@ cdef extern from "engine.h" nogil:
     float fastrnn_quantize_u8(const float* src, long n, long n4, uint8_t* dst)
     void fastrnn_pack_panel_s8(const int8_t* W, const float* s, long K, long K4, long G, long H,
                                long u, long p, int8_t* P, int32_t* init, float* sw)
+    ctypedef struct fastrnn_s8_scaled:
+        const float* sa
+        const float* sw
+        const float* bias
+        float* dst
+        long ldd
+        long voff[4]
     void fastrnn_tile_s8(const uint8_t* A, long lda, int mr, const int8_t* P, long K4, int nv,
-                         const int32_t* init, int32_t* C, long ldc, int add)
+                         const int32_t* init, int32_t* C, long ldc, int add,
+                         const fastrnn_s8_scaled* e)
     void fastrnn_rescale_s8(const int32_t* S, long rows, long NR, const int32_t* add,
                             const float* sa, const float* sw, float* C)
     void fastrnn_rescale_s8_gates(const int32_t* S, long rows, long G, long u, long nu,
@@ -242,28 +250,49 @@ cdef struct _Int8:
 
 cdef inline const int32_t* _sums_s8(const uint8_t* A, Py_ssize_t lda, Py_ssize_t rows,
                                     const int8_t* panel, const int32_t* init, Py_ssize_t K4,
-                                    int nv, Py_ssize_t NR, int32_t* S, bint amx) noexcept nogil:
+                                    int nv, Py_ssize_t NR, int32_t* S, bint amx,
+                                    const fastrnn_s8_scaled* e=NULL) noexcept nogil:
     """S (rows rounded up to 16, NR) int32 = the integer product of the
     quantized rows A (rows of K4 groups of four bytes) and a panel (K4
     groups, NR columns; init its corrections), rows <= ROW_BLOCK: on AMX
     tiles (``amx``), or VNNI tiles with k in blocks as in _product.  Returns
-    the correction the rescaling must still add (AMX: init), or NULL."""
+    the correction the rescaling must still add (AMX: init), or NULL.  With
+    ``e`` the VNNI tiles rescale their last block's sums into e's dst
+    themselves (fastrnn_s8_scaled; e's sa and dst at row 0); AMX ignores it."""
     cdef Py_ssize_t kc = max(4, _PANEL_BLOCK_BYTES // (NR * 4))  # groups of k per block
     cdef Py_ssize_t kb = 0, k_len, r0
     cdef int mr, mr_max = fastrnn_tile_rows(nv)
+    cdef fastrnn_s8_scaled at_row
     if amx:
         fastrnn_product_s8_amx(A, lda, rows, panel, K4, NR, S)
         return init
+    if e != NULL:
+        at_row = e[0]
     while kb < K4:
         k_len = min(kc, K4 - kb)
         r0 = 0
         while r0 < rows:
             mr = fastrnn_tile_split(rows - r0, mr_max)
-            fastrnn_tile_s8(A + r0 * lda + 4 * kb, lda, mr, panel + 4 * kb * NR, k_len, nv, init,
-                            S + r0 * NR, NR, kb > 0)
+            if e != NULL and kb + k_len == K4:
+                at_row.sa = e.sa + r0
+                at_row.dst = e.dst + r0 * e.ldd
+                fastrnn_tile_s8(A + r0 * lda + 4 * kb, lda, mr, panel + 4 * kb * NR, k_len, nv,
+                                init, S + r0 * NR, NR, kb > 0, &at_row)
+            else:
+                fastrnn_tile_s8(A + r0 * lda + 4 * kb, lda, mr, panel + 4 * kb * NR, k_len, nv,
+                                init, S + r0 * NR, NR, kb > 0, NULL)
             r0 += mr
         kb += k_len
     return NULL
+
+
+cdef inline void _scaled_columns(fastrnn_s8_scaled* e, Py_ssize_t G, Py_ssize_t u, Py_ssize_t H,
+                                 int nv) noexcept nogil:
+    """e.voff for a panel's tile columns (vector v: columns v*L .., column
+    c = k*u + jj gate k's unit jj) written into a row of G gate blocks of H."""
+    cdef Py_ssize_t L = fastrnn_lanes_f32(), v
+    for v in range(nv):
+        e.voff[v] = (v * L // u) * H + (v * L) % u
 
 
 cdef inline void _input_s8(_Int8* q8, Py_ssize_t row, Py_ssize_t mr, Py_ssize_t p, Py_ssize_t G,
@@ -272,7 +301,16 @@ cdef inline void _input_s8(_Int8* q8, Py_ssize_t row, Py_ssize_t mr, Py_ssize_t 
                            int32_t* S) noexcept nogil:
     """int8 compute's input term of x's rows row .. row+mr-1 for panel p's
     units (j0 ..), rescaled and added to the bias straight into their
-    gates (rows of G*H from ``gates``)."""
+    gates (rows of G*H from ``gates``): by the tiles where they are VNNI's
+    and the panel is whole, else a pass over the sums."""
+    cdef fastrnn_s8_scaled e
+    if not q8.amx and nu == u:
+        e.sa, e.sw, e.bias = q8.xs + row, q8.sw_ih + p * NR, <const float*>bias + j0
+        e.dst, e.ldd = <float*>gates + j0, G * H
+        _scaled_columns(&e, G, u, H, nv)
+        _sums_s8(q8.xq + row * q8.I4, q8.I4, mr, q8.P_ih + p * q8.I4 * NR, q8.init_ih + p * NR,
+                 q8.I4 // 4, nv, NR, S, False, &e)
+        return
     fastrnn_rescale_s8_gates(
         S, mr, G, u, nu,
         _sums_s8(q8.xq + row * q8.I4, q8.I4, mr, q8.P_ih + p * q8.I4 * NR, q8.init_ih + p * NR,
@@ -285,7 +323,16 @@ cdef inline void _product_s8(const uint8_t* A, Py_ssize_t lda, Py_ssize_t rows, 
                              Py_ssize_t K4, int nv, Py_ssize_t NR, int32_t* S,
                              float* C, bint amx) noexcept nogil:
     """C (rows, NR) float32 = the int8 product of the quantized rows A (scales
-    sa) and a panel (init, sw its corrections and scales): _sums_s8, rescaled."""
+    sa) and a panel (init, sw its corrections and scales): _sums_s8, rescaled
+    (by VNNI's tiles themselves)."""
+    cdef fastrnn_s8_scaled e
+    cdef int v
+    if not amx:
+        e.sa, e.sw, e.bias, e.dst, e.ldd = sa, sw, NULL, C, NR
+        for v in range(nv):
+            e.voff[v] = v * fastrnn_lanes_f32()
+        _sums_s8(A, lda, rows, panel, init, K4, nv, NR, S, False, &e)
+        return
     fastrnn_rescale_s8(S, rows, NR, _sums_s8(A, lda, rows, panel, init, K4, nv, NR, S, amx),
                        sa, sw, C)
 

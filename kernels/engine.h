@@ -673,15 +673,31 @@ static inline void fastrnn_pack_panel_s8(const int8_t *W, const float *s, long K
             init[c] = 0;
 }
 
+/* The rescaling of a tile's sums done by the tile itself, from its
+   registers, when they are final (the last block of k): row r, column
+   c = v*L + l goes to dst[r*ldd + voff[v] + l] as ((float)sum * sa[r]) *
+   sw[c], plus bias[voff[v] + l] where bias is not NULL: fastrnn_rescale_s8
+   and fastrnn_rescale_s8_gates's values without their pass over the int32
+   sums (stored, read back, converted; with loops of one vector a gate, a
+   quarter of an LSTM (8, 256) int8 step's own code, perf). */
+typedef struct {
+    const float *sa, *sw, *bias;
+    float *dst;
+    long ldd, voff[4];
+} fastrnn_s8_scaled;
+
 /* One int8 tile shape: C (MR, NV*L) int32, row stride ldc, = (add ? C : init)
    + A (MR rows of K4 groups of 4 bytes, q + 128; row stride lda bytes) @
-   P (K4 groups, NV*L columns). */
+   P (K4 groups, NV*L columns); rescaled into e's dst instead where e is not
+   NULL (C unused). */
 #define FASTRNN_DEFINE_TILE_S8(NAME, MR, NV)                                        \
 static void NAME##_##MR##x##NV(const uint8_t *A, long lda, const int8_t *P, long K4, \
-                               const int32_t *init, int32_t *C, long ldc, int add)  \
+                               const int32_t *init, int32_t *C, long ldc, int add,  \
+                               const fastrnn_s8_scaled *e)                          \
 {                                                                                   \
     enum { L = FASTRNN_VBYTES / 4, NR = NV * L, ROWS = MR };                        \
     typedef int32_t ivec __attribute__((vector_size(FASTRNN_VBYTES)));              \
+    typedef float fvec __attribute__((vector_size(FASTRNN_VBYTES)));                \
     ivec acc[MR][NV], w;                                                            \
     uint32_t a[MR];                                                                 \
     long k;                                                                         \
@@ -697,6 +713,20 @@ static void NAME##_##MR##x##NV(const uint8_t *A, long lda, const int8_t *P, long
             memcpy(&w, p + v * 4 * L, sizeof w);                                    \
             FASTRNN_S8_DOT                                                          \
         }                                                                           \
+    }                                                                               \
+    if (e) {                                                                        \
+        for (r = 0; r < MR; r++)                                                    \
+            for (v = 0; v < NV; v++) {                                              \
+                fvec f, s, b;                                                       \
+                memcpy(&s, e->sw + v * L, sizeof s);                                \
+                f = (__builtin_convertvector(acc[r][v], fvec) * e->sa[r]) * s;       \
+                if (e->bias) {                                                      \
+                    memcpy(&b, e->bias + e->voff[v], sizeof b);                     \
+                    f = f + b;                                                      \
+                }                                                                   \
+                memcpy(e->dst + r * e->ldd + e->voff[v], &f, sizeof f);             \
+            }                                                                       \
+        return;                                                                     \
     }                                                                               \
     for (r = 0; r < MR; r++)                                                        \
         for (v = 0; v < NV; v++)                                                    \
@@ -748,18 +778,19 @@ FASTRNN_TILES_FOR_ROWS(FASTRNN_DEFINE_TILE_S8, fastrnn_tile_s8, 2)
 FASTRNN_TILES_FOR_ROWS(FASTRNN_DEFINE_TILE_S8, fastrnn_tile_s8, 3)
 FASTRNN_TILES_FOR_ROWS(FASTRNN_DEFINE_TILE_S8, fastrnn_tile_s8, 4)
 
-/* C (mr, nv*L) int32 (row stride ldc) = (add ? C : init) + A @ P: the tile
-   above; 1 <= mr <= 8, 1 <= nv <= 4. */
+/* C (mr, nv*L) int32 (row stride ldc) = (add ? C : init) + A @ P, or those
+   sums rescaled into e's dst (e not NULL): the tile above; 1 <= mr <= 8,
+   1 <= nv <= 4. */
 static inline void fastrnn_tile_s8(const uint8_t *A, long lda, int mr, const int8_t *P,
                                    long K4, int nv, const int32_t *init, int32_t *C, long ldc,
-                                   int add)
+                                   int add, const fastrnn_s8_scaled *e)
 {
     switch (nv) {
-    FASTRNN_CASE_ROWS(fastrnn_tile_s8, 1, (A, lda, P, K4, init, C, ldc, add))
-    FASTRNN_CASE_ROWS(fastrnn_tile_s8, 2, (A, lda, P, K4, init, C, ldc, add))
-    FASTRNN_CASE_ROWS(fastrnn_tile_s8, 3, (A, lda, P, K4, init, C, ldc, add))
+    FASTRNN_CASE_ROWS(fastrnn_tile_s8, 1, (A, lda, P, K4, init, C, ldc, add, e))
+    FASTRNN_CASE_ROWS(fastrnn_tile_s8, 2, (A, lda, P, K4, init, C, ldc, add, e))
+    FASTRNN_CASE_ROWS(fastrnn_tile_s8, 3, (A, lda, P, K4, init, C, ldc, add, e))
     default:
-    FASTRNN_CASE_ROWS(fastrnn_tile_s8, 4, (A, lda, P, K4, init, C, ldc, add))
+    FASTRNN_CASE_ROWS(fastrnn_tile_s8, 4, (A, lda, P, K4, init, C, ldc, add, e))
     }
 }
 
