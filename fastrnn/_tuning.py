@@ -64,13 +64,23 @@ def kept_steps(backend, training, T, B):
     return _steps_in(CHUNK_ROWS, T, B)
 
 
+# An int8 inference whose weights outgrow L2 computes the input terms of a
+# chunk of steps of about this many rows at once: enough for the int8 tiles
+# (6 to 8 rows), no more.  Measured against chunks of CHUNK_ROWS (LSTM, AMD
+# EPYC Zen 4, 2 threads, interleaved medians; python /tmp/w/chunk.py):
+# (64, 1024) 54.3 -> 48.2 ms, (16, 1024) 55.8 -> 48.0, (32, 512) 36.4 -> 30.7,
+# (4, 1024) 29.5 -> 27.1, (1, 1024) 11.4 -> 10.8 (one step a chunk: 14.7):
+# the larger ring of gates went through memory (and fresh pages) every call.
+INT8_CHUNK_ROWS = 8
+
+
 def int8_kept_steps(T, B, I, H, G):
     """kept_steps for an int8 inference: 1 (each step computes its own input
     term, kernels/_engine.pxi: _engine_forward_int8) where the int8 weights
-    fit a core's L2 cache, else a chunk."""
+    fit a core's L2 cache, else a chunk of about INT8_CHUNK_ROWS rows."""
     if (I + H) * G * H <= l2_bytes():
         return 1
-    return _steps_in(CHUNK_ROWS, T, B)
+    return _steps_in(INT8_CHUNK_ROWS, T, B)
 
 
 def l2_bytes():

@@ -873,8 +873,8 @@ cdef int _engine_forward_int8(const float[:, ::1] x2d, object W_ih, object W_hh,
     term, into gates still in L1 (fastrnn._tuning.int8_kept_steps chooses
     it where the weights fit the L2 cache: writing a chunk's input terms
     out and reading them back took 20% of an LSTM (16, 256) inference's
-    profile); otherwise chunks of ring steps as in _engine_forward (each
-    step would read W_ih from L3 again)."""
+    profile); otherwise chunks of ring steps as in _engine_forward, of a
+    few rows (int8_kept_steps: larger chunks measured slower)."""
     cdef Py_ssize_t B = h0.shape[0], H = h0.shape[1], I = x2d.shape[1]
     cdef Py_ssize_t T = x2d.shape[0] // B, G = W_hh.shape[0] // H
     cdef int nv = G if G >= 3 else 2
