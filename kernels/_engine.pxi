@@ -262,7 +262,8 @@ cdef inline const int32_t* _sums_s8(const uint8_t* A, Py_ssize_t lda, Py_ssize_t
     cdef Py_ssize_t kc = max(4, _PANEL_BLOCK_BYTES // (NR * 4))  # groups of k per block
     cdef Py_ssize_t kb = 0, k_len, r0
     cdef int mr, mr_max = fastrnn_tile_rows(nv)
-    cdef fastrnn_s8_scaled at_row
+    cdef fastrnn_s8_scaled at_row  # e from row r0 on
+    cdef const fastrnn_s8_scaled* last
     if amx:
         fastrnn_product_s8_amx(A, lda, rows, panel, K4, NR, S)
         return init
@@ -270,17 +271,15 @@ cdef inline const int32_t* _sums_s8(const uint8_t* A, Py_ssize_t lda, Py_ssize_t
         at_row = e[0]
     while kb < K4:
         k_len = min(kc, K4 - kb)
+        last = &at_row if e != NULL and kb + k_len == K4 else NULL
         r0 = 0
         while r0 < rows:
             mr = fastrnn_tile_split(rows - r0, mr_max)
-            if e != NULL and kb + k_len == K4:
+            if last != NULL:
                 at_row.sa = e.sa + r0
                 at_row.dst = e.dst + r0 * e.ldd
-                fastrnn_tile_s8(A + r0 * lda + 4 * kb, lda, mr, panel + 4 * kb * NR, k_len, nv,
-                                init, S + r0 * NR, NR, kb > 0, &at_row)
-            else:
-                fastrnn_tile_s8(A + r0 * lda + 4 * kb, lda, mr, panel + 4 * kb * NR, k_len, nv,
-                                init, S + r0 * NR, NR, kb > 0, NULL)
+            fastrnn_tile_s8(A + r0 * lda + 4 * kb, lda, mr, panel + 4 * kb * NR, k_len, nv, init,
+                            S + r0 * NR, NR, kb > 0, last)
             r0 += mr
         kb += k_len
     return NULL
