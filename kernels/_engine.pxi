@@ -325,11 +325,9 @@ cdef inline void _product_s8(const uint8_t* A, Py_ssize_t lda, Py_ssize_t rows, 
     sa) and a panel (init, sw its corrections and scales): _sums_s8, rescaled
     (by VNNI's tiles themselves)."""
     cdef fastrnn_s8_scaled e
-    cdef int v
     if not amx:
         e.sa, e.sw, e.bias, e.dst, e.ldd = sa, sw, NULL, C, NR
-        for v in range(nv):
-            e.voff[v] = v * fastrnn_lanes_f32()
+        _scaled_columns(&e, 1, NR, NR, nv)  # the tile's own layout: one block of NR
         _sums_s8(A, lda, rows, panel, init, K4, nv, NR, S, False, &e)
         return
     fastrnn_rescale_s8(S, rows, NR, _sums_s8(A, lda, rows, panel, init, K4, nv, NR, S, amx),

@@ -145,7 +145,7 @@ def _tiles_source(cell):
             "                        seq, b_hh, Pm, dims):",
             "    T, B, H = dims[0], dims[1], dims[2]",
             "    b = tb % B",
-            "    t = tb // B",
+        ] + ["    t = tb // B"] * keep + [
             "    if running:",
             "        for j in range(nu):",
         ]
