@@ -251,37 +251,46 @@ cdef struct _Int8:
 cdef inline const int32_t* _sums_s8(const uint8_t* A, Py_ssize_t lda, Py_ssize_t rows,
                                     const int8_t* panel, const int32_t* init, Py_ssize_t K4,
                                     int nv, Py_ssize_t NR, int32_t* S, bint amx,
-                                    const fastrnn_s8_scaled* e=NULL) noexcept nogil:
+                                    fastrnn_s8_scaled* e=NULL) noexcept nogil:
     """S (rows rounded up to 16, NR) int32 = the integer product of the
     quantized rows A (rows of K4 groups of four bytes) and a panel (K4
     groups, NR columns; init its corrections), rows <= ROW_BLOCK: on AMX
     tiles (``amx``), or VNNI tiles with k in blocks as in _product.  Returns
     the correction the rescaling must still add (AMX: init), or NULL.  With
     ``e`` the VNNI tiles rescale their last block's sums into e's dst
-    themselves (fastrnn_s8_scaled; e's sa and dst at row 0); AMX ignores it."""
-    cdef Py_ssize_t kc = max(4, _PANEL_BLOCK_BYTES // (NR * 4))  # groups of k per block
+    themselves (fastrnn_s8_scaled; e's sa and dst at row 0, moved along the
+    rows here and left as they were); AMX ignores it.
+    (e is moved in place, not copied: a copy read the caller's just-written
+    fields as one 64-byte load, which store forwarding cannot serve: a
+    quarter of this function's time in a GRU (1, 64) step, perf.)"""
+    # Groups of k per block (the division only where the panel outgrows one).
+    cdef Py_ssize_t kc = (K4 if K4 * NR * 4 <= _PANEL_BLOCK_BYTES
+                          else max(4, _PANEL_BLOCK_BYTES // (NR * 4)))
     cdef Py_ssize_t kb = 0, k_len, r0
     cdef int mr, mr_max = fastrnn_tile_rows(nv)
-    cdef fastrnn_s8_scaled at_row  # e from row r0 on
-    cdef const fastrnn_s8_scaled* last
+    cdef const float* sa0 = NULL
+    cdef float* dst0 = NULL
+    cdef fastrnn_s8_scaled* last
     if amx:
         fastrnn_product_s8_amx(A, lda, rows, panel, K4, NR, S)
         return init
     if e != NULL:
-        at_row = e[0]
+        sa0, dst0 = e.sa, e.dst
     while kb < K4:
         k_len = min(kc, K4 - kb)
-        last = &at_row if e != NULL and kb + k_len == K4 else NULL
+        last = e if e != NULL and kb + k_len == K4 else NULL
         r0 = 0
         while r0 < rows:
             mr = fastrnn_tile_split(rows - r0, mr_max)
             if last != NULL:
-                at_row.sa = e.sa + r0
-                at_row.dst = e.dst + r0 * e.ldd
+                last.sa = sa0 + r0
+                last.dst = dst0 + r0 * last.ldd
             fastrnn_tile_s8(A + r0 * lda + 4 * kb, lda, mr, panel + 4 * kb * NR, k_len, nv, init,
                             S + r0 * NR, NR, kb > 0, last)
             r0 += mr
         kb += k_len
+    if e != NULL:
+        e.sa, e.dst = sa0, dst0
     return NULL
 
 
