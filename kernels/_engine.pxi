@@ -784,7 +784,12 @@ cdef int _engine_forward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih
     BLAS products have no bf16 operands."""
     cdef Py_ssize_t B = h0.shape[0], H = h0.shape[1], I = x2d.shape[1]
     cdef Py_ssize_t T = x2d.shape[0] // B, G = W_hh.shape[0] // H
-    cdef int nv = G if G >= 3 else 2  # vectors of columns per tile: every gate of u units
+    # Vectors of columns per tile: every gate of u units.  The Elman cell's
+    # one gate takes 2 (u = 32 at AVX-512), or 4 where a step is one tile of
+    # a few rows (half the tile and cell calls a step; f32 inference, one
+    # thread, min of 8 interleaved runs: (1, 64) 0.222 -> 0.187 ms; with
+    # 16 rows its training forward ran 7-10% slower).
+    cdef int nv = G if G >= 3 else 4 if B < 8 and _lanes(<floating*>NULL) == 16 else 2
     cdef Py_ssize_t u = _lanes(<floating*>NULL) * (nv // G)
     cdef Py_ssize_t n_panels = (H + u - 1) // u
     # One thread takes a whole phase at once; several take a panel at a time.
@@ -883,7 +888,12 @@ cdef int _engine_forward_int8(const float[:, ::1] x2d, object W_ih, object W_hh,
     few rows (int8_kept_steps: larger chunks measured slower)."""
     cdef Py_ssize_t B = h0.shape[0], H = h0.shape[1], I = x2d.shape[1]
     cdef Py_ssize_t T = x2d.shape[0] // B, G = W_hh.shape[0] // H
-    cdef int nv = G if G >= 3 else 2
+    # Four vectors of columns for the Elman cell too at AVX-512 (u = 64
+    # units a panel, not 32): half the tile and cell calls a step (Elman
+    # int8, one thread, min of 8 interleaved runs: (1, 64) 0.168 -> 0.139
+    # ms, (16, 256) 2.39 -> 2.29).  AVX2's 16 registers hold 3 rows of such
+    # tiles (fastrnn_tile_rows): 2 there.
+    cdef int nv = G if G >= 3 else 4 if fastrnn_lanes_f32() == 16 else 2
     cdef Py_ssize_t u = fastrnn_lanes_f32() * (nv // G), NR = G * u
     cdef Py_ssize_t n_panels = (H + u - 1) // u
     cdef Py_ssize_t per_item = n_panels if num_threads == 1 else 1
