@@ -260,9 +260,9 @@ cdef inline const int32_t* _sums_s8(const uint8_t* A, Py_ssize_t lda, Py_ssize_t
     ``e`` the VNNI tiles rescale their last block's sums into e's dst
     themselves (fastrnn_s8_scaled; e's sa and dst at row 0, moved along the
     rows here and left as they were); AMX ignores it.
-    (e is moved in place, not copied: a copy read the caller's just-written
-    fields as one 64-byte load, which store forwarding cannot serve: a
-    quarter of this function's time in a GRU (1, 64) step, perf.)"""
+    (e is moved in place, not copied: gcc copied it as one 64-byte load of
+    the fields the caller had just written one by one, which store
+    forwarding cannot serve.)"""
     # Groups of k per block (the division only where the panel outgrows one).
     cdef Py_ssize_t kc = (K4 if K4 * NR * 4 <= _PANEL_BLOCK_BYTES
                           else max(4, _PANEL_BLOCK_BYTES // (NR * 4)))
@@ -787,8 +787,9 @@ cdef int _engine_forward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih
     # Vectors of columns per tile: every gate of u units.  The Elman cell's
     # one gate takes 2 (u = 32 at AVX-512), or 4 where a step is one tile of
     # a few rows (half the tile and cell calls a step; f32 inference, one
-    # thread, min of 8 interleaved runs: (1, 64) 0.222 -> 0.187 ms; with
-    # 16 rows its training forward ran 7-10% slower).
+    # thread, min of 6 interleaved runs: (1, 64) 0.222 -> 0.216 ms, medians
+    # 0.259 -> 0.237; (4, 64) 0.600 -> 0.544; with 16 rows its training
+    # forward ran 7-10% slower).
     cdef int nv = G if G >= 3 else 4 if B < 8 and _lanes(<floating*>NULL) == 16 else 2
     cdef Py_ssize_t u = _lanes(<floating*>NULL) * (nv // G)
     cdef Py_ssize_t n_panels = (H + u - 1) // u
