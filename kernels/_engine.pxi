@@ -756,13 +756,19 @@ cdef inline bint _split_batch(Py_ssize_t B, Py_ssize_t GH, Py_ssize_t H, int num
       GRU (16, 256) 1.03, float32 1.02; (64, 1024) 1.02; (32, 512) 0.96
       Elman (16, 256) 1.17, float32 1.07; (32, 256) 1.60; (64, 256) 1.74;
       (64, 1024) 1.16 (W_hh 2 MB, 32 rows a thread)
-      training's forward, (16, 256): LSTM 1.03, GRU 1.10, Elman 1.13."""
+      training's forward, (16, 256): LSTM 1.03, GRU 1.10, Elman 1.13.
+    int8 (value_bytes 1) keeps to the units where W_hh outgrows L2, however
+    many the rows: each thread streaming all of it every step cost more
+    than the barrier (Intel Xeon, VNNI, 2 threads, units / split, medians
+    of 6 interleaved: LSTM (64, 1024) 0.92-0.96, (32, 1024) 0.89; GRU
+    (64, 1024) 0.85-0.97; LSTM (64, 512), W_hh 1 MB, 0.98: split kept)."""
     cdef Py_ssize_t w = H * GH * value_bytes, l2 = fastrnn_l2_bytes()
     if num_threads < 2 or B < num_threads:
         return False
     if _split_override >= 0:
         return _split_override == 1
-    return B >= 4 * num_threads and (w <= l2 or w > num_threads * l2 or B >= 32 * num_threads)
+    return B >= 4 * num_threads and (w <= l2 or w > num_threads * l2
+                                     or B >= 32 * num_threads and value_bytes > 1)
 
 
 cdef int _engine_forward(const floating[:, ::1] x2d, const floating[:, ::1] W_ih,
