@@ -11,6 +11,7 @@ from libc.math cimport sqrt, tanh
 
 cdef extern from "fast_tanh.h" nogil:
     float fastrnn_tanhf(float x)
+    void fastrnn_tanh_pq(float x, float* p, float* q)
 from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
 include "_gemm.pxi"

@@ -1,6 +1,6 @@
 # The recurrent engine: one parallel region runs a whole sequence, forward or
 # backward, for every cell.  Included by each cell's .pyx after ``_common.pxi``
-# and after the cell's two gate functions, which are the only per-cell part:
+# and after the cell's gate functions, which are the only per-cell part:
 #
 #   _cell_forward(running, nu, H, u, acc, g, h_prev, h_next, out, state, saved, extra, flag)
 #       one row's units j0 .. j0+nu-1 at step t: ``acc`` holds h_{t-1} W_hh^T for
@@ -9,6 +9,9 @@
 #       activated gates back into ``g``, h_t into ``out`` and ``h_next``, and the
 #       cell's own state and saved values.  ``running`` false: a step past the
 #       sequence's length (h passes through).
+#   _cell_infer(the same arguments)
+#       _cell_forward for an inference that keeps no gates (int8 compute): it
+#       need not write ``g`` or the saved values, only h_t and the state.
 #   _cell_backward(running, nu, H, g, saved, prev, d_out, dh, dc, da_x, da_h, extra,
 #                  d_extra, flag)
 #       the elementwise BPTT of the same units: the gradients of the gates'
@@ -705,6 +708,19 @@ cdef void _forward_worker(fastrnn_steps* steps, int tid, Py_ssize_t n_phases,
                                              _offset16(hb, (t % 2) * B * lda_h + r0 * lda_h),
                                              lda_h, mr, P_hh + p * H * NR,
                                              _offset16(Pb_hh, p * H2 * NR), lda_h, nv, NR, acc)
+                        if q8 != NULL:
+                            # An inference's gate arithmetic, which keeps no gates
+                            # (fewer divisions: the cells' _cell_infer).
+                            for r in range(mr):
+                                b = r0 + r
+                                _cell_infer(t < lengths[b], nu, H, u, acc + r * NR,
+                                            gates + ((t % ring) * B + b) * GH + j0,
+                                            h_prev + b * H + j0, h_next + b * H + j0,
+                                            out + (t * B + b) * H + j0, _offset(state, b * H + j0),
+                                            _offset(saved, ((t % ring) * B + b) * H + j0),
+                                            _offset(<floating*>extra, j0), flag)
+                            r0 += mr
+                            continue
                         for r in range(mr):
                             b = r0 + r
                             g = gates + ((t % ring) * B + b) * GH + j0

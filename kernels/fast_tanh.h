@@ -18,7 +18,12 @@
 
 #include <math.h>
 
-static inline float fastrnn_tanhf(float x)
+/* The rational function at x as its numerator and denominator: tanh(x) is
+ * about *p / *q (x clamped; no small-x case).  The int8 inference cells
+ * combine several such quotients into one division (kernels/lstm_cython.pyx,
+ * gru_cython.pyx: _cell_infer); q lies in [4.9e-3, 0.9], so products of a
+ * few of them stay far from float32's limits. */
+static inline void fastrnn_tanh_pq(float x, float *p_out, float *q_out)
 {
     const float c = 7.90531110763549805f;
     float xc = x > c ? c : x;
@@ -36,6 +41,14 @@ static inline float fastrnn_tanhf(float x)
     q = q * x2 + 1.18534705686654e-04f;
     q = q * x2 + 2.26843463243900e-03f;
     q = q * x2 + 4.89352518554385e-03f;
+    *p_out = p;
+    *q_out = q;
+}
+
+static inline float fastrnn_tanhf(float x)
+{
+    float p, q;
+    fastrnn_tanh_pq(x, &p, &q);
     float r = p / q;
     return fabsf(x) < 0.0004f ? x : r;
 }

@@ -55,6 +55,14 @@ cdef inline void _cell_forward(bint running, Py_ssize_t nu, Py_ssize_t H, Py_ssi
             h_next[j] = h_prev[j]
 
 
+cdef inline void _cell_infer(bint running, Py_ssize_t nu, Py_ssize_t H, Py_ssize_t u,
+                             const floating* acc, floating* g, const floating* h_prev,
+                             floating* h_next, floating* out, floating* state,
+                             floating* saved, const floating* extra, int flag) noexcept nogil:
+    """The engine's inference cell (int8 compute): _cell_forward's arithmetic."""
+    _cell_forward(running, nu, H, u, acc, g, h_prev, h_next, out, state, saved, extra, flag)
+
+
 cdef inline void _cell_backward(bint running, Py_ssize_t nu, Py_ssize_t H, const floating* h,
                                 const floating* saved, const floating* prev,
                                 const floating* d_out, floating_out dh, floating* dc,
