@@ -74,12 +74,30 @@ def kept_steps(backend, training, T, B):
 INT8_CHUNK_ROWS = 8
 
 
+# Below this many rows a step, an int8 inference whose weights fit L2 still
+# computes its input terms a chunk of about INT8_FEW_ROWS_CHUNK_ROWS rows at
+# a time: the tiles of a step's one or two rows cost more than the chunk's
+# round trip through memory.  Chunks of 16 to 256 rows against each step's
+# own input term (Intel Xeon, VNNI, 2 threads, min of 8-14 interleaved
+# rounds; python /tmp/w/ring.py): B = 1, H = 64: GRU 0.49 -> 0.43 ms, LSTM
+# 0.54 -> 0.45; H = 256: GRU 1.06 -> 0.72, LSTM 1.18 -> 0.90; B = 2, H = 64:
+# GRU 0.63 -> 0.57, LSTM 0.87 -> 0.74 (H = 256: level); B = 4: level to
+# 0.92x (GRU (4, 256) 2.14 -> 1.97); B = 8: level or slower (GRU (8, 256)
+# 2.44 -> 2.67-2.70), B = 16 likewise; Elman level throughout.
+INT8_STEP_INPUTS_MIN_ROWS = 8
+INT8_FEW_ROWS_CHUNK_ROWS = 64
+
+
 def int8_kept_steps(T, B, I, H, G):
     """kept_steps for an int8 inference: 1 (each step computes its own input
     term, kernels/_engine.pxi: _engine_forward_int8) where the int8 weights
-    fit a core's L2 cache, else a chunk of about INT8_CHUNK_ROWS rows."""
+    fit a core's L2 cache and a step has INT8_STEP_INPUTS_MIN_ROWS rows or
+    more, else a chunk of about INT8_FEW_ROWS_CHUNK_ROWS or (weights past
+    L2) INT8_CHUNK_ROWS rows."""
     if (I + H) * G * H <= l2_bytes():
-        return 1
+        if B >= INT8_STEP_INPUTS_MIN_ROWS:
+            return 1
+        return _steps_in(INT8_FEW_ROWS_CHUNK_ROWS, T, B)
     return _steps_in(INT8_CHUNK_ROWS, T, B)
 
 
