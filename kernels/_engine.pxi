@@ -900,15 +900,17 @@ cdef int _engine_forward_int8(const float[:, ::1] x2d, object W_ih, object W_hh,
     (G*H, H) are fastrnn.quantization.QuantizedWeights (int8 rows and their
     scales); x's rows and each step's h_{t-1} are quantized per row; the
     products summed in int32 (engine.h, "int8 products") and rescaled to
-    float32 before the cell's gate arithmetic, which is as in float32.
-    Always on the packed path.
+    float32 before the cell's gate arithmetic, in float32 (the cells'
+    _cell_infer: no gates kept, fewer divisions).  Always on the packed path.
 
     ring 1: each step computes its input term right before its recurrent
     term, into gates still in L1 (fastrnn._tuning.int8_kept_steps chooses
-    it where the weights fit the L2 cache: writing a chunk's input terms
-    out and reading them back took 20% of an LSTM (16, 256) inference's
-    profile); otherwise chunks of ring steps as in _engine_forward, of a
-    few rows (int8_kept_steps: larger chunks measured slower)."""
+    it where the weights fit the L2 cache and a step has 8 rows or more:
+    writing a chunk's input terms out and reading them back took 20% of an
+    LSTM (16, 256) inference's profile); otherwise chunks of ring steps as
+    in _engine_forward, of about 8 rows where the weights outgrow L2
+    (larger chunks measured slower) and 64 where a step's few rows made
+    tiles of one or two (int8_kept_steps)."""
     cdef Py_ssize_t B = h0.shape[0], H = h0.shape[1], I = x2d.shape[1]
     cdef Py_ssize_t T = x2d.shape[0] // B, G = W_hh.shape[0] // H
     # Four vectors of columns for the Elman cell too at AVX-512 (u = 64
