@@ -71,6 +71,15 @@ cdef extern from "engine.h" nogil:
     void fastrnn_steps_done(fastrnn_steps* s)
     void fastrnn_steps_abort(fastrnn_steps* s)
     int fastrnn_steps_aborted(fastrnn_steps* s)
+    ctypedef struct fastrnn_groups:
+        long* next
+        int* held
+        long n
+        long end
+        long most
+    void fastrnn_groups_release(fastrnn_groups* g, long lo, long n, long phase)
+    long fastrnn_groups_take(fastrnn_groups* g, long prefer, int team, long* lo, long* phase,
+                             const int* abort)
     long fastrnn_l2_bytes()
     double fastrnn_now()
     int fastrnn_lanes_f32()
@@ -140,6 +149,9 @@ DEF ROW_BLOCK = 64
 # many rows (_engine_forward_int8).
 DEF _AMX_MIN_BATCH = 8
 cdef Py_ssize_t _PANEL_BLOCK_BYTES = 24 * 1024
+# int8 under the batch split: the steps a thread runs its row groups before
+# handing them back (engine.h, "row groups").
+cdef Py_ssize_t _GROUP_STEPS = 8
 
 
 cdef int _interrupted() noexcept with gil:
@@ -249,6 +261,11 @@ cdef struct _Int8:
     Py_ssize_t I4, H4, HQ
     bint amx
     bint per_step  # each step computes its own input term (no chunk phases)
+    # Under the batch split: the groups of rows the threads claim a span of
+    # phases at a time (engine.h, "row groups"), group i rows
+    # i*B//groups.n .. (i+1)*B//groups.n - 1.
+    fastrnn_groups* groups
+    Py_ssize_t span
 
 
 cdef inline const int32_t* _sums_s8(const uint8_t* A, Py_ssize_t lda, Py_ssize_t rows,
@@ -577,6 +594,12 @@ cdef void _forward_worker(fastrnn_steps* steps, int tid, Py_ssize_t n_phases,
     cdef fastrnn_steps alone
     cdef long alone_claim
     cdef fastrnn_steps* shared = steps
+    # int8 under the batch split: row groups (engine.h), g_n of them from
+    # g_lo held for the phases up to ``end``.
+    cdef bint grouped = split and q8 != NULL and q8.groups != NULL
+    cdef long g_lo = 0, g_n = 0, g_phase = 0
+    cdef long g_pref = tid * q8.groups.n // team if grouped else 0
+    cdef Py_ssize_t end = 1 if grouped else n_phases
     cdef Py_ssize_t k_item, phase, item, p, j0, nu, t, b, r0, r, k, jj, row, rows, first, mr
     cdef floating acc[ROW_BLOCK * 64]  # rows of up to 4 vectors of 16 lanes
     cdef int32_t sums[(ROW_BLOCK + 16) * 64]  # int8 compute's integer sums
@@ -599,8 +622,9 @@ cdef void _forward_worker(fastrnn_steps* steps, int tid, Py_ssize_t n_phases,
         hs = q8.hs + tid * q8.HQ
         if q8.amx:
             fastrnn_amx_begin()
-    for phase in range(n_phases):
-        if split and phase == 1:
+    phase = 0
+    while True:
+        if split and phase == 1 and steps == shared:
             # Every panel packed: from here on this thread's rows, alone.
             if not fastrnn_steps_wait(shared, 1):
                 break
@@ -609,6 +633,20 @@ cdef void _forward_worker(fastrnn_steps* steps, int tid, Py_ssize_t n_phases,
             steps = &alone
             per_item = n_panels
             n_items, own, mine = 1, 0, 1
+        if phase == end:
+            if not grouped:
+                break
+            # Row groups: a span of phases done (or none yet): hand the
+            # groups back and take the next ones, wherever they stand.
+            if g_n:
+                fastrnn_groups_release(q8.groups, g_lo, g_n, phase)
+            g_n = fastrnn_groups_take(q8.groups, g_pref, team, &g_lo, &g_phase, &shared.abort)
+            if g_n == 0:
+                break
+            g_pref, phase = g_lo, g_phase
+            end = min(n_phases, phase + q8.span)
+            b0, b1 = g_lo * B // q8.groups.n, (g_lo + g_n) * B // q8.groups.n
+            alone.done, alone_claim = <int>phase, phase - 1  # its counter at the span's start
         if split and fastrnn_steps_aborted(shared):
             break
         if not fastrnn_steps_wait(steps, phase):
@@ -741,12 +779,15 @@ cdef void _forward_worker(fastrnn_steps* steps, int tid, Py_ssize_t n_phases,
         if main_thread and _check_now(&clock) and _interrupted():
             fastrnn_steps_abort(shared)
             break
+        phase += 1
     if q8 != NULL and q8.amx:
         fastrnn_amx_end()
 
 
 # Testing and measuring: 1 forces the batch split on (where B allows it), 0
-# off, -1 chooses (_split_batch).
+# off, -1 chooses (_split_batch); 2 forces it on in fixed shares (int8
+# without its row groups), 3 with int8's row groups taken one at a time for
+# one phase (as many hand-overs as there can be).
 cdef int _split_override = -1
 
 
@@ -782,7 +823,7 @@ cdef inline bint _split_batch(Py_ssize_t B, Py_ssize_t GH, Py_ssize_t H, int num
     if num_threads < 2 or B < num_threads:
         return False
     if _split_override >= 0:
-        return _split_override == 1
+        return _split_override >= 1
     return B >= 4 * num_threads and (w <= l2 or w > num_threads * l2
                                      or B >= 32 * num_threads and value_bytes > 1)
 
@@ -928,6 +969,8 @@ cdef int _engine_forward_int8(const float[:, ::1] x2d, object W_ih, object W_hh,
     cdef bint split = _split_batch(B, G * H, H, num_threads, 1)
     cdef fastrnn_steps steps
     cdef _Int8 q8
+    cdef fastrnn_groups groups = [NULL, NULL, 0, 0, 0]
+    cdef Py_ssize_t b
     cdef float* hbuf = <float*>malloc(2 * B * H * sizeof(float))
     cdef long* claims = <long*>malloc(n_items * sizeof(long))
     cdef const int8_t[::1] P_ih, P_hh
@@ -949,6 +992,22 @@ cdef int _engine_forward_int8(const float[:, ::1] x2d, object W_ih, object W_hh,
     q8.I4 = P_ih.shape[0] // (n_panels * NR)
     q8.H4 = P_hh.shape[0] // (n_panels * NR)
     q8.HQ = B + 16
+    # Under the batch split, groups of about 4 rows (a tile's), a whole
+    # number of them per thread; spans of a chunk, or of _GROUP_STEPS steps
+    # where each step computes its own input term.
+    q8.groups = NULL
+    if split and _split_override != 2:
+        groups.n = num_threads * max(1, B // (4 * num_threads))
+        groups.end = 1 + n_chunks * (chunk + 1)
+        groups.next = <long*>malloc(groups.n * sizeof(long))
+        groups.held = <int*>calloc(groups.n, sizeof(int))
+        if groups.next != NULL:
+            for b in range(groups.n):
+                groups.next[b] = 1
+        q8.groups = &groups
+    q8.span = _GROUP_STEPS if q8.per_step else chunk + 1
+    if _split_override == 3:
+        groups.most, q8.span = 1, 1
     # Zeroed: a tile of 16 rows reads rows that no step has written.
     q8.xq = _zeroed64((T * B + 16) * q8.I4)
     q8.xs = <float*>malloc(T * B * sizeof(float))
@@ -956,7 +1015,8 @@ cdef int _engine_forward_int8(const float[:, ::1] x2d, object W_ih, object W_hh,
     q8.hs = <float*>malloc(num_threads * q8.HQ * sizeof(float))
     try:
         if (hbuf == NULL or claims == NULL or q8.xq == NULL or q8.xs == NULL or q8.hq == NULL
-                or q8.hs == NULL):
+                or q8.hs == NULL or q8.groups != NULL and (groups.next == NULL
+                                                           or groups.held == NULL)):
             raise MemoryError()
         with nogil:
             memcpy(hbuf, &h0[0, 0], B * H * sizeof(float))
@@ -977,6 +1037,8 @@ cdef int _engine_forward_int8(const float[:, ::1] x2d, object W_ih, object W_hh,
         free(q8.xs)
         free(q8.hq)
         free(q8.hs)
+        free(groups.next)
+        free(groups.held)
     return 0
 
 

@@ -682,6 +682,21 @@ static inline void fastrnn_pack_panel_s8(const int8_t *W, const float *s, long K
             init[c] = 0;
 }
 
+/* FASTRNN_ROUNDED(v): v as a rounded value, so that the compiler cannot fuse
+   the product it holds with an addition that follows (an FMA, one rounding
+   where NumPy rounds twice).  gcc fused such an addition in some of a
+   tile's rows and not others, by the tile's shape (fastrnn_tile_s8_4x4 in
+   11 of 16, 3x4 in 8 of 12), so a row's input term hung on which rows
+   shared its tile; the batch split's row groups would have made that
+   change from one call to the next. */
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define FASTRNN_ROUNDED(v) __asm__("" : "+v"(v))
+#elif defined(__GNUC__) && defined(__aarch64__)
+#define FASTRNN_ROUNDED(v) __asm__("" : "+w"(v))
+#else
+#define FASTRNN_ROUNDED(v) ((void)0)
+#endif
+
 /* The rescaling of a tile's sums done by the tile itself, from its
    registers, when they are final (the last block of k): row r, column
    c = v*L + l goes to dst[r*ldd + voff[v] + l] as ((float)sum * sa[r]) *
@@ -760,6 +775,7 @@ static void NAME##_##MR##x##NV(const uint8_t *A, long lda, const int8_t *P, long
                 f = (__builtin_convertvector(acc[r][v], fvec) * sa[r]) * sc;         \
                 if (bias) {                                                         \
                     memcpy(&b, bias + voff[v], sizeof b);                           \
+                    FASTRNN_ROUNDED(f);                                             \
                     f = f + b;                                                      \
                 }                                                                   \
                 memcpy(dst + r * ldd + voff[v], &f, sizeof f);                      \
@@ -855,7 +871,10 @@ static inline void fastrnn_rescale_s8(const int32_t *restrict S, long rows, long
    + bias[k*H + jj], column c = k*u + jj of S (rows, G*u): fastrnn_rescale_s8
    with the bias added, into a row's gates.  (restrict: without it gcc
    checked each run of nu values for overlap, and the rescaling of an LSTM
-   (64, 1024) inference's input terms ran at 2.4 ns a value.) */
+   (64, 1024) inference's input terms ran at 2.4 ns a value.)  Without
+   contraction into FMAs, as the tiles' FASTRNN_ROUNDED: in a loop it
+   vectorises gcc may fuse the vector body and not the scalar tail. */
+__attribute__((optimize("fp-contract=off")))
 static inline void fastrnn_rescale_s8_gates(const int32_t *restrict S, long rows, long G, long u,
                                             long nu, const int32_t *restrict add,
                                             const float *restrict sa, const float *restrict sw,
@@ -1127,6 +1146,111 @@ static inline void fastrnn_steps_abort(fastrnn_steps *s)
 #ifdef __linux__
     syscall(SYS_futex, &s->done, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
 #endif
+}
+
+/* ---- row groups (the int8 batch split) -----------------------------------
+ *
+ * Under the batch split each thread runs its rows through every step alone.
+ * Held to a fixed half, the call lasts as long as the slower core's half,
+ * and the cores of a shared VM slow down by a third or more for a
+ * millisecond at a time, one at a time.  So int8 splits the batch into
+ * groups of rows, each with the phase it has reached: a thread claims a run
+ * of adjacent free groups at one phase (at most its share of the groups
+ * left, so a fast thread cannot take them all), runs `span` phases of them,
+ * and hands them back; a thread whose groups are done takes the groups its
+ * partner hands back, so the slower core's rows end up shared.  A group's
+ * rows are the same rows of the same phases whichever thread runs them, and
+ * int8's sums are exact: the answers do not depend on who ran what. */
+typedef struct {
+    long *next;     /* per group: the first phase it has not run */
+    int *held;      /* per group: 1 while a thread runs it */
+    long n;         /* groups */
+    long end;       /* the phase past the last */
+    long most;      /* the most a claim takes (0: a fair share of those left) */
+} fastrnn_groups;
+
+/* Hand back the run of groups lo .. lo+n-1, which have run up to `phase`. */
+static inline void fastrnn_groups_release(fastrnn_groups *g, long lo, long n, long phase)
+{
+    long i;
+    for (i = lo; i < lo + n; i++) {
+        __atomic_store_n(&g->next[i], phase, __ATOMIC_RELAXED);
+        __atomic_store_n(&g->held[i], 0, __ATOMIC_RELEASE);
+    }
+}
+
+static inline int fastrnn_groups_try(fastrnn_groups *g, long i)
+{
+    int free_ = 0;
+    return __atomic_load_n(&g->held[i], __ATOMIC_RELAXED) == 0
+        && __atomic_compare_exchange_n(&g->held[i], &free_, 1, 0,
+                                       __ATOMIC_ACQUIRE, __ATOMIC_RELAXED);
+}
+
+/* Claim a run of adjacent free groups at the lowest phase a free group has
+ * reached (`prefer`'s where it ties), at most ceil(left / team) of them:
+ * returns how many (*lo the first, *phase their phase), waiting while the
+ * groups left are all held; 0 once every group is done or *abort is set.
+ * Waiting spins for FASTRNN_SPIN_SECONDS, then yields the core. */
+static inline long fastrnn_groups_take(fastrnn_groups *g, long prefer, int team,
+                                       long *lo, long *phase, const int *abort)
+{
+    double t0 = 0;
+    long spins = 0;
+    for (;;) {
+        long i, best = -1, best_phase = 0, left = 0, most, a, b;
+        if (__atomic_load_n(abort, __ATOMIC_RELAXED))
+            return 0;
+        for (i = 0; i < g->n; i++) {
+            int held = __atomic_load_n(&g->held[i], __ATOMIC_ACQUIRE);
+            long at = __atomic_load_n(&g->next[i], __ATOMIC_RELAXED);
+            if (!held && at >= g->end)
+                continue;  /* done (held groups count as left) */
+            left++;
+            if (!held && (best < 0 || at < best_phase || (at == best_phase && i == prefer))) {
+                best = i;
+                best_phase = at;
+            }
+        }
+        if (left == 0)
+            return 0;
+        if (best >= 0 && fastrnn_groups_try(g, best)) {
+            if (g->next[best] != best_phase || best_phase >= g->end) {
+                __atomic_store_n(&g->held[best], 0, __ATOMIC_RELEASE);  /* moved on */
+                continue;
+            }
+            most = g->most ? g->most : (left + team - 1) / team;
+            a = b = best;  /* the run a .. b */
+            while (b - a + 1 < most && b + 1 < g->n && fastrnn_groups_try(g, b + 1)) {
+                if (g->next[b + 1] != best_phase) {
+                    __atomic_store_n(&g->held[b + 1], 0, __ATOMIC_RELEASE);
+                    break;
+                }
+                b++;
+            }
+            while (b - a + 1 < most && a > 0 && fastrnn_groups_try(g, a - 1)) {
+                if (g->next[a - 1] != best_phase) {
+                    __atomic_store_n(&g->held[a - 1], 0, __ATOMIC_RELEASE);
+                    break;
+                }
+                a--;
+            }
+            *lo = a;
+            *phase = best_phase;
+            return b - a + 1;
+        }
+        if (best >= 0)
+            continue;  /* lost it to a partner: look again */
+        if (++spins < 64) {
+            fastrnn_pause();
+            continue;
+        }
+        spins = 0;
+        if (t0 == 0)
+            t0 = fastrnn_now();
+        else if (fastrnn_now() - t0 >= FASTRNN_SPIN_SECONDS)
+            sched_yield();
+    }
 }
 
 #endif /* FASTRNN_ENGINE_H */

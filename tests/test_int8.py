@@ -16,7 +16,8 @@ import fastrnn
 from fastrnn import _tuning
 from fastrnn import reference as R
 from fastrnn._spec import CELLS
-from fastrnn._testing import as_float64, forward, random_problem, scaled_error
+from fastrnn._testing import (as_float64, engine_layout, forward, random_problem,
+                              scaled_error)
 from fastrnn.quantization import QuantizedWeight, int8_matmul, int_products, quantize_rows
 
 # Kernel against the int8 reference, one step from the same states: the same
@@ -424,6 +425,35 @@ def test_amx_and_vnni_tiles_give_the_same_forward(cell, kernel_path, int8_chunks
             off = _int8(cell, problem, "cython")
         for name in on:
             np.testing.assert_array_equal(on[name], off[name], err_msg=name)
+
+
+LAYOUTS = {  # the engine's threads and its batch split (fastrnn._testing.engine_layout)
+    "one thread": (1, -1),
+    "units": (3, 0),
+    "fixed row shares": (3, 2),
+    "row groups": (3, 1),
+    "row groups one at a time": (3, 3),
+}
+
+
+@needs_cython
+@pytest.mark.parametrize("cell", CELLS)
+def test_row_groups_give_the_same_forward(level, cell, int8_chunks):
+    """Under the batch split int8's threads hand groups of rows over to one
+    another (kernels/engine.h, "row groups"): the forward is the same bit
+    for bit on one thread, on three in fixed shares of the rows, with the
+    groups, and with the groups handed over every phase, one at a time."""
+    for T, B, I, H in [(20, 17, 5, 33), (9, 8, 31, 20), (11, 40, 3, 7)]:
+        problem = random_problem(T, B, I, H, np.float32, cell=cell, seed=B,
+                                 lengths=_lengths(T, B))
+        results = {}
+        for name, (threads, split) in LAYOUTS.items():
+            with engine_layout(threads, split):
+                results[name] = _int8(cell, problem, "cython")
+        for name, got in results.items():
+            for out in got:
+                np.testing.assert_array_equal(got[out], results["one thread"][out],
+                                              err_msg=f"{name}: {out}")
 
 
 @needs_cython
