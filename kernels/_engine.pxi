@@ -150,8 +150,21 @@ DEF ROW_BLOCK = 64
 DEF _AMX_MIN_BATCH = 8
 cdef Py_ssize_t _PANEL_BLOCK_BYTES = 24 * 1024
 # int8 under the batch split: the steps a thread runs its row groups before
-# handing them back (engine.h, "row groups").
+# handing them back (engine.h, "row groups"; where the input terms come in
+# chunks, a chunk), and the most groups it takes at once (0: its share of
+# those left).  Measured, 2 threads, LSTM (16, 256, 256), medians of 230
+# calls alternating (paired ratios to 8 steps, a share): 16 steps 1.01x,
+# 32 1.02x; one group a claim 1.07x (4 steps 1.08x; GRU 1.09x): the rows'
+# states then change cores every few steps.  Fixed halves: 1.035x, GRU 1.006x.
 cdef Py_ssize_t _GROUP_STEPS = 8
+cdef long _GROUP_MOST = 0
+
+
+def _set_groups(Py_ssize_t steps, long most):
+    """Testing and measuring: the row groups' steps a claim (1: a phase, in
+    chunks too) and most groups a claim (0: a share)."""
+    global _GROUP_STEPS, _GROUP_MOST
+    _GROUP_STEPS, _GROUP_MOST = steps, most
 
 
 cdef int _interrupted() noexcept with gil:
@@ -786,8 +799,7 @@ cdef void _forward_worker(fastrnn_steps* steps, int tid, Py_ssize_t n_phases,
 
 # Testing and measuring: 1 forces the batch split on (where B allows it), 0
 # off, -1 chooses (_split_batch); 2 forces it on in fixed shares (int8
-# without its row groups), 3 with int8's row groups taken one at a time for
-# one phase (as many hand-overs as there can be).
+# without its row groups).
 cdef int _split_override = -1
 
 
@@ -969,7 +981,7 @@ cdef int _engine_forward_int8(const float[:, ::1] x2d, object W_ih, object W_hh,
     cdef bint split = _split_batch(B, G * H, H, num_threads, 1)
     cdef fastrnn_steps steps
     cdef _Int8 q8
-    cdef fastrnn_groups groups = [NULL, NULL, 0, 0, 0]
+    cdef fastrnn_groups groups = [NULL, NULL, 0, 0, _GROUP_MOST]
     cdef Py_ssize_t b
     cdef float* hbuf = <float*>malloc(2 * B * H * sizeof(float))
     cdef long* claims = <long*>malloc(n_items * sizeof(long))
@@ -1005,9 +1017,7 @@ cdef int _engine_forward_int8(const float[:, ::1] x2d, object W_ih, object W_hh,
             for b in range(groups.n):
                 groups.next[b] = 1
         q8.groups = &groups
-    q8.span = _GROUP_STEPS if q8.per_step else chunk + 1
-    if _split_override == 3:
-        groups.most, q8.span = 1, 1
+    q8.span = _GROUP_STEPS if q8.per_step or _GROUP_STEPS == 1 else chunk + 1
     # Zeroed: a tile of 16 rows reads rows that no step has written.
     q8.xq = _zeroed64((T * B + 16) * q8.I4)
     q8.xs = <float*>malloc(T * B * sizeof(float))

@@ -427,13 +427,26 @@ def test_amx_and_vnni_tiles_give_the_same_forward(cell, kernel_path, int8_chunks
             np.testing.assert_array_equal(on[name], off[name], err_msg=name)
 
 
-LAYOUTS = {  # the engine's threads and its batch split (fastrnn._testing.engine_layout)
-    "one thread": (1, -1),
-    "units": (3, 0),
-    "fixed row shares": (3, 2),
-    "row groups": (3, 1),
-    "row groups one at a time": (3, 3),
+LAYOUTS = {  # the engine's threads, its batch split (fastrnn._testing.engine_layout)
+    # and the row groups' steps and most groups a claim (the kernels' _set_groups)
+    "one thread": (1, -1, (8, 0)),
+    "units": (3, 0, (8, 0)),
+    "fixed row shares": (3, 2, (8, 0)),
+    "row groups": (3, 1, (8, 0)),
+    "row groups one at a time for a phase": (3, 1, (1, 1)),
 }
+
+
+@contextlib.contextmanager
+def _row_groups(steps, most):
+    modules = [m for level in LEVELS for m in _modules(level)]
+    for m in modules:
+        m._set_groups(steps, most)
+    try:
+        yield
+    finally:
+        for m in modules:
+            m._set_groups(8, 0)
 
 
 @needs_cython
@@ -442,13 +455,14 @@ def test_row_groups_give_the_same_forward(level, cell, int8_chunks):
     """Under the batch split int8's threads hand groups of rows over to one
     another (kernels/engine.h, "row groups"): the forward is the same bit
     for bit on one thread, on three in fixed shares of the rows, with the
-    groups, and with the groups handed over every phase, one at a time."""
+    groups, and with the groups taken one at a time for one phase (as many
+    hand-overs as there can be)."""
     for T, B, I, H in [(20, 17, 5, 33), (9, 8, 31, 20), (11, 40, 3, 7)]:
         problem = random_problem(T, B, I, H, np.float32, cell=cell, seed=B,
                                  lengths=_lengths(T, B))
         results = {}
-        for name, (threads, split) in LAYOUTS.items():
-            with engine_layout(threads, split):
+        for name, (threads, split, groups) in LAYOUTS.items():
+            with engine_layout(threads, split), _row_groups(*groups):
                 results[name] = _int8(cell, problem, "cython")
         for name, got in results.items():
             for out in got:
