@@ -1152,8 +1152,8 @@ static inline void fastrnn_steps_abort(fastrnn_steps *s)
  *
  * Under the batch split each thread runs its rows through every step alone.
  * Held to a fixed half, the call lasts as long as the slower core's half,
- * and the cores of a shared VM slow down by a third or more for a
- * millisecond at a time, one at a time.  So int8 splits the batch into
+ * and the cores of a shared VM slow down by a third or more for stretches
+ * of milliseconds to seconds, one at a time.  So int8 splits the batch into
  * groups of rows, each with the phase it has reached: a thread claims a run
  * of adjacent free groups at one phase (at most its share of the groups
  * left, so a fast thread cannot take them all), runs `span` phases of them,
