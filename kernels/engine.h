@@ -1179,12 +1179,18 @@ static inline void fastrnn_groups_release(fastrnn_groups *g, long lo, long n, lo
     }
 }
 
-static inline int fastrnn_groups_try(fastrnn_groups *g, long i)
+/* Claim group i if it is free and at `phase`: 1, or 0 (left as it was). */
+static inline int fastrnn_groups_try(fastrnn_groups *g, long i, long phase)
 {
     int free_ = 0;
-    return __atomic_load_n(&g->held[i], __ATOMIC_RELAXED) == 0
-        && __atomic_compare_exchange_n(&g->held[i], &free_, 1, 0,
-                                       __ATOMIC_ACQUIRE, __ATOMIC_RELAXED);
+    if (__atomic_load_n(&g->held[i], __ATOMIC_RELAXED)
+            || !__atomic_compare_exchange_n(&g->held[i], &free_, 1, 0,
+                                            __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+        return 0;
+    if (g->next[i] == phase)
+        return 1;
+    __atomic_store_n(&g->held[i], 0, __ATOMIC_RELEASE);  /* a partner moved it on */
+    return 0;
 }
 
 /* Claim a run of adjacent free groups at the lowest phase a free group has
@@ -1214,27 +1220,13 @@ static inline long fastrnn_groups_take(fastrnn_groups *g, long prefer, int team,
         }
         if (left == 0)
             return 0;
-        if (best >= 0 && fastrnn_groups_try(g, best)) {
-            if (g->next[best] != best_phase || best_phase >= g->end) {
-                __atomic_store_n(&g->held[best], 0, __ATOMIC_RELEASE);  /* moved on */
-                continue;
-            }
+        if (best >= 0 && fastrnn_groups_try(g, best, best_phase)) {
             most = g->most ? g->most : (left + team - 1) / team;
-            a = b = best;  /* the run a .. b */
-            while (b - a + 1 < most && b + 1 < g->n && fastrnn_groups_try(g, b + 1)) {
-                if (g->next[b + 1] != best_phase) {
-                    __atomic_store_n(&g->held[b + 1], 0, __ATOMIC_RELEASE);
-                    break;
-                }
-                b++;
-            }
-            while (b - a + 1 < most && a > 0 && fastrnn_groups_try(g, a - 1)) {
-                if (g->next[a - 1] != best_phase) {
-                    __atomic_store_n(&g->held[a - 1], 0, __ATOMIC_RELEASE);
-                    break;
-                }
-                a--;
-            }
+            for (a = b = best; b - a + 1 < most && b + 1 < g->n
+                               && fastrnn_groups_try(g, b + 1, best_phase); b++)
+                ;
+            for (; b - a + 1 < most && a > 0 && fastrnn_groups_try(g, a - 1, best_phase); a--)
+                ;
             *lo = a;
             *phase = best_phase;
             return b - a + 1;
