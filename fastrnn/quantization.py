@@ -110,6 +110,11 @@ class QuantizedWeight:
 
     __hash__ = None
 
+    def __reduce__(self):
+        # Through __init__: a copy or an unpickled one has read-only arrays
+        # again, and not the kernels' packed forms (made again on first use).
+        return QuantizedWeight, (self.q, self.scale)
+
     def __repr__(self):
         return f"QuantizedWeight(shape={self.shape}, int8, per-row float32 scales)"
 

@@ -985,9 +985,7 @@ cdef int _engine_forward_int8(const float[:, ::1] x2d, object W_ih, object W_hh,
     cdef Py_ssize_t b
     cdef float* hbuf = <float*>malloc(2 * B * H * sizeof(float))
     cdef long* claims = <long*>malloc(n_items * sizeof(long))
-    cdef const int8_t[::1] P_ih, P_hh
-    cdef const int32_t[::1] init_ih, init_hh
-    cdef const float[::1] sw_ih, sw_hh
+    cdef _Int8Panels pih, phh
     # AMX's tiles hold 16 rows: below 8 rows a product wastes most of one,
     # and vpdpbusd was as fast or faster (LSTM, AMX over vpdpbusd: B = 1
     # 1.27-1.30x the time, B = 2 1.02-1.07x, B = 4 0.96-1.08x, B = 8
@@ -997,12 +995,9 @@ cdef int _engine_forward_int8(const float[:, ::1] x2d, object W_ih, object W_hh,
     if q8.per_step:
         chunk = T
     n_chunks = (T + chunk - 1) // chunk
-    P_ih, init_ih, sw_ih = _int8_panels(W_ih, G, u, q8.amx)
-    P_hh, init_hh, sw_hh = _int8_panels(W_hh, G, u, q8.amx)
-    q8.P_ih, q8.init_ih, q8.sw_ih = &P_ih[0], &init_ih[0], &sw_ih[0]
-    q8.P_hh, q8.init_hh, q8.sw_hh = &P_hh[0], &init_hh[0], &sw_hh[0]
-    q8.I4 = P_ih.shape[0] // (n_panels * NR)
-    q8.H4 = P_hh.shape[0] // (n_panels * NR)
+    pih, phh = _int8_panels(W_ih, G, u, q8.amx), _int8_panels(W_hh, G, u, q8.amx)
+    q8.P_ih, q8.init_ih, q8.sw_ih, q8.I4 = pih.P_, pih.init_, pih.sw_, pih.K4
+    q8.P_hh, q8.init_hh, q8.sw_hh, q8.H4 = phh.P_, phh.init_, phh.sw_, phh.K4
     q8.HQ = B + 16
     # Under the batch split, groups of about 4 rows (a tile's), a whole
     # number of them per thread; spans of a chunk, or of _GROUP_STEPS steps
@@ -1071,22 +1066,37 @@ def _empty64(Py_ssize_t n, dtype):
     return raw[start:start + n * dtype.itemsize].view(dtype)
 
 
-cdef tuple _int8_panels(object W, Py_ssize_t G, Py_ssize_t u, bint amx):
+cdef class _Int8Panels:
+    """A QuantizedWeight's panels for one layout (_int8_panels): the arrays
+    (P int8, init int32, sw float32, flat, read-only), K4 (bytes of a
+    column), and the arrays' data as pointers, which the engine takes
+    without acquiring a memoryview of each every call (the six of an int8
+    forward, and the two of the weight before the lookup, took about 2 us
+    of a T = 1 call's 4 us in the kernel)."""
+    cdef readonly object P, init, sw
+    cdef readonly Py_ssize_t K4
+    cdef const int8_t* P_
+    cdef const int32_t* init_
+    cdef const float* sw_
+
+
+cdef _Int8Panels _int8_panels(object W, Py_ssize_t G, Py_ssize_t u, bint amx):
     """The panels of the QuantizedWeight W (G*H rows of K) for units of ``u``
     and G gates, with each panel's column corrections and scales (engine.h,
-    fastrnn_pack_panel_s8): ``(P int8, init int32, sw float32)``, flat.
-    K in groups of four, rounded up to 64 bytes for AMX tiles.  Packed once
-    and kept on W (whose arrays cannot change), per layout."""
+    fastrnn_pack_panel_s8): an _Int8Panels.  K in groups of four, rounded
+    up to 64 bytes for AMX tiles.  Packed once and kept on W (whose arrays
+    cannot change), per layout and per module (each ISA level's build has
+    its own _Int8Panels type)."""
     cdef Py_ssize_t quantum = 64 if amx else 4
+    key = (G, u, quantum, _Int8Panels)
+    found = W._panels.get(key)
+    if found is not None:
+        return found
     cdef const int8_t[:, ::1] q = W.q
     cdef const float[::1] s = W.scale
     cdef Py_ssize_t K = q.shape[1], H = q.shape[0] // G, NR = G * u
     cdef Py_ssize_t K4 = (K + quantum - 1) // quantum * quantum // 4
     cdef Py_ssize_t n_panels = (H + u - 1) // u, p
-    key = (G, u, quantum)
-    found = W._panels.get(key)
-    if found is not None:
-        return found
     P = _empty64(max(1, n_panels * 4 * K4 * NR), np.int8)
     init = np.empty(max(1, n_panels * NR), np.int32)
     sw = np.empty(max(1, n_panels * NR), np.float32)
@@ -1099,8 +1109,11 @@ cdef tuple _int8_panels(object W, Py_ssize_t G, Py_ssize_t u, bint amx):
                                   &init_[p * NR], &sw_[p * NR])
     for a in (P, init, sw):
         a.flags.writeable = False
-    found = W._panels[key] = (P, init, sw)
-    return found
+    cdef _Int8Panels made = _Int8Panels.__new__(_Int8Panels)
+    made.P, made.init, made.sw, made.K4 = P, init, sw, 4 * K4
+    made.P_, made.init_, made.sw_ = &P_[0], &init_[0], &sw_[0]
+    W._panels[key] = made
+    return made
 
 
 def _int8_product(const float[:, ::1] a, W):
@@ -1111,11 +1124,8 @@ def _int8_product(const float[:, ::1] a, W):
     cdef Py_ssize_t rows = a.shape[0], K = a.shape[1], N = W.shape[0]
     cdef bint amx = _use_amx()
     cdef Py_ssize_t u = fastrnn_lanes_f32(), NR = u, p, r0, mr, r, c, K4
-    cdef const int8_t[::1] P
-    cdef const int32_t[::1] init
-    cdef const float[::1] sw
-    P, init, sw = _int8_panels(W, 1, u, amx)
-    K4 = P.shape[0] // (((N + u - 1) // u) * NR)  # bytes of a column
+    cdef _Int8Panels panels = _int8_panels(W, 1, u, amx)
+    K4 = panels.K4  # bytes of a column
     cdef uint8_t* aq = _zeroed64((rows + 16) * K4)
     cdef float* sa = <float*>malloc((rows + 1) * sizeof(float))
     cdef int32_t sums[(ROW_BLOCK + 16) * 64]
@@ -1134,8 +1144,8 @@ def _int8_product(const float[:, ::1] a, W):
                 r0 = 0
                 while r0 < rows:
                     mr = min(ROW_BLOCK, rows - r0)
-                    _product_s8(aq + r0 * K4, K4, mr, sa + r0, &P[p * K4 * NR], &init[p * NR],
-                                &sw[p * NR], K4 // 4, 1, NR, sums, acc, amx)
+                    _product_s8(aq + r0 * K4, K4, mr, sa + r0, panels.P_ + p * K4 * NR,
+                                panels.init_ + p * NR, panels.sw_ + p * NR, K4 // 4, 1, NR, sums, acc, amx)
                     for r in range(mr):
                         for c in range(min(u, N - p * u)):
                             C[r0 + r, p * u + c] = acc[r * NR + c]

@@ -6,8 +6,10 @@ engine layout against the int8 reference (tight) and against float64 (the
 documented bound), zeros, huge values, inf and NaN, the QuantizedWeight's
 cached panels, and the argument checks."""
 import contextlib
+import copy
 import functools
 import importlib
+import pickle
 
 import numpy as np
 import pytest
@@ -621,6 +623,27 @@ def test_cached_panels_give_identical_results(cell, restore_level):
             reused, new = _int8(cell, shared, "cython"), _int8(cell, fresh, "cython")
             for name in new:
                 np.testing.assert_array_equal(reused[name], new[name], err_msg=f"{level} {on}")
+
+
+@needs_cython
+def test_used_weights_copy_and_pickle():
+    """A QuantizedWeight that the kernels have packed copies and pickles as
+    its values (read-only again, without the packed forms), and the copy
+    gives the same forward."""
+    cell = "lstm"
+    problem = random_problem(4, 2, 9, 12, np.float32, cell=cell, seed=23)
+    used = {**problem, "W_ih": fastrnn.quantize_weight(problem["W_ih"]),
+            "W_hh": fastrnn.quantize_weight(problem["W_hh"])}
+    first = _int8(cell, used, "cython")
+    assert used["W_hh"]._panels
+    for copied in (copy.deepcopy(used["W_hh"]), copy.copy(used["W_hh"]),
+                   pickle.loads(pickle.dumps(used["W_hh"]))):
+        assert copied == used["W_hh"] and copied is not used["W_hh"] and not copied._panels
+        with pytest.raises(ValueError):
+            copied.q[0, 0] = 1
+        again = _int8(cell, {**used, "W_hh": copied}, "cython")
+        for name in first:
+            np.testing.assert_array_equal(first[name], again[name])
 
 
 @pytest.mark.parametrize("backend", ["numpy", "cython"])
