@@ -65,6 +65,7 @@ cdef extern from "engine.h" nogil:
     ctypedef struct fastrnn_steps:
         int done
         int abort
+        int solo
     void fastrnn_steps_init(fastrnn_steps* s, long per_phase, long* claims)
     int fastrnn_steps_wait(fastrnn_steps* s, long phase)
     int fastrnn_steps_claim(fastrnn_steps* s, long i, long phase)
@@ -635,6 +636,8 @@ cdef void _forward_worker(fastrnn_steps* steps, int tid, Py_ssize_t n_phases,
         hs = q8.hs + tid * q8.HQ
         if q8.amx:
             fastrnn_amx_begin()
+    if team == 1:  # no partner: the counter needs no locked instructions
+        steps.solo = 1
     phase = 0
     while True:
         if split and phase == 1 and steps == shared:
@@ -643,6 +646,7 @@ cdef void _forward_worker(fastrnn_steps* steps, int tid, Py_ssize_t n_phases,
                 break
             fastrnn_steps_init(&alone, 1, &alone_claim)
             alone.done = 1  # phase 0, done together
+            alone.solo = 1  # this thread's own counter
             steps = &alone
             per_item = n_panels
             n_items, own, mine = 1, 0, 1

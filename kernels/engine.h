@@ -1043,6 +1043,8 @@ typedef struct {
     int sleepers;   /* threads asleep on done */
     char pad[56];
     int abort;      /* set once: every thread stops at its next item */
+    int solo;       /* one thread uses it (a team of one, or a thread's own
+                       counter): claims and counts without locked instructions */
     long per_phase;
     long *claims;   /* per item: the last phase it was claimed in (-1 before the first) */
 } fastrnn_steps;
@@ -1121,6 +1123,10 @@ static inline int fastrnn_steps_claim(fastrnn_steps *s, long i, long phase)
     long seen = __atomic_load_n(&s->claims[i], __ATOMIC_RELAXED);
     if (seen >= phase)
         return 0;
+    if (s->solo) {
+        s->claims[i] = phase;
+        return 1;
+    }
     return __atomic_compare_exchange_n(&s->claims[i], &seen, phase, 0,
                                        __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
 }
@@ -1128,6 +1134,10 @@ static inline int fastrnn_steps_claim(fastrnn_steps *s, long i, long phase)
 /* One item finished. */
 static inline void fastrnn_steps_done(fastrnn_steps *s)
 {
+    if (s->solo) {
+        __atomic_store_n(&s->done, s->done + 1, __ATOMIC_RELAXED);
+        return;
+    }
     __atomic_add_fetch(&s->done, 1, __ATOMIC_SEQ_CST);
 #ifdef __linux__
     if (__atomic_load_n(&s->sleepers, __ATOMIC_SEQ_CST))
