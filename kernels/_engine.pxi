@@ -1191,9 +1191,10 @@ def _amx_min_batch():
 def _int8_rate(bint amx, double seconds=0.05):
     """One thread's int8 multiply-adds per second on the tiles this level
     runs (AMX's if ``amx`` and usable, else VNNI's or the portable ones),
-    16 rows by 256 k by 64 columns with everything in L1: the machine's int8
-    peak as the engine's products reach it (the benchmarks' reference)."""
-    cdef Py_ssize_t rows = 16, K4 = 64, NR = 64, n = 0
+    16 rows by 256 k by four vectors of columns (64 at AVX-512, 32 at AVX2)
+    with everything in L1: the machine's int8 peak as the engine's products
+    reach it (the benchmarks' reference)."""
+    cdef Py_ssize_t rows = 16, K4 = 64, NR = 4 * fastrnn_lanes_f32(), n = 0
     cdef uint8_t* A = _zeroed64((rows + 16) * 4 * K4)
     cdef int8_t* P = <int8_t*>_zeroed64(4 * K4 * NR)
     cdef int32_t init[64]

@@ -652,6 +652,31 @@ static inline float fastrnn_quantize_u8(const float *src, long n, long n4, uint8
     return amax / 127.0f;
 }
 
+/* Where weight k of column c sits in a panel of NR columns (K in groups of
+   four).  With vpdpbusd (and AMX, and the scalar tiles): the group's four
+   bytes of each column side by side, (K4, NR, 4).  With vpmaddwd
+   at the avx2 level (FASTRNN_S8_PAIRS): each group's vector of L columns as
+   two halves, the (k0, k1) pairs of its L columns, then their (k2, k3)
+   pairs, so that one vpmovsxbw widens a half into the 16-bit pairs
+   vpmaddwd multiplies.  (The avx512 level, AVX-512 without VNNI, keeps the
+   side-by-side groups: the pairs' layout was built on a machine without
+   AVX-512, where its 512-bit form could not be run.) */
+#if !FASTRNN_VNNI && FASTRNN_VBYTES == 32
+#define FASTRNN_S8_PAIRS 1
+#else
+#define FASTRNN_S8_PAIRS 0
+#endif
+
+static inline long fastrnn_s8_at(long k, long c, long NR)
+{
+#if FASTRNN_S8_PAIRS
+    enum { L = FASTRNN_VBYTES / 4 };
+    return (k / 4) * 4 * NR + (c / L) * 4 * L + ((k & 3) >> 1) * 2 * L + (c % L) * 2 + (k & 1);
+#else
+    return (k / 4) * 4 * NR + 4 * c + (k & 3);
+#endif
+}
+
 /* Panel p of the int8 weights W (G*H rows of K, row stride K) into P
    ((K4, NR, 4), K4 >= ceil(K/4) groups, NR = G*u: gate g's units p*u ..
    p*u+u-1), with init[c] = -128 * (column c's sum) and sw[c] its row's
@@ -672,7 +697,7 @@ static inline void fastrnn_pack_panel_s8(const int8_t *W, const float *s, long K
             if (j >= H)
                 continue;
             for (k = 0; k < K; k++) {
-                P[(k / 4) * 4 * NR + 4 * c + (k & 3)] = w[k];
+                P[fastrnn_s8_at(k, c, NR)] = w[k];
                 sum += w[k];
             }
             init[c] = -128 * sum;
@@ -792,17 +817,35 @@ static void NAME##_##MR##x##NV(const uint8_t *A, long lda, const int8_t *P, long
     for (r = 0; r < ROWS; r++)                                                      \
         acc[r][v] = (ivec)_mm512_dpbusd_epi32((__m512i)acc[r][v],                   \
                                               _mm512_set1_epi32((int)a[r]), (__m512i)w);
-#elif FASTRNN_VBYTES == 64 || FASTRNN_VBYTES == 32
-/* Without VNNI: the lane's four bytes as two pairs of 16-bit values, the
-   weights' sign-extended and the operand's (0..255) zero-extended, each
-   pair multiplied and summed into 32 bits by vpmaddwd, which cannot
-   overflow here (|sum| <= 2 * 255 * 127); vpmaddubsw, one instruction
-   fewer, sums in 16 bits with saturation, which these values reach. */
-#if FASTRNN_VBYTES == 64
-#define FASTRNN_MADD16(a, b) ((ivec)_mm512_madd_epi16((__m512i)(a), (__m512i)(b)))
-#else
+#elif FASTRNN_S8_PAIRS
+/* Without VNNI, at the avx2 level: vpmaddwd, pairs of 16-bit values
+   multiplied and summed into 32 bits, which cannot overflow here (|sum| <=
+   2 * 255 * 127; vpmaddubsw, which sums in 16 bits with saturation, would
+   reach it).  The panel holds each vector's (k0, k1) and (k2, k3) pairs as
+   halves (fastrnn_s8_at), one vpmovsxbw each; the operand's four bytes,
+   broadcast, are spread into the pairs (b0, b1) and (b2, b3) of every lane
+   by vpshufb (zero-extended).  (Before: both spread by shifts and masks
+   from the side-by-side groups, 16-24 G multiply-adds/s a thread on the
+   AMD EPYC Zen 3 against 30-66 now, tiles of 16 rows by 256 k.) */
 #define FASTRNN_MADD16(a, b) ((ivec)_mm256_madd_epi16((__m256i)(a), (__m256i)(b)))
-#endif
+#define FASTRNN_S8_DOT                                                              \
+    {                                                                               \
+        ivec w01 = (ivec)_mm256_cvtepi8_epi16(_mm_loadu_si128(                      \
+            (const __m128i *)(P + k * 4 * NR + v * 4 * L)));                        \
+        ivec w23 = (ivec)_mm256_cvtepi8_epi16(_mm_loadu_si128(                      \
+            (const __m128i *)(P + k * 4 * NR + v * 4 * L + 2 * L)));                \
+        for (r = 0; r < ROWS; r++) {                                                \
+            __m256i ab = _mm256_set1_epi32((int)a[r]);                              \
+            acc[r][v] += FASTRNN_MADD16(_mm256_shuffle_epi8(ab, _mm256_set1_epi32(0xff01ff00)), w01) \
+                         + FASTRNN_MADD16(_mm256_shuffle_epi8(ab, _mm256_set1_epi32(0xff03ff02)), w23); \
+        }                                                                           \
+    }
+#elif FASTRNN_VBYTES == 64
+/* Without VNNI, at the avx512 level: the lane's four bytes as two pairs of
+   16-bit values, the weights' sign-extended and the operand's (0..255)
+   zero-extended, each pair multiplied and summed into 32 bits by vpmaddwd
+   (as above). */
+#define FASTRNN_MADD16(a, b) ((ivec)_mm512_madd_epi16((__m512i)(a), (__m512i)(b)))
 #define FASTRNN_S8_DOT                                                              \
     {                                                                               \
         ivec w01 = (((w << 24) >> 24) & 0xffff) | (((w << 16) >> 24) << 16);         \
