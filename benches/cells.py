@@ -158,6 +158,24 @@ def fastrnn_runner(cell, problem, backend, training, bf16=False):
     return run, collect
 
 
+@functools.lru_cache(maxsize=None)
+def torch_autocast_error(layer):
+    """torch's own error where ``torch.nn.<layer>`` does not run under
+    torch.autocast("cpu", dtype=torch.bfloat16) on this CPU, else None.  (Its
+    bf16 LSTM is a oneDNN primitive: on an AMD EPYC with AVX2 only, torch
+    2.13 raised "could not create a primitive descriptor for the LSTM
+    forward propagation primitive".)"""
+    import torch
+
+    module = getattr(torch.nn, layer)(4, 8)
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            module(torch.randn(3, 2, 4))
+    except RuntimeError as e:
+        return str(e).splitlines()[0]
+    return None
+
+
 def torch_runner(cell, problem, training, bf16=False):
     """torch.nn.RNN(nonlinearity="tanh") / LSTM / GRU with the same weights, time-major input;
     under torch.autocast("cpu", dtype=torch.bfloat16) when ``bf16``.

@@ -19,7 +19,8 @@ import pytest
 
 import fastrnn
 from benches import grid
-from benches.cells import CELLS, compare, runner
+from benches.cells import CELLS, compare, runner, torch_autocast_error
+from fastrnn._spec import CELLS as SPECS
 from fastrnn._timing import speed_probe
 
 
@@ -41,6 +42,10 @@ def _require(case):
             import torch  # noqa: F401
         except ImportError as exc:
             pytest.skip(f"torch is not importable: {exc}")
+        reason = case.bf16 and torch_autocast_error(SPECS[case.cell].layer)
+        if reason:
+            pytest.skip(f"torch's own {SPECS[case.cell].layer} does not run under autocast on "
+                        f"this CPU: {reason}")
     else:
         reason = fastrnn.unavailable_backends().get(case.base)
         if reason is not None:

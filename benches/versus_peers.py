@@ -38,6 +38,7 @@ import fastrnn
 if not __package__:  # python benches/versus_peers.py: the checkout's root on the path
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benches import onnx_peers  # noqa: E402
+from benches.cells import torch_autocast_error  # noqa: E402
 from fastrnn._timing import Load, interleaved_best  # noqa: E402
 
 try:
@@ -130,7 +131,9 @@ def implementations(p, threads):
                 out.float().sum().backward()
             return prepare, infer, train
 
-        found["torch"], found["torch autocast bf16"] = theirs(False), theirs(True)
+        found["torch"] = theirs(False)
+        if not torch_autocast_error(module.__class__.__name__):  # else its error says why
+            found["torch autocast bf16"] = theirs(True)
     for name, peer in onnx_peers.runners(cell, W_ih, W_hh, b, b, threads).items():
         onnx_peers.check(peer, cell, W_ih, W_hh, b, b)
         found[name] = (_nothing, peer, None)  # a session's threads are set when it is made
@@ -297,7 +300,8 @@ def facts(rate, wall, other_cores):
         "kept, each peer at its better thread count; steps x batch per second. ONNX Runtime "
         "and OpenVINO run one ONNX node (OpenVINO on oneDNN's RNN primitives) and do "
         "inference only; their outputs were checked against fastrnn's reference.",
-    ]
+    ] + [f"Not run: torch autocast bf16 {layer}: {reason}." for layer in ("RNN", "LSTM", "GRU")
+         if torch is not None and (reason := torch_autocast_error(layer))]
 
 
 if __name__ == "__main__":
