@@ -602,7 +602,8 @@ static void fastrnn_gemm_bf16(long M, long N, long K2, const uint16_t *A, long l
  * a multiple of four is padded with zero weights, and the operand rows have
  * a stride of ceil(K/4)*4 bytes.  Without VNNI (the avx2 and avx512
  * levels) the same tiles run on vpmaddwd (pairs of 16-bit products), which
- * gives the same sums at about a third of the rate.
+ * gives the same sums at about a third of the rate; at the avx2 level each
+ * group's columns hold their bytes as pairs instead (fastrnn_s8_at).
  */
 #if defined(__AVX512VNNI__) && FASTRNN_VBYTES == 64
 #define FASTRNN_VNNI 1
@@ -824,9 +825,9 @@ static void NAME##_##MR##x##NV(const uint8_t *A, long lda, const int8_t *P, long
    reach it).  The panel holds each vector's (k0, k1) and (k2, k3) pairs as
    halves (fastrnn_s8_at), one vpmovsxbw each; the operand's four bytes,
    broadcast, are spread into the pairs (b0, b1) and (b2, b3) of every lane
-   by vpshufb (zero-extended).  (Before: both spread by shifts and masks
-   from the side-by-side groups, 16-24 G multiply-adds/s a thread on the
-   AMD EPYC Zen 3 against 30-66 now, tiles of 16 rows by 256 k.) */
+   by vpshufb (zero-extended).  (Rebuilding both with shifts and masks from
+   the side-by-side groups, as the avx512 level below does, ran these tiles
+   at half the rate on an AMD EPYC Zen 3: docs/precision.md.) */
 #define FASTRNN_MADD16(a, b) ((ivec)_mm256_madd_epi16((__m256i)(a), (__m256i)(b)))
 #define FASTRNN_S8_DOT                                                              \
     {                                                                               \
