@@ -317,10 +317,8 @@ def facts(started, cells, shapes, rounds, budget, paths, peak, other, wall):
            f"({no_amx} below)" if "AMX" in paths.values() else "") + ".",
         f"- int8 peak (`_int8_rate`, the kernels' tiles in L1, best of {PEAK_TRIES}): "
         f"{peak_line}.",
-        f"- ONNX Runtime int8: quantize_dynamic(weight_type=QInt8"
-        + (", reduce_range=True): 7-bit weights, as its documentation advises on a CPU "
-           "without VNNI, where its default's 16-bit sums saturate (benches/onnx_peers.py)."
-           if onnx_peers.onnxruntime_int8_reduce_range() else "), its default."),
+        *([f"- {onnx_peers.onnxruntime_int8_setting()}"]
+          if "lstm" in cells and _version("onnxruntime") else []),
         f"- Versions: {versions}.",
         f"- OpenBLAS and thread variables: {env}.",
         f"- Threads: fastrnn {fastrnn.get_num_threads()}, torch "

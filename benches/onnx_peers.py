@@ -85,9 +85,18 @@ def onnxruntime_int8_reduce_range():
     there.  Its int8 products then run on vpmaddubsw, whose 16-bit sums
     saturate with 8-bit weights: on an AMD EPYC (Zen 3, AVX2 only) its
     default quantization gave an LSTM's outputs errors of 0.10-0.48 against
-    float64 (H = 16, 64, 256; PyTorch's initialisation at 256), 7-bit weights
-    1.0-1.4e-2."""
+    float64 (H = 16, 64, 256, T = 32, B = 3; PyTorch's initialisation at
+    256), 7-bit weights 1.0-1.4e-2."""
     return not cpu_has_vnni()
+
+
+def onnxruntime_int8_setting():
+    """How the int8 peer quantized, for a benchmark's facts."""
+    if onnxruntime_int8_reduce_range():
+        return ("ONNX Runtime int8: quantize_dynamic(weight_type=QInt8, reduce_range=True): "
+                "7-bit weights, as its documentation advises on a CPU without VNNI, where its "
+                "default's 16-bit sums saturate (benches/onnx_peers.py).")
+    return "ONNX Runtime int8: quantize_dynamic(weight_type=QInt8), its default."
 
 
 def onnxruntime_int8_runner(onnx_bytes, threads):

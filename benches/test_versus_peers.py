@@ -20,5 +20,5 @@ def test_versus_peers_table_and_facts(monkeypatch):
     header, rule, *body = lines
     assert [row.split(" | ")[3] for row in body] == ["inference", "training"]
     assert header.count("|") == rule.count("|") == body[0].count("|") == body[1].count("|")
-    facts = "\n".join(versus_peers.facts(rate, 1.0, 0.0))
+    facts = "\n".join(versus_peers.facts(rate, 1.0, 0.0, ["lstm"]))
     assert "GFLOP/s" in facts and "OpenBLAS variables" in facts and "cores busy" in facts

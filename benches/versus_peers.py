@@ -263,8 +263,9 @@ def _version(dist):
         return None
 
 
-def facts(rate, wall, other_cores):
+def facts(rate, wall, other_cores, cells):
     """The lines a reader needs to trust or reproduce a run."""
+    layers = [{"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}[c] for c in cells]
     cpu, flags = platform.processor() or "?", set()
     try:
         with open("/proc/cpuinfo") as f:
@@ -300,8 +301,10 @@ def facts(rate, wall, other_cores):
         "kept, each peer at its better thread count; steps x batch per second. ONNX Runtime "
         "and OpenVINO run one ONNX node (OpenVINO on oneDNN's RNN primitives) and do "
         "inference only; their outputs were checked against fastrnn's reference.",
-    ] + [f"Not run: torch autocast bf16 {layer}: {reason}." for layer in ("RNN", "LSTM", "GRU")
-         if torch is not None and (reason := torch_autocast_error(layer))]
+    ] + [f"Not run: torch autocast bf16 {layer}: {reason}." for layer in layers
+         if torch is not None and (reason := torch_autocast_error(layer))] + (
+        [onnx_peers.onnxruntime_int8_setting()] if "lstm" in cells and _version("onnxruntime")
+        else [])
 
 
 if __name__ == "__main__":
@@ -318,7 +321,7 @@ if __name__ == "__main__":
     rows, rate = main(cells, shapes)
     wall, other = load.wall_seconds(), load.other_cores()
     other = float("nan") if other is None else other
-    lines = facts(rate, wall, other)
+    lines = facts(rate, wall, other, cells)
     low = low_precision_table(rows)
     print("\n".join(lines[1:4]) + "\n\n" + table(rows, rate) + "\n\n" + low)
     if out:

@@ -662,7 +662,7 @@ static inline float fastrnn_quantize_u8(const float *src, long n, long n4, uint8
    vpmaddwd multiplies.  (The avx512 level, AVX-512 without VNNI, keeps the
    side-by-side groups: the pairs' layout was built on a machine without
    AVX-512, where its 512-bit form could not be run.) */
-#if !FASTRNN_VNNI && FASTRNN_VBYTES == 32
+#if !FASTRNN_VNNI && FASTRNN_VBYTES == 32 && defined(__AVX2__)
 #define FASTRNN_S8_PAIRS 1
 #else
 #define FASTRNN_S8_PAIRS 0
@@ -679,7 +679,8 @@ static inline long fastrnn_s8_at(long k, long c, long NR)
 }
 
 /* Panel p of the int8 weights W (G*H rows of K, row stride K) into P
-   ((K4, NR, 4), K4 >= ceil(K/4) groups, NR = G*u: gate g's units p*u ..
+   (K4 >= ceil(K/4) groups of four k by NR columns, laid out as
+   fastrnn_s8_at says, NR = G*u: gate g's units p*u ..
    p*u+u-1), with init[c] = -128 * (column c's sum) and sw[c] its row's
    scale (s[row]); k past K and units past H are zero. */
 static inline void fastrnn_pack_panel_s8(const int8_t *W, const float *s, long K, long K4,
