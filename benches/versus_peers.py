@@ -39,6 +39,7 @@ if not __package__:  # python benches/versus_peers.py: the checkout's root on th
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benches import onnx_peers  # noqa: E402
 from benches.cells import torch_autocast_error  # noqa: E402
+from fastrnn._spec import CELLS as SPECS  # noqa: E402
 from fastrnn._timing import Load, interleaved_best  # noqa: E402
 
 try:
@@ -265,7 +266,6 @@ def _version(dist):
 
 def facts(rate, wall, other_cores, cells):
     """The lines a reader needs to trust or reproduce a run."""
-    layers = [{"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}[c] for c in cells]
     cpu, flags = platform.processor() or "?", set()
     try:
         with open("/proc/cpuinfo") as f:
@@ -301,7 +301,8 @@ def facts(rate, wall, other_cores, cells):
         "kept, each peer at its better thread count; steps x batch per second. ONNX Runtime "
         "and OpenVINO run one ONNX node (OpenVINO on oneDNN's RNN primitives) and do "
         "inference only; their outputs were checked against fastrnn's reference.",
-    ] + [f"Not run: torch autocast bf16 {layer}: {reason}." for layer in layers
+    ] + [f"Not run: torch autocast bf16 {layer}: {reason}."
+         for layer in (SPECS[c].layer for c in cells)
          if torch is not None and (reason := torch_autocast_error(layer))] + (
         [onnx_peers.onnxruntime_int8_setting()] if "lstm" in cells and _version("onnxruntime")
         else [])
