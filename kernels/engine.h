@@ -602,8 +602,8 @@ static void fastrnn_gemm_bf16(long M, long N, long K2, const uint16_t *A, long l
  * a multiple of four is padded with zero weights, and the operand rows have
  * a stride of ceil(K/4)*4 bytes.  Without VNNI (the avx2 and avx512
  * levels) the same tiles run on vpmaddwd (pairs of 16-bit products), which
- * gives the same sums at about a third of the rate; at the avx2 level each
- * group's columns hold their bytes as pairs instead (fastrnn_s8_at).
+ * gives the same sums at a third of the rate or less, and each group's
+ * columns hold their bytes as pairs instead (fastrnn_s8_at).
  */
 #if defined(__AVX512VNNI__) && FASTRNN_VBYTES == 64
 #define FASTRNN_VNNI 1
@@ -656,13 +656,12 @@ static inline float fastrnn_quantize_u8(const float *src, long n, long n4, uint8
 /* Where weight k of column c sits in a panel of NR columns (K in groups of
    four).  With vpdpbusd (and AMX, and the scalar tiles): the group's four
    bytes of each column side by side, (K4, NR, 4).  With vpmaddwd
-   at the avx2 level (FASTRNN_S8_PAIRS): each group's vector of L columns as
-   two halves, the (k0, k1) pairs of its L columns, then their (k2, k3)
-   pairs, so that one vpmovsxbw widens a half into the 16-bit pairs
-   vpmaddwd multiplies.  (The avx512 level, AVX-512 without VNNI, keeps the
-   side-by-side groups: the pairs' layout was built on a machine without
-   AVX-512, where its 512-bit form could not be run.) */
-#if !FASTRNN_VNNI && FASTRNN_VBYTES == 32 && defined(__AVX2__)
+   at the avx2 and avx512 levels (FASTRNN_S8_PAIRS): each group's vector of
+   L columns as two halves, the (k0, k1) pairs of its L columns, then their
+   (k2, k3) pairs, so that one vpmovsxbw widens a half into the 16-bit pairs
+   vpmaddwd multiplies. */
+#if !FASTRNN_VNNI && ((FASTRNN_VBYTES == 32 && defined(__AVX2__)) \
+                      || (FASTRNN_VBYTES == 64 && defined(__AVX512BW__)))
 #define FASTRNN_S8_PAIRS 1
 #else
 #define FASTRNN_S8_PAIRS 0
@@ -820,43 +819,35 @@ static void NAME##_##MR##x##NV(const uint8_t *A, long lda, const int8_t *P, long
         acc[r][v] = (ivec)_mm512_dpbusd_epi32((__m512i)acc[r][v],                   \
                                               _mm512_set1_epi32((int)a[r]), (__m512i)w);
 #elif FASTRNN_S8_PAIRS
-/* Without VNNI, at the avx2 level: vpmaddwd, pairs of 16-bit values
-   multiplied and summed into 32 bits, which cannot overflow here (|sum| <=
-   2 * 255 * 127; vpmaddubsw, which sums in 16 bits with saturation, would
-   reach it).  The panel holds each vector's (k0, k1) and (k2, k3) pairs as
-   halves (fastrnn_s8_at), one vpmovsxbw each; the operand's four bytes,
-   broadcast, are spread into the pairs (b0, b1) and (b2, b3) of every lane
-   by vpshufb (zero-extended).  (Rebuilding both with shifts and masks from
-   the side-by-side groups, as the avx512 level below does, ran these tiles
-   at half the rate on an AMD EPYC Zen 3: docs/precision.md.) */
-#define FASTRNN_MADD16(a, b) ((ivec)_mm256_madd_epi16((__m256i)(a), (__m256i)(b)))
-#define FASTRNN_S8_DOT                                                              \
-    {                                                                               \
-        ivec w01 = (ivec)_mm256_cvtepi8_epi16(_mm_loadu_si128(                      \
-            (const __m128i *)(P + k * 4 * NR + v * 4 * L)));                        \
-        ivec w23 = (ivec)_mm256_cvtepi8_epi16(_mm_loadu_si128(                      \
-            (const __m128i *)(P + k * 4 * NR + v * 4 * L + 2 * L)));                \
-        for (r = 0; r < ROWS; r++) {                                                \
-            __m256i ab = _mm256_set1_epi32((int)a[r]);                              \
-            acc[r][v] += FASTRNN_MADD16(_mm256_shuffle_epi8(ab, _mm256_set1_epi32(0xff01ff00)), w01) \
-                         + FASTRNN_MADD16(_mm256_shuffle_epi8(ab, _mm256_set1_epi32(0xff03ff02)), w23); \
-        }                                                                           \
-    }
-#elif FASTRNN_VBYTES == 64
-/* Without VNNI, at the avx512 level: the lane's four bytes as two pairs of
-   16-bit values, the weights' sign-extended and the operand's (0..255)
-   zero-extended, each pair multiplied and summed into 32 bits by vpmaddwd
-   (as above). */
+/* Without VNNI, at the avx2 and avx512 levels: vpmaddwd, pairs of 16-bit
+   values multiplied and summed into 32 bits, which cannot overflow here
+   (|sum| <= 2 * 255 * 127; vpmaddubsw, which sums in 16 bits with
+   saturation, would reach it).  The panel holds each vector's (k0, k1) and
+   (k2, k3) pairs as halves (fastrnn_s8_at), one vpmovsxbw each; the
+   operand's four bytes, broadcast, are spread into the pairs (b0, b1) and
+   (b2, b3) of every lane by vpshufb (zero-extended).  (Rebuilding both with
+   shifts and masks from side-by-side groups, as these tiles did before, ran
+   them at half the rate on an AMD EPYC Zen 3 (avx2), at 0.75x on a Zen 5
+   (avx512): docs/precision.md.) */
+#if FASTRNN_VBYTES == 64
 #define FASTRNN_MADD16(a, b) ((ivec)_mm512_madd_epi16((__m512i)(a), (__m512i)(b)))
+#define FASTRNN_S8_HALF(p) ((ivec)_mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(p))))
+#define FASTRNN_S8_SPREAD(ab, m) _mm512_shuffle_epi8((__m512i)(ab), _mm512_set1_epi32((int)(m)))
+#define FASTRNN_S8_BROADCAST(x) _mm512_set1_epi32((int)(x))
+#else
+#define FASTRNN_MADD16(a, b) ((ivec)_mm256_madd_epi16((__m256i)(a), (__m256i)(b)))
+#define FASTRNN_S8_HALF(p) ((ivec)_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(p))))
+#define FASTRNN_S8_SPREAD(ab, m) _mm256_shuffle_epi8((__m256i)(ab), _mm256_set1_epi32((int)(m)))
+#define FASTRNN_S8_BROADCAST(x) _mm256_set1_epi32((int)(x))
+#endif
 #define FASTRNN_S8_DOT                                                              \
     {                                                                               \
-        ivec w01 = (((w << 24) >> 24) & 0xffff) | (((w << 16) >> 24) << 16);         \
-        ivec w23 = (((w << 8) >> 24) & 0xffff) | ((w >> 24) << 16);                  \
+        ivec w01 = FASTRNN_S8_HALF(P + k * 4 * NR + v * 4 * L);                     \
+        ivec w23 = FASTRNN_S8_HALF(P + k * 4 * NR + v * 4 * L + 2 * L);             \
         for (r = 0; r < ROWS; r++) {                                                \
-            int32_t a01 = (int32_t)((a[r] & 0xff) | ((a[r] & 0xff00) << 8));         \
-            int32_t a23 = (int32_t)(((a[r] >> 16) & 0xff) | ((a[r] >> 8) & 0xff0000)); \
-            acc[r][v] += FASTRNN_MADD16(a01 + (ivec){0}, w01)                       \
-                         + FASTRNN_MADD16(a23 + (ivec){0}, w23);                    \
+            ivec ab = (ivec)FASTRNN_S8_BROADCAST(a[r]);                             \
+            acc[r][v] += FASTRNN_MADD16(FASTRNN_S8_SPREAD(ab, 0xff01ff00u), w01)     \
+                         + FASTRNN_MADD16(FASTRNN_S8_SPREAD(ab, 0xff03ff02u), w23);  \
         }                                                                           \
     }
 #else
