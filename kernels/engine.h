@@ -602,7 +602,7 @@ static void fastrnn_gemm_bf16(long M, long N, long K2, const uint16_t *A, long l
  * a multiple of four is padded with zero weights, and the operand rows have
  * a stride of ceil(K/4)*4 bytes.  Without VNNI (the avx2 and avx512
  * levels) the same tiles run on vpmaddwd (pairs of 16-bit products), which
- * gives the same sums at a third of the rate or less, and each group's
+ * gives the same sums at about a third of the rate or less, and each group's
  * columns hold their bytes as pairs instead (fastrnn_s8_at).
  */
 #if defined(__AVX512VNNI__) && FASTRNN_VBYTES == 64
@@ -827,8 +827,8 @@ static void NAME##_##MR##x##NV(const uint8_t *A, long lda, const int8_t *P, long
    operand's four bytes, broadcast, are spread into the pairs (b0, b1) and
    (b2, b3) of every lane by vpshufb (zero-extended).  (Rebuilding both with
    shifts and masks from side-by-side groups, as these tiles did before, ran
-   them at half the rate on an AMD EPYC Zen 3 (avx2), at 0.75x on a Zen 5
-   (avx512): docs/precision.md.) */
+   them at half the rate on an AMD EPYC Zen 3 (avx2) and at about three
+   quarters of it on a Zen 5 (avx512): docs/precision.md.) */
 #if FASTRNN_VBYTES == 64
 #define FASTRNN_MADD16(a, b) ((ivec)_mm512_madd_epi16((__m512i)(a), (__m512i)(b)))
 #define FASTRNN_S8_HALF(p) ((ivec)_mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(p))))
