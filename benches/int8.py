@@ -317,8 +317,7 @@ def facts(started, cells, shapes, rounds, budget, paths, peak, other, wall):
            f"({no_amx} below)" if "AMX" in paths.values() else "") + ".",
         f"- int8 peak (`_int8_rate`, the kernels' tiles in L1, best of {PEAK_TRIES}): "
         f"{peak_line}.",
-        *([f"- {onnx_peers.onnxruntime_int8_setting()}"]
-          if "lstm" in cells and _version("onnxruntime") else []),
+        *(f"- {line}" for line in onnx_peers.onnxruntime_int8_facts(cells)),
         f"- Versions: {versions}.",
         f"- OpenBLAS and thread variables: {env}.",
         f"- Threads: fastrnn {fastrnn.get_num_threads()}, torch "

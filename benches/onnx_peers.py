@@ -90,13 +90,18 @@ def onnxruntime_int8_reduce_range():
     return not cpu_has_vnni()
 
 
-def onnxruntime_int8_setting():
-    """How the int8 peer quantized, for a benchmark's facts."""
+def onnxruntime_int8_facts(cells):
+    """How the int8 peer quantized, for a benchmark's facts: a line where it
+    runs (an LSTM among ``cells``, ONNX Runtime installed), none otherwise."""
+    from importlib.util import find_spec
+
+    if "lstm" not in cells or find_spec("onnxruntime") is None:
+        return []
     if onnxruntime_int8_reduce_range():
-        return ("ONNX Runtime int8: quantize_dynamic(weight_type=QInt8, reduce_range=True): "
+        return ["ONNX Runtime int8: quantize_dynamic(weight_type=QInt8, reduce_range=True): "
                 "7-bit weights, as its documentation advises on a CPU without VNNI, where its "
-                "default's 16-bit sums saturate (benches/onnx_peers.py).")
-    return "ONNX Runtime int8: quantize_dynamic(weight_type=QInt8), its default."
+                "default's 16-bit sums saturate (benches/onnx_peers.py)."]
+    return ["ONNX Runtime int8: quantize_dynamic(weight_type=QInt8), its default."]
 
 
 def onnxruntime_int8_runner(onnx_bytes, threads):

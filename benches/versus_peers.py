@@ -303,9 +303,8 @@ def facts(rate, wall, other_cores, cells):
         "inference only; their outputs were checked against fastrnn's reference.",
     ] + [f"Not run: torch autocast bf16 {layer}: {reason}."
          for layer in (SPECS[c].layer for c in cells)
-         if torch is not None and (reason := torch_autocast_error(layer))] + (
-        [onnx_peers.onnxruntime_int8_setting()] if "lstm" in cells and _version("onnxruntime")
-        else [])
+         if torch is not None and (reason := torch_autocast_error(layer))
+    ] + onnx_peers.onnxruntime_int8_facts(cells)
 
 
 if __name__ == "__main__":
