@@ -737,12 +737,13 @@ typedef struct {
 } fastrnn_s8_scaled;
 
 /* Group k of four k into the tile's accumulators acc: A's bytes of each
-   row times the panel's columns (FASTRNN_S8_DOT, per instruction set). */
+   row times the panel's columns, vector v's group at pw (FASTRNN_S8_DOT,
+   per instruction set, reads it in its layout). */
 #define FASTRNN_S8_GROUP                                                            \
     for (r = 0; r < ROWS; r++)                                                      \
         memcpy(&a[r], A + r * lda + 4 * k, sizeof a[r]);                            \
     for (v = 0; v < VECS; v++) {                                                    \
-        memcpy(&w, P + k * 4 * NR + v * 4 * L, sizeof w);                           \
+        const int8_t *pw = P + k * 4 * NR + v * 4 * L;                              \
         FASTRNN_S8_DOT                                                              \
     }
 
@@ -815,9 +816,12 @@ static void NAME##_##MR##x##NV(const uint8_t *A, long lda, const int8_t *P, long
 
 #if FASTRNN_VNNI
 #define FASTRNN_S8_DOT                                                              \
-    for (r = 0; r < ROWS; r++)                                                      \
-        acc[r][v] = (ivec)_mm512_dpbusd_epi32((__m512i)acc[r][v],                   \
-                                              _mm512_set1_epi32((int)a[r]), (__m512i)w);
+    {                                                                               \
+        memcpy(&w, pw, sizeof w);                                                   \
+        for (r = 0; r < ROWS; r++)                                                  \
+            acc[r][v] = (ivec)_mm512_dpbusd_epi32((__m512i)acc[r][v],               \
+                                                  _mm512_set1_epi32((int)a[r]), (__m512i)w); \
+    }
 #elif FASTRNN_S8_PAIRS
 /* Without VNNI, at the avx2 and avx512 levels: vpmaddwd, pairs of 16-bit
    values multiplied and summed into 32 bits, which cannot overflow here
@@ -842,8 +846,7 @@ static void NAME##_##MR##x##NV(const uint8_t *A, long lda, const int8_t *P, long
 #endif
 #define FASTRNN_S8_DOT                                                              \
     {                                                                               \
-        ivec w01 = FASTRNN_S8_HALF(P + k * 4 * NR + v * 4 * L);                     \
-        ivec w23 = FASTRNN_S8_HALF(P + k * 4 * NR + v * 4 * L + 2 * L);             \
+        ivec w01 = FASTRNN_S8_HALF(pw), w23 = FASTRNN_S8_HALF(pw + 2 * L);          \
         for (r = 0; r < ROWS; r++) {                                                \
             ivec ab = (ivec)FASTRNN_S8_BROADCAST(a[r]);                             \
             acc[r][v] += FASTRNN_MADD16(FASTRNN_S8_SPREAD(ab, 0xff01ff00u), w01)     \
@@ -855,6 +858,7 @@ static void NAME##_##MR##x##NV(const uint8_t *A, long lda, const int8_t *P, long
    unsigned), multiplied and summed in 32 bits: vpdpbusd's result. */
 #define FASTRNN_S8_DOT                                                              \
     {                                                                               \
+        memcpy(&w, pw, sizeof w);                                                   \
         ivec w0 = (w << 24) >> 24, w1 = (w << 16) >> 24;                            \
         ivec w2 = (w << 8) >> 24, w3 = w >> 24;                                     \
         for (r = 0; r < ROWS; r++)                                                  \
